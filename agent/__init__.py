@@ -1,0 +1,1 @@
+"""The on-device agent: model store, runtimes, dynamic batching, OIP v2 API, telemetry."""

@@ -1,0 +1,138 @@
+"""The ``edgeserve`` command: lazy registration of each component's group, one error boundary.
+
+Commands are imported only when invoked, so ``edgeserve agent run`` never imports TensorFlow or
+onnx tooling (DESIGN.md, dependency rules). Every :class:`~edgeserve.errors.EdgeServeError`
+becomes one line on stderr and its ``exit_code``; anything unexpected becomes one line and
+exit 1, with the traceback only when ``EDGESERVE_DEBUG=1`` (after click's ``Command.main``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from edgeserve import __version__
+from edgeserve.errors import EdgeServeError
+
+__all__ = ["main", "root"]
+
+# name -> "module:attribute" of the click command; imported on first use.
+COMMANDS: dict[str, str] = {
+    "convert": "edgeserve.converter.cli:convert",
+    "bundle": "edgeserve.bundle_cli:bundle",
+    "keys": "edgeserve.keys_cli:keys",
+    "agent": "edgeserve.agent.cli:agent",
+    "fleet": "edgeserve.fleet_server.cli:fleet",
+    "quickstart": "edgeserve.quickstart.cli:quickstart",
+}
+
+_HELP: dict[str, str] = {
+    "convert": "Quantize and compile a model into an edge bundle for a target or device.",
+    "bundle": "Inspect and check bundles.",
+    "keys": "Create and rotate signing keys.",
+    "agent": "Run the on-device agent: install, serve, batch.",
+    "fleet": "Run the fleet server and manage releases, rollouts and experiments.",
+    "quickstart": "Run the whole loop on this machine: convert, release, roll out, serve.",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use (click docs, "Lazily Loading")."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("edgeserve"):
+                return _missing(cmd_name)
+            raise EdgeServeError(
+                f"'edgeserve {cmd_name}' needs {exc.name}, which is not installed "
+                f"(pip install 'edgeserve[all]' or the extra for this command)"
+            ) from exc
+        command: click.Command = getattr(module, attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help comes from a table so that `edgeserve --help` imports no component.
+        rows = [(name, _HELP.get(name, "")) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+        """Run the CLI; the one place where errors become a line on stderr and an exit code."""
+        extra.pop("standalone_mode", None)
+        try:
+            rv = super().main(args, prog_name, standalone_mode=False, **extra)
+            # click returns Exit's code instead of raising when standalone_mode is off
+            if isinstance(rv, int) and rv:
+                sys.exit(rv)
+            return rv
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(130)
+        except EdgeServeError as exc:
+            _debug_traceback()
+            click.echo(f"error: {_one_line(exc)}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            _debug_traceback()
+            click.echo(
+                f"internal error: {type(exc).__name__}: {_one_line(exc)} "
+                "(set EDGESERVE_DEBUG=1 for the traceback)",
+                err=True,
+            )
+            sys.exit(1)
+
+
+def _missing(name: str) -> click.Command:
+    @click.command(name=name, help=_HELP.get(name, ""))
+    def placeholder() -> None:
+        raise EdgeServeError(f"'edgeserve {name}' is not available in this build")
+
+    return placeholder
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _debug_traceback() -> None:
+    if os.environ.get("EDGESERVE_DEBUG") == "1":
+        import traceback
+
+        traceback.print_exc()
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="edgeserve")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def root(verbose: int) -> None:
+    """edgeserve: convert a model for an edge device, serve it there, roll it out to a fleet."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    root.main(prog_name="edgeserve")

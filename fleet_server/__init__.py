@@ -1,0 +1,1 @@
+"""The fleet server: releases, MQTT desired state, rollouts and experiments."""
