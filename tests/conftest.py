@@ -1,64 +1,30 @@
-"""Shared fixtures: small real models and bundles made on disk, never fetched."""
+"""Shared fixtures: small real models and bundles made on disk, a real Mosquitto broker.
+
+Area-specific fixtures live in ``tests/<area>/conftest.py``; helpers that tests import live in
+``tests/support/``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
+from support.broker import Mosquitto
+from support.models import make_linear_bundle
 
-from edgeserve.bundle import Bundle, write_bundle
-from edgeserve.manifest import Manifest, TensorSpec
-
-
-def make_onnx_linear(
-    path: Path, in_features: int = 4, out_features: int = 3, seed: int = 0
-) -> Path:
-    """Write a tiny ONNX model y = softmax(x @ W + b) with a dynamic batch dimension."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    w = rng.standard_normal((in_features, out_features)).astype(np.float32)
-    b = rng.standard_normal(out_features).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "W"], ["xw"]),
-            helper.make_node("Add", ["xw", "B"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["y"], axis=-1),
-        ],
-        "linear",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", in_features])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", out_features])],
-        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
-def make_linear_bundle(
-    directory: Path, *, name: str = "linear", version: int = 1, seed: int = 0
-) -> Bundle:
-    """A ready ONNX bundle around :func:`make_onnx_linear`."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    model = make_onnx_linear(directory.parent / f".{name}-{version}-{seed}.onnx", seed=seed)
-    manifest = Manifest(
-        name=name,
-        version=version,
-        format="onnx",
-        precision="fp32",
-        target="onnx-cpu-fp32",
-        providers=("CPUExecutionProvider",),
-        inputs=(TensorSpec("x", "FP32", (-1, 4)),),
-        outputs=(TensorSpec("y", "FP32", (-1, 3)),),
-    )
-    return write_bundle(directory, manifest, {"model.onnx": (model, "model")})
+from edgeserve.bundle import Bundle
 
 
 @pytest.fixture
 def linear_bundle(tmp_path: Path) -> Bundle:
     """A small valid ONNX bundle in a temp directory."""
     return make_linear_bundle(tmp_path / "bundle")
+
+
+@pytest.fixture
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A real anonymous Mosquitto broker on a free port, stopped after the test."""
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield broker
+    broker.stop()

@@ -1,0 +1,1 @@
+"""Test support shared across areas: small real models and a real Mosquitto broker."""

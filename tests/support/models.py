@@ -1,0 +1,57 @@
+"""Small real models written on disk by the tests (never fetched)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeserve.bundle import Bundle, write_bundle
+from edgeserve.manifest import Manifest, TensorSpec
+
+
+def make_onnx_linear(
+    path: Path, in_features: int = 4, out_features: int = 3, seed: int = 0
+) -> Path:
+    """Write a tiny ONNX model y = softmax(x @ W + b) with a dynamic batch dimension."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((in_features, out_features)).astype(np.float32)
+    b = rng.standard_normal(out_features).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "B"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["y"], axis=-1),
+        ],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", in_features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", out_features])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def make_linear_bundle(
+    directory: Path, *, name: str = "linear", version: int = 1, seed: int = 0
+) -> Bundle:
+    """A ready ONNX bundle around :func:`make_onnx_linear` (input x [-1,4] FP32, output y)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    model = make_onnx_linear(directory.parent / f".{name}-{version}-{seed}.onnx", seed=seed)
+    manifest = Manifest(
+        name=name,
+        version=version,
+        format="onnx",
+        precision="fp32",
+        target="onnx-cpu-fp32",
+        providers=("CPUExecutionProvider",),
+        inputs=(TensorSpec("x", "FP32", (-1, 4)),),
+        outputs=(TensorSpec("y", "FP32", (-1, 3)),),
+    )
+    return write_bundle(directory, manifest, {"model.onnx": (model, "model")})
