@@ -1,0 +1,432 @@
+"""An MQTT broker for one machine: Mosquitto when it is installed, else amqtt in a thread.
+
+``edgeserve quickstart`` and ``edgeserve fleet serve --embedded-broker`` need a broker on a machine
+where nobody installed one. Mosquitto is preferred when it is on PATH (the broker production
+setups run, with persistence); otherwise amqtt, a pure-Python MQTT 3.1.1 broker, runs on its own
+asyncio loop in a daemon thread of the calling process.
+
+Both take the same inputs: a Mosquitto password file (``user:$7$...`` PBKDF2-SHA512, or the older
+``$6$`` salted SHA-512; see mosquitto_passwd(1)) and a Mosquitto ACL file (``user``, ``topic
+[read|write|readwrite] T``, ``pattern ... %u/%c``; see mosquitto.conf(5), "acl_file"), so what
+``edgeserve fleet broker-config`` writes works with either broker. ``users`` (plain passwords) is
+a shortcut that writes such a password file.
+
+Limits of the amqtt fallback, documented: MQTT 3.1.1 only (no MQTT 5, no ``$share`` shared
+subscriptions) and retained messages kept in memory only (lost when the process exits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from edgeserve.errors import ConfigError, UnavailableError
+
+__all__ = [
+    "EmbeddedBroker",
+    "acl_allows",
+    "hash_password",
+    "mosquitto_binary",
+    "start_embedded_broker",
+    "verify_password",
+]
+
+Kind = Literal["auto", "mosquitto", "amqtt"]
+_PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default for $7$ (mosquitto 2.0, password_mosq.c)
+_SALT_BYTES = 12
+_START_TIMEOUT_S = 10.0
+
+
+# -- password file (mosquitto_passwd formats) ---------------------------------------------------
+
+
+def hash_password(password: str, *, salt: bytes | None = None) -> str:
+    """A Mosquitto ``$7$`` (PBKDF2-HMAC-SHA512, 101 iterations) password hash.
+
+    Args:
+        password: the plain password.
+        salt: 12 random bytes unless given (tests).
+
+    Returns:
+        ``$7$101$<base64 salt>$<base64 hash>``, as mosquitto_passwd writes it.
+    """
+    salt = salt if salt is not None else secrets.token_bytes(_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _PBKDF2_ITERATIONS, 64)
+    salt_b64, digest_b64 = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
+    return f"$7${_PBKDF2_ITERATIONS}${salt_b64}${digest_b64}"
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """Check a password against a ``$7$`` or ``$6$`` Mosquitto hash (constant-time compare).
+
+    Args:
+        password: what the client sent.
+        encoded: the hash from the password file.
+
+    Returns:
+        True when it matches; False for a mismatch or a format this function does not know.
+    """
+    parts = encoded.split("$")
+    try:
+        if len(parts) == 5 and parts[1] == "7":
+            iterations, salt, expected = int(parts[2]), b64(parts[3]), b64(parts[4])
+            got = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, len(expected))
+            return hmac.compare_digest(got, expected)
+        if len(parts) == 4 and parts[1] == "6":
+            salt, expected = b64(parts[2]), b64(parts[3])
+            return hmac.compare_digest(hashlib.sha512(password.encode() + salt).digest(), expected)
+    except ValueError:
+        return False
+    return False
+
+
+def b64(text: str) -> bytes:
+    """Strict base64 decode (raises ValueError on garbage)."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except Exception as exc:  # binascii.Error is a ValueError subclass; be explicit anyway
+        raise ValueError(str(exc)) from exc
+
+
+def read_password_file(path: Path) -> dict[str, str]:
+    """``{user: hash}`` from a Mosquitto password file (``#`` comments and blank lines skipped)."""
+    users: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, encoded = line.partition(":")
+        if not sep or not user:
+            raise ConfigError(f"{path}:{number}: expected 'user:hash'")
+        users[user] = encoded
+    return users
+
+
+def write_password_file(path: Path, users: Mapping[str, str]) -> Path:
+    """Write ``users`` (plain passwords) as a Mosquitto password file, mode 0600."""
+    text = "".join(f"{user}:{hash_password(pw)}\n" for user, pw in sorted(users.items()))
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+# -- ACL file (mosquitto.conf(5) acl_file semantics) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class AclRule:
+    """One ``topic``/``pattern`` line: which access, to what, for whom (None = everyone)."""
+
+    access: str  # "read" | "write" | "readwrite"
+    topic: str
+    user: str | None
+    is_pattern: bool
+
+
+def parse_acl(text: str) -> list[AclRule]:
+    """Parse a Mosquitto ACL file.
+
+    Raises:
+        ConfigError: a line that is not ``user``, ``topic`` or ``pattern``.
+    """
+    rules: list[AclRule] = []
+    user: str | None = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        rest = rest.strip()
+        if word == "user":
+            user = rest
+            continue
+        if word not in ("topic", "pattern") or not rest:
+            raise ConfigError(f"ACL line {number}: expected user/topic/pattern, got {line!r}")
+        access, _, topic = rest.partition(" ")
+        if access not in ("read", "write", "readwrite", "deny"):
+            access, topic = "readwrite", rest
+        # `pattern` lines apply to every client; `topic` lines to the current `user` block
+        # (before any `user` line: to anonymous clients) - mosquitto.conf(5).
+        rules.append(
+            AclRule(access, topic.strip(), None if word == "pattern" else user, word == "pattern")
+        )
+    return rules
+
+
+def _levels_match(topic: str, pattern: str, *, filter_subset: bool) -> bool:
+    """MQTT topic matching (MQTT 3.1.1 section 4.7). With ``filter_subset``, ``topic`` is itself a
+    subscription filter and must be covered by ``pattern`` (a ``+`` in it only by ``+``/``#``)."""
+    t_levels, p_levels = topic.split("/"), pattern.split("/")
+    for i, p in enumerate(p_levels):
+        if p == "#":
+            return True
+        if i >= len(t_levels):
+            return False
+        t = t_levels[i]
+        if filter_subset and t == "#":
+            return False
+        if p == "+":
+            continue
+        if t != p or (filter_subset and t == "+"):
+            return False
+    return len(t_levels) == len(p_levels)
+
+
+def acl_allows(
+    rules: list[AclRule],
+    *,
+    user: str | None,
+    client_id: str,
+    topic: str,
+    write: bool,
+    subscribe: bool = False,
+) -> bool:
+    """Whether the ACL grants ``user`` write (publish) or read (subscribe/receive) on ``topic``.
+
+    ``%u`` and ``%c`` in patterns become the username and client id; a pattern with ``%u`` never
+    matches an anonymous client (mosquitto behaviour). ``deny`` lines win over grants.
+    """
+    wanted = "write" if write else "read"
+    granted = False
+    for rule in rules:
+        if rule.user is not None and rule.user != user:
+            continue
+        if not rule.is_pattern and rule.user is None and user is not None:
+            continue  # topic lines before any `user` line apply to anonymous clients only
+        pattern = rule.topic
+        if rule.is_pattern:
+            if "%u" in pattern and user is None:
+                continue
+            pattern = pattern.replace("%u", user or "").replace("%c", client_id)
+        if not _levels_match(topic, pattern, filter_subset=subscribe):
+            continue
+        if rule.access == "deny":
+            return False
+        if rule.access in (wanted, "readwrite"):
+            granted = True
+    return granted
+
+
+# -- the broker handle --------------------------------------------------------------------------
+
+
+def mosquitto_binary() -> str | None:
+    """The mosquitto executable, if installed (Debian puts it in /usr/sbin, often not on PATH)."""
+    found = shutil.which("mosquitto")
+    if found is None and Path("/usr/sbin/mosquitto").exists():
+        found = "/usr/sbin/mosquitto"
+    return found
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(host: str, port: int, timeout_s: float, alive: Any = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise UnavailableError(f"the MQTT broker exited before listening on {host}:{port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise UnavailableError(f"the MQTT broker is not listening on {host}:{port} after {timeout_s}s")
+
+
+@dataclass
+class EmbeddedBroker:
+    """A running broker. ``stop()`` ends it (idempotent); also a context manager."""
+
+    kind: str
+    host: str
+    port: int
+    workdir: Path
+    _process: subprocess.Popen[bytes] | None = None
+    _thread: threading.Thread | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _stop_event: asyncio.Event | None = None
+    _own_workdir: bool = False
+    _stopped: bool = field(default=False)
+
+    @property
+    def url(self) -> str:
+        """``mqtt://HOST:PORT``, the form every edgeserve config takes."""
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The Mosquitto process id, or None for the in-process amqtt broker."""
+        return self._process.pid if self._process is not None else None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the broker and wait for it; remove the work directory if we made it."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._loop is not None and self._stop_event is not None and self._thread is not None:
+            if self._thread.is_alive():
+                self._loop.call_soon_threadsafe(self._stop_event.set)
+            self._thread.join(timeout_s)
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_embedded_broker(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    users: Mapping[str, str] | None = None,
+    password_file: Path | None = None,
+    acl_file: Path | None = None,
+    kind: Kind = "auto",
+    workdir: Path | None = None,
+) -> EmbeddedBroker:
+    """Start an MQTT broker listening on ``host:port`` and return once it accepts connections.
+
+    Args:
+        host: address to bind; loopback by default.
+        port: TCP port; 0 picks a free one (read it back from ``.port``).
+        users: plain ``{username: password}``; written as a password file. Exclusive with
+            ``password_file``. With neither, anonymous clients are allowed.
+        password_file: a Mosquitto password file.
+        acl_file: a Mosquitto ACL file; without it every client may use every topic.
+        kind: ``auto`` (Mosquitto when installed, else amqtt), ``mosquitto`` or ``amqtt``.
+        workdir: where config, persistence and logs go; a temp dir (removed on stop) if None.
+
+    Returns:
+        The running :class:`EmbeddedBroker`.
+
+    Raises:
+        ConfigError: conflicting arguments, unreadable password/ACL file, Mosquitto asked for
+            but not installed.
+        UnavailableError: the broker did not start listening.
+    """
+    if users is not None and password_file is not None:
+        raise ConfigError("give either users or password_file, not both")
+    own = workdir is None
+    wd = Path(tempfile.mkdtemp(prefix="edgeserve-broker-")) if workdir is None else workdir
+    wd.mkdir(parents=True, exist_ok=True)
+    if users is not None:
+        password_file = write_password_file(wd / "passwd", users)
+    for label, path in (("password file", password_file), ("ACL file", acl_file)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"broker {label} {path} does not exist")
+    binary = mosquitto_binary()
+    if kind == "mosquitto" and binary is None:
+        raise ConfigError("kind='mosquitto' but mosquitto is not installed")
+    use_mosquitto = binary is not None and kind != "amqtt"
+    port = port or _free_port(host)
+    try:
+        if use_mosquitto and binary is not None:
+            broker = _start_mosquitto(binary, host, port, wd, password_file, acl_file)
+        else:
+            broker = _start_amqtt(host, port, wd, password_file, acl_file)
+    except BaseException:
+        if own:
+            shutil.rmtree(wd, ignore_errors=True)
+        raise
+    broker._own_workdir = own
+    return broker
+
+
+def _start_mosquitto(
+    binary: str, host: str, port: int, wd: Path, password_file: Path | None, acl_file: Path | None
+) -> EmbeddedBroker:
+    lines = [
+        f"listener {port} {host}",
+        # as root mosquitto drops to user "mosquitto", which cannot read our files
+        *(["user root"] if os.geteuid() == 0 else []),
+        "persistence true",
+        f"persistence_location {wd}/",
+        f"log_dest file {wd / 'mosquitto.log'}",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+    ]
+    if password_file is not None:
+        lines += ["allow_anonymous false", f"password_file {Path(password_file).resolve()}"]
+    else:
+        lines.append("allow_anonymous true")
+    if acl_file is not None:
+        lines.append(f"acl_file {Path(acl_file).resolve()}")
+    conf = wd / "mosquitto.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    broker = EmbeddedBroker("mosquitto", host, port, wd, _process=proc)
+    try:
+        _wait_for_port(host, port, _START_TIMEOUT_S, alive=lambda: proc.poll() is None)
+    except BaseException:
+        broker.stop()
+        raise
+    return broker
+
+
+def _start_amqtt(
+    host: str, port: int, wd: Path, password_file: Path | None, acl_file: Path | None
+) -> EmbeddedBroker:
+    try:
+        from edgeserve.fleet_server.embedded_broker_amqtt import run_broker
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"no MQTT broker available: mosquitto is not installed and {exc.name} is missing "
+            "(pip install 'edgeserve[fleet]')"
+        ) from exc
+    ready = threading.Event()
+    state: dict[str, Any] = {}
+
+    def target() -> None:
+        async def main() -> None:
+            stop = asyncio.Event()
+            state["loop"], state["stop"] = asyncio.get_running_loop(), stop
+            await run_broker(host, port, password_file, acl_file, stop, ready)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # reported to the starting thread below
+            state["error"] = exc
+            ready.set()
+
+    thread = threading.Thread(target=target, name=f"edgeserve-amqtt-{port}", daemon=True)
+    thread.start()
+    if not ready.wait(_START_TIMEOUT_S) or "error" in state:
+        error = state.get("error")
+        raise UnavailableError(f"the embedded amqtt broker did not start on {host}:{port}: {error}")
+    # no TCP probe here: amqtt leaks the socket of a connection that sends no CONNECT, and
+    # `ready` is only set once Broker.start() has bound the listener.
+    return EmbeddedBroker(
+        "amqtt", host, port, wd, _thread=thread, _loop=state["loop"], _stop_event=state["stop"]
+    )

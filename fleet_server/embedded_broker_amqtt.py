@@ -1,0 +1,109 @@
+"""The amqtt side of the embedded broker: plugins that read Mosquitto's password and ACL files.
+
+Imported only when Mosquitto is not installed (see :mod:`edgeserve.fleet_server.embedded_broker`).
+amqtt loads plugins by dotted path and hands each its ``Config`` dataclass (amqtt 0.12 plugin API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amqtt.broker import Broker
+from amqtt.contexts import Action, BaseContext
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
+from edgeserve.fleet_server.embedded_broker import (
+    acl_allows,
+    parse_acl,
+    read_password_file,
+    verify_password,
+)
+
+__all__ = ["AclFileTopicPlugin", "PasswordFileAuthPlugin", "run_broker"]
+
+_MODULE = __name__
+
+
+class PasswordFileAuthPlugin(BaseAuthPlugin):
+    """Accepts a client whose username/password match the Mosquitto password file; anonymous
+    clients only when no password file is configured (Mosquitto's ``allow_anonymous``)."""
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        path = self.config.password_file
+        self._users = read_password_file(Path(path)) if path else None
+
+    async def authenticate(self, *, session: Session) -> bool | None:
+        if self._users is None:
+            return True
+        encoded = self._users.get(session.username or "")
+        return encoded is not None and verify_password(session.password or "", encoded)
+
+    @dataclass
+    class Config:
+        password_file: str | None = None
+
+
+class AclFileTopicPlugin(BaseTopicPlugin):
+    """Mosquitto ACL semantics: publish needs ``write``; subscribe and delivery need ``read``."""
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        path = self.config.acl_file
+        self._rules = parse_acl(Path(path).read_text()) if path else None
+
+    async def topic_filtering(
+        self,
+        *,
+        session: Session | None = None,
+        topic: str | None = None,
+        action: Action | None = None,
+    ) -> bool | None:
+        if self._rules is None:
+            return True
+        if session is None or topic is None:
+            return False
+        return acl_allows(
+            self._rules,
+            user=session.username,
+            client_id=session.client_id or "",
+            topic=topic,
+            write=action == Action.PUBLISH,
+            subscribe=action == Action.SUBSCRIBE,
+        )
+
+    @dataclass
+    class Config:
+        acl_file: str | None = None
+
+
+async def run_broker(
+    host: str,
+    port: int,
+    password_file: Path | None,
+    acl_file: Path | None,
+    stop: asyncio.Event,
+    ready: threading.Event,
+) -> None:
+    """Run an amqtt broker on this loop until ``stop`` is set; set ``ready`` once listening."""
+    config: dict[str, Any] = {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+        # only our two plugins: no $SYS publisher, no packet logger
+        "plugins": {
+            f"{_MODULE}.PasswordFileAuthPlugin": {
+                "password_file": str(password_file) if password_file else None
+            },
+            f"{_MODULE}.AclFileTopicPlugin": {"acl_file": str(acl_file) if acl_file else None},
+        },
+    }
+    broker = Broker(config, loop=asyncio.get_running_loop())
+    await broker.start()
+    ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await broker.shutdown()
