@@ -10,8 +10,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-
-from edgeserve.errors import ConfigError
 from edgeserve.fleet_server.embedded_broker import (
     EmbeddedBroker,
     acl_allows,
@@ -21,6 +19,8 @@ from edgeserve.fleet_server.embedded_broker import (
     start_embedded_broker,
     verify_password,
 )
+
+from edgeserve.errors import ConfigError
 
 KINDS = [
     pytest.param(
