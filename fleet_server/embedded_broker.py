@@ -335,17 +335,17 @@ def start_embedded_broker(
     """
     if users is not None and password_file is not None:
         raise ConfigError("give either users or password_file, not both")
-    own = workdir is None
-    wd = Path(tempfile.mkdtemp(prefix="edgeserve-broker-")) if workdir is None else workdir
-    wd.mkdir(parents=True, exist_ok=True)
-    if users is not None:
-        password_file = write_password_file(wd / "passwd", users)
     for label, path in (("password file", password_file), ("ACL file", acl_file)):
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"broker {label} {path} does not exist")
     binary = mosquitto_binary()
     if kind == "mosquitto" and binary is None:
         raise ConfigError("kind='mosquitto' but mosquitto is not installed")
+    own = workdir is None
+    wd = Path(tempfile.mkdtemp(prefix="edgeserve-broker-")) if workdir is None else workdir
+    wd.mkdir(parents=True, exist_ok=True)
+    if users is not None:
+        password_file = write_password_file(wd / "passwd", users)
     use_mosquitto = binary is not None and kind != "amqtt"
     port = port or _free_port(host)
     try:
