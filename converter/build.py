@@ -1,0 +1,284 @@
+"""Build one candidate: run a target's passes on a source model into a scratch directory.
+
+The result is a complete, checked bundle in the scratch directory; the pipeline validates it
+and copies the winner to the output with :func:`edgeserve.bundle.write_bundle` (atomic).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeserve.bundle import Bundle, write_bundle
+from edgeserve.converter import onnx_passes, tflite_passes
+from edgeserve.converter.calibration import Dataset
+from edgeserve.converter.loaders import SourceModel, onnx_io, tflite_io
+from edgeserve.converter.targets import Target
+from edgeserve.devices import DeviceProfile
+from edgeserve.errors import ConfigError
+from edgeserve.manifest import Manifest, TensorSpec
+
+__all__ = ["BuildSettings", "Built", "build_candidate", "sample_npz"]
+
+SAMPLE_ROWS = 4  # rows in sample.npz (the agent's warm-up and the fleet's health check)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """What every candidate shares.
+
+    Attributes:
+        name: bundle name.
+        version: bundle version.
+        shapes: input name -> full shape for pinning dynamic dimensions.
+        io_type: ``float`` | ``int8`` (tflite-int8 only).
+        calibration_method: ``minmax`` | ``entropy`` | ``percentile``.
+        device: device profile to check against, or None.
+        source_info: the manifest ``source`` mapping.
+        converter_version: edgeserve version.
+    """
+
+    name: str
+    version: int
+    shapes: dict[str, tuple[int, ...]]
+    io_type: str
+    calibration_method: str
+    device: DeviceProfile | None
+    source_info: dict[str, Any]
+    converter_version: str
+
+
+@dataclass
+class Built:
+    """A candidate built into a scratch bundle.
+
+    Attributes:
+        target: the target it was built for.
+        bundle: the scratch bundle (model file and sample.npz).
+        quant: int8 I/O quantization parameters by bundle tensor name.
+        name_map: source input name -> bundle input name.
+        options: recorded in the manifest's ``converter.options``.
+    """
+
+    target: Target
+    bundle: Bundle
+    quant: dict[str, dict[str, float]]
+    name_map: dict[str, str]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _static_shapes(source: SourceModel, target: Target, settings: BuildSettings, data: Dataset | None) -> dict[str, tuple[int, ...]]:
+    """Shapes to pin: ``--input-shape`` first, else the data's per-row shape.
+
+    Static quantization keeps a dynamic batch (axis 0) but needs the other axes known; NPU
+    targets pin the batch too (to 1 unless ``--input-shape`` says otherwise).
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in source.inputs:
+        if spec.name in settings.shapes:
+            shapes[spec.name] = settings.shapes[spec.name]
+            continue
+        dims = list(spec.shape)
+        if data is not None and spec.name in data:
+            dims[1:] = data[spec.name].shape[1:]
+        if target.static_shapes and dims and dims[0] == -1:
+            dims[0] = 1
+        if target.static_shapes and any(d == -1 for d in dims):
+            raise ConfigError(
+                f"{target.name} needs static shapes: pass --input-shape {spec.name}=..."
+            )
+        shapes[spec.name] = tuple(dims)
+    return shapes
+
+
+def build_candidate(
+    source: SourceModel,
+    target: Target,
+    settings: BuildSettings,
+    calibration: Dataset | None,
+    work: Path,
+    sample: Dataset,
+) -> Built:
+    """Convert ``source`` for ``target`` into ``work`` and wrap it as a scratch bundle.
+
+    Raises:
+        ConfigError: missing calibration, unreachable format.
+        UnsupportedOpError: an op the target cannot take.
+        ConversionError: a pass failed.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    if target.needs_calibration and calibration is None:
+        raise ConfigError(f"{target.name} needs --calibration data (.npy or .npz)")
+    options: dict[str, Any] = {"target": target.name}
+    quant: dict[str, dict[str, float]] = {}
+    if target.precision == "as-is":
+        model_file, inputs, outputs = _as_is(source, work)
+    elif target.is_tflite:
+        data = tflite_passes.convert_tflite(source, target, calibration, settings.io_type)
+        model_file = work / "model.tflite"
+        model_file.write_bytes(data)
+        inputs, outputs, quant = _tflite_specs(data)
+        if target.precision == "int8":
+            options["io_type"] = settings.io_type
+            options["calibration_method"] = "minmax (TFLite converter)"
+    else:
+        model_file, inputs, outputs, extra = _build_onnx(
+            source, target, settings, calibration, work
+        )
+        options.update(extra)
+    if quant:
+        options["io_quantization"] = quant
+    name_map = _match_names(source.inputs, inputs)
+    rows = {name_map[k]: v[:SAMPLE_ROWS] for k, v in sample.items()}
+    manifest = Manifest(
+        name=settings.name,
+        version=settings.version,
+        format="tflite" if model_file.suffix == ".tflite" else target.format,
+        precision=_precision(source, target, model_file),
+        target=target.name,
+        providers=target.providers if target.format != "tflite" else ("tflite",),
+        inputs=inputs,
+        outputs=outputs,
+        source=settings.source_info,
+        converter={"version": settings.converter_version, "options": options},
+    )
+    files = {
+        f"model{model_file.suffix}": (model_file, "model"),
+        "sample.npz": (sample_npz(rows, inputs, quant), "sample"),
+    }
+    bundle = write_bundle(work / "bundle", manifest, files)
+    return Built(target, bundle, quant, name_map, options)
+
+
+def _build_onnx(
+    source: SourceModel, target: Target, settings: BuildSettings, calibration: Dataset | None, work: Path
+) -> tuple[Path, tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, Any]]:
+    import onnx
+
+    if source.kind != "onnx":
+        raise ConfigError(
+            f"{source.kind} -> ONNX is not built in (tf2onnx pins old TensorFlow/numpy): export "
+            "ONNX yourself or pick a tflite-* target"
+        )
+    extra: dict[str, Any] = {}
+    model = onnx.ModelProto()
+    model.CopyFrom(source.handle)
+    if target.needs_calibration or target.static_shapes:
+        shapes = _static_shapes(source, target, settings, calibration)
+        model = onnx_passes.fix_input_shapes(model, shapes)
+        extra["input_shapes"] = {k: list(v) for k, v in shapes.items()}
+    elif settings.shapes:
+        model = onnx_passes.fix_input_shapes(model, settings.shapes)
+    src = work / "source.onnx"
+    onnx.save(model, str(src))
+    out = work / "model.onnx"
+    if target.precision == "fp32":
+        onnx_passes.optimize_fp32(src, out)
+        extra["graph_optimization"] = "basic"
+    elif target.precision == "int8":
+        batch = 1 if target.static_shapes else 16
+        onnx_passes.quantize_static_int8(
+            src, out, work, target, calibration or {}, settings.calibration_method, batch
+        )
+        extra.update(
+            quant_format="QDQ",
+            calibration_method=settings.calibration_method,
+            activation_type=target.activation_type,
+            weight_type=target.weight_type,
+            per_channel=target.per_channel,
+        )
+    elif target.precision == "dynamic":
+        onnx_passes.quantize_dynamic_int8(src, out, work)
+        extra["weight_type"] = "QInt8"
+    elif target.precision == "fp16":
+        extra["fp16_converter"] = onnx_passes.to_fp16(src, out)
+        extra["keep_io_types"] = True
+    else:  # pragma: no cover - the table has no other precision
+        raise ConfigError(f"no ONNX pass for precision {target.precision!r}")
+    if settings.device is not None:
+        extra["device_check"] = onnx_passes.check_device_limits(out, settings.device)
+    onnx_passes.check_loads(out)
+    inputs, outputs = _read_onnx_io(out)
+    if target.format == "ort":
+        ort_file = work / "model.ort"
+        onnx_passes.to_ort_format(out, ort_file)
+        return ort_file, inputs, outputs, extra
+    return out, inputs, outputs, extra
+
+
+def _read_onnx_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    import onnx
+
+    return onnx_io(onnx.load(str(path)))
+
+
+def _tflite_specs(data: bytes) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, dict[str, float]]]:
+    from edgeserve.runtimes.tflite import interpreter_class
+
+    interp = interpreter_class()(model_content=data)
+    inputs, outputs = tflite_io(interp)
+    return inputs, outputs, tflite_passes.io_quantization(interp)
+
+
+def _as_is(source: SourceModel, work: Path) -> tuple[Path, tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    suffix = ".tflite" if source.kind == "tflite" else ".onnx"
+    if source.kind not in ("onnx", "tflite"):
+        raise ConfigError(f"only .onnx and .tflite files can be bundled as they are, not {source.kind}")
+    out = work / f"model{suffix}"
+    out.write_bytes(source.path.read_bytes())
+    return out, source.inputs, source.outputs
+
+
+def _precision(source: SourceModel, target: Target, model_file: Path) -> str:
+    if target.precision != "as-is":
+        return target.precision
+    if source.kind == "tflite":
+        return "int8" if any(i.datatype in ("INT8", "UINT8") for i in source.inputs) else "fp32"
+    ops = {n.op_type for n in source.handle.graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}:
+        return "int8"
+    if ops & {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}:
+        return "dynamic"
+    return "fp16" if any(t.data_type == 10 for t in source.handle.graph.initializer) else "fp32"
+
+
+def _match_names(source: tuple[TensorSpec, ...], bundle: tuple[TensorSpec, ...]) -> dict[str, str]:
+    """Source input name -> bundle input name (TFLite prefixes ``serving_default_``, adds ``:0``)."""
+    if len(source) != len(bundle):
+        raise ConfigError(f"converted model has {len(bundle)} inputs, source has {len(source)}")
+    mapping: dict[str, str] = {}
+    remaining = [b.name for b in bundle]
+    for spec in source:
+        exact = [b for b in remaining if b == spec.name]
+        fuzzy = [b for b in remaining if b.startswith(f"serving_default_{spec.name}:")]
+        pick = (exact or fuzzy or remaining)[0]
+        mapping[spec.name] = pick
+        remaining.remove(pick)
+    return mapping
+
+
+def sample_npz(rows: Dataset, inputs: tuple[TensorSpec, ...], quant: dict[str, dict[str, float]]) -> bytes:
+    """``sample.npz`` bytes: a few input rows keyed by bundle input name, in the bundle's dtype.
+
+    A model with a fixed batch dimension gets exactly that many rows; int8 inputs are quantized
+    with the model's own scale and zero point.
+    """
+    out: dict[str, np.ndarray] = {}
+    for spec in inputs:
+        array = rows[spec.name]
+        fixed = spec.shape[0] if spec.shape else -1
+        if fixed > 0:
+            array = np.concatenate([array] * fixed)[:fixed] if array.shape[0] < fixed else array[:fixed]
+        q = quant.get(spec.name)
+        if q is not None:
+            info = np.iinfo(np.int8 if spec.datatype == "INT8" else np.uint8)
+            array = np.clip(np.round(array / q["scale"] + q["zero_point"]), info.min, info.max)
+            array = array.astype(info.dtype)
+        out[spec.name] = np.ascontiguousarray(array)
+    buffer = io.BytesIO()
+    np.savez(buffer, **out)
+    return buffer.getvalue()

@@ -1,0 +1,109 @@
+"""``edgeserve convert``: parse the options, call :func:`convert_model`, print the report.
+
+Errors are raised as :class:`~edgeserve.errors.EdgeServeError` subclasses; the root CLI turns
+them into one line on stderr and the exit code (2 for bad input, 1 for a failed conversion).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from edgeserve.converter.pipeline import ConvertOptions, convert_model
+from edgeserve.converter.report import candidates_table, report_table, targets_table
+
+__all__ = ["convert"]
+
+
+@click.command(name="convert", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--target", "-t", help="Target preset (see --list-targets).")
+@click.option("--device", "-d", help="Device profile (rpi4, rpi5, jetson-orin-nano, x86_64).")
+@click.option("--calibration", type=click.Path(path_type=Path), help=".npy / .npz rows.")
+@click.option("--validation", type=click.Path(path_type=Path), help=".npy / .npz rows.")
+@click.option("--labels", type=click.Path(path_type=Path), help=".npy class ids per row.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Bundle directory.")
+@click.option("--name", help="Model name (default: the file's stem).")
+@click.option("--version", "version", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "fp16", "int8", "dynamic"]),
+    help="Move within the target's family; auto keeps the fastest within the budget.",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=click.FloatRange(min=0),
+    help="Fail (exit 1, no bundle) past this many accuracy points (top-1 without --labels).",
+)
+@click.option("--input-shape", "input_shapes", multiple=True, help="Pin a shape: name=1,28,28.")
+@click.option("--io-type", type=click.Choice(["float", "int8"]), default="float", show_default=True)
+@click.option(
+    "--calibration-method",
+    type=click.Choice(["minmax", "entropy", "percentile"]),
+    default="minmax",
+    show_default=True,
+)
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@click.option("--list-targets", is_flag=True, help="List the target presets and exit.")
+def convert(
+    model: Path | None,
+    target: str | None,
+    device: str | None,
+    calibration: Path | None,
+    validation: Path | None,
+    labels: Path | None,
+    output: Path | None,
+    name: str | None,
+    version: int,
+    precision: str | None,
+    max_accuracy_drop: float | None,
+    input_shapes: tuple[str, ...],
+    io_type: str,
+    calibration_method: str,
+    force: bool,
+    list_targets: bool,
+) -> None:
+    """Convert MODEL (.onnx, .keras, .h5, SavedModel dir, .tflite) into an edge bundle."""
+    console = Console()
+    if list_targets:
+        console.print(targets_table())
+        return
+    if model is None:
+        raise click.UsageError("missing MODEL (or use --list-targets)")
+    options = ConvertOptions(
+        model=model,
+        target=target,
+        device=device,
+        calibration=calibration,
+        validation=validation,
+        labels=labels,
+        output=output,
+        name=name,
+        version=version,
+        precision=precision,
+        max_accuracy_drop=max_accuracy_drop,
+        input_shapes=input_shapes,
+        io_type=io_type,
+        calibration_method=calibration_method,
+        force=force,
+    )
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("starting", total=None)
+        result = convert_model(
+            options, lambda what: progress.update(task, description=what, advance=1)
+        )
+    if len(result.candidates) > 1:
+        console.print(candidates_table(result.candidates, result.target.name))
+    console.print(report_table(result.validation, result.target.name, str(result.bundle.path)))
+    console.print(f"bundle written: {result.bundle.path}")

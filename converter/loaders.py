@@ -1,0 +1,269 @@
+"""Source models: recognise the input, read its tensors from the model, and run it.
+
+Supported sources: ONNX (``.onnx``), Keras (``.keras``, ``.h5``), TensorFlow SavedModel
+directories, and ready-made ``.tflite`` files. Input and output names, datatypes and shapes
+are always read from the model itself (issue 2, "Inputs").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from edgeserve.bundle import file_sha256
+from edgeserve.datatypes import datatype_of, from_onnx_elem_type
+from edgeserve.errors import ConfigError, ModelError
+from edgeserve.manifest import TensorSpec
+
+__all__ = ["SourceModel", "load_source", "onnx_io"]
+
+KINDS: Final = ("onnx", "keras", "savedmodel", "tflite")
+_TFLITE_MAGIC: Final = b"TFL3"  # flatbuffer file identifier at bytes 4..8 (schema.fbs)
+
+
+@dataclass
+class SourceModel:
+    """A model to convert.
+
+    Attributes:
+        path: the file or SavedModel directory.
+        kind: ``onnx`` | ``keras`` | ``savedmodel`` | ``tflite``.
+        inputs: input tensors as read from the model.
+        outputs: output tensors as read from the model.
+        sha256: hash of the file (for a directory: of its sorted relative paths and hashes).
+        size_bytes: file size (directory: total).
+        handle: the loaded model (``onnx.ModelProto``, a Keras model, a SavedModel signature
+            function or the ``.tflite`` bytes).
+    """
+
+    path: Path
+    kind: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    sha256: str
+    size_bytes: int
+    handle: Any = field(repr=False, default=None)
+
+    def runner(self) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
+        """A function running the original model: named inputs -> outputs in ``outputs`` order.
+
+        ONNX runs in ONNX Runtime (CPU), Keras and SavedModel in TensorFlow, TFLite in the
+        TFLite interpreter.
+        """
+        if self.kind == "onnx":
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(
+                self.handle.SerializeToString(), providers=["CPUExecutionProvider"]
+            )
+            names = [o.name for o in self.outputs]
+            return lambda feeds: session.run(names, dict(feeds))
+        if self.kind == "keras":
+            return _keras_runner(self.handle, self.inputs)
+        if self.kind == "savedmodel":
+            return _saved_model_runner(self.handle, self.outputs)
+        return _tflite_runner(self.handle, self.inputs, self.outputs)
+
+
+def _hash_dir(directory: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    total = 0
+    for file in sorted(p for p in directory.rglob("*") if p.is_file()):
+        sha, size = file_sha256(file)
+        digest.update(f"{file.relative_to(directory).as_posix()}\0{sha}\n".encode())
+        total += size
+    return digest.hexdigest(), total
+
+
+def load_source(path: Path) -> SourceModel:
+    """Recognise and load a source model.
+
+    Raises:
+        ConfigError: not a model, or not a format the converter reads (exit 2).
+        ModelError: a model that its own framework refuses.
+    """
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file or directory")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ConfigError(f"{path}: a directory but not a SavedModel (no saved_model.pb)")
+        sha, size = _hash_dir(path)
+        return _load_saved_model(path, sha, size)
+    sha, size = file_sha256(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return _load_onnx(path, sha, size)
+    if suffix in (".keras", ".h5"):
+        return _load_keras(path, sha, size)
+    if suffix == ".tflite":
+        return _load_tflite(path, sha, size)
+    raise ConfigError(
+        f"{path}: not a model the converter reads (expected .onnx, .keras, .h5, .tflite "
+        "or a SavedModel directory)"
+    )
+
+
+def _dim(d: Any) -> int:
+    return int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else -1
+
+
+def onnx_io(model: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """Inputs (initializers excluded) and outputs of an ``onnx.ModelProto``."""
+    initializers = {i.name for i in model.graph.initializer}
+
+    def spec(value: Any) -> TensorSpec:
+        tensor = value.type.tensor_type
+        shape = tuple(_dim(d) for d in tensor.shape.dim)
+        return TensorSpec(value.name, from_onnx_elem_type(tensor.elem_type), shape)
+
+    inputs = tuple(spec(v) for v in model.graph.input if v.name not in initializers)
+    outputs = tuple(spec(v) for v in model.graph.output)
+    return inputs, outputs
+
+
+def _load_onnx(path: Path, sha: str, size: int) -> SourceModel:
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # DecodeError, ValidationError, ... - all "not a valid ONNX model"
+        raise ConfigError(f"{path}: not a valid ONNX model ({_first(exc)})") from exc
+    if not model.graph.node:
+        raise ConfigError(f"{path}: not a valid ONNX model (empty graph)")
+    inputs, outputs = onnx_io(model)
+    return SourceModel(path, "onnx", inputs, outputs, sha, size, model)
+
+
+def _spec_from_tf(name: str, shape: Any, dtype: Any) -> TensorSpec:
+    dims = tuple(-1 if d is None else int(d) for d in shape)
+    return TensorSpec(name, datatype_of(np.dtype(getattr(dtype, "as_numpy_dtype", dtype))), dims)
+
+
+def _load_keras(path: Path, sha: str, size: int) -> SourceModel:
+    import keras
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = keras.models.load_model(str(path), compile=False)
+    except Exception as exc:
+        raise ConfigError(f"{path}: not a loadable Keras model ({_first(exc)})") from exc
+    inputs = tuple(_spec_from_tf(t.name, t.shape, t.dtype) for t in model.inputs)
+    outputs = tuple(
+        _spec_from_tf(f"output_{i}", t.shape, t.dtype) for i, t in enumerate(model.outputs)
+    )
+    return SourceModel(path, "keras", inputs, outputs, sha, size, model)
+
+
+def _load_saved_model(path: Path, sha: str, size: int) -> SourceModel:
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+        fn = loaded.signatures["serving_default"]
+    except KeyError:
+        raise ConfigError(f"{path}: SavedModel has no 'serving_default' signature") from None
+    except Exception as exc:
+        raise ConfigError(f"{path}: not a loadable SavedModel ({_first(exc)})") from exc
+    _, kwargs = fn.structured_input_signature
+    inputs = tuple(_spec_from_tf(n, s.shape, s.dtype) for n, s in sorted(kwargs.items()))
+    outputs = tuple(
+        _spec_from_tf(n, s.shape, s.dtype) for n, s in sorted(fn.structured_outputs.items())
+    )
+    # keep the loaded object alive: the signature function references its variables
+    return SourceModel(path, "savedmodel", inputs, outputs, sha, size, (loaded, fn))
+
+
+def _load_tflite(path: Path, sha: str, size: int) -> SourceModel:
+    from edgeserve.runtimes.tflite import interpreter_class
+
+    data = path.read_bytes()
+    if data[4:8] != _TFLITE_MAGIC:
+        raise ConfigError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
+    try:
+        interp = interpreter_class()(model_content=data)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"{path}: TFLite cannot load it ({_first(exc)})") from exc
+    inputs, outputs = tflite_io(interp)
+    return SourceModel(path, "tflite", inputs, outputs, sha, size, data)
+
+
+def tflite_io(interp: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """Inputs and outputs of a TFLite interpreter, by tensor name (what the agent matches)."""
+
+    def spec(d: dict[str, Any]) -> TensorSpec:
+        shape = d.get("shape_signature", d["shape"])
+        return TensorSpec(d["name"], datatype_of(d["dtype"]), tuple(int(x) for x in shape))
+
+    return (
+        tuple(spec(d) for d in interp.get_input_details()),
+        tuple(spec(d) for d in interp.get_output_details()),
+    )
+
+
+def _keras_runner(
+    model: Any, inputs: tuple[TensorSpec, ...]
+) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def run(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        arg = feeds[inputs[0].name] if len(inputs) == 1 else [feeds[i.name] for i in inputs]
+        out = fn(arg)
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        return [np.asarray(o) for o in outs]
+
+    return run
+
+
+def _saved_model_runner(
+    handle: Any, outputs: tuple[TensorSpec, ...]
+) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
+    import tensorflow as tf
+
+    _, fn = handle
+
+    def run(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        result = fn(**{k: tf.constant(v) for k, v in feeds.items()})
+        return [np.asarray(result[o.name]) for o in outputs]
+
+    return run
+
+
+def _tflite_runner(
+    data: bytes, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
+) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
+    from edgeserve.runtimes.tflite import interpreter_class
+
+    interp = interpreter_class()(model_content=data)
+    interp.allocate_tensors()
+    index = {d["name"]: d["index"] for d in interp.get_input_details()}
+    out_index = {d["name"]: d["index"] for d in interp.get_output_details()}
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def run(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        if any(shapes.get(n) != a.shape for n, a in feeds.items()):
+            for name, array in feeds.items():
+                interp.resize_tensor_input(index[name], list(array.shape))
+                shapes[name] = array.shape
+            interp.allocate_tensors()
+        for name, array in feeds.items():
+            interp.set_tensor(index[name], np.ascontiguousarray(array))
+        interp.invoke()
+        return [interp.get_tensor(out_index[o.name]).copy() for o in outputs]
+
+    return run
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

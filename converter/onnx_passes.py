@@ -1,0 +1,387 @@
+"""ONNX passes: shape fixing, graph optimization, quantization, fp16, ORT format, device limits.
+
+Each pass reads a model file and writes a new one; the pipeline chains them by the target's
+fields (:mod:`edgeserve.converter.targets`). References:
+
+- ORT graph optimizations and offline saving: onnxruntime.ai/docs/performance/
+  model-optimizations/graph-optimizations.html ("Basic" = semantics-preserving, portable).
+- Quantization (QDQ, per-channel, calibration methods, pre-processing with symbolic shape
+  inference): onnxruntime.ai/docs/performance/model-optimizations/quantization.html.
+- QNN EP QDQ requirements: onnxruntime.ai/docs/execution-providers/QNN-ExecutionProvider.html.
+- ORT format: onnxruntime.ai/docs/performance/model-optimizations/ort-format-models.html.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from edgeserve.converter.calibration import Dataset, batches
+from edgeserve.converter.targets import Target
+from edgeserve.devices import DeviceProfile
+from edgeserve.errors import ConfigError, ConversionError, ModelError, UnsupportedOpError
+
+__all__ = [
+    "check_device_limits",
+    "check_loads",
+    "fix_input_shapes",
+    "optimize_fp32",
+    "quantize_dynamic_int8",
+    "quantize_static_int8",
+    "to_fp16",
+    "to_ort_format",
+]
+
+log = logging.getLogger(__name__)
+CALIBRATION_MAX_ROWS: Final = 512  # rows; MinMax/Entropy statistics settle well before this
+_MIN_QUANT_OPSET: Final = 13  # per-channel QuantizeLinear (axis attribute) needs opset 13
+_NO_KERNEL_RE: Final = re.compile(r"implementation for (\w+)\((\d+)\) node with name '([^']*)'")
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence third-party warnings (onnx, ORT quantization) inside a pass."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _opset(model: Any) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def fix_input_shapes(model: Any, shapes: Mapping[str, tuple[int, ...]]) -> Any:
+    """Pin dynamic input dimensions, then redo shape inference.
+
+    Static quantization and NPU compilers need known shapes (issue 2, "Known traps").
+
+    Args:
+        model: an ``onnx.ModelProto`` (changed in place and returned).
+        shapes: input name -> full shape; only dimensions that are dynamic in the model change.
+    """
+    import onnx
+
+    for value in model.graph.input:
+        if value.name not in shapes:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        for dim, size in zip(dims, shapes[value.name], strict=True):
+            if not (dim.HasField("dim_value") and dim.dim_value > 0):
+                dim.Clear()
+                dim.dim_value = int(size)
+    del model.graph.value_info[:]
+    with _quiet():
+        try:
+            return onnx.shape_inference.infer_shapes(model)
+        except Exception as exc:  # InferenceError: shapes that cannot be
+            raise ConfigError(f"fixed input shapes do not fit the model: {exc}") from exc
+
+
+def optimize_fp32(src: Path, dst: Path) -> None:
+    """Basic-level ORT graph optimizations (constant folding, redundant node removal), saved.
+
+    Basic optimizations are semantics-preserving and produce only ONNX ops, so the result stays
+    portable across ORT builds and execution providers.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(dst)
+    _session(src, options)
+
+
+def to_ort_format(src: Path, dst: Path) -> None:
+    """Convert an ONNX file to the ORT flatbuffer format (basic optimizations, portable)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(dst)
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    _session(src, options)
+
+
+def _session(path: Path, options: Any, providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> Any:
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), options, providers=list(providers))
+    except Exception as exc:  # ORT's Fail/NotImplemented/InvalidGraph
+        raise _ort_error(exc, path) from exc
+
+
+def _ort_error(exc: BaseException, path: Path) -> Exception:
+    text = " ".join(str(exc).split())
+    match = _NO_KERNEL_RE.search(text)
+    if match:
+        op, version, node = match.groups()
+        return UnsupportedOpError(
+            f"op {op} (opset {version}, node {node!r}) has no ONNX Runtime CPU kernel for "
+            "these types"
+        )
+    return ModelError(f"onnxruntime cannot load {path.name}: {text[:300]}")
+
+
+def check_loads(path: Path) -> None:
+    """Open the file in ONNX Runtime on the CPU; raise if it refuses.
+
+    Raises:
+        UnsupportedOpError: an op without a kernel (named).
+        ModelError: any other load failure.
+    """
+    import onnxruntime as ort
+
+    _session(path, ort.SessionOptions())
+
+
+def _require_sympy() -> None:
+    try:
+        import sympy  # noqa: F401 - onnxruntime's symbolic shape inference imports it lazily
+    except ImportError as exc:
+        raise ConfigError(
+            "quantization pre-processing needs sympy (onnxruntime >= 1.31 no longer pulls it): "
+            "pip install 'edgeserve[convert]'"
+        ) from exc
+
+
+class _Reader:
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over a dataset."""
+
+    def __init__(self, data: Dataset, batch: int) -> None:
+        limited = {k: v[:CALIBRATION_MAX_ROWS] for k, v in data.items()}
+        self._batches = batches(limited, batch)
+        self._it = iter(self._batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self._batches)
+
+
+def _reader(data: Dataset, batch: int) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(_Reader, CalibrationDataReader):
+        pass
+
+    return Reader(data, batch)
+
+
+def _ensure_opset(src: Path, dst: Path) -> Path:
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(src))
+    if _opset(model) >= _MIN_QUANT_OPSET:
+        return src
+    with _quiet():
+        try:
+            model = version_converter.convert_version(model, _MIN_QUANT_OPSET)
+        except Exception as exc:
+            raise ConversionError(
+                f"cannot raise opset {_opset(model)} to {_MIN_QUANT_OPSET} for quantization: {exc}"
+            ) from exc
+    onnx.save(model, str(dst))
+    return dst
+
+
+def quantize_static_int8(
+    src: Path, dst: Path, work: Path, target: Target, calibration: Dataset, method: str, batch: int
+) -> None:
+    """Static QDQ quantization, calibrated on ``calibration``.
+
+    Pre-processing (ORT's ``quant_pre_process``: symbolic shape inference and optimization)
+    runs first, as ORT's quantization guide recommends; it needs sympy.
+
+    Args:
+        src: fp32 ONNX file with the shapes static quantization needs.
+        dst: where the QDQ model goes.
+        work: scratch directory.
+        target: activation/weight types, per-channel, NPU flavour.
+        calibration: rows to calibrate on.
+        method: ``minmax`` | ``entropy`` | ``percentile``.
+        batch: rows per calibration batch (1 when the model fixes its batch to 1).
+
+    Raises:
+        ConversionError: quantization failed.
+    """
+    from onnxruntime import quantization as q
+
+    _require_sympy()
+    methods = {
+        "minmax": q.CalibrationMethod.MinMax,
+        "entropy": q.CalibrationMethod.Entropy,
+        "percentile": q.CalibrationMethod.Percentile,
+    }
+    src = _ensure_opset(src, work / "opset.onnx")
+    pre = work / "pre.onnx"
+    with _quiet():
+        try:
+            q.quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        except Exception as exc:  # symbolic inference fails on some graphs; quantize unprocessed
+            log.warning("quantization pre-processing skipped: %s", exc)
+            pre = src
+        act, wt = q.QuantType[target.activation_type], q.QuantType[target.weight_type]
+        try:
+            if target.static_shapes:
+                from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
+
+                config = get_qnn_qdq_config(
+                    str(pre), _reader(calibration, batch), calibrate_method=methods[method],
+                    activation_type=act, weight_type=wt, per_channel=target.per_channel,
+                )  # fmt: skip
+                q.quantize(str(pre), str(dst), config)
+            else:
+                q.quantize_static(
+                    str(pre), str(dst), _reader(calibration, batch),
+                    quant_format=q.QuantFormat.QDQ, per_channel=target.per_channel,
+                    activation_type=act, weight_type=wt, calibrate_method=methods[method],
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                )  # fmt: skip
+        except (ConfigError, ConversionError):
+            raise
+        except Exception as exc:
+            raise ConversionError(f"static quantization failed: {_first(exc)}") from exc
+
+
+def quantize_dynamic_int8(src: Path, dst: Path, work: Path) -> None:
+    """Dynamic int8: weights quantized offline, activations at run time (no calibration)."""
+    from onnxruntime import quantization as q
+
+    src = _ensure_opset(src, work / "opset.onnx")
+    with _quiet():
+        try:
+            q.quantize_dynamic(str(src), str(dst), weight_type=q.QuantType.QInt8)
+        except Exception as exc:
+            raise ConversionError(f"dynamic quantization failed: {_first(exc)}") from exc
+
+
+def to_fp16(src: Path, dst: Path) -> str:
+    """Convert to fp16 with fp32 inputs/outputs; check ORT loads it, repair or fall back.
+
+    onnxconverter-common 1.16 can emit graphs ONNX Runtime refuses (mismatched Cast types,
+    fp16 inputs to ops without fp16 kernels). Attempts, in order: onnxconverter-common;
+    onnxconverter-common with the refused op types blocked (kept fp32); ONNX Runtime's own
+    converter (``onnxruntime.transformers.float16``).
+
+    Returns:
+        Which converter produced the file (recorded in the manifest's converter options).
+
+    Raises:
+        ConversionError: no attempt produced a model ORT loads.
+    """
+    import onnx
+
+    model = onnx.load(str(src))
+    errors: list[str] = []
+    blocked: list[str] = []
+    for attempt in ("onnxconverter-common", "onnxconverter-common+block", "onnxruntime"):
+        if attempt.endswith("+block") and not blocked:
+            continue
+        try:
+            with _quiet():
+                converted = _fp16_attempt(model, attempt, blocked)
+            onnx.save(converted, str(dst))
+            check_loads(dst)
+            return attempt if not blocked else f"{attempt} (kept fp32: {', '.join(blocked)})"
+        except UnsupportedOpError as exc:
+            errors.append(f"{attempt}: {exc}")
+            op = str(exc).split()[1]
+            if op not in blocked:
+                blocked.append(op)
+        except Exception as exc:
+            errors.append(f"{attempt}: {_first(exc)}")
+    dst.unlink(missing_ok=True)
+    raise ConversionError("fp16 conversion: ONNX Runtime refuses every attempt: " + "; ".join(errors))
+
+
+def _fp16_attempt(model: Any, attempt: str, blocked: list[str]) -> Any:
+    if attempt.startswith("onnxconverter-common"):
+        from onnxconverter_common import float16
+
+        block = list(float16.DEFAULT_OP_BLOCK_LIST) + blocked
+        return float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked or None)
+
+
+def check_device_limits(path: Path, profile: DeviceProfile) -> dict[str, Any]:
+    """Make an ONNX file loadable by the device's ONNX Runtime, or say why it cannot be.
+
+    A runtime refuses a model whose IR version or default-domain opset is newer than it
+    implements (onnxruntime.ai/docs/reference/compatibility.html). An opset that is too new is
+    converted down with ``onnx.version_converter``; every op must exist at the device's opset.
+
+    Returns:
+        What was checked/changed, for the manifest.
+
+    Raises:
+        ConfigError: the device has no ONNX Runtime.
+        UnsupportedOpError: an op newer than the device's opset (named).
+        ConversionError: the model cannot be brought within the limits.
+    """
+    import onnx
+    from onnx import defs, version_converter
+
+    info = profile.onnxruntime
+    if info is None:
+        raise ConfigError(f"device {profile.name} has no ONNX Runtime; pick a tflite target")
+    model = onnx.load(str(path))
+    before = {"ir": int(model.ir_version), "opset": _opset(model)}
+    changed = False
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            defs.get_schema(node.op_type, info.max_opset, "")
+        except defs.SchemaError:
+            raise UnsupportedOpError(
+                f"op {node.op_type} (node {node.name!r}) does not exist at opset "
+                f"{info.max_opset}, the newest {profile.name}'s onnxruntime {info.version} loads"
+            ) from None
+    if before["opset"] > info.max_opset:
+        with _quiet():
+            try:
+                model = version_converter.convert_version(model, info.max_opset)
+            except Exception as exc:
+                raise ConversionError(
+                    f"model opset {before['opset']} is newer than {profile.name}'s onnxruntime "
+                    f"{info.version} (max {info.max_opset}) and cannot be converted down: "
+                    f"{_first(exc)}"
+                ) from exc
+        changed = True
+    if model.ir_version > info.max_ir:
+        model.ir_version = info.max_ir
+        changed = True
+    if changed:
+        try:
+            onnx.checker.check_model(model)
+        except Exception as exc:
+            raise ConversionError(
+                f"model cannot be stamped IR {info.max_ir}/opset {info.max_opset} for "
+                f"{profile.name}: {_first(exc)}"
+            ) from exc
+        onnx.save(model, str(path))
+    return {
+        "device": profile.name,
+        "onnxruntime": info.version,
+        "model_ir": before["ir"],
+        "model_opset": before["opset"],
+        "bundle_ir": int(model.ir_version),
+        "bundle_opset": _opset(model),
+    }
+
+
+def _first(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
