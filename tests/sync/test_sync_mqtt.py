@@ -1,0 +1,155 @@
+"""The paho adapter against a real Mosquitto: pub/sub, retained, PUBACK, reconnect, auth,
+and many clients on one shared loop."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support.broker import Mosquitto
+
+from edgeserve.errors import ConfigError, TransportError
+from edgeserve.mqtt import MqttClient, MqttConfig, MqttLoop, parse_broker_url
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, bytes, bool]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, topic: str, payload: bytes, retained: bool) -> None:
+        with self.cond:
+            self.items.append((topic, payload, retained))
+            self.cond.notify_all()
+
+    def wait(
+        self, pred: Callable[[list[tuple[str, bytes, bool]]], bool], timeout: float = 10
+    ) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: pred(self.items), timeout), self.items
+
+
+def _wait(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def shared_loop() -> Iterator[MqttLoop]:
+    loop = MqttLoop()
+    yield loop
+    loop.close()
+
+
+def _client(broker: Mosquitto, cid: str, loop: MqttLoop | None = None, **kw: object) -> MqttClient:
+    client = MqttClient(MqttConfig(broker.url, cid, **kw), loop=loop)  # type: ignore[arg-type]
+    client.start()
+    return client
+
+
+def test_sync_broker_url_parsing() -> None:
+    assert parse_broker_url("mqtt://127.0.0.1:1884") == ("127.0.0.1", 1884)
+    assert parse_broker_url("mqtt://localhost") == ("localhost", 1883)
+    with pytest.raises(ConfigError):
+        parse_broker_url("http://x:1")
+
+
+@pytest.mark.parametrize("driver", ["thread", "shared"])
+def test_sync_mqtt_publish_subscribe_retained_and_puback(
+    mosquitto: Mosquitto, shared_loop: MqttLoop, driver: str
+) -> None:
+    loop = shared_loop if driver == "shared" else None
+    sub, pub = _client(mosquitto, "sub", loop), _client(mosquitto, "pub", loop)
+    try:
+        inbox = Inbox()
+        sub.subscribe("es/t/#", inbox)
+        sub.wait_connected()
+        pub.wait_connected()
+        time.sleep(0.2)  # SUBACK
+        acked = threading.Event()
+        pub.publish("es/t/a", b"hello", retain=True, on_ack=acked.set)
+        assert acked.wait(5)
+        inbox.wait(lambda items: ("es/t/a", b"hello", False) in items)
+        late, late_inbox = _client(mosquitto, "late", loop), Inbox()
+        late.subscribe("es/t/a", late_inbox)
+        late_inbox.wait(lambda items: ("es/t/a", b"hello", True) in items)
+        late.stop()
+    finally:
+        sub.stop()
+        pub.stop()
+
+
+@pytest.mark.parametrize("driver", ["thread", "shared"])
+def test_sync_mqtt_reconnects_resubscribes_and_resends_after_broker_restart(
+    mosquitto: Mosquitto, shared_loop: MqttLoop, driver: str
+) -> None:
+    loop = shared_loop if driver == "shared" else None
+    sub, pub = _client(mosquitto, "sub", loop), _client(mosquitto, "pub", loop)
+    try:
+        inbox = Inbox()
+        sub.subscribe("es/r", inbox)
+        sub.wait_connected()
+        pub.wait_connected()
+        mosquitto.stop()
+        _wait(lambda: not pub.connected and not sub.connected)
+        acked = threading.Event()
+        # paho keeps QoS 1 messages while offline; retained so the order of reconnects is moot
+        pub.publish("es/r", b"queued while offline", retain=True, on_ack=acked.set)
+        mosquitto.start()
+        sub.wait_connected(15)
+        pub.wait_connected(15)
+        assert acked.wait(10)
+        inbox.wait(lambda items: any(p == b"queued while offline" for _, p, _ in items))
+        assert sub.connects >= 2
+    finally:
+        sub.stop()
+        pub.stop()
+
+
+def test_sync_mqtt_bad_credentials_raise_transport_error(tmp_path: Path) -> None:
+    pw = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(pw), "dev1", "right"], check=True, capture_output=True
+    )
+    broker = Mosquitto(tmp_path / "b", password_file=pw).start()
+    try:
+        bad = _client(broker, "dev1", username="dev1", password="wrong")
+        with pytest.raises(TransportError, match=r"[Nn]ot authori[sz]ed"):
+            bad.wait_connected(3)
+        bad.stop()
+        good = _client(broker, "dev1", username="dev1", password="right")
+        good.wait_connected(5)
+        good.stop()
+    finally:
+        broker.stop()
+
+
+def test_sync_mqtt_shared_loop_drives_many_clients(
+    mosquitto: Mosquitto, shared_loop: MqttLoop
+) -> None:
+    n = 60
+    inboxes = [Inbox() for _ in range(n)]
+    clients = [_client(mosquitto, f"d{i}", shared_loop) for i in range(n)]
+    for i, (c, box) in enumerate(zip(clients, inboxes, strict=True)):
+        c.subscribe(f"es/f/dev/d{i}/desired", box)
+    server = _client(mosquitto, "server")
+    try:
+        for c in clients:
+            c.wait_connected(10)
+        server.wait_connected()
+        time.sleep(0.3)
+        for i in range(n):
+            server.publish(f"es/f/dev/d{i}/desired", f"v{i}".encode(), retain=True)
+        for i, box in enumerate(inboxes):
+            box.wait(lambda items, i=i: any(p == f"v{i}".encode() for _, p, _ in items))
+        assert threading.active_count() < 20  # one loop thread, not one per client
+    finally:
+        for c in clients:
+            c.stop(1)
+        server.stop()
