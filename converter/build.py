@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from edgeserve.bundle import Bundle, write_bundle
 from edgeserve.converter import onnx_passes, tflite_passes
 from edgeserve.converter.calibration import Dataset
-from edgeserve.converter.loaders import SourceModel, onnx_io, tflite_io
+from edgeserve.converter.loaders import SourceModel, onnx_io, quiet_native_stderr, tflite_io
 from edgeserve.converter.targets import Target
+
+from edgeserve.bundle import Bundle, write_bundle
 from edgeserve.devices import DeviceProfile
 from edgeserve.errors import ConfigError
 from edgeserve.manifest import Manifest, TensorSpec
@@ -71,7 +71,9 @@ class Built:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def _static_shapes(source: SourceModel, target: Target, settings: BuildSettings, data: Dataset | None) -> dict[str, tuple[int, ...]]:
+def _static_shapes(
+    source: SourceModel, target: Target, settings: BuildSettings, data: Dataset | None
+) -> dict[str, tuple[int, ...]]:
     """Shapes to pin: ``--input-shape`` first, else the data's per-row shape.
 
     Static quantization keeps a dynamic batch (axis 0) but needs the other axes known; NPU
@@ -155,7 +157,11 @@ def build_candidate(
 
 
 def _build_onnx(
-    source: SourceModel, target: Target, settings: BuildSettings, calibration: Dataset | None, work: Path
+    source: SourceModel,
+    target: Target,
+    settings: BuildSettings,
+    calibration: Dataset | None,
+    work: Path,
 ) -> tuple[Path, tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, Any]]:
     import onnx
 
@@ -216,18 +222,25 @@ def _read_onnx_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec,
     return onnx_io(onnx.load(str(path)))
 
 
-def _tflite_specs(data: bytes) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, dict[str, float]]]:
+def _tflite_specs(
+    data: bytes,
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, dict[str, float]]]:
     from edgeserve.runtimes.tflite import interpreter_class
 
-    interp = interpreter_class()(model_content=data)
+    with quiet_native_stderr():  # the interpreter announces its XNNPACK delegate on stderr
+        interp = interpreter_class()(model_content=data)
     inputs, outputs = tflite_io(interp)
     return inputs, outputs, tflite_passes.io_quantization(interp)
 
 
-def _as_is(source: SourceModel, work: Path) -> tuple[Path, tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+def _as_is(
+    source: SourceModel, work: Path
+) -> tuple[Path, tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     suffix = ".tflite" if source.kind == "tflite" else ".onnx"
     if source.kind not in ("onnx", "tflite"):
-        raise ConfigError(f"only .onnx and .tflite files can be bundled as they are, not {source.kind}")
+        raise ConfigError(
+            f"only .onnx and .tflite files can be bundled as they are, not {source.kind}"
+        )
     out = work / f"model{suffix}"
     out.write_bytes(source.path.read_bytes())
     return out, source.inputs, source.outputs
@@ -247,7 +260,7 @@ def _precision(source: SourceModel, target: Target, model_file: Path) -> str:
 
 
 def _match_names(source: tuple[TensorSpec, ...], bundle: tuple[TensorSpec, ...]) -> dict[str, str]:
-    """Source input name -> bundle input name (TFLite prefixes ``serving_default_``, adds ``:0``)."""
+    """Source input name -> bundle input name (TFLite adds ``serving_default_`` and ``:0``)."""
     if len(source) != len(bundle):
         raise ConfigError(f"converted model has {len(bundle)} inputs, source has {len(source)}")
     mapping: dict[str, str] = {}
@@ -261,7 +274,9 @@ def _match_names(source: tuple[TensorSpec, ...], bundle: tuple[TensorSpec, ...])
     return mapping
 
 
-def sample_npz(rows: Dataset, inputs: tuple[TensorSpec, ...], quant: dict[str, dict[str, float]]) -> bytes:
+def sample_npz(
+    rows: Dataset, inputs: tuple[TensorSpec, ...], quant: dict[str, dict[str, float]]
+) -> bytes:
     """``sample.npz`` bytes: a few input rows keyed by bundle input name, in the bundle's dtype.
 
     A model with a fixed batch dimension gets exactly that many rows; int8 inputs are quantized
@@ -272,7 +287,9 @@ def sample_npz(rows: Dataset, inputs: tuple[TensorSpec, ...], quant: dict[str, d
         array = rows[spec.name]
         fixed = spec.shape[0] if spec.shape else -1
         if fixed > 0:
-            array = np.concatenate([array] * fixed)[:fixed] if array.shape[0] < fixed else array[:fixed]
+            array = (
+                np.concatenate([array] * fixed)[:fixed] if array.shape[0] < fixed else array[:fixed]
+            )
         q = quant.get(spec.name)
         if q is not None:
             info = np.iinfo(np.int8 if spec.datatype == "INT8" else np.uint8)

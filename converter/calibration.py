@@ -78,7 +78,9 @@ def load_dataset(path: Path, inputs: tuple[TensorSpec, ...], what: str) -> Datas
     return check_dataset(data, inputs, f"--{what} {path.name}")
 
 
-def check_dataset(data: Mapping[str, np.ndarray], inputs: tuple[TensorSpec, ...], where: str) -> Dataset:
+def check_dataset(
+    data: Mapping[str, np.ndarray], inputs: tuple[TensorSpec, ...], where: str
+) -> Dataset:
     """Check names, dtype kind, rank, fixed dimensions and row counts; cast within a kind.
 
     A float64 array for an FP32 input is cast (``np.save`` of Python floats gives float64);
@@ -136,13 +138,13 @@ def load_labels(path: Path, n_rows: int) -> np.ndarray:
     if not isinstance(loaded, np.ndarray) or loaded.ndim != 1 or loaded.dtype.kind not in "iu":
         raise ConfigError(f"--labels {path}: must be a 1-D .npy of integer class ids")
     if loaded.shape[0] != n_rows:
-        raise ConfigError(
-            f"--labels {path}: {loaded.shape[0]} labels for {n_rows} validation rows"
-        )
+        raise ConfigError(f"--labels {path}: {loaded.shape[0]} labels for {n_rows} validation rows")
     return loaded.astype(np.int64)
 
 
-def parse_input_shapes(values: tuple[str, ...], inputs: tuple[TensorSpec, ...]) -> dict[str, tuple[int, ...]]:
+def parse_input_shapes(
+    values: tuple[str, ...], inputs: tuple[TensorSpec, ...]
+) -> dict[str, tuple[int, ...]]:
     """Parse ``--input-shape name=1,28,28`` options (name may be omitted for one input).
 
     Raises:
@@ -174,7 +176,10 @@ def parse_input_shapes(values: tuple[str, ...], inputs: tuple[TensorSpec, ...]) 
 
 
 def generate_inputs(
-    inputs: tuple[TensorSpec, ...], shapes: Mapping[str, tuple[int, ...]], rows_n: int = GENERATED_ROWS, seed: int = 0
+    inputs: tuple[TensorSpec, ...],
+    shapes: Mapping[str, tuple[int, ...]],
+    rows_n: int = GENERATED_ROWS,
+    seed: int = 0,
 ) -> Dataset:
     """Random inputs when no data is given: standard normal floats, small non-negative ints.
 

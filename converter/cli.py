@@ -6,16 +6,19 @@ them into one line on stderr and the exit code (2 for bad input, 1 for a failed 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
+from edgeserve.converter.pipeline import ConvertOptions, convert_model
+from edgeserve.converter.report import candidates_table, report_table, targets_table
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from edgeserve.converter.pipeline import ConvertOptions, convert_model
-from edgeserve.converter.report import candidates_table, report_table, targets_table
-
 __all__ = ["convert"]
+
+# TensorFlow's C++ logging writes to stderr, which must carry only our one-line errors.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @click.command(name="convert", context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,13 +93,15 @@ def convert(
         calibration_method=calibration_method,
         force=force,
     )
+    err_console = Console(stderr=True)
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=err_console,
         transient=True,
+        disable=not err_console.is_terminal,  # a pipe or a log gets the table, not frames
     )
     with progress:
         task = progress.add_task("starting", total=None)

@@ -8,8 +8,11 @@ are always read from the model itself (issue 2, "Inputs").
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -21,7 +24,7 @@ from edgeserve.datatypes import datatype_of, from_onnx_elem_type
 from edgeserve.errors import ConfigError, ModelError
 from edgeserve.manifest import TensorSpec
 
-__all__ = ["SourceModel", "load_source", "onnx_io"]
+__all__ = ["SourceModel", "load_source", "onnx_io", "quiet_native_stderr", "tflite_io"]
 
 KINDS: Final = ("onnx", "keras", "savedmodel", "tflite")
 _TFLITE_MAGIC: Final = b"TFL3"  # flatbuffer file identifier at bytes 4..8 (schema.fbs)
@@ -69,6 +72,31 @@ class SourceModel:
         if self.kind == "savedmodel":
             return _saved_model_runner(self.handle, self.outputs)
         return _tflite_runner(self.handle, self.inputs, self.outputs)
+
+
+@contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence native (C++) writes to stderr: TensorFlow/absl log lines at import and convert.
+
+    The CLI's stderr carries one-line errors only; TF's own logs ignore TF_CPP_MIN_LOG_LEVEL
+    before absl is initialised. Python exceptions are unaffected (they propagate as objects).
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # pytest capture or no real stderr
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _hash_dir(directory: Path) -> tuple[str, int]:
@@ -147,7 +175,8 @@ def _spec_from_tf(name: str, shape: Any, dtype: Any) -> TensorSpec:
 
 
 def _load_keras(path: Path, sha: str, size: int) -> SourceModel:
-    import keras
+    with quiet_native_stderr():
+        import keras
 
     try:
         with warnings.catch_warnings():
@@ -163,7 +192,8 @@ def _load_keras(path: Path, sha: str, size: int) -> SourceModel:
 
 
 def _load_saved_model(path: Path, sha: str, size: int) -> SourceModel:
-    import tensorflow as tf
+    with quiet_native_stderr():
+        import tensorflow as tf
 
     try:
         loaded = tf.saved_model.load(str(path))
@@ -188,7 +218,8 @@ def _load_tflite(path: Path, sha: str, size: int) -> SourceModel:
     if data[4:8] != _TFLITE_MAGIC:
         raise ConfigError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
     try:
-        interp = interpreter_class()(model_content=data)
+        with quiet_native_stderr():
+            interp = interpreter_class()(model_content=data)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"{path}: TFLite cannot load it ({_first(exc)})") from exc

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-
 from edgeserve.converter.calibration import Dataset, batches
 from edgeserve.converter.targets import Target
+
 from edgeserve.devices import DeviceProfile
 from edgeserve.errors import ConfigError, ConversionError, ModelError, UnsupportedOpError
 
@@ -109,7 +109,9 @@ def to_ort_format(src: Path, dst: Path) -> None:
     _session(src, options)
 
 
-def _session(path: Path, options: Any, providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> Any:
+def _session(
+    path: Path, options: Any, providers: tuple[str, ...] = ("CPUExecutionProvider",)
+) -> Any:
     import onnxruntime as ort
 
     try:
@@ -236,17 +238,26 @@ def quantize_static_int8(
                 from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
                 config = get_qnn_qdq_config(
-                    str(pre), _reader(calibration, batch), calibrate_method=methods[method],
-                    activation_type=act, weight_type=wt, per_channel=target.per_channel,
-                )  # fmt: skip
+                    str(pre),
+                    _reader(calibration, batch),
+                    calibrate_method=methods[method],
+                    activation_type=act,
+                    weight_type=wt,
+                    per_channel=target.per_channel,
+                )
                 q.quantize(str(pre), str(dst), config)
             else:
                 q.quantize_static(
-                    str(pre), str(dst), _reader(calibration, batch),
-                    quant_format=q.QuantFormat.QDQ, per_channel=target.per_channel,
-                    activation_type=act, weight_type=wt, calibrate_method=methods[method],
+                    str(pre),
+                    str(dst),
+                    _reader(calibration, batch),
+                    quant_format=q.QuantFormat.QDQ,
+                    per_channel=target.per_channel,
+                    activation_type=act,
+                    weight_type=wt,
+                    calibrate_method=methods[method],
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-                )  # fmt: skip
+                )
         except (ConfigError, ConversionError):
             raise
         except Exception as exc:
@@ -257,8 +268,15 @@ def quantize_dynamic_int8(src: Path, dst: Path, work: Path) -> None:
     """Dynamic int8: weights quantized offline, activations at run time (no calibration)."""
     from onnxruntime import quantization as q
 
+    _require_sympy()
     src = _ensure_opset(src, work / "opset.onnx")
+    pre = work / "pre-dynamic.onnx"
     with _quiet():
+        try:
+            q.quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+            src = pre
+        except Exception as exc:
+            log.warning("quantization pre-processing skipped: %s", exc)
         try:
             q.quantize_dynamic(str(src), str(dst), weight_type=q.QuantType.QInt8)
         except Exception as exc:
@@ -301,7 +319,9 @@ def to_fp16(src: Path, dst: Path) -> str:
         except Exception as exc:
             errors.append(f"{attempt}: {_first(exc)}")
     dst.unlink(missing_ok=True)
-    raise ConversionError("fp16 conversion: ONNX Runtime refuses every attempt: " + "; ".join(errors))
+    raise ConversionError(
+        "fp16 conversion: ONNX Runtime refuses every attempt: " + "; ".join(errors)
+    )
 
 
 def _fp16_attempt(model: Any, attempt: str, blocked: list[str]) -> Any:

@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-
-from edgeserve import __version__
-from edgeserve.bundle import Bundle, write_bundle
 from edgeserve.converter import calibration as cal
 from edgeserve.converter.build import BuildSettings, Built, build_candidate
 from edgeserve.converter.loaders import SourceModel, load_source
@@ -32,6 +29,9 @@ from edgeserve.converter.validate import (
     run_batch_size,
     run_dataset,
 )
+
+from edgeserve import __version__
+from edgeserve.bundle import Bundle, write_bundle
 from edgeserve.devices import DeviceProfile, load_device
 from edgeserve.errors import ConfigError, ConversionError, EdgeServeError, StorageError
 
@@ -83,7 +83,7 @@ class ConvertResult:
 
 def _reachable(source: SourceModel, target: Target) -> bool:
     if source.kind == "onnx":
-        return target.format in ("onnx", "ort") and target.precision != "as-is" or (
+        return (target.format in ("onnx", "ort") and target.precision != "as-is") or (
             target.name == "onnx-as-is"
         )
     if source.kind == "tflite":
@@ -144,9 +144,7 @@ def resolve_targets(
         return [target]
     if opts.precision != "auto":
         return [sibling(target, opts.precision)]
-    candidates = [
-        t for t in family_members(target) if has_calibration or not t.needs_calibration
-    ]
+    candidates = [t for t in family_members(target) if has_calibration or not t.needs_calibration]
     return sorted(candidates, key=lambda t: t is not target)
 
 
@@ -198,7 +196,10 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
     out = opts.output or Path(f"{name}-{targets[0].name}")
     _check_output(out, opts.force)
     if opts.validation:
-        validation, data_kind = cal.load_dataset(opts.validation, source.inputs, "validation"), "validation"
+        validation, data_kind = (
+            cal.load_dataset(opts.validation, source.inputs, "validation"),
+            "validation",
+        )
     elif calibration is not None:
         validation, data_kind = calibration, "calibration"
     else:
@@ -252,9 +253,7 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
         final_manifest = type(manifest)(
             **{**_manifest_fields(manifest), "validation": metrics, "files": ()}
         )
-        files = {
-            f.path: (chosen.bundle.path / f.path, f.role) for f in manifest.files
-        }
+        files = {f.path: (chosen.bundle.path / f.path, f.role) for f in manifest.files}
         bundle = write_bundle(out, final_manifest, files, overwrite=opts.force)
     return ConvertResult(bundle, chosen.target, metrics, candidates)
 
@@ -286,7 +285,11 @@ def _validate(
     finally:
         runner.close()
     size = built.bundle.manifest.model_file.size
-    metrics["converted"] = {"size_bytes": size, "latency_ms": lat, **_accuracy(metrics, "accuracy_converted")}
+    metrics["converted"] = {
+        "size_bytes": size,
+        "latency_ms": lat,
+        **_accuracy(metrics, "accuracy_converted"),
+    }
     if "accuracy_original" in metrics:
         drop = (metrics["accuracy_original"] - metrics["accuracy_converted"]) * 100.0
         metrics["accuracy_drop_points"] = round(drop, 4)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from edgeserve.converter.targets import TARGETS
 from rich.table import Table
 
-from edgeserve.converter.targets import TARGETS
 from edgeserve.devices import list_devices, load_device
 
 __all__ = ["report_table", "targets_table"]

@@ -141,9 +141,7 @@ def get_target(name: str) -> Target:
     try:
         return TARGETS[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown target {name!r} (known: {', '.join(TARGETS)})"
-        ) from None
+        raise ConfigError(f"unknown target {name!r} (known: {', '.join(TARGETS)})") from None
 
 
 def family_members(target: Target) -> list[Target]:
@@ -161,4 +159,6 @@ def sibling(target: Target, precision: str) -> Target:
         if candidate.precision == precision:
             return candidate
     have = ", ".join(t.precision for t in family_members(target))
-    raise ConfigError(f"target family {target.family!r} has no {precision!r} precision (has {have})")
+    raise ConfigError(
+        f"target family {target.family!r} has no {precision!r} precision (has {have})"
+    )

@@ -15,16 +15,18 @@ would break the other paths. The error says how to do it in a separate environme
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import warnings
 from collections.abc import Iterator
 from typing import Any, Final
 
 import numpy as np
-
 from edgeserve.converter.calibration import Dataset
-from edgeserve.converter.loaders import SourceModel
+from edgeserve.converter.loaders import SourceModel, quiet_native_stderr
 from edgeserve.converter.targets import Target
+
 from edgeserve.errors import ConfigError, ConversionError, UnsupportedOpError
 
 __all__ = ["ONNX_TO_TFLITE_HELP", "convert_tflite", "io_quantization"]
@@ -40,7 +42,9 @@ ONNX_TO_TFLITE_HELP: Final = (
 _OP_RE: Final = re.compile(r"\b(tfl?\.[A-Za-z0-9_]+)")
 
 
-def convert_tflite(source: SourceModel, target: Target, calibration: Dataset | None, io_type: str) -> bytes:
+def convert_tflite(
+    source: SourceModel, target: Target, calibration: Dataset | None, io_type: str
+) -> bytes:
     """Convert a Keras model or SavedModel to a TFLite flatbuffer.
 
     Args:
@@ -81,7 +85,12 @@ def convert_tflite(source: SourceModel, target: Target, calibration: Dataset | N
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     try:
-        with warnings.catch_warnings():
+        # Keras' export prints its endpoints on stdout, which carries only our report.
+        with (
+            warnings.catch_warnings(),
+            quiet_native_stderr(),
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
             warnings.simplefilter("ignore")  # TF's converter warns about statistics it infers
             data: bytes = converter.convert()
     except Exception as exc:

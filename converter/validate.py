@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
+from edgeserve.converter.calibration import Dataset, batches
 
 from edgeserve.bundle import Bundle
-from edgeserve.converter.calibration import Dataset, batches
 from edgeserve.manifest import TensorSpec
 from edgeserve.runtimes import RuntimeOptions, load_runtime
 
-__all__ = ["Runner", "compare", "latency_ms", "open_bundle_runner", "run_dataset", "run_batch_size"]
+__all__ = ["Runner", "compare", "latency_ms", "open_bundle_runner", "run_batch_size", "run_dataset"]
 
 Runner = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
 LATENCY_RUNS: Final = 200  # at most this many timed runs per measurement
@@ -64,7 +64,11 @@ def open_bundle_runner(bundle: Bundle, quant: Mapping[str, Mapping[str, float]])
     Raises:
         ModelError: the runtime refuses the model.
     """
-    return BundleRunner(load_runtime(bundle, RuntimeOptions(threads=0)), quant)
+    from edgeserve.converter.loaders import quiet_native_stderr
+
+    with quiet_native_stderr():  # TFLite announces its XNNPACK delegate on stderr
+        runtime = load_runtime(bundle, RuntimeOptions(threads=0))
+    return BundleRunner(runtime, quant)
 
 
 def run_batch_size(inputs: tuple[TensorSpec, ...], wanted: int) -> int:

@@ -134,7 +134,9 @@ def parse_profile(data: dict[str, Any], where: str) -> DeviceProfile:
     tfl_info = None
     if tfl is not None:
         w = f"{where} [tflite]"
-        tfl_info = TfliteInfo(package=_get(tfl, "package", str, w), version=_get(tfl, "version", str, w))
+        tfl_info = TfliteInfo(
+            package=_get(tfl, "package", str, w), version=_get(tfl, "version", str, w)
+        )
     profile = DeviceProfile(
         name=_get(data, "name", str, where),
         description=_get(data, "description", str, where),
