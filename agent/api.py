@@ -1,0 +1,191 @@
+"""HTTP routes: Open Inference Protocol v2 REST, Triton's repository extension, TF Serving's
+predict, ``/metrics`` and ``/openapi.json``, all behind one ``handle(request)`` callable.
+
+Status codes are Triton's: 400 for a bad request, 404 for an unknown model/version/route,
+503 when not ready, overloaded or timed out; every error body is ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from typing import Any
+
+from edgeserve.agent.codec import InferRequest, decode_request, encode_response
+from edgeserve.agent.core import Agent
+from edgeserve.agent.httpserver import Request, Response, error_response
+from edgeserve.agent.loaded import LoadedModel
+
+from edgeserve import __version__
+from edgeserve.errors import EdgeServeError, InferenceInputError
+
+__all__ = ["Api"]
+
+_OFFLOAD_BYTES = 64 * 1024  # bodies bigger than this are decoded in a worker thread
+_EMPTY = Response(200, b"", "text/plain")
+_PLATFORMS = {"onnx": "onnxruntime_onnx", "ort": "onnxruntime_onnx", "tflite": "tensorflow_lite"}
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(status, json.dumps(value, separators=(",", ":")).encode())
+
+
+class Api:
+    """The agent's HTTP API; ``await api.handle(request)`` never raises."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._token = agent.config.server.token.encode()
+        self._key_header = agent.config.key_header
+
+    async def handle(self, request: Request) -> Response:
+        """Route one request; errors become ``{"error": ...}`` with the error's status."""
+        try:
+            if self._token and not request.path.startswith("/v2/health/"):
+                self._check_token(request)
+            return await self._route(request)
+        except EdgeServeError as exc:
+            status = exc.http_status if exc.http_status != 500 else 500
+            return error_response(status, str(exc))
+        except _HttpError as exc:
+            return error_response(exc.status, exc.message, exc.headers)
+
+    def _check_token(self, request: Request) -> None:
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self._token
+        ):
+            raise _HttpError(401, "missing or wrong bearer token",
+                             {"www-authenticate": 'Bearer realm="edgeserve"'})  # fmt: skip
+
+    async def _route(self, request: Request) -> Response:
+        path, method = request.path, request.method
+        if path.startswith("/v2"):
+            return await self._v2(request, path[3:].strip("/").split("/") if path != "/v2" else [])
+        if path.startswith("/v1/models/"):
+            from edgeserve.agent.tfserving import handle_v1
+
+            return await handle_v1(self.agent, request, self._key_header)
+        if path == "/metrics":
+            _method(method, "GET")
+            body, ctype = self.agent.metrics.render()
+            return Response(200, body, ctype)
+        if path in ("/openapi.json", "/v2/openapi.json"):
+            _method(method, "GET")
+            from edgeserve.agent.openapi import openapi_document
+
+            return _json(openapi_document())
+        raise _HttpError(404, f"no route for {method} {path}")
+
+    async def _v2(self, request: Request, parts: list[str]) -> Response:
+        method = request.method
+        if not parts or parts == [""]:
+            _method(method, "GET")
+            return _json({
+                "name": "edgeserve",
+                "version": __version__,
+                "extensions": ["binary_tensor_data", "model_repository"],
+            })  # fmt: skip
+        if parts[0] == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
+            _method(method, "GET")
+            if parts[1] == "live" or self.agent.ready:
+                return _EMPTY
+            return error_response(503, "agent is starting")
+        if parts[0] == "repository":
+            return await self._repository(request, parts[1:])
+        if parts[0] == "models" and len(parts) >= 2:
+            name, rest = parts[1], parts[2:]
+            version = None
+            if len(rest) >= 2 and rest[0] == "versions":
+                version, rest = rest[1], rest[2:]
+            if not rest:
+                _method(method, "GET")
+                return _json(self._metadata(name, version))
+            if rest == ["ready"]:
+                _method(method, "GET")
+                if self.agent.model_ready(name, version):
+                    return _EMPTY
+                self.agent.resolve(name, version, "ready-probe")  # raises 404 / 503
+                return error_response(503, f"model {name!r} is not ready")
+            if rest == ["infer"]:
+                _method(method, "POST")
+                return await self._infer(request, name, version)
+            if rest == ["config"]:
+                _method(method, "GET")
+                return _json(self._config(name, version))
+        raise _HttpError(404, f"no route for {method} {request.path}")
+
+    async def _infer(self, request: Request, name: str, version: str | None) -> Response:
+        header_len = request.headers.get("inference-header-content-length")
+        if len(request.body) > _OFFLOAD_BYTES:
+            loop = asyncio.get_running_loop()
+            decoded: InferRequest = await loop.run_in_executor(
+                self.agent.executor, decode_request, request.body, header_len
+            )
+        else:
+            decoded = decode_request(request.body, header_len)
+        # Resolve after decoding and with no await before submit: a hot swap cannot unload
+        # the version between choosing it and queueing on it.
+        model: LoadedModel = self.agent.resolve(
+            name, version, request.headers.get(self._key_header)
+        )
+        result = await model.infer(decoded.inputs)
+        try:
+            body, headers = encode_response(model.name, model.version, result.outputs, decoded)
+        except InferenceInputError:
+            model.count_failure("bad_input")
+            raise
+        ctype = "application/octet-stream" if headers else "application/json"
+        return Response(200, body, ctype, headers)
+
+    def _metadata(self, name: str, version: str | None) -> dict[str, Any]:
+        model = self.agent.resolve(name, version, "metadata")
+        versions = self.agent.loaded_versions().get(model.name, [model.version])
+        return {
+            "name": name,
+            "versions": [str(v) for v in versions],
+            "platform": _PLATFORMS.get(model.bundle.manifest.format, "unknown"),
+            "inputs": [_spec(s) for s in model.inputs],
+            "outputs": [_spec(s) for s in model.outputs],
+        }
+
+    def _config(self, name: str, version: str | None) -> dict[str, Any]:
+        model = self.agent.resolve(name, version, "config")
+        batcher = model.batcher
+        return {
+            "name": name,
+            "platform": _PLATFORMS.get(model.bundle.manifest.format, "unknown"),
+            "max_batch_size": batcher.max_batch_size if batcher.batching else 0,
+            "dynamic_batching": {"enabled": batcher.batching},
+            "input": [_spec(s) for s in model.inputs],
+            "output": [_spec(s) for s in model.outputs],
+        }
+
+    async def _repository(self, request: Request, parts: list[str]) -> Response:
+        _method(request.method, "POST")
+        if parts == ["index"]:
+            return _json(self.agent.index())
+        if len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload"):
+            if parts[2] == "load":
+                await self.agent.load(parts[1])
+            else:
+                await self.agent.unload(parts[1])
+            return _EMPTY
+        raise _HttpError(404, f"no route for {request.method} {request.path}")
+
+
+def _spec(spec: Any) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+
+
+def _method(got: str, want: str) -> None:
+    if got != want:
+        raise _HttpError(405, f"method {got} not allowed here; use {want}", {"allow": want})
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}

@@ -1,0 +1,323 @@
+"""Open Inference Protocol v2 request/response bodies: JSON and the binary tensor extension.
+
+JSON bodies follow the OIP REST spec, "Inference Request JSON Object" and "Inference Response
+JSON Object" (https://github.com/kserve/open-inference-protocol/blob/main/specification/protocol/inference_rest.md).
+The binary extension is Triton's "Binary Tensor Data Extension"
+(https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_binary_data.md):
+the header ``Inference-Header-Content-Length`` gives the JSON part's length; raw little-endian
+tensors follow, in input order, each sized by its ``parameters.binary_data_size``; BYTES
+elements are 4-byte little-endian length prefixed. Every malformed body becomes an
+:class:`~edgeserve.errors.InferenceInputError` naming the problem (HTTP 400).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeserve.datatypes import DATATYPES, datatype_of, to_numpy
+from edgeserve.errors import InferenceInputError
+
+__all__ = ["InferRequest", "decode_request", "encode_response", "parse_json"]
+
+_MAX_RANK = 16
+_MAX_ELEMENTS = 1 << 28
+
+
+@dataclass
+class InferRequest:
+    """A decoded inference request.
+
+    Attributes:
+        inputs: input name -> array.
+        id: the request id, echoed in the response.
+        outputs: requested output name -> wants binary; None = every output.
+        binary_output: default for outputs not listed (``parameters.binary_data_output``).
+    """
+
+    inputs: dict[str, np.ndarray]
+    id: str | None = None
+    outputs: dict[str, bool] | None = None
+    binary_output: bool = False
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_json(data: bytes, what: str = "request body") -> Any:
+    """Parse JSON or raise InferenceInputError naming the problem."""
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError:
+        raise InferenceInputError(f"{what} is not UTF-8") from None
+    except ValueError as exc:
+        raise InferenceInputError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InferenceInputError(f"{what} is nested too deeply") from None
+
+
+def decode_request(body: bytes, header_length: str | None = None) -> InferRequest:
+    """Decode an OIP v2 inference request body.
+
+    Args:
+        body: the whole HTTP body.
+        header_length: the ``Inference-Header-Content-Length`` header, if present.
+
+    Raises:
+        InferenceInputError: malformed JSON, bad fields, data that does not match its shape
+            or datatype, binary lengths that do not add up.
+    """
+    if header_length is not None:
+        try:
+            json_len = int(header_length)
+        except ValueError:
+            raise InferenceInputError(
+                f"Inference-Header-Content-Length {header_length!r} is not an integer"
+            ) from None
+        if not 0 <= json_len <= len(body):
+            raise InferenceInputError(
+                f"Inference-Header-Content-Length {json_len} is outside the {len(body)} byte body"
+            )
+        doc, binary = parse_json(body[:json_len]), memoryview(body)[json_len:]
+    else:
+        doc, binary = parse_json(body), memoryview(b"")
+    if not isinstance(doc, dict):
+        raise InferenceInputError("request body must be a JSON object")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InferenceInputError("'inputs' must be a non-empty list")
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for index, item in enumerate(raw_inputs):
+        if not isinstance(item, dict):
+            raise InferenceInputError(f"inputs[{index}] must be an object")
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise InferenceInputError(f"inputs[{index}]: 'name' must be a non-empty string")
+        if name in inputs:
+            raise InferenceInputError(f"input {name}: given twice")
+        shape = _shape(item.get("shape"), name)
+        datatype = item.get("datatype")
+        if datatype not in DATATYPES:
+            raise InferenceInputError(f"input {name}: unknown datatype {datatype!r}")
+        params = item.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InferenceInputError(f"input {name}: 'parameters' must be an object")
+        size = params.get("binary_data_size")
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise InferenceInputError(f"input {name}: binary_data_size must be an integer")
+            if offset + size > len(binary):
+                raise InferenceInputError(
+                    f"input {name}: binary_data_size {size} runs past the body's "
+                    f"{len(binary)} binary bytes"
+                )
+            inputs[name] = _from_binary(binary[offset : offset + size], shape, datatype, name)
+            offset += size
+        elif "data" in item:
+            inputs[name] = _from_json(item["data"], shape, datatype, name)
+        else:
+            raise InferenceInputError(f"input {name}: no 'data' and no binary_data_size")
+    if offset != len(binary):
+        raise InferenceInputError(
+            f"{len(binary) - offset} binary bytes after the inputs are not claimed by any "
+            "binary_data_size"
+        )
+    outputs, binary_default = _requested_outputs(doc)
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InferenceInputError("'id' must be a string")
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InferenceInputError("'parameters' must be an object")
+    return InferRequest(inputs, request_id, outputs, binary_default, params)
+
+
+def _requested_outputs(doc: Mapping[str, Any]) -> tuple[dict[str, bool] | None, bool]:
+    params = doc.get("parameters") or {}
+    binary_default = bool(isinstance(params, dict) and params.get("binary_data_output"))
+    raw = doc.get("outputs")
+    if raw is None:
+        return None, binary_default
+    if not isinstance(raw, list):
+        raise InferenceInputError("'outputs' must be a list")
+    wanted: dict[str, bool] = {}
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InferenceInputError(f"outputs[{index}] must be an object with a 'name'")
+        oparams = item.get("parameters") or {}
+        if not isinstance(oparams, dict):
+            raise InferenceInputError(f"outputs[{index}]: 'parameters' must be an object")
+        if oparams.get("classification"):
+            raise InferenceInputError("the classification extension is not supported")
+        wanted[item["name"]] = bool(oparams.get("binary_data", binary_default))
+    return wanted, binary_default
+
+
+def _shape(raw: Any, name: str) -> tuple[int, ...]:
+    if not isinstance(raw, list) or len(raw) > _MAX_RANK:
+        raise InferenceInputError(f"input {name}: 'shape' must be a list of at most 16 dims")
+    for dim in raw:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+            raise InferenceInputError(f"input {name}: bad dimension {dim!r} in shape {raw}")
+    if math.prod(raw) > _MAX_ELEMENTS:
+        raise InferenceInputError(f"input {name}: shape {raw} is too large")
+    return tuple(raw)
+
+
+def _from_json(data: Any, shape: tuple[int, ...], datatype: str, name: str) -> np.ndarray:
+    expected = math.prod(shape)
+    if datatype == "BYTES":
+        flat = _flatten(data, name)
+        if not all(isinstance(v, str) for v in flat):
+            raise InferenceInputError(f"input {name}: BYTES data must be strings")
+        array = np.array([v.encode() for v in flat], dtype=object)
+    else:
+        try:
+            raw = np.asarray(data)
+        except (ValueError, TypeError, RecursionError):
+            raise InferenceInputError(
+                f"input {name}: 'data' is not a regular (rectangular) list of numbers"
+            ) from None
+        kind = raw.dtype.kind
+        want = to_numpy(datatype)
+        if raw.size and (
+            kind not in "biuf"
+            or (want.kind in "iu" and kind == "f")
+            or (want.kind == "b" and kind != "b")
+        ):
+            what = {"b": "booleans", "i": "integers", "u": "integers"}.get(want.kind, "numbers")
+            raise InferenceInputError(f"input {name}: datatype {datatype} needs {what} in 'data'")
+        try:
+            array = raw.astype(want, casting="unsafe") if want.kind == "f" else _exact(raw, want)
+        except (ValueError, TypeError, OverflowError):
+            raise InferenceInputError(f"input {name}: values do not fit {datatype}") from None
+        array = array.reshape(-1)
+    if array.size != expected:
+        raise InferenceInputError(
+            f"input {name}: {array.size} values in 'data', shape {list(shape)} needs {expected}"
+        )
+    return array.reshape(shape)
+
+
+def _exact(raw: np.ndarray, want: np.dtype) -> np.ndarray:
+    """Cast integers/booleans, refusing values that do not fit (300 as UINT8)."""
+    if raw.size and want.kind in "iu":
+        info = np.iinfo(want)
+        if raw.min() < info.min or raw.max() > info.max:
+            raise OverflowError
+    return raw.astype(want)
+
+
+def _flatten(data: Any, name: str) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                if len(stack) > _MAX_RANK:
+                    raise InferenceInputError(f"input {name}: 'data' is nested too deeply")
+                stack.append(iter(value))
+                break
+            out.append(value)
+        else:
+            stack.pop()
+    return out
+
+
+def _from_binary(buf: memoryview, shape: tuple[int, ...], datatype: str, name: str) -> np.ndarray:
+    expected = math.prod(shape)
+    if datatype == "BYTES":
+        items, pos = [], 0
+        while pos < len(buf):
+            if pos + 4 > len(buf):
+                raise InferenceInputError(f"input {name}: truncated BYTES length prefix")
+            (length,) = struct.unpack_from("<I", buf, pos)
+            pos += 4
+            if pos + length > len(buf):
+                raise InferenceInputError(f"input {name}: BYTES element runs past its data")
+            items.append(bytes(buf[pos : pos + length]))
+            pos += length
+        if len(items) != expected:
+            raise InferenceInputError(
+                f"input {name}: {len(items)} BYTES elements, shape {list(shape)} needs {expected}"
+            )
+        return np.array(items, dtype=object).reshape(shape)
+    dtype = to_numpy(datatype).newbyteorder("<")
+    if len(buf) != expected * dtype.itemsize:
+        raise InferenceInputError(
+            f"input {name}: binary_data_size {len(buf)} bytes, shape {list(shape)} of "
+            f"{datatype} needs {expected * dtype.itemsize}"
+        )
+    # copy: the request buffer is not kept alive and runtimes want owned, aligned memory
+    return np.frombuffer(buf, dtype=dtype).astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+
+
+def encode_response(
+    model_name: str,
+    model_version: int,
+    outputs: Mapping[str, np.ndarray],
+    request: InferRequest,
+) -> tuple[bytes, dict[str, str]]:
+    """Encode an inference response (JSON, or JSON + binary outputs when asked).
+
+    Returns:
+        (body, extra headers): ``Inference-Header-Content-Length`` when binary parts follow.
+
+    Raises:
+        InferenceInputError: the request asked for an output the model does not have.
+    """
+    if request.outputs is not None:
+        unknown = sorted(set(request.outputs) - set(outputs))
+        if unknown:
+            raise InferenceInputError(
+                f"unknown output(s) {', '.join(unknown)}; model has {', '.join(outputs)}"
+            )
+        selected = [(n, outputs[n], request.outputs[n]) for n in request.outputs]
+    else:
+        selected = [(n, a, request.binary_output) for n, a in outputs.items()]
+    parts: list[bytes] = []
+    out_docs = []
+    for name, array, binary in selected:
+        datatype = datatype_of(array.dtype)
+        doc: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if binary:
+            raw = _to_binary(array, datatype)
+            doc["parameters"] = {"binary_data_size": len(raw)}
+            parts.append(raw)
+        elif datatype == "BYTES":
+            doc["data"] = [_text(v) for v in array.reshape(-1)]
+        else:
+            doc["data"] = array.reshape(-1).tolist()
+        out_docs.append(doc)
+    body: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": str(model_version),
+        "outputs": out_docs,
+    }
+    if request.id is not None:
+        body["id"] = request.id
+    header = json.dumps(body, separators=(",", ":")).encode()
+    if not parts:
+        return header, {}
+    return header + b"".join(parts), {"Inference-Header-Content-Length": str(len(header))}
+
+
+def _to_binary(array: np.ndarray, datatype: str) -> bytes:
+    if datatype == "BYTES":
+        chunks = []
+        for value in array.reshape(-1):
+            raw = value if isinstance(value, bytes) else str(value).encode()
+            chunks.append(struct.pack("<I", len(raw)) + raw)
+        return b"".join(chunks)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,364 @@
+"""The agent's configuration: ``agent.toml`` loaded in one place into frozen dataclasses.
+
+Every key, its default and its unit is listed in the README (section "agent.toml"). Command-line
+flags override the file through :func:`load_config`'s ``overrides``. Values are validated with
+exceptions (never ``assert``), after python-tuf's ``ngclient/config.py``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from edgeserve.errors import ConfigError
+
+__all__ = [
+    "AgentConfig",
+    "BatchingConfig",
+    "ModelConfig",
+    "RuntimeConfig",
+    "ServerConfig",
+    "SplitConfig",
+    "TelemetryConfig",
+    "load_config",
+]
+
+POLICIES = ("latest", "pinned", "all")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """HTTP server settings.
+
+    Attributes:
+        host: address to bind; loopback by default, anything else needs ``token``.
+        port: TCP port (0 = any free port, printed on start).
+        token: bearer token clients must send (``Authorization: Bearer ...``); "" = none.
+        max_body_bytes: largest request body accepted, in bytes (413 above).
+        max_connections: open connections at once; more are closed on accept.
+        uvloop: use uvloop's event loop when it is installed.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str = ""
+    max_body_bytes: int = 64 * 1024 * 1024  # bytes
+    max_connections: int = 1024
+    uvloop: bool = True
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How models run.
+
+    Attributes:
+        providers: ONNX Runtime execution providers to try in order; () = the bundle's order.
+        threads: intra-op threads per model (ORT) or interpreter threads (TFLite); 0 = default.
+        workers: worker threads for blocking runtime calls, shared by all models.
+        warmup_runs: inference runs before a model version reports ready.
+    """
+
+    providers: tuple[str, ...] = ()
+    threads: int = 0
+    workers: int = 2
+    warmup_runs: int = 2
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """Dynamic batching per model version (Triton's ``dynamic_batching`` settings).
+
+    Attributes:
+        enabled: batch requests together (always off for models without a batch dimension).
+        max_batch_size: most rows in one execution.
+        max_queue_delay_us: microseconds to wait for more requests before running a partial
+            batch; 0 runs whatever is queued as soon as an execution slot is free.
+        max_queue_size: requests waiting per model version; more are refused with 503.
+        timeout_ms: per-request limit in milliseconds from arrival to result (503 after it).
+        instances: executions of one model version that may run at once.
+    """
+
+    enabled: bool = True
+    max_batch_size: int = 32
+    max_queue_delay_us: int = 0
+    max_queue_size: int = 1024
+    timeout_ms: int = 10_000
+    instances: int = 1
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """Periodic summaries into the on-disk buffer.
+
+    Attributes:
+        interval_s: seconds between per-model-version summaries.
+        max_bytes: size bound of the buffer in bytes; the oldest records go first.
+        path: buffer file; "" = ``<state>/telemetry.sqlite3``.
+    """
+
+    interval_s: float = 60.0
+    max_bytes: int = 10 * 1024 * 1024  # bytes
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Per-model settings under ``[models.<name>]``.
+
+    Attributes:
+        policy: ``latest`` (serve the active version), ``pinned`` (serve ``version`` only,
+            whatever is activated) or ``all`` (every installed version is addressable).
+        version: the pinned version (policy ``pinned``).
+        labels: label -> version (``stable = 3``), merged over labels kept in the store.
+        batching: this model's batching settings.
+        providers: ONNX Runtime provider override for this model; () = [runtime].
+        threads: runtime threads for this model; 0 = [runtime].
+    """
+
+    policy: str = "latest"
+    version: int | None = None
+    labels: Mapping[str, int] = field(default_factory=dict)
+    batching: BatchingConfig = BatchingConfig()
+    providers: tuple[str, ...] = ()
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """An on-device A/B alias under ``[splits.<alias>]``.
+
+    Attributes:
+        model: the model whose versions are split; defaults to the alias itself.
+        a: version of arm A.
+        b: version of arm B.
+        weight_b: share of requests for arm B, in [0, 1].
+    """
+
+    model: str
+    a: int
+    b: int
+    weight_b: float
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """The whole agent configuration.
+
+    Attributes:
+        state_dir: the agent's state (model store, telemetry buffer, batch journals).
+        key_header: request header whose value makes A/B assignment sticky.
+        poll_interval_s: seconds between checks for store changes made by other processes.
+        fleet: the raw ``[fleet]`` table, handed to fleet sync; None = no fleet sync.
+    """
+
+    state_dir: Path = Path("/var/lib/edgeserve")
+    server: ServerConfig = ServerConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    batching: BatchingConfig = BatchingConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    models: Mapping[str, ModelConfig] = field(default_factory=dict)
+    splits: Mapping[str, SplitConfig] = field(default_factory=dict)
+    key_header: str = "x-request-key"
+    poll_interval_s: float = 1.0
+    fleet: Mapping[str, Any] | None = None
+
+    def model(self, name: str) -> ModelConfig:
+        """This model's settings, or the defaults built from the global sections."""
+        found = self.models.get(name)
+        return found if found is not None else ModelConfig(batching=self.batching)
+
+    @property
+    def telemetry_path(self) -> Path:
+        """Where the telemetry buffer lives."""
+        return (
+            Path(self.telemetry.path)
+            if self.telemetry.path
+            else self.state_dir / "telemetry.sqlite3"
+        )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+
+
+def _build(cls: type, table: Mapping[str, Any], where: str, base: Any = None) -> Any:
+    """Build a flat dataclass from a TOML table, checking keys and types."""
+    base = base if base is not None else cls()
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"[{where}]: unknown key {key!r} (known: {', '.join(known)})")
+        default = getattr(base, key)
+        values[key] = _coerce(value, default, f"[{where}] {key}")
+    return replace(base, **values)
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: must be true or false")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{where}: must be a non-negative integer")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{where}: must be a non-negative number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: must be a string")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: must be a list of strings")
+        return tuple(value)
+    raise ConfigError(f"{where}: unsupported value")  # pragma: no cover
+
+
+def _check_batching(cfg: BatchingConfig, where: str) -> None:
+    if cfg.max_batch_size < 1:
+        raise ConfigError(f"[{where}] max_batch_size: must be at least 1")
+    if cfg.max_queue_size < 1:
+        raise ConfigError(f"[{where}] max_queue_size: must be at least 1")
+    if cfg.instances < 1:
+        raise ConfigError(f"[{where}] instances: must be at least 1")
+    if cfg.timeout_ms < 1:
+        raise ConfigError(f"[{where}] timeout_ms: must be at least 1")
+
+
+def _model(name: str, table: Mapping[str, Any], batching: BatchingConfig) -> ModelConfig:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[models.{name}]: must be a table")
+    table = dict(table)
+    policy = table.pop("policy", "latest")
+    if policy not in POLICIES:
+        raise ConfigError(f"[models.{name}] policy: must be one of {', '.join(POLICIES)}")
+    version = table.pop("version", None)
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 1
+    ):
+        raise ConfigError(f"[models.{name}] version: must be a positive integer")
+    if policy == "pinned" and version is None:
+        raise ConfigError(f"[models.{name}]: policy 'pinned' needs version = N")
+    labels = table.pop("labels", {})
+    if not isinstance(labels, Mapping) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in labels.values()
+    ):
+        raise ConfigError(f"[models.{name}] labels: must map label = positive version")
+    providers = _coerce(table.pop("providers", []), (), f"[models.{name}] providers")
+    threads = _coerce(table.pop("threads", 0), 0, f"[models.{name}] threads")
+    model_batching = _build(BatchingConfig, table, f"models.{name}", base=batching)
+    _check_batching(model_batching, f"models.{name}")
+    return ModelConfig(policy, version, dict(labels), model_batching, providers, threads)
+
+
+def _split(alias: str, table: Mapping[str, Any]) -> SplitConfig:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[splits.{alias}]: must be a table")
+    unknown = set(table) - {"model", "a", "b", "weight_b"}
+    if unknown:
+        raise ConfigError(f"[splits.{alias}]: unknown key(s) {', '.join(sorted(unknown))}")
+    try:
+        model = str(table.get("model", alias))
+        a, b, weight = int(table["a"]), int(table["b"]), float(table["weight_b"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"[splits.{alias}]: needs integer a, b and a number weight_b") from exc
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"[splits.{alias}] weight_b: must be between 0 and 1")
+    return SplitConfig(model, a, b, weight)
+
+
+def load_config(
+    path: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> AgentConfig:
+    """Load ``agent.toml`` (or the defaults) and apply command-line overrides.
+
+    Args:
+        path: the TOML file, or None for the defaults.
+        overrides: dotted keys from CLI flags, e.g. ``{"server.port": 9000, "state_dir": p}``;
+            None values are ignored (flag not given).
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: unknown keys, wrong types, or a non-local bind without a token.
+    """
+    raw: dict[str, Any] = _read_toml(path) if path is not None else {}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.rpartition(".")
+        target = raw.setdefault(section, {}) if section else raw
+        target[key] = list(value) if isinstance(value, tuple) else value
+    agent_keys = {"state_dir", "key_header", "poll_interval_s"}
+    sections = {"server", "runtime", "batching", "telemetry", "models", "splits", "fleet"}
+    unknown = set(raw) - agent_keys - sections
+    if unknown:
+        raise ConfigError(f"agent config: unknown key(s) {', '.join(sorted(unknown))}")
+    server = _build(ServerConfig, raw.get("server", {}), "server")
+    runtime = _build(RuntimeConfig, raw.get("runtime", {}), "runtime")
+    batching = _build(BatchingConfig, raw.get("batching", {}), "batching")
+    _check_batching(batching, "batching")
+    telemetry = _build(TelemetryConfig, raw.get("telemetry", {}), "telemetry")
+    if telemetry.interval_s <= 0:
+        raise ConfigError("[telemetry] interval_s: must be positive")
+    if runtime.workers < 1:
+        raise ConfigError("[runtime] workers: must be at least 1")
+    if server.port > 65535:
+        raise ConfigError("[server] port: must be at most 65535")
+    if not _is_loopback(server.host) and not server.token:
+        raise ConfigError(
+            f"[server] host {server.host!r} is not a loopback address: set a bearer token "
+            "([server] token or --token) before exposing the agent"
+        )
+    models = {n: _model(n, t, batching) for n, t in raw.get("models", {}).items()}
+    splits = {a: _split(a, t) for a, t in raw.get("splits", {}).items()}
+    fleet = raw.get("fleet")
+    if fleet is not None and not isinstance(fleet, Mapping):
+        raise ConfigError("[fleet]: must be a table")
+    state_dir = raw.get("state_dir", str(AgentConfig.state_dir))
+    if not isinstance(state_dir, (str, Path)):
+        raise ConfigError("state_dir: must be a path")
+    key_header = raw.get("key_header", "x-request-key")
+    if not isinstance(key_header, str) or not key_header:
+        raise ConfigError("key_header: must be a header name")
+    poll = _coerce(raw.get("poll_interval_s", 1.0), 1.0, "poll_interval_s")
+    return AgentConfig(
+        state_dir=Path(state_dir),
+        server=server,
+        runtime=runtime,
+        batching=batching,
+        telemetry=telemetry,
+        models=models,
+        splits=splits,
+        key_header=key_header.lower(),
+        poll_interval_s=poll,
+        fleet=dict(fleet) if fleet is not None else None,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

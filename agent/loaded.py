@@ -1,0 +1,239 @@
+"""One loaded model version: runtime, warm-up, batcher, metrics and telemetry statistics."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from edgeserve.agent.batcher import Batcher, BatchResult
+from edgeserve.agent.config import ModelConfig, RuntimeConfig
+from edgeserve.agent.metrics import Metrics, VersionMetrics
+
+from edgeserve.bundle import Bundle
+from edgeserve.datatypes import to_numpy
+from edgeserve.errors import EdgeServeError, ModelError
+from edgeserve.manifest import TensorSpec
+from edgeserve.runtimes import Runtime, RuntimeOptions, load_runtime
+from edgeserve.runtimes.base import check_feeds
+
+__all__ = ["LoadedModel", "Stats", "open_runtime", "sample_feeds"]
+
+_RESERVOIR = 4096  # latencies kept per telemetry window (uniform reservoir sample)
+
+
+def sample_feeds(bundle: Bundle, inputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
+    """The bundle's ``sample`` inputs (role "sample", an ``.npz`` keyed by input name), else
+    generated ones: zeros with every dynamic dimension set to 1.
+
+    Raises:
+        ModelError: the sample file does not fit the model.
+    """
+    path = bundle.file_path("sample")
+    if path is not None:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                feeds = {spec.name: np.asarray(data[spec.name]) for spec in inputs}
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelError(f"sample inputs {path.name} do not fit the model: {exc}") from exc
+        return feeds
+    feeds = {}
+    for spec in inputs:
+        shape = tuple(1 if d < 0 else d for d in spec.shape)
+        dtype = to_numpy(spec.datatype)
+        feeds[spec.name] = (
+            np.full(shape, "", dtype=object)
+            if spec.datatype == "BYTES"
+            else (np.zeros(shape, dtype=dtype))
+        )
+    return feeds
+
+
+def open_runtime(bundle: Bundle, model_cfg: ModelConfig, runtime_cfg: RuntimeConfig) -> Runtime:
+    """Load the bundle's runtime with the configured provider order and threads (blocking)."""
+    providers = model_cfg.providers or runtime_cfg.providers or None
+    options = RuntimeOptions(
+        providers=tuple(providers) if providers else None,
+        threads=model_cfg.threads or runtime_cfg.threads,
+    )
+    return load_runtime(bundle, options)
+
+
+def check_outputs(outputs: Mapping[str, np.ndarray], specs: tuple[TensorSpec, ...]) -> None:
+    """Raise ModelError if outputs are missing or hold NaN/inf (a broken model)."""
+    for spec in specs:
+        if spec.name not in outputs:
+            raise ModelError(f"output {spec.name} missing")
+        array = outputs[spec.name]
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ModelError(f"output {spec.name} has NaN or infinite values")
+
+
+@dataclass
+class Stats:
+    """Counts for one telemetry window; updated in the event loop, read by the reporter."""
+
+    requests: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    executions: int = 0
+    rows: int = 0
+    max_batch: int = 0
+    started: float = field(default_factory=time.time)
+
+    def record_latency(self, ms: float) -> None:
+        """Keep a uniform reservoir sample of latencies (bounded memory)."""
+        self.requests += 1
+        if len(self.latencies_ms) < _RESERVOIR:
+            self.latencies_ms.append(ms)
+        else:
+            slot = random.randrange(self.requests)
+            if slot < _RESERVOIR:
+                self.latencies_ms[slot] = ms
+
+    def summary(self, model: str, version: int) -> dict[str, Any]:
+        """The telemetry record for this window."""
+        lat = np.asarray(self.latencies_ms, dtype=np.float64)
+        pct = (
+            {f"p{p}": round(float(np.percentile(lat, p)), 4) for p in (50, 95, 99)}
+            if lat.size
+            else {"p50": None, "p95": None, "p99": None}
+        )
+        return {
+            "kind": "summary",
+            "model": model,
+            "version": version,
+            "window_start": round(self.started, 3),
+            "window_end": round(time.time(), 3),
+            "requests": self.requests,
+            "errors": dict(self.errors),
+            "error_count": sum(self.errors.values()),
+            "latency_ms": pct,
+            "executions": self.executions,
+            "rows": self.rows,
+            "batch_mean": round(self.rows / self.executions, 3) if self.executions else None,
+            "batch_max": self.max_batch,
+        }
+
+
+class LoadedModel:
+    """A model version ready to serve: its runtime, batcher and counters."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        runtime: Runtime,
+        model_cfg: ModelConfig,
+        executor: Executor,
+        metrics: Metrics,
+    ) -> None:
+        self.bundle = bundle
+        self.name = bundle.manifest.name
+        self.version = bundle.manifest.version
+        self.runtime = runtime
+        self.inputs = runtime.inputs
+        self.outputs = runtime.outputs
+        specs = (*runtime.inputs, *runtime.outputs)
+        self.has_batch_dim = bool(specs) and all(s.has_batch_dim for s in specs)
+        cfg = model_cfg.batching
+        self.metrics: VersionMetrics = metrics.for_version(self.name, self.version)
+        self.stats = Stats()
+        self._stats_lock = threading.Lock()
+        self.batcher = Batcher(
+            self._run,
+            executor,
+            batching=cfg.enabled and self.has_batch_dim,
+            max_batch_size=cfg.max_batch_size,
+            max_queue_delay_us=cfg.max_queue_delay_us,
+            max_queue_size=cfg.max_queue_size,
+            timeout_ms=cfg.timeout_ms,
+            instances=cfg.instances,
+            observer=self._observe,
+        )
+        self.ready = True
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.runtime.run(feeds)
+
+    def _observe(self, rows: int, requests: int, compute_s: float) -> None:
+        self.metrics.inference_count.inc(rows)
+        self.metrics.exec_count.inc()
+        self.metrics.compute_duration.observe(compute_s)
+        with self._stats_lock:
+            self.stats.executions += 1
+            self.stats.rows += rows
+            self.stats.max_batch = max(self.stats.max_batch, rows)
+
+    async def infer(self, feeds: Mapping[str, np.ndarray]) -> BatchResult:
+        """Check and run one request through the batcher, counting success and failure.
+
+        Raises:
+            InferenceInputError, UnavailableError, ModelError: see :meth:`Batcher.submit`.
+        """
+        start = time.perf_counter()
+        self.metrics.pending.inc()
+        try:
+            check_feeds(self.inputs, feeds)
+            rows = next(iter(feeds.values())).shape[0] if self.has_batch_dim and feeds else 1
+            result = await self.batcher.submit(feeds, rows)
+        except EdgeServeError as exc:
+            self.count_failure(_reason(exc))
+            raise
+        finally:
+            self.metrics.pending.dec()
+        elapsed = time.perf_counter() - start
+        self.metrics.success.inc()
+        self.metrics.request_duration.observe(elapsed)
+        self.metrics.queue_duration.observe(result.queue_s)
+        with self._stats_lock:
+            self.stats.record_latency(elapsed * 1000.0)
+        return result
+
+    def count_failure(self, reason: str) -> None:
+        """Count a failed request in metrics and telemetry."""
+        self.metrics.failure(reason)
+        with self._stats_lock:
+            self.stats.requests += 1
+            self.stats.errors[reason] = self.stats.errors.get(reason, 0) + 1
+
+    def take_stats(self) -> Stats:
+        """Return the current telemetry window and start a new one."""
+        with self._stats_lock:
+            stats, self.stats = self.stats, Stats()
+        return stats
+
+    def warm_up(self, runs: int) -> None:
+        """Run the sample inputs ``runs`` times (blocking) so the first request is not slow.
+
+        Raises:
+            ModelError: the model fails on its own sample inputs.
+        """
+        feeds = sample_feeds(self.bundle, self.inputs)
+        for _ in range(max(1, runs)):
+            check_outputs(self.runtime.run(feeds), self.outputs)
+
+    def close(self) -> None:
+        """Release the runtime."""
+        self.ready = False
+        self.batcher.closed = True
+        self.runtime.close()
+
+
+def _reason(exc: EdgeServeError) -> str:
+    from edgeserve.errors import InferenceInputError, UnavailableError
+
+    if isinstance(exc, InferenceInputError):
+        return "bad_input"
+    if isinstance(exc, UnavailableError):
+        text = str(exc)
+        if "queue full" in text:
+            return "queue_full"
+        if "timed out" in text:
+            return "timeout"
+        return "unavailable"
+    return "model_error"

@@ -1,0 +1,111 @@
+"""``edgeserve agent run``: the event loop, the HTTP server, the agent and fleet sync together.
+
+Imports stay lazy and few (no rich, no click work after parsing) because cold start to ready
+is a goal (0.5 s on a small device-class machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+from edgeserve.agent.config import AgentConfig
+
+from edgeserve.errors import ConfigError
+
+__all__ = ["run_agent", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+async def serve(config: AgentConfig, *, on_ready: Any = None) -> None:
+    """Run the agent until SIGTERM/SIGINT.
+
+    Args:
+        config: the configuration.
+        on_ready: called with ``(agent, port)`` once the agent serves.
+
+    Raises:
+        ConfigError: the port cannot be bound or fleet sync is missing.
+    """
+    from edgeserve.agent.api import Api
+    from edgeserve.agent.core import Agent
+    from edgeserve.agent.httpserver import HttpServer
+
+    agent = Agent(config)
+    api = Api(agent)
+    server = HttpServer(
+        api.handle,
+        max_body_bytes=config.server.max_body_bytes,
+        max_connections=config.server.max_connections,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        port = await server.start(config.server.host, config.server.port)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
+        ) from exc
+    sync = None
+    try:
+        # Serve /v2/health/live at once; /v2/health/ready turns 200 when start() finishes.
+        await agent.start()
+        if config.fleet is not None:
+            sync = _start_sync(agent, config.fleet)
+        if on_ready is not None:
+            on_ready(agent, port)
+        await stop.wait()
+    finally:
+        if sync is not None:
+            await loop.run_in_executor(None, sync.stop)
+        await server.close()
+        await agent.stop()
+
+
+def _start_sync(agent: Any, fleet: Any) -> Any:
+    try:
+        from edgeserve.agent.sync import start_sync  # type: ignore[import-not-found,unused-ignore]
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("edgeserve"):
+            raise ConfigError(
+                "agent.toml has a [fleet] section but fleet sync (edgeserve.agent.sync) is not "
+                "available in this build"
+            ) from exc
+        raise ConfigError(f"fleet sync needs {exc.name}, which is not installed") from exc
+    return start_sync(agent, fleet)
+
+
+def run_agent(config: AgentConfig) -> None:
+    """Block serving ``config`` on uvloop when available (faster), else asyncio's loop."""
+    loop_factory = asyncio.new_event_loop
+    if config.server.uvloop:
+        try:
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        except ImportError:
+            pass
+
+    def ready(agent: Any, port: int) -> None:
+        models = ", ".join(f"{n}:{v}" for n, v in sorted(agent.active_versions().items()))
+        # One parseable line on stdout: tests and scripts wait for it.
+        print(
+            f"edgeserve agent ready on http://{config.server.host}:{port} models [{models}]",
+            flush=True,
+        )
+
+    loop = loop_factory()
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(serve(config, on_ready=ready))
+    finally:
+        loop.close()
+        sys.stdout.flush()

@@ -1,0 +1,109 @@
+"""TF Serving's REST predict API for clients written against it.
+
+``POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict`` with the row format
+(``{"instances": [...]}`` -> ``{"predictions": [...]}``) or the columnar format
+(``{"inputs": ...}`` -> ``{"outputs": ...}``), and ``GET /v1/models/{m}[/versions/{v}]`` for
+status, as documented at https://www.tensorflow.org/tfx/serving/api_rest. Errors are
+``{"error": "..."}`` like TF Serving's.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from edgeserve.agent.codec import _from_json, parse_json
+from edgeserve.agent.core import Agent
+from edgeserve.agent.httpserver import Request, Response
+
+from edgeserve.errors import InferenceInputError, NotFoundError
+from edgeserve.manifest import TensorSpec
+
+__all__ = ["handle_v1"]
+
+
+async def handle_v1(agent: Agent, request: Request, key_header: str) -> Response:
+    """Serve one ``/v1/models/...`` request.
+
+    Raises:
+        EdgeServeError: mapped to its HTTP status by the caller.
+    """
+    path = request.path[len("/v1/models/") :]
+    verb = None
+    if ":" in path:
+        path, _, verb = path.rpartition(":")
+    parts = path.strip("/").split("/")
+    name, version = parts[0], None
+    if len(parts) == 3 and parts[1] in ("versions", "labels"):
+        version = parts[2]
+    elif len(parts) != 1:
+        raise NotFoundError(f"no route for {request.path}")
+    if verb is None and request.method == "GET":
+        model = agent.resolve(name, version, "status")
+        return _json({"model_version_status": [{
+            "version": str(model.version), "state": "AVAILABLE",
+            "status": {"error_code": "OK", "error_message": ""},
+        }]})  # fmt: skip
+    if verb != "predict" or request.method != "POST":
+        raise NotFoundError(f"no route for {request.method} {request.path} (use :predict)")
+    doc = parse_json(request.body)
+    if not isinstance(doc, dict):
+        raise InferenceInputError("request body must be a JSON object")
+    model = agent.resolve(name, version, request.headers.get(key_header))
+    if "instances" in doc:
+        feeds = _from_instances(doc["instances"], model.inputs)
+    elif "inputs" in doc:
+        feeds = _from_columns(doc["inputs"], model.inputs)
+    else:
+        raise InferenceInputError("body needs 'instances' (row format) or 'inputs' (columnar)")
+    result = await model.infer(feeds)
+    outputs = result.outputs
+    if "instances" in doc:
+        if len(outputs) == 1:
+            return _json({"predictions": next(iter(outputs.values())).tolist()})
+        rows = next(iter(outputs.values())).shape[0]
+        return _json({
+            "predictions": [{n: a[i].tolist() for n, a in outputs.items()} for i in range(rows)]
+        })  # fmt: skip
+    if len(outputs) == 1:
+        return _json({"outputs": next(iter(outputs.values())).tolist()})
+    return _json({"outputs": {n: a.tolist() for n, a in outputs.items()}})
+
+
+def _tensor(value: Any, spec: TensorSpec) -> np.ndarray:
+    try:
+        shape = np.asarray(value).shape
+    except (ValueError, TypeError, RecursionError):
+        raise InferenceInputError(f"input {spec.name}: not a regular list of values") from None
+    return _from_json(value, tuple(shape), spec.datatype, spec.name)
+
+
+def _from_instances(instances: Any, specs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
+    if not isinstance(instances, list) or not instances:
+        raise InferenceInputError("'instances' must be a non-empty list")
+    if len(specs) == 1 and not isinstance(instances[0], dict):
+        return {specs[0].name: _tensor(instances, specs[0])}
+    names = {s.name for s in specs}
+    for i, row in enumerate(instances):
+        if not isinstance(row, dict) or set(row) != names:
+            raise InferenceInputError(
+                f"instances[{i}] must be an object with exactly the inputs {sorted(names)}"
+            )
+    return {s.name: _tensor([row[s.name] for row in instances], s) for s in specs}
+
+
+def _from_columns(inputs: Any, specs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
+    if not isinstance(inputs, dict):
+        if len(specs) != 1:
+            raise InferenceInputError("'inputs' must be an object naming each input")
+        return {specs[0].name: _tensor(inputs, specs[0])}
+    known = {s.name: s for s in specs}
+    unknown = sorted(set(inputs) - set(known))
+    if unknown:
+        raise InferenceInputError(f"unknown input(s) {', '.join(unknown)}")
+    return {n: _tensor(v, known[n]) for n, v in inputs.items()}
+
+
+def _json(value: Any) -> Response:
+    return Response(200, json.dumps(value, separators=(",", ":")).encode())

@@ -1,0 +1,104 @@
+"""The model store and the telemetry buffer on real files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from support.models import make_linear_bundle
+
+from edgeserve.agent.store import ModelStore
+from edgeserve.agent.telemetry import TelemetryBuffer
+from edgeserve.bundle import pack_bundle
+from edgeserve.errors import BundleError, ConfigError, NotFoundError
+
+
+def test_agent_store_install_activate_previous_and_remove(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "state")
+    first = store.install(make_linear_bundle(tmp_path / "b1", version=1).path)
+    assert (first.name, first.version) == ("linear", 1)
+    assert store.active_version("linear") == 1
+    store.install(make_linear_bundle(tmp_path / "b2", version=2, seed=1).path, activate=False)
+    assert store.versions("linear") == [1, 2]
+    assert store.active_version("linear") == 1
+    store.activate("linear", 2)
+    assert (store.active_version("linear"), store.previous_active("linear")) == (2, 1)
+    with pytest.raises(ConfigError, match="active"):
+        store.remove("linear", 2)
+    store.remove("linear", 1)
+    assert store.versions("linear") == [2]
+    assert store.previous_active("linear") is None
+    assert store.models() == ["linear"]
+
+
+def test_agent_store_installs_a_tar_and_is_idempotent(tmp_path: Path) -> None:
+    bundle = make_linear_bundle(tmp_path / "b1", version=3)
+    tar = pack_bundle(bundle.path, tmp_path / "b1.tar")
+    store = ModelStore(tmp_path / "state")
+    assert store.install(tar).version == 3
+    assert store.install(bundle.path).version == 3  # same contents: no-op
+    other = make_linear_bundle(tmp_path / "other", version=3, seed=7)
+    with pytest.raises(BundleError, match="different contents"):
+        store.install(other.path)
+
+
+def test_agent_store_refuses_a_corrupt_bundle_and_leaves_nothing(tmp_path: Path) -> None:
+    bundle = make_linear_bundle(tmp_path / "b1", version=1)
+    (bundle.path / "model.onnx").write_bytes(b"not the model")
+    store = ModelStore(tmp_path / "state")
+    with pytest.raises(BundleError, match="model.onnx"):
+        store.install(bundle.path)
+    assert store.models() == []
+    assert not any(p.name.startswith(".install") for p in store.root.rglob("*"))
+
+
+def test_agent_store_recover_removes_leftovers_but_keeps_versions(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "state")
+    store.install(make_linear_bundle(tmp_path / "b1", version=1).path)
+    # what a kill -9 in the middle of an install of version 2 leaves behind
+    half = store.root / "linear" / ".install-2-999-1"
+    shutil.copytree(store.path("linear", 1), half)
+    (half / "model.onnx").write_bytes(b"half")
+    (store.root / "linear" / ".state-999-1").write_text("{")
+    removed = store.recover()
+    assert {p.name for p in removed} == {".install-2-999-1", ".state-999-1"}
+    assert store.versions("linear") == [1]
+    assert store.active_version("linear") == 1
+
+
+def test_agent_store_labels(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "state")
+    store.install(make_linear_bundle(tmp_path / "b1", version=1).path)
+    store.set_label("linear", "stable", 1)
+    assert store.labels("linear") == {"stable": 1}
+    with pytest.raises(NotFoundError):
+        store.set_label("linear", "canary", 9)
+    with pytest.raises(ConfigError):
+        store.set_label("linear", "12", 1)
+    store.set_label("linear", "stable", None)
+    assert store.labels("linear") == {}
+    state = json.loads((store.root / "linear" / "state.json").read_text())
+    assert state["active"] == 1
+
+
+def test_agent_telemetry_buffer_bounds_acks_and_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "t.sqlite3"
+    buf = TelemetryBuffer(path, max_bytes=400)
+    for i in range(20):
+        buf.append({"i": i, "pad": "x" * 20})
+    kept = buf.pending(100)
+    assert kept and kept[-1][1]["i"] == 19
+    assert buf.dropped == 20 - len(kept)
+    assert buf.size_bytes <= 400
+    ids = [i for i, _ in kept]
+    assert ids == sorted(ids)
+    buf.ack(ids[1])
+    buf.close()
+    again = TelemetryBuffer(path, max_bytes=400)
+    assert [i for i, _ in again.pending(100)] == ids[2:]
+    assert again.dropped == 20 - len(kept)
+    again.append({"too_big": "y" * 1000})
+    assert again.dropped == 21 - len(kept)
+    again.close()
