@@ -172,3 +172,26 @@ def test_quickstart_embedded_broker_rejects_bad_arguments(tmp_path: Path) -> Non
         start_embedded_broker(users={"a": "b"}, password_file=tmp_path / "p")
     with pytest.raises(ConfigError, match="does not exist"):
         start_embedded_broker(acl_file=tmp_path / "missing-acl")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_quickstart_embedded_broker_with_edgeserve_mqtt_adapter(kind: str) -> None:
+    """The project's own paho adapter (what agents and the fleet server use) works with it,
+    including the Last Will and a retained desired state received on subscribe."""
+    from edgeserve.mqtt import MqttClient, MqttConfig, Will
+
+    got: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
+    with start_embedded_broker(kind=kind) as broker:  # type: ignore[arg-type]
+        server = MqttClient(MqttConfig(broker.url, "fleet-server"))
+        server.start()
+        server.wait_connected()
+        server.publish("es/f1/dev/d1/desired", b"v2", qos=1, retain=True)
+        device = MqttClient(
+            MqttConfig(broker.url, "d1", will=Will("es/f1/dev/d1/presence", b"offline"))
+        )
+        device.subscribe("es/f1/dev/d1/desired", lambda t, p, r: got.put((t, p, r)))
+        device.start()
+        device.wait_connected()
+        assert got.get(timeout=10) == ("es/f1/dev/d1/desired", b"v2", True)
+        device.stop()
+        server.stop()
