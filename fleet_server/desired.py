@@ -1,0 +1,110 @@
+"""Desired-state documents: built from the store's targets, signed with the fleet key.
+
+One document per device holds every model it should run (:class:`edgeserve.protocol.
+DesiredState`); it is signed (:func:`edgeserve.trust.sign_document`, kind ``desired``) and
+published retained at QoS 1 on the device's ``desired`` topic, so a device that connects later
+still gets it (MQTT 5.0 §3.3.1.3, Retain). Its ``seq`` is incremented and persisted before the
+publish, so a device never sees a number twice for different content, even across restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from edgeserve.protocol import Artifact, DesiredState, ModelTarget, Split, encode
+from edgeserve.trust import SigningKey, format_time, sign_document
+
+from .store import Store, Target
+
+__all__ = ["DesiredBuilder"]
+
+
+class DesiredBuilder:
+    """Turns a device's targets into a signed payload.
+
+    Args:
+        store: the fleet store.
+        fleet_key: the key that signs desired state (the keyring's fleet key).
+        fleet: fleet name.
+        base_url: where devices download artifacts (``<base_url>/artifacts/<m>/<v>.tar``).
+        ttl_s: how long a document stays valid.
+        keyrings: keyring envelopes, oldest first, shipped in every document so that a device
+            pinned to an older root can walk a rotation.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        fleet_key: SigningKey,
+        fleet: str,
+        base_url: str,
+        ttl_s: int,
+        keyrings: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        self.store = store
+        self.fleet_key = fleet_key
+        self.fleet = fleet
+        self.base_url = base_url.rstrip("/")
+        self.ttl_s = ttl_s
+        self.keyrings = tuple(keyrings)
+        self._releases: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def _release(self, model: str, version: int) -> dict[str, Any]:
+        # Releases are immutable, so caching them forever is safe (and saves a query and a
+        # JSON parse per device when 1,000 devices get the same version).
+        key = (model, version)
+        if key not in self._releases:
+            self._releases[key] = self.store.release(model, version)
+        return self._releases[key]
+
+    def artifact(self, model: str, version: int) -> Artifact:
+        """The artifact reference of a release."""
+        rel = self._release(model, version)
+        return Artifact(
+            f"{self.base_url}/artifacts/{model}/{version}.tar", rel["sha256"], rel["size"]
+        )
+
+    def _target(self, t: Target) -> ModelTarget:
+        split = None
+        if t.split:
+            b = int(t.split["b_version"])
+            split = Split(
+                a_version=t.version,
+                b_version=b,
+                weight_b=int(t.split["weight_b"]),
+                b_artifact=self.artifact(t.model, b),
+                b_release=self._release(t.model, b)["envelope"],
+            )
+        return ModelTarget(
+            version=t.version,
+            artifact=self.artifact(t.model, t.version),
+            release=self._release(t.model, t.version)["envelope"],
+            allow_downgrade=t.allow_downgrade,
+            split=split,
+            experiment=t.experiment,
+        )
+
+    def build(
+        self, device: str, targets: Sequence[Target], now: datetime | None = None
+    ) -> tuple[int, bytes]:
+        """Assign the next ``seq`` and return ``(seq, signed payload)`` for ``device``.
+
+        Raises:
+            NotFoundError: a target names a release that does not exist.
+            ProtocolError: the document would be invalid or too large.
+        """
+        now = now or datetime.now(timezone.utc)
+        expires = now + timedelta(seconds=self.ttl_s)
+        seq = self.store.bump_seq(device, expires.timestamp())
+        doc = DesiredState(
+            fleet=self.fleet,
+            device=device,
+            seq=seq,
+            issued=format_time(now),
+            expires=format_time(expires),
+            models={t.model: self._target(t) for t in targets},
+            keyrings=self.keyrings,
+        )
+        return seq, encode(sign_document(doc.to_dict(), [self.fleet_key]))

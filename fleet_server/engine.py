@@ -1,0 +1,227 @@
+"""The fleet server's moving parts around the store: MQTT ingest, the rollout controller loop
+and desired-state publishing.
+
+Threads (each bounded, none blocking the MQTT network thread):
+
+- the MQTT client's network thread only appends ``(topic, payload)`` to a bounded queue
+  (full -> dropped and counted);
+- ``ingest`` drains the queue in batches, parses (:mod:`.ingest`), writes one transaction per
+  batch and wakes the controller when a rollout's devices changed;
+- ``controller`` runs :func:`.controller.step` for every running rollout on each wake-up or
+  every ``tick_s``, applies the decisions, and re-signs/publishes desired state for the devices
+  they touched; it also re-signs documents approaching expiry and prunes old telemetry.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from edgeserve.protocol import fleet_filter, topics
+
+from . import controller as c
+from . import rollouts as r
+from .desired import DesiredBuilder
+from .ingest import IngestCounters, parse_batch, store_batch
+from .store import Store
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes], None]
+_QUEUE_MAX = 100_000  # inbound messages held between the network thread and the ingest thread
+_BATCH_MAX = 2_000  # messages written per transaction
+
+
+class Engine:
+    """Ingest, control, publish.
+
+    Args:
+        store: the fleet store.
+        builder: signs desired state.
+        prefix: topic prefix with trailing ``/``.
+        fleet: fleet name.
+        publish: ``(topic, payload)`` -> queue a retained QoS 1 message.
+        tick_s: controller period.
+        max_payload_bytes: inbound payload bound.
+        telemetry_retention_s: telemetry kept this long.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        builder: DesiredBuilder,
+        prefix: str,
+        fleet: str,
+        publish: Publish,
+        *,
+        tick_s: float = 1.0,
+        max_payload_bytes: int = 262_144,
+        telemetry_retention_s: float = 7 * 24 * 3600,
+    ) -> None:
+        self.store = store
+        self.builder = builder
+        self.prefix = prefix
+        self.fleet = fleet
+        self.publish = publish
+        self.tick_s = tick_s
+        self.max_payload_bytes = max_payload_bytes
+        self.retention_s = telemetry_retention_s
+        self.counters = IngestCounters()
+        self.published = 0
+        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(_QUEUE_MAX)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # one controller pass / publish at a time
+        self._last_payload: dict[str, bytes] = {}
+        self._known: set[str] = store.known_devices()
+        self._threads: list[threading.Thread] = []
+        self._last_prune = 0.0
+        self._republish = threading.Event()
+
+    # -- subscriptions --------------------------------------------------------------------
+
+    def filters(self, share_group: str) -> list[str]:
+        """Topic filters to subscribe: reported, telemetry, presence of every device, as MQTT
+        shared subscriptions (``$share/<group>/<filter>``, MQTT 5.0 §4.8.2; Mosquitto accepts
+        them from 3.1.1 clients too) when ``share_group`` is set, so replicas split the load."""
+        plain = [
+            fleet_filter(self.prefix, self.fleet, k) for k in ("reported", "telemetry", "presence")
+        ]
+        return [f"$share/{share_group}/{f}" for f in plain] if share_group else plain
+
+    def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        """MQTT callback: enqueue only (runs on the network thread)."""
+        try:
+            self._queue.put_nowait((topic, payload))
+        except queue.Full:
+            self.counters.dropped["queue_full"] += 1
+
+    def device_added(self, device: str) -> None:
+        """Accept messages from a newly registered device."""
+        self._known = self._known | {device}
+
+    # -- threads --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the ingest and controller threads."""
+        for name, target in (
+            ("fleet-ingest", self._ingest_loop),
+            ("fleet-controller", self._control_loop),
+        ):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        """Stop the threads (pending inbound messages are processed first)."""
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def wake(self) -> None:
+        """Ask the controller to run now."""
+        self._wake.set()
+
+    def _ingest_loop(self) -> None:
+        while not self._stop.is_set() or not self._queue.empty():
+            try:
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            deadline = time.monotonic() + 0.05  # gather a burst into one transaction
+            while len(batch) < _BATCH_MAX:
+                try:
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            try:
+                self.process(batch)
+            except Exception:
+                log.exception("ingest batch of %d messages failed", len(batch))
+
+    def process(self, messages: list[tuple[str, bytes]]) -> None:
+        """Parse and store a batch; wake the controller when a rollout may move."""
+        parsed = parse_batch(
+            messages, self.prefix, self._known, self.counters, self.max_payload_bytes
+        )
+        store_batch(self.store, parsed)
+        if parsed.reported and r.apply_reports(
+            self.store, list(parsed.reported.items()), time.time()
+        ):
+            self._wake.set()
+
+    def _control_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.tick_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.tick(time.time())
+            except Exception:
+                log.exception("controller pass failed")
+
+    # -- control --------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """One controller pass over every running rollout, then housekeeping."""
+        if self._republish.is_set():
+            self._republish.clear()
+            self.republish()
+        with self._lock:
+            for state in r.running_rollouts(self.store):
+                devices = r.progress(self.store, state, now)
+                decisions, gates = c.step(state, devices, r.latency_view(self.store, state), now)
+                changed = r.apply_decisions(self.store, state, decisions, gates, now)
+                self._publish_locked(changed)
+                if any(isinstance(d, (c.NextPhase, c.Settled)) for d in decisions):
+                    self._wake.set()  # a new phase may be assignable right away
+            expiring = self.store.expiring(now + self.builder.ttl_s / 2)
+            self._publish_locked(expiring)
+            if now - self._last_prune > 3600:
+                self._last_prune = now
+                self.store.prune_telemetry(now - self.retention_s)
+
+    def publish_desired(self, devices: Iterable[str]) -> None:
+        """Re-sign and publish the desired state of ``devices``."""
+        with self._lock:
+            self._publish_locked(devices)
+
+    def _publish_locked(self, devices: Iterable[str]) -> None:
+        for device in sorted(set(devices)):
+            try:
+                _seq, payload = self.builder.build(device, self.store.targets(device))
+            except Exception:
+                log.exception("cannot build desired state for %s", device)
+                continue
+            self._last_payload[device] = payload
+            self.publish(topics(self.prefix, self.fleet, device).desired, payload)
+            self.published += 1
+
+    def request_republish(self) -> None:
+        """MQTT on-connect hook: republish from the controller thread, not the network one."""
+        self._republish.set()
+        self._wake.set()
+
+    def republish(self) -> None:
+        """After a broker (re)connect: publish every device's last document again (same seq;
+        devices ignore what they already applied). Covers a broker that lost its retained
+        messages. At server start, documents are rebuilt for every device with targets."""
+        with self._lock:
+            if not self._last_payload:
+                devices = {
+                    row[0]
+                    for row in self.store.db.query("SELECT DISTINCT device FROM device_targets")
+                }
+                self._publish_locked(devices)
+                return
+            for device, payload in sorted(self._last_payload.items()):
+                self.publish(topics(self.prefix, self.fleet, device).desired, payload)
+                self.published += 1

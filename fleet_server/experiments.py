@@ -1,0 +1,200 @@
+"""A/B experiments: two versions of a model split across devices or on each device.
+
+Across devices, a device whose bucket ``hash(device, experiment)`` is below ``split`` runs B and
+the others run A. On the device, every matching device runs A with the agent's A/B alias
+sending ``split`` percent of requests to B (:class:`edgeserve.protocol.Split`). Either way the
+arms are told apart in telemetry by model version, and :func:`report` compares them with
+:func:`.stats.compare`. ``promote`` starts a rollout of the winner.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from edgeserve.errors import ConfigError, NotFoundError
+
+from . import controller as c
+from .rollouts import create_rollout, matches
+from .stats import A_BETTER, B_BETTER, Window, compare
+from .store import Store, Target
+
+__all__ = ["experiment", "promote", "report", "start_experiment", "stop_experiment"]
+
+
+def start_experiment(
+    store: Store,
+    model: str,
+    a: int,
+    b: int,
+    split: int,
+    on_device: bool,
+    selector: Mapping[str, str],
+    actor: str,
+) -> tuple[int, set[str]]:
+    """Start an experiment; return its id and the devices whose desired state changed.
+
+    Raises:
+        NotFoundError: a version was never released.
+        ConfigError: bad split, same versions, no matching device, or the model is busy.
+    """
+    if a == b or not 0 < split < 100:
+        raise ConfigError("an experiment needs two different versions and 0 < split < 100")
+    store.release(model, a)
+    store.release(model, b)
+    now = time.time()
+    with store.db.transaction():
+        busy = store.db.one(
+            "SELECT 'rollout', id FROM rollouts WHERE model = ? AND status IN "
+            "('running', 'paused') UNION ALL SELECT 'experiment', id FROM experiments "
+            "WHERE model = ? AND status = 'running'",
+            (model, model),
+        )
+        if busy:
+            raise ConfigError(f"{busy[0]} {busy[1]} of {model} is active; finish it first")
+        eid = store.next_id("experiments")
+        devices = [d.id for d in store.devices() if matches(d.tags, selector)]
+        if not devices:
+            raise ConfigError(f"no device matches selector {dict(selector)}")
+        tag = f"exp-{eid}"
+        for dev in devices:
+            if on_device:
+                target = Target(model, a, True, {"b_version": b, "weight_b": split}, tag)
+            else:
+                arm_b = c.bucket(dev, f"experiment:{eid}") < split
+                target = Target(model, b if arm_b else a, True, None, tag)
+            store.set_target(dev, target, model)
+        spec = {
+            "model": model,
+            "a": a,
+            "b": b,
+            "split": split,
+            "on_device": on_device,
+            "selector": dict(selector),
+            "devices": devices,
+        }
+        store.db.execute(
+            "INSERT INTO experiments (id, model, spec, status, created) "
+            "VALUES (?, ?, ?, 'running', ?)",
+            (eid, model, json.dumps(spec), now),
+        )
+        store.audit(
+            actor,
+            "experiment.start",
+            f"experiment:{eid}",
+            "operator request",
+            {k: v for k, v in spec.items() if k != "devices"} | {"count": len(devices)},
+        )
+    return eid, set(devices)
+
+
+def experiment(store: Store, eid: int) -> dict[str, Any]:
+    """One experiment's row as a dict.
+
+    Raises:
+        NotFoundError: no such experiment.
+    """
+    row = store.db.one(
+        "SELECT id, model, spec, status, created, ended, rollout FROM experiments WHERE id = ?",
+        (eid,),
+    )
+    if row is None:
+        raise NotFoundError(f"no experiment {eid}")
+    return {
+        "id": int(row[0]),
+        "model": row[1],
+        **json.loads(row[2]),
+        "status": row[3],
+        "created": row[4],
+        "ended": row[5],
+        "rollout": row[6],
+    }
+
+
+def report(store: Store, eid: int, *, min_requests: int = 100) -> dict[str, Any]:
+    """Per-arm request count, error rate and latency percentiles, the b - a differences with
+    95% intervals and a verdict, from telemetry since the experiment started.
+
+    Raises:
+        NotFoundError: no such experiment.
+    """
+    exp = experiment(store, eid)
+    arms = {}
+    for arm in ("a", "b"):
+        rows = store.telemetry(
+            exp["model"], exp[arm], since=exp["created"] - 1.0, devices=exp["devices"]
+        )
+        arms[arm] = (exp[arm], [Window(int(r[2]), int(r[3]), r[4], r[5], r[6]) for r in rows])
+    result = compare(arms["a"], arms["b"], min_requests=min_requests)
+    return {
+        "experiment": {k: v for k, v in exp.items() if k != "devices"},
+        "devices": len(exp["devices"]),
+        **result.to_dict(),
+    }
+
+
+def stop_experiment(store: Store, eid: int, actor: str, status: str = "stopped") -> None:
+    """Mark an experiment finished (devices keep their targets until a rollout changes them).
+
+    Raises:
+        ConfigError: not running.
+    """
+    exp = experiment(store, eid)
+    if exp["status"] != "running":
+        raise ConfigError(f"experiment {eid} is {exp['status']}")
+    store.db.execute(
+        "UPDATE experiments SET status = ?, ended = ? WHERE id = ?", (status, time.time(), eid)
+    )
+    store.audit(actor, f"experiment.{status}", f"experiment:{eid}", "operator request")
+
+
+def promote(
+    store: Store,
+    eid: int,
+    actor: str,
+    *,
+    version: int | None = None,
+    phases: tuple[int, ...] = (100,),
+    soak_s: float = 0.0,
+    install_timeout_s: float = 600.0,
+) -> int:
+    """End the experiment and start a rollout of its winner (or of ``version`` when the
+    operator overrides a ``no difference yet`` verdict). Returns the rollout id.
+
+    Raises:
+        ConfigError: no winner and no explicit version, or a version outside the experiment.
+    """
+    exp = experiment(store, eid)
+    rep = report(store, eid)
+    if version is None:
+        if rep["verdict"] not in (A_BETTER, B_BETTER):
+            raise ConfigError(
+                f"experiment {eid}: {rep['verdict']} ({rep['why']}); "
+                "pass --version to promote anyway"
+            )
+        version = exp["a"] if rep["verdict"] == A_BETTER else exp["b"]
+    if version not in (exp["a"], exp["b"]):
+        raise ConfigError(f"version {version} is not an arm of experiment {eid}")
+    stop_experiment(store, eid, actor, status="promoted")
+    spec = c.RolloutSpec(
+        model=exp["model"],
+        version=version,
+        selector=exp["selector"],
+        phases=phases,
+        soak_s=soak_s,
+        max_failure_pct=100.0,
+        min_devices=1,
+        install_timeout_s=install_timeout_s,
+    )
+    rid = create_rollout(store, spec, actor)
+    store.db.execute("UPDATE experiments SET rollout = ? WHERE id = ?", (rid, eid))
+    store.audit(
+        actor,
+        "experiment.promote",
+        f"experiment:{eid}",
+        f"verdict {rep['verdict']}: {rep['why']}",
+        {"version": version, "rollout": rid},
+    )
+    return rid

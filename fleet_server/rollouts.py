@@ -1,0 +1,440 @@
+"""Rollouts in the store: create, snapshot for :func:`.controller.step`, apply its decisions,
+operator actions, status. Every decision and action is written to the audit log with its reason.
+
+Functions here return the set of devices whose desired state changed; the engine re-signs and
+publishes for those (keeping MQTT out of the database code).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from edgeserve.errors import ConfigError, NotFoundError
+
+from . import controller as c
+from .store import Store, Target
+
+__all__ = [
+    "apply_decisions",
+    "apply_reports",
+    "create_rollout",
+    "load_rollout",
+    "matches",
+    "operator_action",
+    "progress",
+    "rollout_status",
+    "running_rollouts",
+]
+
+ACTIVE_STATUSES = ("running", "paused")
+ACTIONS = ("pause", "resume", "abort", "rollback")
+
+
+def matches(tags: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    """True when every ``key=value`` of the selector is among the device's tags."""
+    return all(tags.get(k) == v for k, v in selector.items())
+
+
+def _active_version(reported: Mapping[str, Any], model: str) -> int | None:
+    status = (reported.get("models") or {}).get(model) or {}
+    active = status.get("active")
+    return int(active) if isinstance(active, int) else None
+
+
+def load_rollout(store: Store, rollout_id: int) -> c.RolloutState:
+    """A rollout's state.
+
+    Raises:
+        NotFoundError: no such rollout.
+    """
+    row = store.db.one(
+        "SELECT id, spec, status, phase_index, phase_started FROM rollouts WHERE id = ?",
+        (rollout_id,),
+    )
+    if row is None:
+        raise NotFoundError(f"no rollout {rollout_id}")
+    return c.RolloutState(
+        int(row[0]), c.RolloutSpec.from_dict(json.loads(row[1])), row[2], int(row[3]), row[4]
+    )
+
+
+def running_rollouts(store: Store) -> list[c.RolloutState]:
+    """Rollouts with status ``running``."""
+    rows = store.db.query("SELECT id FROM rollouts WHERE status = 'running' ORDER BY id")
+    return [load_rollout(store, int(r[0])) for r in rows]
+
+
+def _enroll(store: Store, rollout: int, spec: c.RolloutSpec, now: float) -> None:
+    """Add devices that match the selector and are not yet part of the rollout (devices
+    registered mid-rollout join it; their bucket decides their phase)."""
+    known = {
+        r[0]
+        for r in store.db.query("SELECT device FROM rollout_devices WHERE rollout = ?", (rollout,))
+    }
+    targets = store.target_versions(spec.model)
+    rows = []
+    for dev in store.devices():
+        if dev.id in known or not matches(dev.tags, spec.selector):
+            continue
+        baseline = _active_version(dev.reported, spec.model) or targets.get(dev.id)
+        rows.append(
+            (
+                rollout,
+                dev.id,
+                c.bucket(dev.id, f"rollout:{rollout}"),
+                baseline,
+                None,
+                c.PENDING,
+                "",
+                now,
+            )
+        )
+    store.db.executemany("INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def create_rollout(store: Store, spec: c.RolloutSpec, actor: str, now: float | None = None) -> int:
+    """Start a rollout.
+
+    Raises:
+        NotFoundError: the release does not exist.
+        ConfigError: another rollout of the model is running or paused; bad phases.
+    """
+    now = now or time.time()
+    store.release(spec.model, spec.version)
+    if (
+        not spec.phases
+        or list(spec.phases) != sorted(set(spec.phases))
+        or not (spec.phases[0] > 0 and spec.phases[-1] == 100)
+    ):
+        raise ConfigError("phases must increase strictly and end at 100, e.g. 5,25,100")
+    with store.db.transaction():
+        busy = store.db.one(
+            "SELECT id FROM rollouts WHERE model = ? AND status IN ('running', 'paused')",
+            (spec.model,),
+        )
+        if busy:
+            raise ConfigError(
+                f"rollout {busy[0]} of {spec.model} is still active; abort or finish it first"
+            )
+        rid = store.next_id("rollouts")
+        store.db.execute(
+            "INSERT INTO rollouts (id, model, version, spec, status, phase_index, phase_started,"
+            " created, updated) VALUES (?, ?, ?, ?, 'running', 0, NULL, ?, ?)",
+            (rid, spec.model, spec.version, json.dumps(spec.to_dict()), now, now),
+        )
+        _enroll(store, rid, spec, now)
+        store.audit(actor, "rollout.start", f"rollout:{rid}", "operator request", spec.to_dict())
+    return rid
+
+
+def progress(store: Store, state: c.RolloutState, now: float) -> list[c.DeviceProgress]:
+    """Enroll newly matching devices, then every device's progress."""
+    _enroll(store, state.id, state.spec, now)
+    rows = store.db.query(
+        "SELECT device, bucket, state, assigned FROM rollout_devices WHERE rollout = ? "
+        "ORDER BY bucket",
+        (state.id,),
+    )
+    return [c.DeviceProgress(r[0], float(r[1]), r[2], r[3]) for r in rows]
+
+
+def _set_devices(
+    store: Store,
+    rollout: int,
+    devices: Iterable[str],
+    state: str,
+    detail: str,
+    now: float,
+    assigned: bool = False,
+) -> None:
+    extra = ", assigned = ?" if assigned else ""
+    params: list[Any] = [state, detail, now] + ([now] if assigned else [])
+    store.db.executemany(
+        f"UPDATE rollout_devices SET state = ?, detail = ?, updated = ?{extra} "
+        "WHERE rollout = ? AND device = ?",
+        [(*params, rollout, d) for d in devices],
+    )
+
+
+def _revert(store: Store, rollout: int, model: str, devices: Sequence[str], now: float) -> set[str]:
+    """Point devices back at their baseline (operator-signed downgrade) or drop the model."""
+    baselines = dict(
+        store.db.query("SELECT device, baseline FROM rollout_devices WHERE rollout = ?", (rollout,))
+    )
+    for d in devices:
+        base = baselines.get(d)
+        store.set_target(d, Target(model, int(base), allow_downgrade=True) if base else None, model)
+    _set_devices(store, rollout, devices, c.REVERTED, "reverted to baseline", now)
+    return set(devices)
+
+
+def apply_decisions(
+    store: Store, state: c.RolloutState, decisions: Sequence[c.Decision], gates: c.Gates, now: float
+) -> set[str]:
+    """Persist the controller's decisions; return devices whose desired state changed."""
+    changed: set[str] = set()
+    spec, rid, subject = state.spec, state.id, f"rollout:{state.id}"
+    with store.db.transaction():
+        for d in decisions:
+            if isinstance(d, c.Assign):
+                current = dict(
+                    store.db.query(
+                        "SELECT device, baseline FROM rollout_devices WHERE rollout = ?", (rid,)
+                    )
+                )
+                wanted = set(d.devices)
+                already = {
+                    dev.id
+                    for dev in store.devices()
+                    if dev.id in wanted
+                    and _device_state(
+                        (dev.reported.get("models") or {}).get(spec.model) or {}, spec.version
+                    )
+                    == (c.ACTIVE, "active")
+                }
+                for dev in d.devices:
+                    base = current.get(dev)
+                    downgrade = base is not None and int(base) > spec.version
+                    store.set_target(dev, Target(spec.model, spec.version, downgrade), spec.model)
+                # A device already running the version may not report again (reports are
+                # coalesced by state), so it counts as active from the start.
+                _set_devices(
+                    store, rid, wanted - already, c.INSTALLING, "assigned", now, assigned=True
+                )
+                _set_devices(store, rid, already, c.ACTIVE, "already active", now, assigned=True)
+                changed.update(d.devices)
+                store.audit(
+                    "controller",
+                    "rollout.assign",
+                    subject,
+                    f"{len(d.devices)} devices enter phase {gates.phase_percent}%",
+                    {"devices": list(d.devices)[:50]},
+                )
+            elif isinstance(d, c.MarkFailed):
+                _set_devices(store, rid, [d.device], c.FAILED, d.reason, now)
+                store.audit(
+                    "controller", "rollout.device_failed", subject, d.reason, {"device": d.device}
+                )
+            elif isinstance(d, c.Settled):
+                store.db.execute("UPDATE rollouts SET phase_started = ? WHERE id = ?", (d.at, rid))
+            elif isinstance(d, c.NextPhase):
+                store.db.execute(
+                    "UPDATE rollouts SET phase_index = ?, phase_started = NULL WHERE id = ?",
+                    (d.index, rid),
+                )
+                store.audit(
+                    "controller",
+                    "rollout.next_phase",
+                    subject,
+                    d.reason,
+                    {"phase": spec.phases[d.index], "gates": gates.to_dict()},
+                )
+            elif isinstance(d, c.Complete):
+                store.db.execute(
+                    "UPDATE rollouts SET status = 'completed', reason = ? WHERE id = ?",
+                    (d.reason, rid),
+                )
+                store.audit("controller", "rollout.complete", subject, d.reason, gates.to_dict())
+            elif isinstance(d, c.GateFailed):
+                reason = f"gate {d.gate} failed: {d.reason}"
+                store.db.execute(
+                    "UPDATE rollouts SET status = 'paused', reason = ? WHERE id = ?", (reason, rid)
+                )
+                store.audit("controller", "rollout.gate_failed", subject, reason, gates.to_dict())
+            elif isinstance(d, c.Revert):
+                changed |= _revert(store, rid, spec.model, d.devices, now)
+                store.audit(
+                    "controller",
+                    "rollout.revert",
+                    subject,
+                    d.reason,
+                    {"devices": list(d.devices)[:50], "count": len(d.devices)},
+                )
+        store.db.execute(
+            "UPDATE rollouts SET gates = ?, updated = ? WHERE id = ?",
+            (json.dumps(gates.to_dict()), now, rid),
+        )
+    return changed
+
+
+def operator_action(
+    store: Store, rollout_id: int, action: str, actor: str, reason: str, now: float | None = None
+) -> set[str]:
+    """Pause, resume, abort or roll back a rollout; return devices whose desired changed.
+
+    ``abort`` stops assigning and leaves devices where they are; ``rollback`` reverts every
+    device the rollout touched to its baseline; ``resume`` also restarts a rollout paused by a
+    gate (its reverted devices are assigned again).
+
+    Raises:
+        ConfigError: unknown action or not allowed in the current status.
+        NotFoundError: no such rollout.
+    """
+    now = now or time.time()
+    if action not in ACTIONS:
+        raise ConfigError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+    state = load_rollout(store, rollout_id)
+    allowed = {
+        "pause": ("running",),
+        "resume": ("paused",),
+        "abort": ACTIVE_STATUSES,
+        "rollback": (*ACTIVE_STATUSES, "completed", "aborted"),
+    }[action]
+    if state.status not in allowed:
+        raise ConfigError(f"cannot {action} rollout {rollout_id}: it is {state.status}")
+    new_status = {
+        "pause": "paused",
+        "resume": "running",
+        "abort": "aborted",
+        "rollback": "rolled_back",
+    }[action]
+    changed: set[str] = set()
+    with store.db.transaction():
+        if action == "resume":
+            store.db.execute(
+                "UPDATE rollout_devices SET state = ?, assigned = NULL WHERE rollout = ? AND "
+                "state IN (?, ?)",
+                (c.PENDING, rollout_id, c.REVERTED, c.FAILED),
+            )
+        if action == "rollback":
+            touched = [
+                r[0]
+                for r in store.db.query(
+                    "SELECT device FROM rollout_devices WHERE rollout = ? AND state IN (?, ?, ?)",
+                    (rollout_id, c.INSTALLING, c.ACTIVE, c.FAILED),
+                )
+            ]
+            changed = _revert(store, rollout_id, state.spec.model, touched, now)
+        store.db.execute(
+            "UPDATE rollouts SET status = ?, reason = ?, updated = ? WHERE id = ?",
+            (new_status, f"{action} by {actor}: {reason}", now, rollout_id),
+        )
+        store.audit(
+            actor,
+            f"rollout.{action}",
+            f"rollout:{rollout_id}",
+            reason,
+            {"devices_reverted": len(changed)},
+        )
+    return changed
+
+
+def rollout_status(store: Store, rollout_id: int) -> dict[str, Any]:
+    """Everything ``rollout status`` shows: spec, phase, per-state counts, gates, devices, log."""
+    state = load_rollout(store, rollout_id)
+    row = store.db.one(
+        "SELECT reason, gates, created, updated FROM rollouts WHERE id = ?", (rollout_id,)
+    )
+    if row is None:  # deleted between the two reads
+        raise NotFoundError(f"no rollout {rollout_id}")
+    counts = dict.fromkeys(c.DEVICE_STATES, 0)
+    devices = []
+    for dev, bucket, st, detail in store.db.query(
+        "SELECT device, bucket, state, detail FROM rollout_devices WHERE rollout = ? "
+        "ORDER BY device",
+        (rollout_id,),
+    ):
+        counts[st] = counts.get(st, 0) + 1
+        devices.append(
+            {"device": dev, "bucket": round(float(bucket), 3), "state": st, "detail": detail}
+        )
+    phases = state.spec.phases
+    return {
+        "id": state.id,
+        "model": state.spec.model,
+        "version": state.spec.version,
+        "status": state.status,
+        "reason": row[0],
+        "phase_index": state.phase_index,
+        "phase_percent": phases[min(state.phase_index, len(phases) - 1)],
+        "spec": state.spec.to_dict(),
+        "counts": counts,
+        "gates": json.loads(row[1]),
+        "devices": devices,
+        "created": row[2],
+        "updated": row[3],
+        "audit": store.audit_entries(f"rollout:{rollout_id}", limit=50),
+    }
+
+
+def _device_state(status: Mapping[str, Any], version: int) -> tuple[str, str] | None:
+    """Fold an agent's model status into a rollout device state (None: no news for us)."""
+    state = status.get("state")
+    if status.get("active") == version and state == "ACTIVE":
+        return c.ACTIVE, "active"
+    if status.get("target") == version and state in ("FAILED", "REJECTED", "ROLLED_BACK"):
+        why = status.get("reason_code") or status.get("error") or ""
+        return c.FAILED, f"{state}: {why}"[:200]
+    if status.get("target") == version:
+        return c.INSTALLING, str(state)
+    return None
+
+
+def apply_reports(
+    store: Store, reports: Sequence[tuple[str, Mapping[str, Any]]], now: float
+) -> bool:
+    """Fold reported documents into the progress of active rollouts; True if any changed."""
+    active = store.db.query(
+        "SELECT id, model, version FROM rollouts WHERE status IN ('running', 'paused')"
+    )
+    if not active or not reports:
+        return False
+    latest = dict(reports)  # the newest report per device wins
+    changed = False
+    with store.db.transaction():
+        for rid, model, version in active:
+            rows = store.db.query(
+                "SELECT device, state, detail FROM rollout_devices WHERE rollout = ? AND "
+                "state IN (?, ?, ?)",
+                (rid, c.INSTALLING, c.ACTIVE, c.FAILED),
+            )
+            updates = []
+            for dev, state, detail in rows:
+                doc = latest.get(dev)
+                status = ((doc or {}).get("models") or {}).get(model)
+                if not status:
+                    continue
+                folded = _device_state(status, int(version))
+                if folded and folded != (state, detail):
+                    updates.append((folded[0], folded[1], now, rid, dev))
+            store.db.executemany(
+                "UPDATE rollout_devices SET state = ?, detail = ?, updated = ? "
+                "WHERE rollout = ? AND device = ?",
+                updates,
+            )
+            changed = changed or bool(updates)
+    return changed
+
+
+def _weighted_p95(rows: Sequence[tuple[Any, ...]]) -> float | None:
+    pairs = [(float(r[5]), int(r[2])) for r in rows if r[5] is not None and int(r[2]) > 0]
+    total = sum(n for _, n in pairs)
+    return sum(v * n for v, n in pairs) / total if total else None
+
+
+def latency_view(
+    store: Store, state: c.RolloutState, baseline_window_s: float = 3600.0
+) -> c.Latency:
+    """Request-weighted p95 of the candidate (devices of this rollout, since it started) and of
+    the baseline version (the most common baseline, over the fleet, from an hour before)."""
+    if state.spec.max_latency_regression_pct is None:
+        return c.Latency()
+    row = store.db.one("SELECT created FROM rollouts WHERE id = ?", (state.id,))
+    created = float(row[0]) if row else 0.0
+    members = dict(
+        store.db.query(
+            "SELECT device, baseline FROM rollout_devices WHERE rollout = ?", (state.id,)
+        )
+    )
+    baselines = [int(b) for b in members.values() if b is not None]
+    if not baselines:
+        return c.Latency()
+    baseline = max(set(baselines), key=baselines.count)
+    cand = store.telemetry(
+        state.spec.model, state.spec.version, since=created, devices=list(members)
+    )
+    base = store.telemetry(state.spec.model, baseline, since=created - baseline_window_s)
+    return c.Latency(_weighted_p95(base), _weighted_p95(cand), len({r[0] for r in cand}))

@@ -1,0 +1,265 @@
+"""One fleet server: store + keys + MQTT client + engine + HTTP app, and ``serve()``.
+
+The library is usable without the CLI: ``FleetServer(load_config(path))`` then ``serve()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from edgeserve.errors import ConfigError
+from edgeserve.keys_cli import load_keyring, load_keyring_chain
+from edgeserve.mqtt import MqttConfig
+from edgeserve.protocol import topics
+from edgeserve.trust import SigningKey
+
+from . import broker_config as bc
+from .config import FleetConfig
+from .db import open_database
+from .desired import DesiredBuilder
+from .engine import Engine
+from .mqtt_client import FleetMqttClient
+from .releases import ingest_release
+from .store import Store
+
+__all__ = ["FleetServer"]
+
+log = logging.getLogger(__name__)
+
+
+class FleetServer:
+    """Everything a running fleet server holds.
+
+    Args:
+        config: the validated ``fleet.toml``.
+
+    Raises:
+        ConfigError: keys missing, or the fleet key is not in the keyring.
+        StorageError: the database or data directory cannot be opened.
+    """
+
+    def __init__(self, config: FleetConfig) -> None:
+        self.config = config
+        self.artifacts = config.server.data_dir / "artifacts"
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self.keyring = load_keyring(config.keyring)
+        self.keyring_bytes = config.keyring.read_bytes()
+        self.fleet_key = SigningKey.load(config.fleet_key)
+        if self.fleet_key.keyid not in self.keyring.fleet_keys:
+            raise ConfigError(
+                f"{config.fleet_key}: this fleet key is not in {config.keyring}; devices would "
+                "reject every desired state (run edgeserve keys rotate --roles fleet)"
+            )
+        chain_dir = config.keyring.parent
+        chain = load_keyring_chain(chain_dir) if (chain_dir / "keyrings").is_dir() else []
+        self.store = Store(open_database(config.server.database_url))
+        self.prefix = f"{config.broker.prefix}/"
+        builder = DesiredBuilder(
+            self.store,
+            self.fleet_key,
+            config.broker.fleet,
+            config.server.base_url,
+            config.rollouts.desired_ttl_s,
+            keyrings=chain[-8:],
+        )
+        self.mqtt = FleetMqttClient(
+            MqttConfig(
+                url=config.broker.url,
+                client_id=config.broker.client_id,
+                username=config.broker.username or None,
+                password=config.broker.password or None,
+                keepalive_s=config.broker.keepalive_s,
+                max_queued_messages=0,
+            ),
+            on_connect=self._on_connect,
+        )
+        self.engine = Engine(
+            self.store,
+            builder,
+            self.prefix,
+            config.broker.fleet,
+            self._publish,
+            tick_s=config.rollouts.tick_s,
+            max_payload_bytes=config.broker.max_payload_bytes,
+            telemetry_retention_s=config.rollouts.telemetry_retention_s,
+        )
+
+    # -- MQTT -----------------------------------------------------------------------------
+
+    @property
+    def mqtt_connected(self) -> bool:
+        """Whether the broker connection is up."""
+        return self.mqtt.connected
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        # retained + QoS 1: a device that connects later still gets its latest document
+        self.mqtt.publish(topic, payload, qos=1, retain=True)
+
+    def _on_connect(self) -> None:
+        self.engine.request_republish()
+
+    def start(self) -> None:
+        """Start ingest, the controller and the MQTT connection (returns immediately)."""
+        for f in self.engine.filters(self.config.broker.share_group):
+            self.mqtt.subscribe(f, self.engine.on_message)
+        self.engine.start()
+        self.mqtt.start()
+
+    def stop(self) -> None:
+        """Stop MQTT, the engine and the store."""
+        self.mqtt.stop()
+        self.engine.stop()
+        self.store.db.close()
+
+    # -- operations used by the API -----------------------------------------------------
+
+    def add_release(self, upload: Path) -> dict[str, Any]:
+        """Verify and store an uploaded tar."""
+        return ingest_release(self.store, self.artifacts, upload, self.keyring)
+
+    def add_device(self, device: str, tags: Mapping[str, str]) -> dict[str, Any]:
+        """Register a device; return its one-time credentials and agent config snippet."""
+        password = bc.new_password()
+        self.store.add_device(device, tags, bc.hash_password(password))
+        self.store.audit(
+            "operator", "device.add", f"device:{device}", "operator request", {"tags": dict(tags)}
+        )
+        self.engine.device_added(device)
+        t = topics(self.prefix, self.config.broker.fleet, device)
+        return {
+            "id": device,
+            "tags": dict(tags),
+            "username": device,
+            "password": password,
+            "broker_url": self.config.broker.url,
+            "fleet": self.config.broker.fleet,
+            "prefix": self.prefix,
+            "server_url": self.config.server.base_url,
+            "keyring_url": f"{self.config.server.base_url}/keyring.json",
+            "topics": t.__dict__,
+        }
+
+    def device_list(self) -> list[dict[str, Any]]:
+        """Devices with presence and what they report running."""
+        out = []
+        for d in self.store.devices():
+            models = {
+                n: {"state": s.get("state"), "active": s.get("active")}
+                for n, s in (d.reported.get("models") or {}).items()
+            }
+            out.append(
+                {
+                    "id": d.id,
+                    "tags": dict(d.tags),
+                    "presence": d.presence,
+                    "models": models,
+                    "desired_seq": d.desired_seq,
+                    "reported_at": d.reported_at,
+                }
+            )
+        return out
+
+    def broker_files(self) -> dict[str, str]:
+        """The Mosquitto password file and ACL for the current devices."""
+        b = self.config.broker
+        entries = [*self.store.credential_hashes()]
+        if b.username:
+            entries.append((b.username, bc.hash_password(b.password)))
+        return {
+            "passwords": bc.password_file_text(entries),
+            "acl": bc.acl_text(b.prefix, b.fleet, b.username),
+        }
+
+    def rollout_list(self) -> list[dict[str, Any]]:
+        """Every rollout, newest first."""
+        rows = self.store.db.query(
+            "SELECT id, model, version, status, phase_index, spec, reason FROM rollouts "
+            "ORDER BY id DESC"
+        )
+        return [
+            {
+                "id": int(i),
+                "model": m,
+                "version": int(v),
+                "status": s,
+                "phase_percent": json.loads(sp)["phases"][int(p)],
+                "reason": why,
+            }
+            for i, m, v, s, p, sp, why in rows
+        ]
+
+    def experiment_list(self) -> list[dict[str, Any]]:
+        """Every experiment, newest first."""
+        from .experiments import experiment
+
+        rows = self.store.db.query("SELECT id FROM experiments ORDER BY id DESC")
+        return [
+            {k: v for k, v in experiment(self.store, int(r[0])).items() if k != "devices"}
+            for r in rows
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: MQTT ingest (received, dropped by reason), published, devices."""
+        return {
+            "mqtt_connected": self.mqtt_connected,
+            "ingest": self.engine.counters.to_dict(),
+            "published": self.engine.published,
+            "devices": len(self.store.known_devices()),
+        }
+
+    # -- run ------------------------------------------------------------------------------
+
+    def serve(self, embedded_broker: bool = False) -> None:
+        """Run until SIGINT/SIGTERM: MQTT + engine in threads, uvicorn in this thread."""
+        import uvicorn
+
+        from .app import build_app
+
+        broker = None
+        if embedded_broker:
+            broker = self._start_embedded_broker()
+        self.start()
+        cfg = self.config.server
+        server = uvicorn.Server(
+            uvicorn.Config(
+                build_app(self),
+                host=cfg.host,
+                port=cfg.port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        log.info("fleet server on http://%s:%d", cfg.host, cfg.port)
+        try:
+            server.run()
+        finally:
+            self.stop()
+            if broker is not None:
+                broker.stop()
+
+    def _start_embedded_broker(self) -> Any:
+        try:
+            from .embedded_broker import start_embedded_broker
+        except ImportError as exc:
+            raise ConfigError("--embedded-broker is not available in this build") from exc
+        from edgeserve.mqtt import parse_broker_url
+
+        host, port = parse_broker_url(self.config.broker.url)
+        work = self.config.server.data_dir / "broker"
+        work.mkdir(parents=True, exist_ok=True)
+        files = bc.write_broker_files(
+            work,
+            self.store.credential_hashes(),
+            prefix=self.config.broker.prefix,
+            fleet=self.config.broker.fleet,
+            server_user=self.config.broker.username,
+            server_password=self.config.broker.password,
+        )
+        return start_embedded_broker(
+            host, port, password_file=files.password_file, acl_file=files.acl_file, workdir=work
+        )

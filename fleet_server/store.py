@@ -1,0 +1,378 @@
+"""The fleet store: schema and every query the server makes, over :class:`~.db.Database`.
+
+Tables: ``releases`` (immutable, monotonic versions per model), ``devices`` (tags, broker
+credential hash, presence, last reported state, desired ``seq``), ``device_targets`` (what each
+device should run, per model: the desired state is built from these rows), ``rollouts`` and
+``rollout_devices``, ``experiments``, ``audit_log`` and ``telemetry`` (one row per device, model
+version and telemetry window). Times are float UNIX seconds; JSON columns are TEXT.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from edgeserve.errors import ConfigError, NotFoundError
+
+from .db import Database
+
+__all__ = ["SCHEMA", "DeviceRow", "Store", "Target"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS releases (
+    model TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL, size BIGINT NOT NULL,
+    manifest TEXT NOT NULL, envelope TEXT NOT NULL, path TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL, PRIMARY KEY (model, version));
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY, tags TEXT NOT NULL, secret_hash TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL, presence TEXT NOT NULL DEFAULT 'unknown',
+    presence_at DOUBLE PRECISION, reported TEXT, reported_at DOUBLE PRECISION,
+    desired_seq BIGINT NOT NULL DEFAULT 0, desired_expires DOUBLE PRECISION);
+CREATE TABLE IF NOT EXISTS device_targets (
+    device TEXT NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,
+    allow_downgrade INTEGER NOT NULL DEFAULT 0, split TEXT, experiment TEXT,
+    PRIMARY KEY (device, model));
+CREATE TABLE IF NOT EXISTS rollouts (
+    id INTEGER PRIMARY KEY, model TEXT NOT NULL, version INTEGER NOT NULL, spec TEXT NOT NULL,
+    status TEXT NOT NULL, phase_index INTEGER NOT NULL, phase_started DOUBLE PRECISION,
+    reason TEXT NOT NULL DEFAULT '', gates TEXT NOT NULL DEFAULT '{}',
+    created DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS rollout_devices (
+    rollout INTEGER NOT NULL, device TEXT NOT NULL, bucket DOUBLE PRECISION NOT NULL,
+    baseline INTEGER, assigned DOUBLE PRECISION, state TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '', updated DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (rollout, device));
+CREATE TABLE IF NOT EXISTS experiments (
+    id INTEGER PRIMARY KEY, model TEXT NOT NULL, spec TEXT NOT NULL, status TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL, ended DOUBLE PRECISION, rollout INTEGER);
+CREATE TABLE IF NOT EXISTS audit_log (
+    id {serial} PRIMARY KEY, ts DOUBLE PRECISION NOT NULL, actor TEXT NOT NULL,
+    action TEXT NOT NULL, subject TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS telemetry (
+    device TEXT NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,
+    window_ts DOUBLE PRECISION NOT NULL, count BIGINT NOT NULL, errors BIGINT NOT NULL,
+    p50 DOUBLE PRECISION, p95 DOUBLE PRECISION, p99 DOUBLE PRECISION,
+    received DOUBLE PRECISION NOT NULL, PRIMARY KEY (device, model, version, window_ts));
+CREATE INDEX IF NOT EXISTS telemetry_by_version ON telemetry (model, version, window_ts);
+CREATE INDEX IF NOT EXISTS audit_by_subject ON audit_log (subject);
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One model a device should run (a ``device_targets`` row)."""
+
+    model: str
+    version: int
+    allow_downgrade: bool = False
+    split: Mapping[str, Any] | None = None
+    experiment: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """A device as the store knows it."""
+
+    id: str
+    tags: Mapping[str, str]
+    presence: str
+    reported: Mapping[str, Any]
+    reported_at: float | None
+    desired_seq: int
+    created: float
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+class Store:
+    """Queries over the fleet database. Safe to share between threads."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        serial = "INTEGER" if db.dialect == "sqlite" else "BIGSERIAL"
+        with db.transaction():
+            for stmt in SCHEMA.replace("{serial}", serial).split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+
+    # -- releases ---------------------------------------------------------------------------
+
+    def latest_version(self, model: str) -> int:
+        """Highest released version of ``model`` (0 when none)."""
+        row = self.db.one("SELECT MAX(version) FROM releases WHERE model = ?", (model,))
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def add_release(
+        self,
+        model: str,
+        version: int,
+        sha256: str,
+        size: int,
+        manifest: Any,
+        envelope: Any,
+        path: str,
+    ) -> None:
+        """Insert a release; versions must grow (monotonic per model, immutable).
+
+        Raises:
+            ConfigError: the version is not above the latest one.
+        """
+        with self.db.transaction():
+            latest = self.latest_version(model)
+            if version <= latest:
+                raise ConfigError(
+                    f"{model} version {version} is not above the latest release {latest}; "
+                    "releases are immutable and versions monotonic"
+                )
+            self.db.execute(
+                "INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (model, version, sha256, size, _json(manifest), _json(envelope), path, time.time()),
+            )
+
+    def release(self, model: str, version: int) -> dict[str, Any]:
+        """One release as a dict (``model, version, sha256, size, manifest, envelope, path``).
+
+        Raises:
+            NotFoundError: no such release.
+        """
+        row = self.db.one(
+            "SELECT model, version, sha256, size, manifest, envelope, path, created "
+            "FROM releases WHERE model = ? AND version = ?",
+            (model, version),
+        )
+        if row is None:
+            raise NotFoundError(f"no release {model} version {version}")
+        return {
+            "model": row[0],
+            "version": int(row[1]),
+            "sha256": row[2],
+            "size": int(row[3]),
+            "manifest": json.loads(row[4]),
+            "envelope": json.loads(row[5]),
+            "path": row[6],
+            "created": row[7],
+        }
+
+    def releases(self) -> list[dict[str, Any]]:
+        """Every release (without manifests), newest first per model."""
+        rows = self.db.query(
+            "SELECT model, version, sha256, size, created FROM releases "
+            "ORDER BY model, version DESC"
+        )
+        return [
+            {
+                "model": r[0],
+                "version": int(r[1]),
+                "sha256": r[2],
+                "size": int(r[3]),
+                "created": r[4],
+            }
+            for r in rows
+        ]
+
+    # -- devices ----------------------------------------------------------------------------
+
+    def add_device(self, device: str, tags: Mapping[str, str], secret_hash: str) -> None:
+        """Register a device.
+
+        Raises:
+            ConfigError: the id is taken.
+        """
+        with self.db.transaction():
+            if self.db.one("SELECT 1 FROM devices WHERE id = ?", (device,)):
+                raise ConfigError(f"device {device!r} already exists")
+            self.db.execute(
+                "INSERT INTO devices (id, tags, secret_hash, created) VALUES (?, ?, ?, ?)",
+                (device, _json(dict(tags)), secret_hash, time.time()),
+            )
+
+    def _device(self, row: Row) -> DeviceRow:
+        return DeviceRow(
+            id=row[0],
+            tags=json.loads(row[1]),
+            presence=row[2],
+            reported=json.loads(row[3]) if row[3] else {},
+            reported_at=row[4],
+            desired_seq=int(row[5]),
+            created=row[6],
+        )
+
+    _DEVICE_COLS = "id, tags, presence, reported, reported_at, desired_seq, created"
+
+    def devices(self) -> list[DeviceRow]:
+        """Every device, by id."""
+        rows = self.db.query(f"SELECT {self._DEVICE_COLS} FROM devices ORDER BY id")
+        return [self._device(r) for r in rows]
+
+    def device(self, device: str) -> DeviceRow:
+        """One device.
+
+        Raises:
+            NotFoundError: unknown device.
+        """
+        row = self.db.one(f"SELECT {self._DEVICE_COLS} FROM devices WHERE id = ?", (device,))
+        if row is None:
+            raise NotFoundError(f"no device {device!r}")
+        return self._device(row)
+
+    def known_devices(self) -> set[str]:
+        """Ids of every registered device."""
+        return {r[0] for r in self.db.query("SELECT id FROM devices")}
+
+    def credential_hashes(self) -> list[tuple[str, str]]:
+        """``(device id, mosquitto password hash)`` for every device."""
+        return [(r[0], r[1]) for r in self.db.query("SELECT id, secret_hash FROM devices")]
+
+    def set_presence(self, rows: Sequence[tuple[str, str, float]]) -> None:
+        """Record ``(device, online|offline, ts)`` rows."""
+        self.db.executemany(
+            "UPDATE devices SET presence = ?, presence_at = ? WHERE id = ?",
+            [(p, ts, d) for d, p, ts in rows],
+        )
+
+    def set_reported(self, rows: Sequence[tuple[str, Mapping[str, Any], float]]) -> None:
+        """Record each device's latest reported document."""
+        self.db.executemany(
+            "UPDATE devices SET reported = ?, reported_at = ? WHERE id = ?",
+            [(_json(doc), ts, d) for d, doc, ts in rows],
+        )
+
+    # -- desired state ----------------------------------------------------------------------
+
+    def targets(self, device: str) -> list[Target]:
+        """What ``device`` should run, per model."""
+        rows = self.db.query(
+            "SELECT model, version, allow_downgrade, split, experiment FROM device_targets "
+            "WHERE device = ? ORDER BY model",
+            (device,),
+        )
+        return [
+            Target(r[0], int(r[1]), bool(r[2]), json.loads(r[3]) if r[3] else None, r[4])
+            for r in rows
+        ]
+
+    def target_versions(self, model: str) -> dict[str, int]:
+        """``device -> version`` currently desired for ``model``."""
+        rows = self.db.query("SELECT device, version FROM device_targets WHERE model = ?", (model,))
+        return {r[0]: int(r[1]) for r in rows}
+
+    def set_target(self, device: str, target: Target | None, model: str) -> None:
+        """Set (or with None, remove) what ``device`` should run for ``model``."""
+        self.db.execute(
+            "DELETE FROM device_targets WHERE device = ? AND model = ?", (device, model)
+        )
+        if target is not None:
+            self.db.execute(
+                "INSERT INTO device_targets VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    device,
+                    model,
+                    target.version,
+                    int(target.allow_downgrade),
+                    _json(target.split) if target.split else None,
+                    target.experiment,
+                ),
+            )
+
+    def bump_seq(self, device: str, expires: float) -> int:
+        """Next desired ``seq`` for ``device`` (monotonic, persisted before publishing)."""
+        with self.db.transaction():
+            self.db.execute(
+                "UPDATE devices SET desired_seq = desired_seq + 1, desired_expires = ? "
+                "WHERE id = ?",
+                (expires, device),
+            )
+            row = self.db.one("SELECT desired_seq FROM devices WHERE id = ?", (device,))
+        if row is None:
+            raise NotFoundError(f"no device {device!r}")
+        return int(row[0])
+
+    def expiring(self, before: float) -> list[str]:
+        """Devices whose published desired state expires before ``before``."""
+        rows = self.db.query(
+            "SELECT id FROM devices WHERE desired_seq > 0 AND desired_expires < ?", (before,)
+        )
+        return [r[0] for r in rows]
+
+    # -- audit ------------------------------------------------------------------------------
+
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        subject: str,
+        reason: str,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append one decision to the audit log, with its reason."""
+        self.db.execute(
+            "INSERT INTO audit_log (ts, actor, action, subject, reason, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (time.time(), actor, action, subject, reason, _json(dict(detail or {}))),
+        )
+
+    def audit_entries(self, subject: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest audit entries (optionally for one subject, e.g. ``rollout:3``)."""
+        where, params = ("WHERE subject = ?", [subject]) if subject else ("", [])
+        rows = self.db.query(
+            f"SELECT ts, actor, action, subject, reason, detail FROM audit_log {where} "
+            "ORDER BY id DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [
+            {
+                "ts": r[0],
+                "actor": r[1],
+                "action": r[2],
+                "subject": r[3],
+                "reason": r[4],
+                "detail": json.loads(r[5]),
+            }
+            for r in rows
+        ]
+
+    # -- telemetry --------------------------------------------------------------------------
+
+    def add_telemetry(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Upsert ``(device, model, version, window_ts, count, errors, p50, p95, p99)`` rows."""
+        now = time.time()
+        self.db.executemany(
+            "INSERT INTO telemetry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (device, model, version, window_ts) DO UPDATE SET "
+            "count = excluded.count, errors = excluded.errors, p50 = excluded.p50, "
+            "p95 = excluded.p95, p99 = excluded.p99, received = excluded.received",
+            [(*r, now) for r in rows],
+        )
+
+    def telemetry(
+        self, model: str, version: int, since: float = 0.0, devices: Sequence[str] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Telemetry windows ``(device, window_ts, count, errors, p50, p95, p99)``."""
+        rows = self.db.query(
+            "SELECT device, window_ts, count, errors, p50, p95, p99 FROM telemetry "
+            "WHERE model = ? AND version = ? AND window_ts >= ? ORDER BY window_ts",
+            (model, version, since),
+        )
+        if devices is not None:
+            wanted = set(devices)
+            rows = [r for r in rows if r[0] in wanted]
+        return rows
+
+    def prune_telemetry(self, before: float) -> None:
+        """Drop telemetry windows older than ``before``."""
+        self.db.execute("DELETE FROM telemetry WHERE window_ts < ?", (before,))
+
+    def next_id(self, table: str) -> int:
+        """Next integer id for ``rollouts`` or ``experiments`` (call inside a transaction)."""
+        if table not in ("rollouts", "experiments"):
+            raise ValueError(table)
+        row = self.db.one(f"SELECT MAX(id) FROM {table}")
+        return int(row[0] or 0) + 1 if row else 1
+
+
+Row = tuple[Any, ...]

@@ -1,0 +1,155 @@
+"""A real fleet server process on a free loopback port, for tests and benchmarks.
+
+``FleetServerProcess(workdir, broker_url).start()`` writes keys (``edgeserve keys init``
+library), a ``fleet.toml`` and runs ``python -m edgeserve.cli fleet serve`` in a subprocess;
+``.client()`` returns an operator :class:`~edgeserve.fleet_server.client.FleetClient`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from edgeserve.fleet_server.client import FleetClient
+
+from .broker import free_port
+
+TOKEN = "test-operator-token-0123456789"
+SERVER_USER = "fleet-server"
+SERVER_PASSWORD = "fleet-server-password"
+
+
+def make_keys(directory: Path) -> Path:
+    """Root, release and fleet keys plus the keyring, as ``edgeserve keys init`` writes them."""
+    from edgeserve.keys_cli import init_keys
+
+    if not (directory / "root.key").exists():
+        init_keys(directory)
+    return directory
+
+
+def write_fleet_toml(
+    workdir: Path,
+    broker_url: str,
+    *,
+    port: int,
+    keys: Path,
+    database: str = "",
+    tick_s: float = 0.2,
+    broker_auth: bool = False,
+    extra: str = "",
+) -> Path:
+    """A ``fleet.toml`` for tests (fast controller tick)."""
+    lines = [
+        "[server]",
+        f"port = {port}",
+        f'token = "{TOKEN}"',
+        'data_dir = "data"',
+        *([f'database = "{database}"'] if database else []),
+        "",
+        "[broker]",
+        f'url = "{broker_url}"',
+        'fleet = "test"',
+        *([f'username = "{SERVER_USER}"', f'password = "{SERVER_PASSWORD}"']
+          if broker_auth else ['username = ""']),
+        "",
+        "[rollouts]",
+        f"tick_s = {tick_s}",
+        "",
+        "[keys]",
+        f'fleet_key = "{keys / "fleet.key"}"',
+        f'keyring = "{keys / "keyring.json"}"',
+        extra,
+    ]
+    path = workdir / "fleet.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class FleetServerProcess:
+    """A ``edgeserve fleet serve`` process. ``stop``/``start`` keep its data directory."""
+
+    workdir: Path
+    broker_url: str
+    port: int = field(default_factory=free_port)
+    keys: Path | None = None
+    database: str = ""
+    broker_auth: bool = False
+    tick_s: float = 0.2
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        """The ``fleet.toml``."""
+        return self.workdir / "fleet.toml"
+
+    def start(self, timeout_s: float = 30.0) -> FleetServerProcess:
+        """Start the server and wait until its HTTP API answers."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.keys = make_keys(self.keys or self.workdir / "keys")
+        write_fleet_toml(self.workdir, self.broker_url, port=self.port, keys=self.keys,
+                         database=self.database, tick_s=self.tick_s,
+                         broker_auth=self.broker_auth)
+        log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from edgeserve.cli import main; main()", "-v", "fleet", "serve",
+             "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"fleet server exited: {self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"fleet server not up after {timeout_s}s: {self.log_tail()}")
+
+    def log_tail(self, n: int = 30) -> str:
+        """The last lines of the server's log."""
+        path = self.workdir / "server.log"
+        return "\n".join(path.read_text().splitlines()[-n:]) if path.exists() else ""
+
+    def client(self) -> FleetClient:
+        """An operator client."""
+        return FleetClient(self.url, TOKEN)
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the process (SIGKILL with ``kill``)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process (Linux /proc)."""
+        if self.process is None:
+            return 0
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
