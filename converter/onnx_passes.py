@@ -158,8 +158,11 @@ class _Reader:
     """An ``onnxruntime.quantization.CalibrationDataReader`` over a dataset."""
 
     def __init__(self, data: Dataset, batch: int) -> None:
-        limited = {k: v[:CALIBRATION_MAX_ROWS] for k, v in data.items()}
-        self._batches = batches(limited, batch)
+        n = min(CALIBRATION_MAX_ROWS, next(iter(data.values())).shape[0])
+        batch = min(batch, n)
+        # equal-sized batches only: the histogram calibrators (Entropy, Percentile) stack them
+        n -= n % batch
+        self._batches = batches({k: v[:n] for k, v in data.items()}, batch)
         self._it = iter(self._batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:

@@ -25,6 +25,8 @@ __all__ = [
     "digits_data",
     "digits_keras",
     "digits_onnx",
+    "invoke_convert",
+    "load_sample",
     "train_digits_mlp",
 ]
 
@@ -246,3 +248,28 @@ def conv_onnx(keras_path: Path, path: Path) -> Path:
     onnx.checker.check_model(onnx_model)
     onnx.save(onnx_model, str(path))
     return path
+
+
+def invoke_convert(*args: object) -> object:
+    """Run ``edgeserve convert ARGS`` in-process through the root CLI (its error boundary).
+
+    Returns:
+        click's ``Result`` (``exit_code``, ``stdout``, ``stderr``).
+    """
+    from click.testing import CliRunner
+
+    from edgeserve.cli import root
+
+    return CliRunner().invoke(root, ["convert", *(str(a) for a in args)])
+
+
+def load_sample(bundle_dir: Path) -> dict[str, np.ndarray]:
+    """The bundle's ``sample.npz`` as a dict."""
+    from edgeserve.bundle import read_bundle
+
+    bundle = read_bundle(bundle_dir)
+    path = bundle.file_path("sample")
+    if path is None:
+        raise AssertionError("bundle has no sample file")
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
