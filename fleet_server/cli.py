@@ -98,16 +98,17 @@ def device() -> None:
 
 
 def _agent_snippet(creds: dict[str, Any]) -> str:
+    # keys of agent/fleet_config.py (the agent's [fleet] table)
     return (
         "[fleet]\n"
-        f'device_id = "{creds["id"]}"\n'
-        f'broker_url = "{creds["broker_url"]}"\n'
+        f'broker = "{creds["broker_url"]}"\n'
+        f'fleet = "{creds["fleet"]}"\n'
+        f'device = "{creds["id"]}"\n'
         f'username = "{creds["username"]}"\n'
         f'password = "{creds["password"]}"\n'
-        f'fleet = "{creds["fleet"]}"\n'
-        f'topic_prefix = "{creds["prefix"]}"\n'
+        f'prefix = "{creds["prefix"]}"\n'
         f'server_url = "{creds["server_url"]}"\n'
-        'trust_anchor = "root.json"   # copy keys/root.json to the device\n'
+        'trust_anchor = "/etc/edgeserve/root.json"   # copy keys/root.json to the device\n'
     )
 
 

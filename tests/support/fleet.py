@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-
 from edgeserve.fleet_server.client import FleetClient
 
 from .broker import free_port
@@ -57,8 +56,11 @@ def write_fleet_toml(
         "[broker]",
         f'url = "{broker_url}"',
         'fleet = "test"',
-        *([f'username = "{SERVER_USER}"', f'password = "{SERVER_PASSWORD}"']
-          if broker_auth else ['username = ""']),
+        *(
+            [f'username = "{SERVER_USER}"', f'password = "{SERVER_PASSWORD}"']
+            if broker_auth
+            else ['username = ""']
+        ),
         "",
         "[rollouts]",
         f"tick_s = {tick_s}",
@@ -100,14 +102,30 @@ class FleetServerProcess:
         """Start the server and wait until its HTTP API answers."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.keys = make_keys(self.keys or self.workdir / "keys")
-        write_fleet_toml(self.workdir, self.broker_url, port=self.port, keys=self.keys,
-                         database=self.database, tick_s=self.tick_s,
-                         broker_auth=self.broker_auth)
+        write_fleet_toml(
+            self.workdir,
+            self.broker_url,
+            port=self.port,
+            keys=self.keys,
+            database=self.database,
+            tick_s=self.tick_s,
+            broker_auth=self.broker_auth,
+        )
         log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - owned by the process
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from edgeserve.cli import main; main()", "-v", "fleet", "serve",
-             "--config", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+            [
+                sys.executable,
+                "-c",
+                "from edgeserve.cli import main; main()",
+                "-v",
+                "fleet",
+                "serve",
+                "--config",
+                str(self.config_path),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
