@@ -30,7 +30,6 @@ from edgeserve.errors import (
     BundleError,
     ConfigError,
     EdgeServeError,
-    NotFoundError,
     VerificationError,
 )
 
@@ -239,9 +238,6 @@ def build_app(fs: FleetServer) -> Starlette:
         entries = await run_in_threadpool(lambda: fs.store.audit_entries(subject))
         return JSONResponse({"entries": entries})
 
-    async def not_found(request: Request) -> Response:
-        raise NotFoundError(f"no route {request.method} {request.url.path}")
-
     open_ = {"auth": False}
     routes = [
         Route("/healthz", guarded(health, **open_)),
@@ -266,18 +262,15 @@ def build_app(fs: FleetServer) -> Starlette:
         Route("/api/v1/experiments/{id}/promote", guarded(promote), methods=["POST"]),
         Route("/api/v1/experiments/{id}/stop", guarded(stop_experiment), methods=["POST"]),
         Route("/api/v1/audit", guarded(audit), methods=["GET"]),
-        Route(
-            "/api/{rest:path}",
-            guarded(not_found),
-            methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
-        ),
     ]
     app = Starlette(routes=routes)
 
-    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # unknown path (404) or method (405): the same {"error": ...} shape as everything else
         code = getattr(exc, "status_code", 500)
-        return _error(code, getattr(exc, "detail", "") or "request failed")
+        what = "no route" if code == 404 else "method not allowed:"
+        return _error(code, f"{what} {request.method} {request.url.path}")
 
-    app.add_exception_handler(404, method_not_allowed)
-    app.add_exception_handler(405, method_not_allowed)
+    app.add_exception_handler(404, http_error)
+    app.add_exception_handler(405, http_error)
     return app
