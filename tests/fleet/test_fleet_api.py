@@ -91,7 +91,7 @@ def test_releases_are_verified_immutable_and_monotonic(
         (rogue / "rogue.key").write_bytes(b"")
         generate_key().save(rogue / "rogue.key")
         tar = signed_release_tar(tmp_path / "r", rogue, key="rogue.key")
-        with pytest.raises(BundleError, match="(?i)signature|signer|threshold"):
+        with pytest.raises(BundleError, match=r"(?i)signature|signer|threshold"):
             client.upload_release(tar)
 
         good = signed_release_tar(tmp_path / "g", fleet_keys, version=2)
