@@ -1,0 +1,97 @@
+"""What fleet sync drives on a device: the :class:`Installer` interface and its real
+implementation over the agent (:class:`AgentInstaller`). Simulations use
+:class:`edgeserve.agent.fleet_sim.SimulatedInstaller` instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["AgentInstaller", "Installer", "TelemetrySource"]
+
+
+class Installer(Protocol):
+    """Installs, activates and checks model versions for :class:`~.fleet_device.DeviceSync`.
+
+    ``activate`` must leave the previous version serving when it raises.
+    """
+
+    def active_version(self, name: str) -> int | None:
+        """The version serving unversioned requests, or None."""
+
+    def installed_versions(self, name: str) -> list[int]:
+        """Versions present in the store."""
+
+    def install(self, bundle_dir: Path) -> None:
+        """Add a verified bundle directory to the store without activating it."""
+
+    def activate(self, name: str, version: int) -> None:
+        """Hot-swap to ``version`` (load + warm up first); raise and keep the old on failure."""
+
+    def health_check(self, name: str, version: int) -> None:
+        """Run the bundle's sample inputs; raise when outputs are missing or not finite."""
+
+    def set_split(self, name: str, a: int, b: int, weight_b: int) -> None:
+        """On-device A/B: ``weight_b`` percent (0-100) of requests for ``name`` go to ``b``."""
+
+    def clear_split(self, name: str) -> None:
+        """Remove the A/B split of ``name``."""
+
+    def current_split(self, name: str) -> tuple[int, int, int] | None:
+        """``(a, b, weight_b percent)`` of the current split, or None."""
+
+
+class TelemetrySource(Protocol):
+    """The agent's :class:`~edgeserve.agent.telemetry.TelemetryBuffer` as sync sees it."""
+
+    def pending(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        """Oldest unacknowledged records."""
+
+    def ack(self, up_to_id: int) -> None:
+        """Forget records up to ``up_to_id`` (the broker has them)."""
+
+    @property
+    def dropped(self) -> int:
+        """Records lost to the buffer bound."""
+
+
+class AgentInstaller:
+    """:class:`Installer` over the running agent (store + hot swap on its event loop).
+
+    Args:
+        agent: an ``edgeserve.agent.core.Agent`` that has been started.
+        timeout_s: the longest activation or health check allowed.
+    """
+
+    def __init__(self, agent: Any, timeout_s: float = 120.0) -> None:
+        self.agent = agent
+        self.timeout_s = timeout_s
+
+    def active_version(self, name: str) -> int | None:
+        return self.agent.store.active_version(name)
+
+    def installed_versions(self, name: str) -> list[int]:
+        return list(self.agent.store.versions(name))
+
+    def install(self, bundle_dir: Path) -> None:
+        self.agent.store.install(bundle_dir, activate=False)
+
+    def activate(self, name: str, version: int) -> None:
+        self.agent.run_threadsafe(self.agent.activate(name, version), self.timeout_s)
+
+    def health_check(self, name: str, version: int) -> None:
+        self.agent.run_threadsafe(self.agent.health_check(name, version), self.timeout_s)
+
+    def set_split(self, name: str, a: int, b: int, weight_b: int) -> None:
+        coro = self.agent.set_split(name, a, b, weight_b / 100.0)
+        self.agent.run_threadsafe(coro, self.timeout_s)
+
+    def clear_split(self, name: str) -> None:
+        self.agent.run_threadsafe(self.agent.clear_split(name), self.timeout_s)
+
+    def current_split(self, name: str) -> tuple[int, int, int] | None:
+        split = self.agent.splits().get(name)
+        if split is None:
+            return None
+        return (split.a, split.b, round(split.weight_b * 100))
