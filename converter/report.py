@@ -83,7 +83,8 @@ def targets_table() -> Table:
         for target in load_device(name).targets:
             devices.setdefault(target, []).append(name)
     table = Table(title="conversion targets")
-    for col in ("target", "format", "precision", "providers", "devices", "description"):
+    table.add_column("target", no_wrap=True)
+    for col in ("format", "precision", "providers", "devices", "description"):
         table.add_column(col)
     for t in TARGETS.values():
         table.add_row(

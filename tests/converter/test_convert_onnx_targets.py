@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edgeserve.converter.targets import TARGETS
 from support.converter import invoke_convert, load_sample
 
 from edgeserve.bundle import check_bundle
-from edgeserve.converter.targets import TARGETS
 from edgeserve.runtimes import load_runtime
 
 ONNX_TARGETS = [n for n, t in TARGETS.items() if not t.is_tflite and t.precision != "as-is"]

@@ -1,0 +1,116 @@
+"""Every TFLite target from Keras and SavedModel sources: bundles run in the agent's TFLite
+runtime; full-integer int8 loses at most 1 accuracy point on the digits classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support.converter import invoke_convert, load_sample
+
+from edgeserve.bundle import check_bundle
+from edgeserve.runtimes import load_runtime
+
+pytestmark = pytest.mark.slow  # TensorFlow import and TFLite conversions
+
+
+def _convert(digits, source: Path, target: str, out: Path, *extra: object):
+    return invoke_convert(
+        source, "--target", target, "--calibration", digits.calibration,
+        "--validation", digits.validation, "--labels", digits.labels, "--output", out, *extra,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("target", "io_type", "budget"),
+    [
+        ("tflite-fp32", "float", 0.0),
+        ("tflite-fp16", "float", 0.2),
+        ("tflite-dynamic", "float", 1.0),
+        ("tflite-int8", "float", 1.0),
+        ("tflite-int8", "int8", 1.0),
+    ],
+    ids=["fp32", "fp16", "dynamic", "int8-float-io", "int8-int8-io"],
+)
+def test_tflite_target_from_keras(
+    digits, digits_keras_path: Path, tmp_path: Path, target: str, io_type: str, budget: float
+) -> None:
+    out = tmp_path / "bundle"
+    result = _convert(digits, digits_keras_path, target, out, "--io-type", io_type)
+    assert result.exit_code == 0, result.stderr
+    bundle = check_bundle(out)
+    manifest = bundle.manifest
+    assert manifest.format == "tflite" and manifest.target == target
+    assert manifest.source["format"] == "keras"
+    v = manifest.validation
+    assert v["accuracy_original"] > 0.93
+    assert (v["accuracy_original"] - v["accuracy_converted"]) * 100 <= budget
+
+    # inputs are what the converted model says, including int8 I/O
+    expected_dtype = "INT8" if io_type == "int8" else "FP32"
+    assert manifest.inputs[0].datatype == expected_dtype
+    assert manifest.inputs[0].shape == (-1, 64)
+    sample = load_sample(out)
+    runtime = load_runtime(bundle)
+    try:
+        outputs = runtime.run(sample)
+    finally:
+        runtime.close()
+    (probs,) = outputs.values()
+    assert probs.shape == (next(iter(sample.values())).shape[0], 10)
+    if io_type == "int8":
+        assert probs.dtype == np.int8
+        assert "io_quantization" in manifest.converter["options"]
+
+
+def test_tflite_int8_is_smaller_than_fp32(digits, digits_keras_path: Path, tmp_path: Path) -> None:
+    sizes = {}
+    for target in ("tflite-fp32", "tflite-int8"):
+        out = tmp_path / target
+        assert _convert(digits, digits_keras_path, target, out).exit_code == 0
+        sizes[target] = check_bundle(out).manifest.model_file.size
+    assert sizes["tflite-int8"] < 0.5 * sizes["tflite-fp32"]
+
+
+def test_saved_model_and_h5_sources(digits, tmp_path: Path) -> None:
+    import keras
+    from support.converter import digits_keras
+
+    h5 = digits_keras(tmp_path / "digits.h5", digits.weights)
+    out = tmp_path / "from-h5"
+    assert _convert(digits, h5, "tflite-fp32", out).exit_code == 0
+    assert check_bundle(out).manifest.source["format"] == "keras"
+
+    saved = tmp_path / "saved_model"
+    keras.models.load_model(str(h5), compile=False).export(str(saved), verbose=False)
+    out = tmp_path / "from-saved-model"
+    result = _convert(digits, saved, "tflite-int8", out)
+    assert result.exit_code == 0, result.stderr
+    manifest = check_bundle(out).manifest
+    assert manifest.source["format"] == "savedmodel"
+    assert manifest.validation["accuracy_drop_points"] <= 1.0
+
+
+def test_tflite_as_is_and_device_pick(digits, digits_keras_path: Path, tmp_path: Path) -> None:
+    first = tmp_path / "fp32"
+    assert _convert(digits, digits_keras_path, "tflite-fp32", first).exit_code == 0
+    out = tmp_path / "asis"
+    result = invoke_convert(first / "model.tflite", "-t", "tflite-as-is", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert (out / "model.tflite").read_bytes() == (first / "model.tflite").read_bytes()
+
+    # rpi5 prefers onnx-cpu-int8, which a Keras model cannot reach: the next, tflite-int8
+    out = tmp_path / "rpi5"
+    result = invoke_convert(
+        digits_keras_path, "--device", "rpi5", "--calibration", digits.calibration, "-o", out
+    )
+    assert result.exit_code == 0, result.stderr
+    assert check_bundle(out).manifest.target == "tflite-int8"
+
+
+def test_keras_to_onnx_is_refused_with_a_way_out(digits_keras_path: Path, tmp_path: Path) -> None:
+    result = invoke_convert(digits_keras_path, "-t", "onnx-cpu-fp32", "-o", tmp_path / "x")
+    assert result.exit_code == 2
+    assert "tflite" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
