@@ -1,0 +1,206 @@
+"""The server's engine in-process: real SQLite store, real signed releases and desired state,
+reported/telemetry messages fed as MQTT payloads; the publish side is captured."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from conftest import signed_release_tar
+from edgeserve.fleet_server import controller as c
+from edgeserve.fleet_server import experiments as ex
+from edgeserve.fleet_server import rollouts as r
+from edgeserve.fleet_server.db import open_database
+from edgeserve.fleet_server.desired import DesiredBuilder
+from edgeserve.fleet_server.engine import Engine
+from edgeserve.fleet_server.releases import ingest_release
+from edgeserve.fleet_server.store import Store
+
+from edgeserve.keys_cli import load_keyring
+from edgeserve.protocol import (
+    DesiredState,
+    InstallState,
+    ModelStatus,
+    Reported,
+    Telemetry,
+    encode,
+)
+from edgeserve.trust import SigningKey, verify_document
+
+N = 20
+
+
+class Harness:
+    def __init__(self, tmp: Path, keys: Path) -> None:
+        self.keys = keys
+        self.keyring = load_keyring(keys / "keyring.json")
+        self.store = Store(open_database(f"sqlite:///{tmp / 'fleet.db'}"))
+        artifacts = tmp / "artifacts"
+        artifacts.mkdir()
+        for v in (1, 2):
+            ingest_release(
+                self.store,
+                artifacts,
+                signed_release_tar(tmp / f"v{v}", keys, version=v, seed=v),
+                self.keyring,
+            )
+        for i in range(N):
+            self.store.add_device(f"d{i:02d}", {"hw": "x"}, "$7$unused")
+        self.sent: dict[str, bytes] = {}
+        builder = DesiredBuilder(
+            self.store, SigningKey.load(keys / "fleet.key"), "test", "http://127.0.0.1:1", 3600
+        )
+        self.engine = Engine(
+            self.store,
+            builder,
+            "es/",
+            "test",
+            lambda topic, payload: self.sent.__setitem__(topic, payload),
+        )
+
+    def desired(self, device: str) -> DesiredState:
+        signed = verify_document(
+            self.sent[f"es/test/dev/{device}/desired"],
+            self.keyring,
+            datetime.now(timezone.utc),
+            "desired",
+        )
+        return DesiredState.from_dict(signed)
+
+    def report(self, device: str, state: str, active: int | None, target: int) -> None:
+        rep = Reported(
+            device,
+            1,
+            "now",
+            {
+                "digits": ModelStatus(
+                    state=InstallState(state),
+                    active=active,
+                    target=target,
+                    error=None if state == "ACTIVE" else "x",
+                    reason_code=None if state == "ACTIVE" else "health_check",
+                )
+            },
+        )
+        self.engine.process([(f"es/test/dev/{device}/reported", encode(rep))])
+
+    def status(self, rid: int) -> dict:
+        return r.rollout_status(self.store, rid)
+
+
+@pytest.fixture
+def h(tmp_path: Path, fleet_keys: Path) -> Iterator[Harness]:
+    harness = Harness(tmp_path, fleet_keys)
+    yield harness
+    harness.store.db.close()
+
+
+def start(h: Harness, version: int, **kw: object) -> int:
+    spec = c.RolloutSpec(model="digits", version=version, selector={"hw": "x"}, **kw)  # type: ignore[arg-type]
+    return r.create_rollout(h.store, spec, "test")
+
+
+def test_three_phase_rollout_completes_with_signed_desired_state(h: Harness) -> None:
+    rid = start(h, 2, phases=(10, 50, 100), max_failure_pct=0.0, min_devices=1)
+    seen: set[str] = set()
+    for _ in range(10):
+        h.engine.tick(time.time())
+        for topic in list(h.sent):
+            device = topic.split("/")[3]
+            if device not in seen:
+                seen.add(device)
+                d = h.desired(device)
+                assert d.device == device and d.seq == 1
+                assert d.models["digits"].version == 2 and not d.models["digits"].allow_downgrade
+                h.report(device, "ACTIVE", 2, 2)
+        if h.status(rid)["status"] == "completed":
+            break
+    st = h.status(rid)
+    assert st["status"] == "completed" and st["counts"]["active"] == N
+    actions = [e["action"] for e in reversed(st["audit"])]
+    assert actions[0] == "rollout.start" and actions[-1] == "rollout.complete"
+    assert actions.count("rollout.next_phase") == 2
+    assert all(e["reason"] for e in st["audit"])
+
+
+def test_failing_version_is_rolled_back_to_the_baseline(h: Harness) -> None:
+    first = start(h, 1)  # everyone on v1 first
+    h.engine.tick(time.time())
+    for i in range(N):
+        h.report(f"d{i:02d}", "ACTIVE", 1, 1)
+    h.engine.tick(time.time())
+    assert h.status(first)["status"] == "completed"
+
+    rid = start(h, 2, phases=(30, 100), max_failure_pct=10.0, min_devices=3)
+    h.engine.tick(time.time())
+    targeted = [d["device"] for d in h.status(rid)["devices"] if d["state"] == "installing"]
+    assert 3 <= len(targeted) < N
+    for dev in targeted:
+        h.report(dev, "ROLLED_BACK", 1, 2)  # health check failed on the device
+    h.engine.tick(time.time())
+    st = h.status(rid)
+    assert st["status"] == "paused" and "gate failure failed" in st["reason"]
+    assert st["counts"]["reverted"] == len(targeted) and st["counts"]["pending"] == N - len(
+        targeted
+    )
+    for dev in targeted:
+        d = h.desired(dev)
+        assert d.models["digits"].version == 1 and d.models["digits"].allow_downgrade
+        assert d.seq == 3  # v1, v2, then the signed rollback
+    assert {e["action"] for e in st["audit"]} >= {"rollout.gate_failed", "rollout.revert"}
+
+
+def test_operator_rollback_and_abort(h: Harness) -> None:
+    rid = start(h, 2)
+    h.engine.tick(time.time())
+    changed = r.operator_action(h.store, rid, "rollback", "alice", "bad smell")
+    assert len(changed) == N
+    h.engine.publish_desired(changed)
+    assert "digits" not in h.desired("d00").models  # no baseline: the model is dropped
+    assert h.status(rid)["status"] == "rolled_back"
+    with pytest.raises(Exception, match="cannot pause"):
+        r.operator_action(h.store, rid, "pause", "alice", "")
+    rid2 = start(h, 2)
+    r.operator_action(h.store, rid2, "abort", "alice", "enough")
+    assert h.status(rid2)["status"] == "aborted"
+    assert h.status(rid2)["audit"][0]["actor"] == "alice"
+
+
+def test_experiment_reports_a_verdict_and_promotes_the_winner(h: Harness) -> None:
+    eid, devices = ex.start_experiment(h.store, "digits", 1, 2, 50, False, {"hw": "x"}, "op")
+    h.engine.publish_desired(devices)
+    arms = {d: h.desired(d).models["digits"].version for d in devices}
+    assert set(arms.values()) == {1, 2}
+    now = time.time()
+    for dev, version in arms.items():
+        summaries = [
+            {
+                "model": "digits",
+                "version": version,
+                "count": 500,
+                "errors": 2,
+                "window_start": now + k,
+                "latency_ms": {
+                    "p50": (8.0 if version == 2 else 10.0) + 0.1 * (k % 3),
+                    "p95": 20.0,
+                    "p99": 30.0,
+                },
+            }
+            for k in range(3)
+        ]
+        h.engine.process(
+            [(f"es/test/dev/{dev}/telemetry", encode(Telemetry(dev, "now", tuple(summaries))))]
+        )
+    rep = ex.report(h.store, eid)
+    assert rep["verdict"] == "b better", rep
+    assert rep["a"]["requests"] == 1500 * list(arms.values()).count(1)
+    lo, hi = rep["latency_p50_diff_ci_ms"]
+    assert lo < -2.0 < hi < 0
+    rid = ex.promote(h.store, eid, "op")
+    assert h.status(rid)["version"] == 2
+    assert ex.experiment(h.store, eid)["status"] == "promoted"
+    json.dumps(rep)  # the API can serialise it
