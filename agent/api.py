@@ -57,8 +57,11 @@ class Api:
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             token.strip().encode(), self._token
         ):
-            raise _HttpError(401, "missing or wrong bearer token",
-                             {"www-authenticate": 'Bearer realm="edgeserve"'})  # fmt: skip
+            raise _HttpError(
+                401,
+                "missing or wrong bearer token",
+                {"www-authenticate": 'Bearer realm="edgeserve"'},
+            )
 
     async def _route(self, request: Request) -> Response:
         path, method = request.path, request.method
@@ -83,11 +86,13 @@ class Api:
         method = request.method
         if not parts or parts == [""]:
             _method(method, "GET")
-            return _json({
-                "name": "edgeserve",
-                "version": __version__,
-                "extensions": ["binary_tensor_data", "model_repository"],
-            })  # fmt: skip
+            return _json(
+                {
+                    "name": "edgeserve",
+                    "version": __version__,
+                    "extensions": ["binary_tensor_data", "model_repository"],
+                }
+            )
         if parts[0] == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
             _method(method, "GET")
             if parts[1] == "live" or self.agent.ready:

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from edgeserve.agent.batcher import Batcher
 from edgeserve.agent.config import AgentConfig
 from edgeserve.agent.loaded import open_runtime
 from edgeserve.agent.store import ModelStore
+
 from edgeserve.errors import ConfigError, InferenceInputError, NotFoundError, StorageError
 from edgeserve.manifest import TensorSpec
 from edgeserve.runtimes.base import check_feeds
@@ -99,8 +99,10 @@ def run_batch(
             "rows": total,
         }
         _prepare(work, plan)
-        chunks = [(i, start, min(start + chunk_rows, total))
-                  for i, start in enumerate(range(0, total, chunk_rows))]  # fmt: skip
+        chunks = [
+            (i, start, min(start + chunk_rows, total))
+            for i, start in enumerate(range(0, total, chunk_rows))
+        ]
         done = {i for i, _, _ in chunks if _chunk_path(work, i, fmt).exists()}
         resumed = sum(end - start for i, start, end in chunks if i in done)
         todo = [c for c in chunks if c[0] not in done]
@@ -110,7 +112,7 @@ def run_batch(
                 asyncio.run(
                     _run_chunks(
                         runtime, executor, model_cfg.batching, specs, columns, todo, work, fmt, bar
-                    )  # fmt: skip
+                    )
                 )
             finally:
                 if bar is not None:
@@ -183,9 +185,16 @@ def _rows(columns: dict[str, Any], specs: tuple[TensorSpec, ...], start: int, en
 
 
 async def _run_chunks(
-    runtime: Any, executor: Any, cfg: Any, specs: tuple[TensorSpec, ...],
-    columns: dict[str, Any], todo: list[tuple[int, int, int]], work: Path, fmt: str, bar: Any,
-) -> None:  # fmt: skip
+    runtime: Any,
+    executor: Any,
+    cfg: Any,
+    specs: tuple[TensorSpec, ...],
+    columns: dict[str, Any],
+    todo: list[tuple[int, int, int]],
+    work: Path,
+    fmt: str,
+    bar: Any,
+) -> None:
     batcher = Batcher(
         runtime.run,
         executor,

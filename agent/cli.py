@@ -55,13 +55,15 @@ def models(state: Path, as_json: bool) -> None:
     store = ModelStore(state)
     rows = []
     for name in store.models():
-        rows.append({
-            "name": name,
-            "versions": store.versions(name),
-            "active": store.active_version(name),
-            "previous": store.previous_active(name),
-            "labels": store.labels(name),
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "versions": store.versions(name),
+                "active": store.active_version(name),
+                "previous": store.previous_active(name),
+                "labels": store.labels(name),
+            }
+        )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -113,19 +115,30 @@ def remove(name: str, version: int, state: Path) -> None:
 
 @agent.command()
 @click.option("--state", type=click.Path(path_type=Path), help=_STATE_HELP)
-@click.option("--config", "config_path", type=click.Path(exists=True, path_type=Path),
-              help="agent.toml; flags override it.")  # fmt: skip
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="agent.toml; flags override it.",
+)
 @click.option("--host", help="Bind address (default 127.0.0.1; others need --token).")
 @click.option("--port", type=click.IntRange(0, 65535), help="TCP port (default 8000; 0 = any).")
 @click.option("--token", envvar="EDGESERVE_AGENT_TOKEN", help="Bearer token clients must send.")
 @click.option("--batching/--no-batching", default=None, help="Dynamic batching on or off.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="Rows per execution.")
-@click.option("--max-queue-delay-us", type=click.IntRange(min=0),
-              help="Microseconds to wait for a fuller batch.")  # fmt: skip
+@click.option(
+    "--max-queue-delay-us",
+    type=click.IntRange(min=0),
+    help="Microseconds to wait for a fuller batch.",
+)
 @click.option("--workers", type=click.IntRange(min=1), help="Worker threads for model runs.")
 @click.option("--threads", type=click.IntRange(min=0), help="Runtime threads per model.")
-@click.option("--provider", "providers", multiple=True,
-              help="ONNX Runtime execution provider to try, in order (repeatable).")  # fmt: skip
+@click.option(
+    "--provider",
+    "providers",
+    multiple=True,
+    help="ONNX Runtime execution provider to try, in order (repeatable).",
+)
 def run(
     state: Path | None,
     config_path: Path | None,
@@ -166,14 +179,33 @@ def run(
 @click.option("--state", type=click.Path(path_type=Path), required=True, help=_STATE_HELP)
 @click.option("--model", "model_name", required=True, help="Installed model name.")
 @click.option("--version", "version", type=click.IntRange(min=1), help="Default: active.")
-@click.option("--input", "input_path", type=click.Path(exists=True, path_type=Path),
-              required=True, help=".npy, .npz or .jsonl input.")  # fmt: skip
-@click.option("--output", "output_path", type=click.Path(path_type=Path), required=True,
-              help="Output in the same format as the input.")  # fmt: skip
-@click.option("--config", "config_path", type=click.Path(exists=True, path_type=Path),
-              help="agent.toml for runtime and batching settings.")  # fmt: skip
-@click.option("--chunk-rows", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="Rows per checkpointed chunk (the unit of resume).")  # fmt: skip
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help=".npy, .npz or .jsonl input.",
+)
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output in the same format as the input.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="agent.toml for runtime and batching settings.",
+)
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Rows per checkpointed chunk (the unit of resume).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def batch(
     state: Path,

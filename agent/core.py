@@ -367,8 +367,9 @@ class Agent:
             self._default[name] = default  # the switch: one assignment on the loop thread
         elif old_default in have and old_default is not None and name not in self._unloaded:
             want.add(old_default)  # the new one failed: keep serving the old one
-            log.error("model %s: version %s not loadable; still serving %s",
-                      name, default, old_default)  # fmt: skip
+            log.error(
+                "model %s: version %s not loadable; still serving %s", name, default, old_default
+            )
         else:
             self._default.pop(name, None)
         for version in sorted(set(have) - want):
@@ -410,8 +411,11 @@ class Agent:
         try:
             await asyncio.wait_for(model.batcher.drain(), timeout=model.batcher._timeout_s + 5)
         except asyncio.TimeoutError:
-            log.warning("model %s version %s: unloading with requests still queued",
-                        model.name, model.version)  # fmt: skip
+            log.warning(
+                "model %s version %s: unloading with requests still queued",
+                model.name,
+                model.version,
+            )
         self._flush_stats(model)
         model.close()
         self.metrics.loaded.labels(model.name, str(model.version)).set(0)

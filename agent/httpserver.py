@@ -27,10 +27,16 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024  # bytes of request line + headers
 _MAX_PIPELINED = 32  # queued requests per connection before reading pauses
 _REASONS = {
-    200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found",
-    405: b"Method Not Allowed", 413: b"Content Too Large", 431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error", 503: b"Service Unavailable",
-}  # fmt: skip
+    200: b"OK",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
+}
 
 
 @dataclass
@@ -112,8 +118,12 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._url, self._headers, self._body, self._body_size, self._header_bytes = (
-            b"", {}, [], 0, 0
-        )  # fmt: skip
+            b"",
+            {},
+            [],
+            0,
+            0,
+        )
 
     def on_url(self, url: bytes) -> None:
         self._url += url

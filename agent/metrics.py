@@ -17,9 +17,22 @@ __all__ = ["Metrics", "VersionMetrics"]
 
 # Latency buckets in seconds: sub-millisecond resolution for small edge models.
 _BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 10.0,
-)  # fmt: skip
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    10.0,
+)
 
 
 @dataclass
@@ -53,43 +66,62 @@ class Metrics:
         mv = ("model", "version")
         r = self.registry
         self._success = Counter(
-            "edgeserve_inference_request_success", "Successful inference requests.", mv,
+            "edgeserve_inference_request_success",
+            "Successful inference requests.",
+            mv,
             registry=r,
-        )  # fmt: skip
+        )
         self._failure = Counter(
-            "edgeserve_inference_request_failure", "Failed inference requests by reason.",
-            (*mv, "reason"), registry=r,
-        )  # fmt: skip
+            "edgeserve_inference_request_failure",
+            "Failed inference requests by reason.",
+            (*mv, "reason"),
+            registry=r,
+        )
         self._count = Counter(
-            "edgeserve_inference_count", "Inferences performed (rows; a batch of 8 counts 8).",
-            mv, registry=r,
-        )  # fmt: skip
+            "edgeserve_inference_count",
+            "Inferences performed (rows; a batch of 8 counts 8).",
+            mv,
+            registry=r,
+        )
         self._exec = Counter(
             "edgeserve_inference_exec_count", "Model executions (batches run).", mv, registry=r
         )
         self._request = Histogram(
-            "edgeserve_request_duration_seconds", "Request time from arrival to response.",
-            mv, buckets=_BUCKETS, registry=r,
-        )  # fmt: skip
+            "edgeserve_request_duration_seconds",
+            "Request time from arrival to response.",
+            mv,
+            buckets=_BUCKETS,
+            registry=r,
+        )
         self._queue = Histogram(
-            "edgeserve_queue_duration_seconds", "Time requests waited in the batch queue.",
-            mv, buckets=_BUCKETS, registry=r,
-        )  # fmt: skip
+            "edgeserve_queue_duration_seconds",
+            "Time requests waited in the batch queue.",
+            mv,
+            buckets=_BUCKETS,
+            registry=r,
+        )
         self._compute = Histogram(
-            "edgeserve_compute_duration_seconds", "Model execution time per batch.",
-            mv, buckets=_BUCKETS, registry=r,
-        )  # fmt: skip
+            "edgeserve_compute_duration_seconds",
+            "Model execution time per batch.",
+            mv,
+            buckets=_BUCKETS,
+            registry=r,
+        )
         self._pending = Gauge(
             "edgeserve_pending_requests", "Requests queued or executing.", mv, registry=r
         )
         self.ab_requests = Counter(
-            "edgeserve_ab_requests", "Requests routed through an A/B alias, per arm.",
-            ("alias", "arm", "model", "version"), registry=r,
-        )  # fmt: skip
-        self.loaded = Gauge(
-            "edgeserve_model_ready", "1 when a model version is loaded and ready.", mv,
+            "edgeserve_ab_requests",
+            "Requests routed through an A/B alias, per arm.",
+            ("alias", "arm", "model", "version"),
             registry=r,
-        )  # fmt: skip
+        )
+        self.loaded = Gauge(
+            "edgeserve_model_ready",
+            "1 when a model version is loaded and ready.",
+            mv,
+            registry=r,
+        )
 
     def for_version(self, model: str, version: int) -> VersionMetrics:
         """Bind every family's children for one model version."""

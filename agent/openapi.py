@@ -64,7 +64,7 @@ def _infer_op(versioned: bool) -> dict[str, Any]:
                     "description": "Bytes of JSON before binary tensor data.",
                     "schema": {"type": "integer"},
                 },
-            ],  # fmt: skip
+            ],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -114,14 +114,14 @@ def openapi_document() -> dict[str, Any]:
                     "FP64",
                     "BYTES",
                 ],
-            },  # fmt: skip
+            },
             "parameters": {
                 "type": "object",
                 "properties": {
                     "binary_data_size": {"type": "integer"},
                     "binary_data": {"type": "boolean"},
                 },
-            },  # fmt: skip
+            },
             "data": {"type": "array", "description": "Row-major values, flat or nested."},
         },
     }
@@ -153,21 +153,21 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Every installed version and its state (Triton repository extension).",
                 "responses": {"200": _resp("Index.", "RepositoryIndex"), **_ERRORS},
             }
-        },  # fmt: skip
+        },
         "/v2/repository/models/{model_name}/load": {
             "post": {
                 "summary": "Load a model per its version policy.",
                 "parameters": [_MODEL],
                 "responses": {"200": _resp("Loaded."), **_ERRORS},
             }
-        },  # fmt: skip
+        },
         "/v2/repository/models/{model_name}/unload": {
             "post": {
                 "summary": "Unload every version of a model.",
                 "parameters": [_MODEL],
                 "responses": {"200": _resp("Unloaded."), **_ERRORS},
             }
-        },  # fmt: skip
+        },
         "/v1/models/{model_name}:predict": {
             "post": {
                 "summary": "TF Serving predict: {'instances': [...]} or {'inputs': ...}.",
@@ -182,21 +182,21 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "responses": {"200": _resp("{'predictions': ...} or {'outputs': ...}."), **_ERRORS},
             }
-        },  # fmt: skip
+        },
         "/v1/models/{model_name}/versions/{model_version}:predict": {
             "post": {
                 "summary": "TF Serving predict on a version.",
                 "parameters": [_MODEL, _VERSION],
                 "responses": {"200": _resp("Predictions."), **_ERRORS},
             }
-        },  # fmt: skip
+        },
         "/v1/models/{model_name}/labels/{model_version}:predict": {
             "post": {
                 "summary": "TF Serving predict on a labelled version.",
                 "parameters": [_MODEL, _VERSION],
                 "responses": {"200": _resp("Predictions."), **_ERRORS},
             }
-        },  # fmt: skip
+        },
         "/metrics": _get("Prometheus text exposition.", []),
         "/openapi.json": _get("This document.", []),
     }
@@ -211,7 +211,7 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object",
                     "required": ["error"],
                     "properties": {"error": {"type": "string"}},
-                },  # fmt: skip
+                },
                 "InferenceRequest": {
                     "type": "object",
                     "required": ["inputs"],
@@ -230,7 +230,7 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                     },
-                },  # fmt: skip
+                },
                 "InferenceResponse": {
                     "type": "object",
                     "properties": {
@@ -239,7 +239,7 @@ def openapi_document() -> dict[str, Any]:
                         "id": {"type": "string"},
                         "outputs": {"type": "array", "items": tensor},
                     },
-                },  # fmt: skip
+                },
                 "ServerMetadata": {
                     "type": "object",
                     "properties": {
@@ -247,7 +247,7 @@ def openapi_document() -> dict[str, Any]:
                         "version": {"type": "string"},
                         "extensions": {"type": "array", "items": {"type": "string"}},
                     },
-                },  # fmt: skip
+                },
                 "ModelMetadata": {
                     "type": "object",
                     "properties": {
@@ -257,7 +257,7 @@ def openapi_document() -> dict[str, Any]:
                         "inputs": {"type": "array", "items": spec_obj},
                         "outputs": {"type": "array", "items": spec_obj},
                     },
-                },  # fmt: skip
+                },
                 "RepositoryIndex": {
                     "type": "array",
                     "items": {
@@ -269,7 +269,7 @@ def openapi_document() -> dict[str, Any]:
                             "reason": {"type": "string"},
                         },
                     },
-                },  # fmt: skip
+                },
                 "PredictRequest": {
                     "type": "object",
                     "properties": {
@@ -277,7 +277,7 @@ def openapi_document() -> dict[str, Any]:
                         "instances": {"type": "array"},
                         "inputs": {},
                     },
-                },  # fmt: skip
+                },
             },
         },
     }

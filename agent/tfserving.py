@@ -41,10 +41,17 @@ async def handle_v1(agent: Agent, request: Request, key_header: str) -> Response
         raise NotFoundError(f"no route for {request.path}")
     if verb is None and request.method == "GET":
         model = agent.resolve(name, version, "status")
-        return _json({"model_version_status": [{
-            "version": str(model.version), "state": "AVAILABLE",
-            "status": {"error_code": "OK", "error_message": ""},
-        }]})  # fmt: skip
+        return _json(
+            {
+                "model_version_status": [
+                    {
+                        "version": str(model.version),
+                        "state": "AVAILABLE",
+                        "status": {"error_code": "OK", "error_message": ""},
+                    }
+                ]
+            }
+        )
     if verb != "predict" or request.method != "POST":
         raise NotFoundError(f"no route for {request.method} {request.path} (use :predict)")
     doc = parse_json(request.body)
@@ -63,9 +70,9 @@ async def handle_v1(agent: Agent, request: Request, key_header: str) -> Response
         if len(outputs) == 1:
             return _json({"predictions": next(iter(outputs.values())).tolist()})
         rows = next(iter(outputs.values())).shape[0]
-        return _json({
-            "predictions": [{n: a[i].tolist() for n, a in outputs.items()} for i in range(rows)]
-        })  # fmt: skip
+        return _json(
+            {"predictions": [{n: a[i].tolist() for n, a in outputs.items()} for i in range(rows)]}
+        )
     if len(outputs) == 1:
         return _json({"outputs": next(iter(outputs.values())).tolist()})
     return _json({"outputs": {n: a.tolist() for n, a in outputs.items()}})

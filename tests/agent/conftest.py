@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edgeserve.agent.store import ModelStore
 from support.agent import AgentProcess, start_agent
 from support.models import make_linear_bundle
 
-from edgeserve.agent.store import ModelStore
 from edgeserve.bundle import Bundle, write_bundle
 from edgeserve.manifest import Manifest, TensorSpec
 

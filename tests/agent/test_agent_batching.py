@@ -10,17 +10,20 @@ from pathlib import Path
 import httpx
 import numpy as np
 from conftest import linear_reference
+from edgeserve.agent.store import ModelStore
 from support.agent import start_agent
 from support.models import make_onnx_linear
 
-from edgeserve.agent.store import ModelStore
 from edgeserve.bundle import write_bundle
 from edgeserve.manifest import Manifest, TensorSpec
 
 
 def _body(x: np.ndarray) -> dict:
-    return {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
-                        "data": x.ravel().tolist()}]}  # fmt: skip
+    return {
+        "inputs": [
+            {"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}
+        ]
+    }
 
 
 def _metric(text: str, name: str, version: str = "1") -> float:
@@ -69,7 +72,7 @@ def test_agent_batching_queue_full_and_timeout_are_503(state_dir: Path) -> None:
             "max_queue_delay_us": 1_500_000,
             "max_queue_size": 1,
             "timeout_ms": 5000,
-        },  # fmt: skip
+        },
     }
     x = np.ones((1, 4), np.float32)
     with start_agent(state_dir, config=config) as agent:
@@ -100,10 +103,15 @@ def test_agent_batching_queue_full_and_timeout_are_503(state_dir: Path) -> None:
 def test_agent_batching_is_off_without_a_batch_dimension(tmp_path: Path) -> None:
     model = make_onnx_linear(tmp_path / "fixed.onnx")
     manifest = Manifest(
-        name="fixed", version=1, format="onnx", precision="fp32", target="onnx-cpu-fp32",
+        name="fixed",
+        version=1,
+        format="onnx",
+        precision="fp32",
+        target="onnx-cpu-fp32",
         providers=("CPUExecutionProvider",),
-        inputs=(TensorSpec("x", "FP32", (1, 4)),), outputs=(TensorSpec("y", "FP32", (1, 3)),),
-    )  # fmt: skip
+        inputs=(TensorSpec("x", "FP32", (1, 4)),),
+        outputs=(TensorSpec("y", "FP32", (1, 3)),),
+    )
     bundle = write_bundle(tmp_path / "fixed", manifest, {"model.onnx": (model, "model")})
     state = tmp_path / "state"
     ModelStore(state).install(bundle.path)
@@ -135,26 +143,36 @@ def _slow_bundle(directory: Path) -> Path:
     rng = np.random.default_rng(0)
     nodes, inits, prev = [], [], "x"
     for i in range(60):
-        inits.append(numpy_helper.from_array(
-            (rng.standard_normal((256, 256)) / 16).astype(np.float32), f"w{i}"))  # fmt: skip
+        inits.append(
+            numpy_helper.from_array(
+                (rng.standard_normal((256, 256)) / 16).astype(np.float32), f"w{i}"
+            )
+        )
         nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]))
         nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"t{i}"]))
         prev = f"t{i}"
     nodes.append(helper.make_node("Identity", [prev], ["y"]))
     graph = helper.make_graph(
-        nodes, "slow",
+        nodes,
+        "slow",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 256])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 256])], inits,
-    )  # fmt: skip
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 256])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = directory.parent / "slow.onnx"
     onnx.save(model, str(path))
     manifest = Manifest(
-        name="slow", version=1, format="onnx", precision="fp32", target="onnx-cpu-fp32",
+        name="slow",
+        version=1,
+        format="onnx",
+        precision="fp32",
+        target="onnx-cpu-fp32",
         providers=("CPUExecutionProvider",),
-        inputs=(TensorSpec("x", "FP32", (-1, 256)),), outputs=(TensorSpec("y", "FP32", (-1, 256)),),
-    )  # fmt: skip
+        inputs=(TensorSpec("x", "FP32", (-1, 256)),),
+        outputs=(TensorSpec("y", "FP32", (-1, 256)),),
+    )
     return write_bundle(directory, manifest, {"model.onnx": (path, "model")}).path
 
 

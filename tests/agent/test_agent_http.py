@@ -10,10 +10,9 @@ import httpx
 import numpy as np
 import pytest
 from conftest import linear_reference
+from edgeserve.agent.store import ModelStore
 from support.agent import AgentProcess, start_agent
 from support.models import make_linear_bundle
-
-from edgeserve.agent.store import ModelStore
 
 X = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]]
 
@@ -71,7 +70,7 @@ def test_agent_http_health_metadata_and_infer(running_agent: AgentProcess) -> No
                         {"name": "z", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}
                     ]
                 }
-            ).encode(),  # fmt: skip
+            ).encode(),
             400,
             "missing input(s) x",
         ),
@@ -82,7 +81,7 @@ def test_agent_http_health_metadata_and_infer(running_agent: AgentProcess) -> No
                         {"name": "x", "shape": [1, 4], "datatype": "INT64", "data": [1, 2, 3, 4]}
                     ]
                 }
-            ).encode(),  # fmt: skip
+            ).encode(),
             400,
             "datatype INT64, model expects FP32",
         ),
@@ -98,7 +97,7 @@ def test_agent_http_health_metadata_and_infer(running_agent: AgentProcess) -> No
                         }
                     ]
                 }
-            ).encode(),  # fmt: skip
+            ).encode(),
             400,
             "needs numbers",
         ),
@@ -109,7 +108,7 @@ def test_agent_http_health_metadata_and_infer(running_agent: AgentProcess) -> No
                         {"name": "x", "shape": [1, 4], "datatype": "FP17", "data": [1, 2, 3, 4]}
                     ]
                 }
-            ).encode(),  # fmt: skip
+            ).encode(),
             400,
             "unknown datatype",
         ),
@@ -124,7 +123,7 @@ def test_agent_http_health_metadata_and_infer(running_agent: AgentProcess) -> No
         "dtype",
         "strings",
         "bad-dtype",
-    ],  # fmt: skip
+    ],
 )
 def test_agent_http_bad_input_is_a_4xx_naming_the_problem(
     running_agent: AgentProcess, body: bytes, status: int, fragment: str

@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support.models import make_linear_bundle
-
 from edgeserve.agent.store import ModelStore
 from edgeserve.agent.telemetry import TelemetryBuffer
+from support.models import make_linear_bundle
+
 from edgeserve.bundle import pack_bundle
 from edgeserve.errors import BundleError, ConfigError, NotFoundError
 
@@ -25,7 +25,7 @@ def test_agent_store_install_activate_previous_and_remove(tmp_path: Path) -> Non
     assert store.active_version("linear") == 1
     store.activate("linear", 2)
     assert (store.active_version("linear"), store.previous_active("linear")) == (2, 1)
-    with pytest.raises(ConfigError, match="active"):
+    with pytest.raises(ConfigError, match=r"is active"):
         store.remove("linear", 2)
     store.remove("linear", 1)
     assert store.versions("linear") == [2]
@@ -48,7 +48,7 @@ def test_agent_store_refuses_a_corrupt_bundle_and_leaves_nothing(tmp_path: Path)
     bundle = make_linear_bundle(tmp_path / "b1", version=1)
     (bundle.path / "model.onnx").write_bytes(b"not the model")
     store = ModelStore(tmp_path / "state")
-    with pytest.raises(BundleError, match="model.onnx"):
+    with pytest.raises(BundleError, match=r"model\.onnx"):
         store.install(bundle.path)
     assert store.models() == []
     assert not any(p.name.startswith(".install") for p in store.root.rglob("*"))

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from conftest import linear_reference, make_fp16_bundle
+from edgeserve.agent.store import ModelStore
 from support.agent import AgentProcess, start_agent
 from tritonclient.utils import InferenceServerException
-
-from edgeserve.agent.store import ModelStore
 
 
 def _client(agent: AgentProcess) -> httpclient.InferenceServerClient:
