@@ -1,0 +1,444 @@
+"""The quickstart scenario: the whole loop on one machine, step by step, through the real CLI.
+
+Each step runs ``edgeserve`` commands as separate processes (printed as ``$ edgeserve ...``)
+and checks what they did over the same HTTP APIs an operator or an application would use:
+the fleet server's operator API (``/api/v1``) and each agent's Open Inference Protocol API.
+Nothing here reaches into a component's internals; a step whose component is missing fails
+with the reason instead of pretending.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edgeserve.quickstart.model import INPUT_NAME, DigitsData, load_digits_data, train_digits_onnx
+from edgeserve.quickstart.procs import Service, Supervisor
+
+from edgeserve.errors import EdgeServeError, UnavailableError
+
+__all__ = ["AgentInfo", "Quickstart", "QuickstartResult"]
+
+MODEL = "digits"
+FLEET = "quickstart"
+TARGETS = ("onnx-cpu-int8", "onnx-cpu-fp32")
+RELEASE_TARGET = "onnx-cpu-int8"
+
+
+@dataclass
+class AgentInfo:
+    """One agent process and how to reach it."""
+
+    device: str
+    url: str
+    state_dir: Path
+    service: Service
+
+
+@dataclass
+class QuickstartResult:
+    """What the run established (read by the test and printed at the end)."""
+
+    accuracies: dict[int, float] = field(default_factory=dict)
+    active_versions: dict[str, int] = field(default_factory=dict)
+    verdict: str = ""
+    prediction_accuracy: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Quickstart:
+    """Drives the steps; :meth:`run` does them all, :meth:`close` stops everything.
+
+    Args:
+        workdir: an empty directory that holds everything (keys, bundles, state, logs).
+        agents: how many agent processes (devices) to start.
+        echo: where the step-by-step output goes.
+        broker_kind: ``auto`` (Mosquitto when on PATH, else amqtt), ``mosquitto`` or ``amqtt``.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        agents: int = 3,
+        echo: Callable[[str], None] = print,
+        broker_kind: str = "auto",
+    ) -> None:
+        self.workdir = workdir
+        self.n_agents = agents
+        self.echo = echo
+        self.broker_kind = broker_kind
+        self.sup = Supervisor(workdir, echo=echo)
+        self.result = QuickstartResult()
+        self.token = secrets.token_urlsafe(24)
+        self.fleet_port = _free_port()
+        self.fleet_url = f"http://127.0.0.1:{self.fleet_port}"
+        self.broker: Any = None
+        self.fleet_service: Service | None = None
+        self.agents: list[AgentInfo] = []
+        self.data: DigitsData | None = None
+        self.bundles: dict[int, Path] = {}
+        self.devices: list[dict[str, Any]] = []
+        self._step = 0
+        self._steps_total = 8
+
+    # -- output ------------------------------------------------------------------------------
+
+    def step(self, title: str) -> None:
+        """Print a step header."""
+        self._step += 1
+        self.echo(f"\n[{self._step}/{self._steps_total}] {title}")
+
+    def note(self, text: str) -> None:
+        """Print an indented line of the current step."""
+        self.echo(f"  {text}")
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    def run(self, *, keep: bool = False) -> QuickstartResult:
+        """All steps; with ``keep``, stop before shutting down."""
+        timings = self.result.seconds
+        for name, fn in (
+            ("model", self.train),
+            ("convert", self.convert),
+            ("start", self.start_services),
+            ("release v1", self.release_v1),
+            ("rollout v2", self.rollout_v2),
+            ("experiment", self.experiment),
+            ("predict", self.predict),
+        ):
+            t0 = time.monotonic()
+            fn()
+            timings[name] = time.monotonic() - t0
+        if not keep:
+            self.step("shut everything down")
+            self.close()
+            self.note("all processes stopped")
+        return self.result
+
+    def train(self) -> None:
+        """Step 1: two versions of a digits classifier, as ONNX."""
+        self.step(f"train a small real model: an MLP on scikit-learn's digits ({MODEL} v1, v2)")
+        self.data = load_digits_data()
+        models = self.workdir / "models"
+        for version, (hidden, seed) in {1: (32, 1), 2: (64, 2)}.items():
+            acc = train_digits_onnx(
+                self.data, models / f"{MODEL}-v{version}.onnx", hidden=hidden, seed=seed
+            )
+            self.result.accuracies[version] = acc
+            self.note(f"v{version}: {hidden} hidden units, test accuracy {acc:.2%}")
+        np.save(self.workdir / "models/calibration.npy", self.data.x_train[:300])
+        np.save(self.workdir / "models/validation.npy", self.data.x_test)
+        np.save(self.workdir / "models/labels.npy", self.data.y_test)
+        self.note(
+            f"wrote {models}/{MODEL}-v1.onnx, {MODEL}-v2.onnx and calibration/validation data"
+        )
+
+    def convert(self) -> None:
+        """Step 2: convert v1 to two targets (tables shown), v2 to the release target."""
+        self.step(f"convert with the real converter: {', '.join(TARGETS)}")
+        for version in (1, 2):
+            for target in TARGETS if version == 1 else (RELEASE_TARGET,):
+                out = self.workdir / "build" / f"{MODEL}-v{version}-{target}"
+                rel = str(out.relative_to(self.workdir))
+                args = [
+                    "convert", f"models/{MODEL}-v{version}.onnx", "--target", target,
+                    "--name", MODEL, "--version", str(version), "--output", rel,
+                    "--validation", "models/validation.npy", "--labels", "models/labels.npy",
+                    "--max-accuracy-drop", "2",
+                ]  # fmt: skip
+                if "int8" in target:
+                    args += ["--calibration", "models/calibration.npy"]
+                table = self.sup.run(args, quiet=version == 2)
+                if version == 1:
+                    for line in table.rstrip().splitlines():
+                        self.echo(f"    {line}")
+                if target == RELEASE_TARGET:
+                    self.bundles[version] = out
+        self.note(f"v2 converted to {RELEASE_TARGET} as well; these bundles get released")
+
+    def start_services(self) -> None:
+        """Step 3: keys, broker, fleet server, devices, agents."""
+        self.step(f"start an MQTT broker, a fleet server and {self.n_agents} agents")
+        self.sup.run(["keys", "init", "--out", "keys"])
+        from edgeserve.fleet_server.embedded_broker import start_embedded_broker
+
+        broker_dir = self.workdir / "broker"
+        self.broker = start_embedded_broker(kind=self.broker_kind, workdir=broker_dir / "boot")  # type: ignore[arg-type]
+        self.note(f"broker: {self.broker.kind} on {self.broker.url}")
+        (self.workdir / "fleet.toml").write_text(
+            "[server]\n"
+            f'host = "127.0.0.1"\nport = {self.fleet_port}\ntoken = "{self.token}"\n'
+            'data_dir = "fleet-data"\n\n'
+            "[broker]\n"
+            f'url = "{self.broker.url}"\nfleet = "{FLEET}"\n'
+            f'password = "{secrets.token_urlsafe(16)}"\n\n'
+            "[rollouts]\ntick_s = 0.5\n\n"
+            '[keys]\nfleet_key = "keys/fleet.key"\nkeyring = "keys/keyring.json"\n'
+        )
+        self.sup.env = {
+            "EDGESERVE_FLEET_URL": self.fleet_url,
+            "EDGESERVE_FLEET_TOKEN": self.token,
+        }
+        self.fleet_service = self.sup.start(
+            "fleet-server", ["fleet", "serve", "--config", "fleet.toml"]
+        )
+        self.sup.wait_for(
+            "the fleet server", self._fleet_healthy, timeout_s=30, watch=[self.fleet_service]
+        )
+        self.note(f"fleet server: {self.fleet_url}")
+        for i in range(1, self.n_agents + 1):
+            out = self.sup.run(
+                ["fleet", "device", "add", f"dev-{i}", "--tags", f"site=lab,slot={i}", "--json"]
+            )
+            self.devices.append(json.loads(out))
+        # every device gets its own broker user; the ACL lets it read only its own desired
+        # state and write only its own reports (Mosquitto password_file + acl_file)
+        self.sup.run(["fleet", "broker-config", "--out", "broker/auth"])
+        self._restart_broker_with_auth(broker_dir / "auth")
+        for creds in self.devices:
+            self.agents.append(self._start_agent(creds))
+        for agent in self.agents:
+            self.sup.wait_for(
+                f"{agent.device} to be live",
+                lambda a=agent: self._http_ok(f"{a.url}/v2/health/live"),
+                timeout_s=30,
+                watch=[agent.service],
+            )
+        self.note(", ".join(f"{a.device}: {a.url}" for a in self.agents))
+
+    def _restart_broker_with_auth(self, auth_dir: Path) -> None:
+        from edgeserve.fleet_server.embedded_broker import start_embedded_broker
+
+        password_file = _find(auth_dir, ("passwd", "password_file", "passwords"))
+        acl_file = _find(auth_dir, ("acl", "acl_file", "aclfile"))
+        port = self.broker.port
+        self.broker.stop()
+        self.broker = start_embedded_broker(
+            port=port,
+            password_file=password_file,
+            acl_file=acl_file,
+            kind=self.broker_kind,  # type: ignore[arg-type]
+            workdir=auth_dir.parent / "run",
+        )
+        self.note(
+            f"broker restarted with {password_file.name} and {acl_file.name} from broker-config"
+        )
+
+    def _start_agent(self, creds: dict[str, Any]) -> AgentInfo:
+        device = str(creds["id"])
+        state = self.workdir / "devices" / device
+        state.mkdir(parents=True, exist_ok=True)
+        port = _free_port()
+        (state / "agent.toml").write_text(
+            f'state_dir = "{state}"\n\n'
+            f'[server]\nhost = "127.0.0.1"\nport = {port}\n\n'
+            "[telemetry]\ninterval_s = 1.0\n\n"
+            "[fleet]\n"
+            f'broker = "{creds["broker_url"]}"\n'
+            f'device = "{device}"\n'
+            f'username = "{creds["username"]}"\n'
+            f'password = "{creds["password"]}"\n'
+            f'fleet = "{creds["fleet"]}"\n'
+            f'server_url = "{creds["server_url"]}"\n'
+            f'trust_anchor = "{self.workdir / "keys" / "root.json"}"\n'
+            "telemetry_interval_s = 1\n"
+        )
+        service = self.sup.start(device, ["agent", "run", "--config", str(state / "agent.toml")])
+        return AgentInfo(device, f"http://127.0.0.1:{port}", state, service)
+
+    def release_v1(self) -> None:
+        """Step 4: sign and upload v1, roll it out to every device at once."""
+        self.step(f"release {MODEL} v1 and roll it out to every device")
+        self.sup.run(
+            [
+                "fleet",
+                "release",
+                str(self.bundles[1].relative_to(self.workdir)),
+                "--key",
+                "keys/release.key",
+            ]
+        )
+        out = self.sup.run(
+            ["fleet", "rollout", "start", "--model", MODEL, "--version", "1", "--phases", "100"]
+        )
+        self.note(out.strip())
+        waited = self._wait_all_active(1, timeout_s=60)
+        self.note(f"every agent serves v1 ({waited:.1f}s)")
+
+    def rollout_v2(self) -> None:
+        """Step 5: v2 in phases with health gates."""
+        self.step(f"release {MODEL} v2 and roll it out in phases (34%, then 100%)")
+        self.sup.run(
+            [
+                "fleet",
+                "release",
+                str(self.bundles[2].relative_to(self.workdir)),
+                "--key",
+                "keys/release.key",
+            ]
+        )
+        out = self.sup.run(
+            ["fleet", "rollout", "start", "--model", MODEL, "--version", "2", "--phases", "34,100",
+             "--soak", "2s", "--max-failure-pct", "0", "--min-devices", "1"]
+        )  # fmt: skip
+        self.note(out.strip())
+        seen: set[int] = set()
+
+        def progress() -> bool:
+            versions = self._active_versions()
+            count = sum(1 for v in versions.values() if v == 2)
+            if count not in seen:
+                seen.add(count)
+                self.note(f"v2 active on {count}/{len(self.agents)} devices")
+            return count == len(self.agents) and self._rollout_status() == "completed"
+
+        self.sup.wait_for("the v2 rollout to complete", progress, timeout_s=90, watch=self._watch())
+        for line in self.sup.run(["fleet", "rollout", "status"]).rstrip().splitlines():
+            self.echo(f"    {line}")
+
+    def experiment(self) -> None:
+        """Step 6: v1 against v2 on each device, traffic, report, verdict."""
+        self.step(f"A/B experiment: {MODEL} v1 against v2, split on each device")
+        self.note(self.sup.run(
+            ["fleet", "experiment", "start", "--model", MODEL, "--a", "1", "--b", "2",
+             "--split", "50", "--on-device"]
+        ).strip())  # fmt: skip
+        # traffic through every agent so that per-arm telemetry reaches the server
+        rows = self._rows(200)
+        deadline = time.monotonic() + 45
+        report: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            for agent in self.agents:
+                for i in range(0, len(rows), 1):
+                    self._infer(agent, rows[i : i + 1], key=f"user-{i}")
+            out = self.sup.run(["fleet", "experiment", "report", "--json"], quiet=True)
+            report = json.loads(out)
+            if report["a"]["requests"] and report["b"]["requests"]:
+                break
+        for line in self.sup.run(["fleet", "experiment", "report"]).rstrip().splitlines():
+            self.echo(f"    {line}")
+        self.result.verdict = str(report.get("verdict", ""))
+        if not (report.get("a", {}).get("requests") and report.get("b", {}).get("requests")):
+            raise UnavailableError("the experiment report has no telemetry for both arms")
+
+    def predict(self) -> None:
+        """Step 7: predictions through every agent's OIP API, checked against the labels."""
+        self.step("send predictions through the agents (Open Inference Protocol v2, JSON)")
+        assert self.data is not None
+        x, y = self.data.x_test[:64], self.data.y_test[:64]
+        for agent in self.agents:
+            body = self._infer(agent, x)
+            out = next(o for o in body["outputs"] if o["name"] == "probabilities")
+            probs = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+            acc = float((probs.argmax(axis=1) == y).mean())
+            self.result.prediction_accuracy[agent.device] = acc
+            self.note(
+                f"{agent.device}: 64 digits, {acc:.1%} correct, answered by "
+                f"{MODEL} v{body.get('model_version', '?')}"
+            )
+        self.result.active_versions = self._active_versions()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _watch(self) -> list[Service]:
+        return [s for s in (self.fleet_service, *(a.service for a in self.agents)) if s is not None]
+
+    def _http(self, method: str, url: str, **kw: Any) -> Any:
+        import httpx
+
+        try:
+            response = httpx.request(method, url, timeout=10.0, **kw)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"{method} {url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise EdgeServeError(f"{method} {url}: {response.status_code} {response.text[:200]}")
+        return response.json() if response.content else None
+
+    def _http_ok(self, url: str) -> bool:
+        self._http("GET", url)
+        return True
+
+    def _fleet_healthy(self) -> bool:
+        return self._http_ok(f"{self.fleet_url}/healthz")
+
+    def _api(self, path: str) -> Any:
+        return self._http(
+            "GET",
+            f"{self.fleet_url}/api/v1{path}",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+
+    def _rollout_status(self) -> str:
+        rollouts = self._api("/rollouts")
+        return str(rollouts[0]["status"]) if rollouts else ""
+
+    def _active_versions(self) -> dict[str, int]:
+        """Which version of the model each agent serves, from its OIP model metadata."""
+        out: dict[str, int] = {}
+        for agent in self.agents:
+            try:
+                meta = self._http("GET", f"{agent.url}/v2/models/{MODEL}")
+            except EdgeServeError:
+                continue
+            versions = [int(v) for v in meta.get("versions", [])]
+            if versions:
+                out[agent.device] = max(versions)
+        return out
+
+    def _wait_all_active(self, version: int, timeout_s: float) -> float:
+        return self.sup.wait_for(
+            f"every agent to serve v{version}",
+            lambda: (
+                all(v == version for v in self._active_versions().values())
+                and len(self._active_versions()) == len(self.agents)
+            ),
+            timeout_s=timeout_s,
+            watch=self._watch(),
+        )
+
+    def _rows(self, n: int) -> np.ndarray:
+        assert self.data is not None
+        return self.data.x_test[:n]
+
+    def _infer(self, agent: AgentInfo, x: np.ndarray, key: str | None = None) -> dict[str, Any]:
+        body = {
+            "inputs": [
+                {"name": INPUT_NAME, "shape": list(x.shape), "datatype": "FP32",
+                 "data": x.reshape(-1).tolist()}
+            ]
+        }  # fmt: skip
+        headers = {"x-request-key": key} if key else {}
+        result: dict[str, Any] = self._http(
+            "POST", f"{agent.url}/v2/models/{MODEL}/infer", json=body, headers=headers
+        )
+        return result
+
+    def close(self) -> None:
+        """Stop agents, fleet server and broker (idempotent)."""
+        self.sup.stop_all()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+
+def _find(directory: Path, names: tuple[str, ...]) -> Path:
+    for name in names:
+        for candidate in directory.glob(f"*{name}*"):
+            if candidate.is_file():
+                return candidate
+    raise EdgeServeError(f"broker-config wrote no {names[0]} file in {directory}")
