@@ -4,7 +4,10 @@ reported/telemetry messages fed as MQTT payloads; the publish side is captured."
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +22,7 @@ from edgeserve.fleet_server.desired import DesiredBuilder
 from edgeserve.fleet_server.engine import Engine
 from edgeserve.fleet_server.releases import ingest_release
 from edgeserve.fleet_server.store import Store
+from support.fleet import Postgres, postgres_bin
 
 from edgeserve.keys_cli import load_keyring
 from edgeserve.protocol import (
@@ -35,10 +39,10 @@ N = 20
 
 
 class Harness:
-    def __init__(self, tmp: Path, keys: Path) -> None:
+    def __init__(self, tmp: Path, keys: Path, database: str) -> None:
         self.keys = keys
         self.keyring = load_keyring(keys / "keyring.json")
-        self.store = Store(open_database(f"sqlite:///{tmp / 'fleet.db'}"))
+        self.store = Store(open_database(database))
         artifacts = tmp / "artifacts"
         artifacts.mkdir()
         for v in (1, 2):
@@ -92,9 +96,26 @@ class Harness:
         return r.rollout_status(self.store, rid)
 
 
-@pytest.fixture
-def h(tmp_path: Path, fleet_keys: Path) -> Iterator[Harness]:
-    harness = Harness(tmp_path, fleet_keys)
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL server for the module (the same SQL runs on SQLite and PostgreSQL)."""
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL server not installed (apt-get install postgresql)")
+    pytest.importorskip("psycopg", reason="pip install 'edgeserve[postgres]'")
+    server = Postgres(Path(tempfile.mkdtemp(prefix="edgeserve-pg-"))).start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def h(request: pytest.FixtureRequest, tmp_path: Path, fleet_keys: Path) -> Iterator[Harness]:
+    if request.param == "sqlite":
+        database = f"sqlite:///{tmp_path / 'fleet.db'}"
+    else:
+        pg: Postgres = request.getfixturevalue("postgres")
+        database = pg.create_database(f"t{uuid.uuid4().hex[:12]}")
+    harness = Harness(tmp_path, fleet_keys, database)
     yield harness
     harness.store.db.close()
 

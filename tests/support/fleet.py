@@ -8,6 +8,7 @@ library), a ``fleet.toml`` and runs ``python -m edgeserve.cli fleet serve`` in a
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -171,3 +172,65 @@ class FleetServerProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         return 0
+
+
+def postgres_bin() -> Path | None:
+    """Directory of the PostgreSQL server binaries (Debian: /usr/lib/postgresql/<v>/bin)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster on a free loopback port (``initdb -A trust``), run as the
+    ``postgres`` user when we are root (PostgreSQL refuses to run as root)."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+
+    def _run(self, *args: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> Postgres:
+        """initdb + pg_ctl start."""
+        bindir = postgres_bin()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL server binaries are not installed")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres", "postgres")
+        data = self.workdir / "data"
+        self._run(str(bindir / "initdb"), "-A", "trust", "-U", "postgres", "-D", str(data))
+        self._run(
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(self.workdir / "pg.log"),
+            "-o",
+            f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1",
+            "-w",
+            "start",
+        )
+        return self
+
+    def url(self, database: str = "postgres") -> str:
+        """``postgresql://postgres@127.0.0.1:PORT/<database>``."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create a database and return its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        """pg_ctl stop (fast)."""
+        bindir = postgres_bin()
+        if bindir is not None:
+            self._run(
+                str(bindir / "pg_ctl"), "-D", str(self.workdir / "data"), "-m", "fast", "-w", "stop"
+            )
