@@ -11,22 +11,9 @@ from pathlib import Path
 
 import pytest
 from edgeserve.fleet_server.embedded_broker import mosquitto_binary
+from support.quickstart import processes_mentioning
 
 EDGESERVE = [sys.executable, "-c", "from edgeserve.cli import main; main()"]
-
-
-def processes_mentioning(text: str) -> list[str]:
-    """Command lines of live processes that mention ``text`` (in argv or cwd)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            continue
-        if int(pid) != os.getpid() and (text in cmdline or cwd.startswith(text)):
-            found.append(f"{pid}: {cmdline}")
-    return found
 
 
 def run_quickstart(
