@@ -46,7 +46,8 @@ async def serve(config: AgentConfig, *, on_ready: Any = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
+        # not available on Windows, nor off the main thread (an embedding application)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     try:
         port = await server.start(config.server.host, config.server.port)
