@@ -27,7 +27,6 @@ from edgeserve.trust import DigestMismatchError, EndlessDataError
 __all__ = ["DownloadLimits", "download_artifact"]
 
 log = logging.getLogger(__name__)
-_CHUNK: Final = 65_536  # bytes per read
 _RETRYABLE_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -53,7 +52,7 @@ def download_artifact(
     client: httpx.Client,
     artifact: Artifact,
     directory: Path,
-    limits: DownloadLimits = DownloadLimits(),  # noqa: B008 - frozen, immutable default
+    limits: DownloadLimits = DownloadLimits(),
     *,
     sleep: object = time.sleep,
 ) -> Path:
@@ -185,7 +184,7 @@ def _fetch(
             )
         try:
             with open(part, mode) as fh:
-                for chunk in resp.iter_bytes(_CHUNK):
+                for chunk in resp.iter_bytes():  # as received: a cut keeps every byte so far
                     offset += len(chunk)
                     if offset > artifact.size:
                         fh.close()

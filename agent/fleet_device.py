@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-from edgeserve import __version__
 from edgeserve.agent.download import DownloadLimits, download_artifact
 from edgeserve.agent.fleet_config import FleetConfig
 from edgeserve.agent.fleet_installer import Installer, TelemetrySource
+
+from edgeserve import __version__
 from edgeserve.bundle import unpack_bundle
 from edgeserve.errors import BundleError, EdgeServeError, StorageError, TransportError
 from edgeserve.manifest import Manifest, canonical_json
@@ -226,6 +226,16 @@ class DeviceSync:
         self.stats["received_desired"] += 1
         if not payload:  # the server cleared the retained message
             return
+        # Structure is checked here (cheap, bounded) so a malformed payload is counted and can
+        # never displace a valid one waiting for the worker; signatures are checked there.
+        try:
+            parse_envelope(payload, max_bytes=MAX_PAYLOAD_BYTES)
+        except VerificationError as exc:
+            self.stats["dropped_malformed"] += 1
+            log.warning(
+                "fleet sync %s: dropped a malformed desired payload: %s", self.config.device, exc
+            )
+            return
         with self._lock:
             self._pending = payload
         self._kick()
@@ -268,15 +278,7 @@ class DeviceSync:
 
     def _accept(self, payload: bytes) -> bool:
         """Verify a desired payload; True when it is new and now current."""
-        if len(payload) > MAX_PAYLOAD_BYTES:
-            self.stats["dropped_malformed"] += 1
-            return False
-        try:
-            signed, _ = parse_envelope(payload, max_bytes=MAX_PAYLOAD_BYTES)
-        except VerificationError:
-            self.stats["dropped_malformed"] += 1
-            log.warning("fleet sync %s: dropped a malformed desired payload", self.config.device)
-            return False
+        signed, _ = parse_envelope(payload, max_bytes=MAX_PAYLOAD_BYTES)  # checked on arrival
         self._walk_keyrings(signed.get("keyrings"))
         try:
             if self.keyring is None:

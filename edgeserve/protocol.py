@@ -494,6 +494,8 @@ class Reported:
     ts: str
     models: Mapping[str, ModelStatus] = field(default_factory=dict)
     agent_version: str = ""
+    error: str | None = None  # why the last desired document was rejected (not per model)
+    reason_code: str | None = None  # e.g. "bad_signature", "expired", "replay"
 
     def __post_init__(self) -> None:
         _check_id(self.device, "device")
@@ -510,13 +512,17 @@ class Reported:
             "ts": self.ts,
             "models": {n: s.to_dict() for n, s in sorted(self.models.items())},
             "agent_version": self.agent_version,
+            "error": self.error,
+            "reason_code": self.reason_code,
         }
 
     @classmethod
     def from_dict(cls, value: Any) -> Reported:
         """Parse strictly. Raises ProtocolError."""
-        keys = frozenset({"kind", "device", "seq", "ts", "models", "agent_version"})
-        obj = _obj(value, "reported", keys, keys - {"agent_version"})
+        keys = frozenset(
+            {"kind", "device", "seq", "ts", "models", "agent_version", "error", "reason_code"}
+        )
+        obj = _obj(value, "reported", keys, keys - {"agent_version", "error", "reason_code"})
         if obj["kind"] != "reported" or not isinstance(obj["models"], Mapping):
             raise ProtocolError("reported: wrong kind or models")
         return cls(
@@ -528,6 +534,8 @@ class Reported:
                 for n, s in obj["models"].items()
             },
             agent_version=_str(obj.get("agent_version", ""), "agent_version", 64),
+            error=_opt_str(obj.get("error"), "reported.error", 1024),
+            reason_code=_opt_str(obj.get("reason_code"), "reported.reason_code", 64),
         )
 
 

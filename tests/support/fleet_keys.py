@@ -2,7 +2,7 @@
 
 Use the ``fleet_keys`` fixture by importing it into an area's ``conftest.py``::
 
-    from support.fleet_keys import fleet_keys  # noqa: F401  (pytest finds imported fixtures)
+    from support.fleet_keys import fleet_keys_fixture  # noqa: F401  (fixture "fleet_keys")
 
 or call :func:`make_fleet_keys` for a fresh set in a temp directory.
 """
@@ -68,8 +68,8 @@ def make_fleet_keys(directory: Path) -> FleetKeys:
     )
 
 
-@pytest.fixture(scope="session")
-def fleet_keys(tmp_path_factory: pytest.TempPathFactory) -> FleetKeys:
+@pytest.fixture(scope="session", name="fleet_keys")
+def fleet_keys_fixture(tmp_path_factory: pytest.TempPathFactory) -> FleetKeys:
     """One key set for the whole session (treat as read-only; rotate a copy)."""
     return make_fleet_keys(tmp_path_factory.mktemp("fleet-keys"))
 
@@ -82,6 +82,7 @@ def make_signed_bundle(
     version: int = 1,
     seed: int = 0,
     with_sample: bool = True,
+    validation: dict[str, object] | None = None,
 ) -> Bundle:
     """A real ONNX bundle (model + sample inputs) with ``signature.json`` by ``keys``."""
     import numpy as np
@@ -108,6 +109,7 @@ def make_signed_bundle(
         providers=("CPUExecutionProvider",),
         inputs=(TensorSpec("x", "FP32", (-1, 4)),),
         outputs=(TensorSpec("y", "FP32", (-1, 3)),),
+        validation=validation or {},
     )
     write_bundle(directory, manifest, files)
     sign_release(directory, keys)

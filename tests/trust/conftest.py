@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from support.fleet_keys import fleet_keys  # noqa: F401  (re-exported fixture)
+from support.fleet_keys import fleet_keys_fixture  # noqa: F401  (fixture "fleet_keys")
 
 
 @pytest.fixture

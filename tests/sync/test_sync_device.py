@@ -1,0 +1,111 @@
+"""Device sync end to end over a real Mosquitto and a real HTTP artifact server, with the
+stand-in installer (the real agent is exercised in test_sync_agent.py)."""
+
+from __future__ import annotations
+
+import time
+
+from support.artifact_server import ArtifactServer, Fault
+from support.fleet_sync import FleetDriver, Release, model_state
+
+from edgeserve.protocol import InstallState
+
+
+def _wait(pred, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_sync_device_installs_then_upgrades_within_message_budget(
+    make_device, driver: FleetDriver, releases: dict[str, Release]
+) -> None:
+    sync, inst = make_device()
+    driver.publish("dev1", driver.desired("dev1", {"linear": releases["v1"].target()}))
+    driver.wait_report("dev1", model_state("linear", "ACTIVE", 1))
+    before = driver.count("dev1")
+    driver.publish("dev1", driver.desired("dev1", {"linear": releases["v2"].target()}))
+    rep = driver.wait_report("dev1", model_state("linear", "ACTIVE", 2))
+    assert inst.active_version("linear") == 2
+    assert rep.models["linear"].previous == 1 and rep.seq == 2
+    time.sleep(0.3)
+    reports = driver.count("dev1") - before
+    assert 1 + reports <= 6, f"{reports} reports for one rollout"  # desired + reports
+    assert [r.models["linear"].state for r in driver.reports["dev1"][-reports:]] == [
+        InstallState.DOWNLOADING,
+        InstallState.ACTIVE,
+    ]
+    assert not list((sync.downloads).glob("*")), "downloads are cleaned up"
+
+
+def test_sync_device_health_check_failure_rolls_back(
+    make_device, driver: FleetDriver, releases: dict[str, Release]
+) -> None:
+    _sync, inst = make_device()
+    driver.publish("dev1", driver.desired("dev1", {"linear": releases["v1"].target()}))
+    driver.wait_report("dev1", model_state("linear", "ACTIVE", 1))
+    driver.publish("dev1", driver.desired("dev1", {"linear": releases["v4-bad"].target()}))
+    rep = driver.wait_report("dev1", model_state("linear", "ROLLED_BACK"))
+    assert rep.models["linear"].active == 1 and rep.models["linear"].reason_code == "health_check"
+    assert inst.active_version("linear") == 1
+
+
+def test_sync_device_duplicate_and_malformed_payloads_are_dropped_and_counted(
+    make_device, driver: FleetDriver, releases: dict[str, Release]
+) -> None:
+    sync, inst = make_device()
+    payload = driver.desired("dev1", {"linear": releases["v1"].target()})
+    driver.publish("dev1", payload)
+    driver.wait_report("dev1", model_state("linear", "ACTIVE", 1))
+    driver.publish("dev1", payload)  # the same seq again
+    driver.publish("dev1", b"\xff not json")
+    driver.publish("dev1", b'{"signed": {}, "signatures": "x"}')
+    _wait(lambda: sync.stats["dropped_malformed"] == 2 and sync.stats["duplicate_desired"] == 1)
+    assert inst.active_version("linear") == 1
+
+
+def test_sync_device_offline_converges_from_retained_desired(
+    make_device, driver: FleetDriver, releases: dict[str, Release]
+) -> None:
+    driver.publish("dev9", driver.desired("dev9", {"linear": releases["v2"].target()}))
+    _sync, inst = make_device("dev9")  # comes online after the release
+    driver.wait_report("dev9", model_state("linear", "ACTIVE", 2))
+    assert inst.active_version("linear") == 2
+
+
+def test_sync_device_download_resumes_with_range_after_cut(
+    make_device, driver: FleetDriver, releases: dict[str, Release], artifacts: ArtifactServer
+) -> None:
+    rel = releases["v2"]
+    artifacts.faults[rel.path] = Fault(cut_after=1000, cut_times=1)
+    make_device()
+    driver.publish("dev1", driver.desired("dev1", {"linear": rel.target()}))
+    driver.wait_report("dev1", model_state("linear", "ACTIVE", 2))
+    ranges = [r for p, r in artifacts.requests if p == rel.path]
+    assert ranges == [None, "bytes=1000-"]
+
+
+def test_sync_device_retries_a_failing_artifact_server_then_succeeds(
+    make_device, driver: FleetDriver, releases: dict[str, Release], artifacts: ArtifactServer
+) -> None:
+    rel = releases["v2"]
+    artifacts.faults[rel.path] = Fault(status=503, status_times=2)
+    make_device()
+    driver.publish("dev1", driver.desired("dev1", {"linear": rel.target()}))
+    driver.wait_report("dev1", model_state("linear", "ACTIVE", 2))
+    assert len([p for p, _ in artifacts.requests if p == rel.path]) == 3
+
+
+def test_sync_device_on_device_split(
+    make_device, driver: FleetDriver, releases: dict[str, Release]
+) -> None:
+    _sync, inst = make_device()
+    target = releases["v2"].split_to(releases["v3"], 30)
+    driver.publish("dev1", driver.desired("dev1", {"linear": target}))
+    driver.wait_report("dev1", model_state("linear", "ACTIVE", 2))
+    assert inst.installed_versions("linear") == [2, 3]
+    assert inst.current_split("linear") == (2, 3, 30)
+    driver.publish("dev1", driver.desired("dev1", {"linear": releases["v3"].target()}))
+    driver.wait_report("dev1", model_state("linear", "ACTIVE", 3))
+    assert inst.current_split("linear") is None
