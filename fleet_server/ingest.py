@@ -67,16 +67,20 @@ def summary_row(device: str, s: Mapping[str, Any], fallback_ts: float) -> tuple[
     """One telemetry summary -> ``(device, model, version, window_ts, count, errors, p50, p95,
     p99)``.
 
-    Accepted keys: ``model``, ``version``, ``count`` (or ``requests``), ``errors`` (or
-    ``failures``), a window start ``window_start``/``window_ts``/``ts`` (UNIX seconds), and
-    latencies either as ``latency_ms: {p50, p95, p99}`` or ``p50_ms``/``p95_ms``/``p99_ms``.
+    Accepted keys (the agent's ``kind: summary`` record and simpler forms): ``model``,
+    ``version``, ``requests`` (or ``count``), ``error_count`` (or ``errors``, an integer or a
+    per-reason mapping, or ``failures``), a window start ``window_start``/``window_ts``/``ts``
+    (UNIX seconds), and latencies either as ``latency_ms: {p50, p95, p99}`` or
+    ``p50_ms``/``p95_ms``/``p99_ms``.
 
     Raises:
         ProtocolError: a required field is missing or has the wrong type.
     """
     model, version = s.get("model"), s.get("version")
     count = s.get("count", s.get("requests"))
-    errors = s.get("errors", s.get("failures", 0))
+    errors = s.get("error_count", s.get("errors", s.get("failures", 0)))
+    if isinstance(errors, Mapping):  # the agent's per-reason counts
+        errors = sum(v for v in errors.values() if isinstance(v, int))
     if not isinstance(model, str) or isinstance(version, bool) or not isinstance(version, int):
         raise ProtocolError("telemetry summary: needs a string model and an integer version")
     if not isinstance(count, int) or not isinstance(errors, int) or count < 0 or errors < 0:

@@ -234,3 +234,80 @@ class Postgres:
             self._run(
                 str(bindir / "pg_ctl"), "-D", str(self.workdir / "data"), "-m", "fast", "-w", "stop"
             )
+
+
+def signed_tar(
+    workdir: Path,
+    keys: Path,
+    *,
+    name: str = "digits",
+    version: int = 1,
+    simulate: str | None = None,
+    seed: int = 0,
+) -> Path:
+    """A signed bundle tar of the small linear model. ``simulate="fail_health"`` marks it so
+    that :class:`edgeserve.agent.fleet_sim.SimulatedInstaller` fails its health check (the
+    release is still validly signed, like a real bad model)."""
+    from edgeserve.fleet_server.releases import prepare_release
+
+    from edgeserve.bundle import write_bundle
+    from edgeserve.manifest import Manifest, TensorSpec
+    from edgeserve.trust import SigningKey
+
+    from .models import make_onnx_linear
+
+    directory = workdir / f"{name}-v{version}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    model = make_onnx_linear(workdir / f".{name}-{version}.onnx", seed=seed or version)
+    manifest = Manifest(
+        name=name,
+        version=version,
+        format="onnx",
+        precision="fp32",
+        target="onnx-cpu-fp32",
+        providers=("CPUExecutionProvider",),
+        inputs=(TensorSpec("x", "FP32", (-1, 4)),),
+        outputs=(TensorSpec("y", "FP32", (-1, 3)),),
+        validation={"simulate": simulate} if simulate else {},
+    )
+    write_bundle(directory, manifest, {"model.onnx": (model, "model")})
+    return prepare_release(directory, SigningKey.load(keys / "release.key"), workdir)
+
+
+def device_settings(
+    server: FleetServerProcess, broker_url: str, **extra: object
+) -> dict[str, object]:
+    """The common ``[fleet]`` settings of simulated devices talking to ``server``."""
+    assert server.keys is not None
+    return {
+        "broker": broker_url,
+        "fleet": "test",
+        "prefix": "es/",
+        "trust_anchor": str(server.keys / "root.json"),
+        "server_url": server.url,
+        "retry_backoff_s": 0.2,
+        "download_retries": 3,
+        "download_timeout_s": 10.0,
+        "keepalive_s": 5,
+        **extra,
+    }
+
+
+def register_devices(
+    server: FleetServerProcess, ids: list[str], tags: dict[str, str]
+) -> list[tuple[str, str]]:
+    """Register devices; return ``(id, password)`` pairs."""
+    with server.client() as client:
+        return [(d, client.add_device(d, tags)["password"]) for d in ids]
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
+    """Poll ``predicate`` until it returns something truthy; return it."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
