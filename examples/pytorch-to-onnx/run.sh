@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# PyTorch -> ONNX export -> onnx-cpu-int8 -> batch job over a folder of inputs.
+#   examples/pytorch-to-onnx/run.sh [WORK_DIR]     (needs torch: pip install torch)
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+WORK="${1:-$(mktemp -d -t edgeserve-torch-XXXXXX)}"
+PYTHON="${PYTHON:-python3}"
+"$PYTHON" -c "import torch" 2>/dev/null || { echo "this example needs PyTorch: pip install torch" >&2; exit 1; }
+mkdir -p "$WORK/outputs"
+
+echo "== 1. train a small CNN in PyTorch and export it to ONNX"
+"$PYTHON" "$HERE/export.py" "$WORK"
+
+echo "== 2. convert: static int8 QDQ for the CPU, calibrated, checked against the export"
+edgeserve convert "$WORK/model.onnx" --target onnx-cpu-int8 --name digits-torch --version 1 \
+  --calibration "$WORK/calibration.npy" --validation "$WORK/validation.npy" \
+  --labels "$WORK/labels.npy" --max-accuracy-drop 2 --output "$WORK/bundle" --force
+
+echo "== 3. install it on the (local) device"
+edgeserve agent install "$WORK/bundle" --state "$WORK/state"
+
+echo "== 4. batch job over every file in $WORK/inputs (resumable; same runtime as serving)"
+for input in "$WORK"/inputs/*.npy; do
+  edgeserve agent batch --state "$WORK/state" --model digits-torch --no-progress \
+    --input "$input" --output "$WORK/outputs/$(basename "$input")"
+done
+"$PYTHON" "$HERE/score.py" "$WORK"
+echo "== done (work dir: $WORK)"
