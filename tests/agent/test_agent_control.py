@@ -5,6 +5,7 @@ loop serves real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,10 +57,8 @@ class Served:
 
         asyncio.set_event_loop(self.loop)
         self.main = self.loop.create_task(serve(self.config, on_ready=on_ready))
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             self.loop.run_until_complete(self.main)
-        except asyncio.CancelledError:
-            pass
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.main.cancel)
