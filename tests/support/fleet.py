@@ -44,6 +44,7 @@ def write_fleet_toml(
     database: str = "",
     tick_s: float = 0.2,
     broker_auth: bool = False,
+    fleet: str = "test",
     extra: str = "",
 ) -> Path:
     """A ``fleet.toml`` for tests (fast controller tick)."""
@@ -56,7 +57,7 @@ def write_fleet_toml(
         "",
         "[broker]",
         f'url = "{broker_url}"',
-        'fleet = "test"',
+        f'fleet = "{fleet}"',
         *(
             [f'username = "{SERVER_USER}"', f'password = "{SERVER_PASSWORD}"']
             if broker_auth
@@ -87,6 +88,7 @@ class FleetServerProcess:
     database: str = ""
     broker_auth: bool = False
     tick_s: float = 0.2
+    fleet: str = "test"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -111,6 +113,7 @@ class FleetServerProcess:
             database=self.database,
             tick_s=self.tick_s,
             broker_auth=self.broker_auth,
+            fleet=self.fleet,
         )
         log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - owned by the process
         self.process = subprocess.Popen(
