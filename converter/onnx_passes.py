@@ -47,6 +47,12 @@ CALIBRATION_MAX_ROWS: Final = 512  # rows; MinMax/Entropy statistics settle well
 DYNAMIC_OP_TYPES: Final = ("MatMul", "Gemm", "Attention", "LSTM", "GRU", "Gather")
 _MIN_QUANT_OPSET: Final = 13  # per-channel QuantizeLinear (axis attribute) needs opset 13
 _NO_KERNEL_RE: Final = re.compile(r"implementation for (\w+)\((\d+)\) node with name '([^']*)'")
+# ONNX Runtime's graph check: "Type Error: Type 'tensor(float16)' of input parameter (x) of
+# operator (Celu) in node (n) is invalid." - the op's schema does not allow that type.
+_TYPE_ERROR_RE: Final = re.compile(
+    r"Type Error: Type '([^']+)' of \w+ parameter \([^)]*\) "
+    r"of operator \((\w+)\) in node \(([^)]*)\)"
+)
 
 
 @contextmanager
@@ -139,6 +145,10 @@ def _ort_error(exc: BaseException, path: Path) -> Exception:
             f"op {op} (opset {version}, node {node!r}) has no ONNX Runtime CPU kernel for "
             "these types"
         )
+    match = _TYPE_ERROR_RE.search(text)
+    if match:
+        dtype, op, node = match.groups()
+        return UnsupportedOpError(f"op {op} (node {node!r}) does not accept {dtype}")
     return ModelError(f"onnxruntime cannot load {path.name}: {text[:300]}")
 
 

@@ -127,3 +127,35 @@ def test_precision_moves_within_the_family(digits, tmp_path: Path) -> None:
     result = invoke_convert(digits.onnx, "-t", "onnx-cpu-int8", "--precision", "dynamic", "-o", out)
     assert result.exit_code == 0, result.stderr
     assert check_bundle(out).manifest.target == "onnx-cpu-int8-dynamic"
+
+
+def test_fp16_repairs_a_model_onnxruntime_would_refuse(tmp_path: Path) -> None:
+    """onnxconverter-common casts Celu's input to fp16, but Celu's schema is float-only, so ORT
+    refuses the graph; the converter keeps Celu in fp32 and says so in the manifest."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["h"]),
+            helper.make_node("Celu", ["h"], ["c"], name="celu"),
+            helper.make_node("Softmax", ["c"], ["y"]),
+        ],
+        "celu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(w, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "celu.onnx"))
+
+    out = tmp_path / "fp16"
+    result = invoke_convert(tmp_path / "celu.onnx", "-t", "onnx-gpu-fp16", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    manifest = check_bundle(out).manifest
+    assert "kept fp32: Celu" in manifest.converter["options"]["fp16_converter"]
+    assert manifest.validation["cosine"] > 0.999
+    converted = onnx.load(str(out / "model.onnx"))
+    assert any(i.data_type == TensorProto.FLOAT16 for i in converted.graph.initializer)
