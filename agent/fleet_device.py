@@ -59,6 +59,7 @@ from edgeserve.protocol import (
     topics,
 )
 from edgeserve.trust import (
+    DigestMismatchError,
     Keyring,
     MixAndMatchError,
     ReplayError,
@@ -147,6 +148,7 @@ class DeviceSync:
         self._done: dict[str, tuple[int, int]] = {}  # model -> (seq, version) finished
         self._doc_error: tuple[str, str] | None = None
         self._prev_versions: dict[str, int | None] = {}
+        self._reported_seq = -1
         self._coalescer = ReportCoalescer()
         self._timers: list[threading.Timer] = []
         self._telemetry_inflight = False
@@ -270,6 +272,7 @@ class DeviceSync:
                     reconcile = True
                 if reconcile:
                     self._converge_all()
+                    self._acknowledge_seq()
         except Exception:
             log.exception("fleet sync %s: worker failed", self.config.device)
         with self._lock:
@@ -495,8 +498,14 @@ class DeviceSync:
         tar = download_artifact(self._http, artifact, self.downloads, self._limits)
         dest = self.downloads / f"unpack-{artifact.sha256[:16]}"
         shutil.rmtree(dest, ignore_errors=True)
-        bundle = unpack_bundle(tar, dest)
-        tar.unlink(missing_ok=True)
+        try:
+            bundle = unpack_bundle(tar, dest)
+        except BundleError as exc:
+            # the tar matched the signed artifact hash yet is not a sound bundle: its content
+            # is not what the release key signed (arbitrary artifact)
+            raise DigestMismatchError(f"artifact is not the signed bundle: {exc}") from exc
+        finally:
+            tar.unlink(missing_ok=True)
         return bundle.path
 
     def _cleanup_downloads(self) -> None:
@@ -511,6 +520,12 @@ class DeviceSync:
         timer.start()
 
     # ------------------------------------------------------------------ reports
+
+    def _acknowledge_seq(self) -> None:
+        """Report once for an accepted desired seq that changed nothing, so the server sees
+        the device has it (a normal rollout already reported DOWNLOADING and ACTIVE)."""
+        if self.desired is not None and self._reported_seq != self.desired.seq:
+            self._publish_report()
 
     def _set(self, name: str, status: ModelStatus) -> None:
         with self._lock:
@@ -531,6 +546,7 @@ class DeviceSync:
             error=self._doc_error[1] if self._doc_error else None,
             reason_code=self._doc_error[0] if self._doc_error else None,
         )
+        self._reported_seq = seq
         try:
             self.mqtt.publish(self.topics.reported, encode(report), retain=True)
             self.stats["published_reported"] += 1
