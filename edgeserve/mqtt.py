@@ -4,7 +4,8 @@ fleet server alike. Everything else speaks :mod:`edgeserve.protocol` and this sm
 - connect with username/password and a Last Will, reconnect with exponential backoff
   (paho's ``reconnect_delay_set``), re-subscribe after every (re)connect because sessions are
   clean (MQTT 3.1.1 section 3.1.2.4: a clean session forgets subscriptions);
-- ``subscribe(filter, callback)`` - callbacks get ``(topic, payload, retained)``;
+- ``subscribe(filter, callback)`` - callbacks get ``(topic, payload, retained)``; shared
+  subscriptions (``$share/<group>/<filter>``) are dispatched by their plain filter;
 - ``publish(topic, payload, qos=1, retain=..., on_ack=...)`` - QoS 1 messages published while
   offline are queued by paho and (re)sent on reconnect; ``on_ack`` fires on PUBACK
   (section 4.3.2), which is when a sender may forget a message;
@@ -279,7 +280,7 @@ class MqttClient:
         with self._lock:
             subs = list(self._subs.items())
         for topic_filter, (callback, _qos) in subs:
-            if paho.topic_matches_sub(topic_filter, msg.topic):
+            if paho.topic_matches_sub(_plain_filter(topic_filter), msg.topic):
                 _safe(callback, msg.topic, bytes(msg.payload), bool(msg.retain))
 
     def _on_publish(
@@ -300,6 +301,17 @@ class MqttClient:
     def paho(self) -> paho.Client:
         """The wrapped paho client (for :class:`MqttLoop` only)."""
         return self._client
+
+
+def _plain_filter(topic_filter: str) -> str:
+    """``$share/<group>/<filter>`` -> ``<filter>``: messages of a shared subscription
+    (MQTT 5.0 section 4.8.2, also honoured by Mosquitto for 3.1.1 clients) arrive with their
+    plain topic, which must be matched against the filter without the share prefix."""
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        if len(parts) == 3:
+            return parts[2]
+    return topic_filter
 
 
 def _safe(func: Callable[..., None], *args: Any) -> None:

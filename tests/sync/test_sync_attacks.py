@@ -12,11 +12,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from edgeserve.agent.fleet_sim import SimulatedInstaller
 from support.artifact_server import ArtifactServer, Fault
 from support.fleet_keys import FleetKeys
 from support.fleet_sync import FleetDriver, Release, model_state
 
-from edgeserve.agent.fleet_sim import SimulatedInstaller
 from edgeserve.protocol import Artifact, ModelTarget, Reported
 from edgeserve.trust import generate_key, make_keyring, sign, sign_keyring
 

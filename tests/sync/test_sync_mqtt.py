@@ -153,3 +153,22 @@ def test_sync_mqtt_shared_loop_drives_many_clients(
         for c in clients:
             c.stop(1)
         server.stop()
+
+
+def test_sync_mqtt_shared_subscription_dispatches_by_plain_filter(mosquitto: Mosquitto) -> None:
+    a, b, pub = (_client(mosquitto, cid) for cid in ("srv-a", "srv-b", "dev"))
+    try:
+        box_a, box_b = Inbox(), Inbox()
+        a.subscribe("$share/servers/es/f/dev/+/reported", box_a)
+        b.subscribe("$share/servers/es/f/dev/+/reported", box_b)
+        for c in (a, b, pub):
+            c.wait_connected()
+        time.sleep(0.3)
+        for i in range(20):
+            pub.publish(f"es/f/dev/d{i}/reported", b"x")
+        _wait(lambda: len(box_a.items) + len(box_b.items) == 20)
+        time.sleep(0.2)
+        assert len(box_a.items) + len(box_b.items) == 20  # each message to one member only
+    finally:
+        for c in (a, b, pub):
+            c.stop()
