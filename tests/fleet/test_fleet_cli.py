@@ -1,0 +1,111 @@
+"""``edgeserve fleet`` as an operator runs it: output that works, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from edgeserve.agent.fleet_config import FleetConfig as AgentFleetConfig
+from edgeserve.fleet_server.config import load_config
+from support.fleet import TOKEN, FleetServerProcess, make_keys
+from support.models import make_linear_bundle
+
+from edgeserve.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+pytestmark = pytest.mark.slow
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from edgeserve.cli import main; main()", "fleet", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def op(server: FleetServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return run("--server", server.url, "--token", TOKEN, *args)
+
+
+def test_device_add_prints_a_working_agent_snippet(
+    fleet_server: FleetServerProcess, tmp_path: Path
+) -> None:
+    out = op(fleet_server, "device", "add", "pi-kitchen-01", "--tags", "site=lyon,hw=rpi5")
+    assert out.returncode == 0, out.stderr
+    snippet = out.stdout[out.stdout.index("[fleet]") :]
+    table = tomllib.loads(snippet)["fleet"]
+    assert table["device"] == "pi-kitchen-01" and len(table["password"]) >= 24
+    config = AgentFleetConfig.from_mapping(table)  # the agent accepts it as is
+    assert config.mqtt_username == "pi-kitchen-01"
+
+    listed = op(fleet_server, "device", "list")
+    assert "pi-kitchen-01" in listed.stdout and "hw=rpi5" in listed.stdout
+
+    files = op(fleet_server, "broker-config", "--out", str(tmp_path / "broker"))
+    assert files.returncode == 0, files.stderr
+    passwords = (tmp_path / "broker" / "passwords").read_text()
+    assert passwords.startswith("pi-kitchen-01:$7$101$")
+    assert "pattern read es/test/dev/%u/desired" in (tmp_path / "broker" / "acl").read_text()
+    assert oct((tmp_path / "broker" / "passwords").stat().st_mode)[-3:] == "600"
+
+
+def test_release_command_signs_and_uploads(
+    fleet_server: FleetServerProcess, tmp_path: Path
+) -> None:
+    assert fleet_server.keys is not None
+    bundle = make_linear_bundle(tmp_path / "model-int8", name="digits", version=3)
+    out = op(
+        fleet_server, "release", str(bundle.path), "--key", str(fleet_server.keys / "release.key")
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("released digits v3")
+    assert (bundle.path / "signature.json").is_file()
+    again = op(
+        fleet_server, "release", str(bundle.path), "--key", str(fleet_server.keys / "release.key")
+    )
+    assert again.returncode == 2
+    assert again.stderr.count("\n") == 1 and "not above the latest release 3" in again.stderr
+
+
+def test_errors_are_one_line(fleet_server: FleetServerProcess) -> None:
+    down = run("--server", "http://127.0.0.1:9", "--token", "x", "device", "list")
+    assert down.returncode == 1 and down.stderr.startswith("error: fleet server")
+    assert down.stderr.count("\n") == 1 and "Traceback" not in down.stderr
+    wrong = run("--server", fleet_server.url, "--token", "wrong-token", "device", "list")
+    assert wrong.returncode == 2 and "token" in wrong.stderr and wrong.stderr.count("\n") == 1
+    none = op(fleet_server, "rollout", "pause")
+    assert none.returncode == 2 and none.stderr == "error: no rollout yet\n"
+    bad = op(fleet_server, "rollout", "start", "--model", "m", "--version", "1", "--phases", "a,b")
+    assert bad.returncode == 2 and "--phases" in bad.stderr
+    missing = op(fleet_server, "rollout", "start", "--model", "nope", "--version", "1")
+    assert missing.returncode == 1 and missing.stderr == "error: no release nope version 1\n"
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "keys")
+    path = tmp_path / "fleet.toml"
+    path.write_text('[server]\ntoken = "0123456789abcdef"\nport = "80"\n')
+    with pytest.raises(ConfigError, match=r"\[server\] port: expected int"):
+        load_config(path)
+    path.write_text('[server]\ntoken = "short"\n')
+    with pytest.raises(ConfigError, match="at least 16"):
+        load_config(path)
+    path.write_text('[server]\ntoken = "0123456789abcdef"\n[broker]\nfleet_name = "x"\n')
+    with pytest.raises(ConfigError, match="unknown keys: fleet_name"):
+        load_config(path)
+    path.write_text(
+        f'[server]\ntoken = "0123456789abcdef"\n[keys]\nfleet_key = "{keys}/fleet.key"\n'
+    )
+    cfg = load_config(path)
+    assert cfg.server.database_url == f"sqlite:///{tmp_path / 'fleet-data' / 'fleet.db'}"
+    assert cfg.broker.url == "mqtt://127.0.0.1:1883" and cfg.rollouts.tick_s == 1.0
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.toml")
