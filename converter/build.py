@@ -119,11 +119,15 @@ def build_candidate(
     quant: dict[str, dict[str, float]] = {}
     if target.precision == "as-is":
         model_file, inputs, outputs = _as_is(source, work)
+        if settings.device is not None and target.is_tflite:
+            _tflite_specs(model_file.read_bytes(), settings.device, options)
+        elif settings.device is not None:
+            options["device_check"] = onnx_passes.check_device_limits(model_file, settings.device)
     elif target.is_tflite:
         data = tflite_passes.convert_tflite(source, target, calibration, settings.io_type)
         model_file = work / "model.tflite"
         model_file.write_bytes(data)
-        inputs, outputs, quant = _tflite_specs(data)
+        inputs, outputs, quant = _tflite_specs(data, settings.device, options)
         if target.precision == "int8":
             options["io_type"] = settings.io_type
             options["calibration_method"] = "minmax (TFLite converter)"
@@ -223,12 +227,14 @@ def _read_onnx_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec,
 
 
 def _tflite_specs(
-    data: bytes,
+    data: bytes, device: DeviceProfile | None, options: dict[str, Any]
 ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, dict[str, float]]]:
     from edgeserve.runtimes.tflite import interpreter_class
 
     with quiet_native_stderr():  # the interpreter announces its XNNPACK delegate on stderr
         interp = interpreter_class()(model_content=data)
+    if device is not None:
+        options["device_check"] = tflite_passes.check_tflite_for_device(interp, device)
     inputs, outputs = tflite_io(interp)
     return inputs, outputs, tflite_passes.io_quantization(interp)
 

@@ -114,3 +114,42 @@ def test_keras_to_onnx_is_refused_with_a_way_out(digits_keras_path: Path, tmp_pa
     assert result.exit_code == 2
     assert "tflite" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_an_op_without_a_tflite_builtin_is_named(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    class Det(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3, 3], tf.float32, name="m")])
+        def serve(self, m):  # type: ignore[no-untyped-def]
+            return {"det": tf.linalg.det(m)}
+
+    module = Det()
+    saved = tmp_path / "det"
+    tf.saved_model.save(module, str(saved), signatures={"serving_default": module.serve})
+    out = tmp_path / "out"
+    result = invoke_convert(saved, "-t", "tflite-fp32", "-o", out)
+    assert result.exit_code == 1
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "tf.MatrixDeterminant" in line, line
+    assert not out.exists()
+
+
+def test_tflite_precision_auto_and_device_op_check(
+    digits, digits_keras_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "auto"
+    result = _convert(
+        digits, digits_keras_path, "tflite-fp32", out, "--precision", "auto", "--device", "rpi4"
+    )
+    assert result.exit_code == 0, result.stderr
+    manifest = check_bundle(out).manifest
+    candidates = manifest.validation["candidates"]
+    assert {c["target"] for c in candidates} == {
+        "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8"
+    }  # fmt: skip
+    fastest = min((c for c in candidates if c["within_budget"]), key=lambda c: c["p50_ms"])
+    assert manifest.target == fastest["target"]
+    check = manifest.converter["options"]["device_check"]
+    assert check["device"] == "rpi4" and check["tflite"].startswith("tflite-runtime")
+    assert "FULLY_CONNECTED" in check["ops"]
