@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,10 @@ class FleetServer:
             )
         )
         log.info("fleet server on http://%s:%d", cfg.host, cfg.port)
+        # uvicorn shuts down gracefully on SIGTERM and then re-raises it with the handler that
+        # was installed before it started; a no-op handler lets our cleanup below run (and stop
+        # an embedded broker) instead of the default action killing the process.
+        signal.signal(signal.SIGTERM, lambda *_: None)
         try:
             server.run()
         finally:
@@ -252,13 +257,17 @@ class FleetServer:
         host, port = parse_broker_url(self.config.broker.url)
         work = self.config.server.data_dir / "broker"
         work.mkdir(parents=True, exist_ok=True)
+        b = self.config.broker
+        if not b.username:  # no server credentials configured: an anonymous local broker
+            return start_embedded_broker(host, port, workdir=work)
+        # Devices registered later need `fleet broker-config` + a restart of `fleet serve`.
         files = bc.write_broker_files(
             work,
             self.store.credential_hashes(),
-            prefix=self.config.broker.prefix,
-            fleet=self.config.broker.fleet,
-            server_user=self.config.broker.username,
-            server_password=self.config.broker.password,
+            prefix=b.prefix,
+            fleet=b.fleet,
+            server_user=b.username,
+            server_password=b.password,
         )
         return start_embedded_broker(
             host, port, password_file=files.password_file, acl_file=files.acl_file, workdir=work

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,48 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     assert cfg.broker.url == "mqtt://127.0.0.1:1883" and cfg.rollouts.tick_s == 1.0
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_serve_with_embedded_broker_starts_and_stops_cleanly(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    import httpx
+    from support.broker import free_port
+    from support.fleet import write_fleet_toml
+
+    broker_port, port = free_port(), free_port()
+    config = write_fleet_toml(
+        tmp_path,
+        f"mqtt://127.0.0.1:{broker_port}",
+        port=port,
+        keys=make_keys(tmp_path / "keys"),
+        broker_auth=True,
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from edgeserve.cli import main; main()",
+            "fleet",
+            "serve",
+            "--config",
+            str(config),
+            "--embedded-broker",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        connected = False
+        while time.monotonic() < deadline and not connected:
+            with contextlib.suppress(httpx.HTTPError):
+                connected = httpx.get(f"http://127.0.0.1:{port}/healthz").json()["mqtt_connected"]
+            time.sleep(0.2)
+        assert connected, "the server never connected to its embedded broker"
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    with socket.socket() as s:  # the embedded broker went away with the server
+        assert s.connect_ex(("127.0.0.1", broker_port)) != 0
