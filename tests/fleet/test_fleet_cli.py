@@ -139,8 +139,8 @@ def test_serve_with_embedded_broker_starts_and_stops_cleanly(tmp_path: Path) -> 
             str(config),
             "--embedded-broker",
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30
