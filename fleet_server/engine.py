@@ -175,6 +175,8 @@ class Engine:
         if self._republish.is_set():
             self._republish.clear()
             self.republish()
+        if not self.store.try_leader():
+            return  # another replica runs the controller
         with self._lock:
             for state in r.running_rollouts(self.store):
                 devices = r.progress(self.store, state, now)

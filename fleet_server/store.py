@@ -94,6 +94,7 @@ class Store:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._leader = False
         serial = "INTEGER" if db.dialect == "sqlite" else "BIGSERIAL"
         with db.transaction():
             for stmt in SCHEMA.replace("{serial}", serial).split(";"):
@@ -366,6 +367,21 @@ class Store:
     def prune_telemetry(self, before: float) -> None:
         """Drop telemetry windows older than ``before``."""
         self.db.execute("DELETE FROM telemetry WHERE window_ts < ?", (before,))
+
+    # One rollout controller across replicas: a PostgreSQL session-level advisory lock, held
+    # for as long as this process's connection lives (PostgreSQL docs, "Advisory Locks"); when
+    # the holder dies its session ends and another replica's next try takes over. SQLite is
+    # one machine, one server: always the leader.
+    LEADER_LOCK_KEY = 0x65646765  # "edge"
+
+    def try_leader(self) -> bool:
+        """True when this process runs the rollout controller (see ``LEADER_LOCK_KEY``)."""
+        if self.db.dialect != "postgresql":
+            return True
+        if not self._leader:
+            row = self.db.one("SELECT pg_try_advisory_lock(?)", (self.LEADER_LOCK_KEY,))
+            self._leader = bool(row and row[0])
+        return self._leader
 
     def next_id(self, table: str) -> int:
         """Next integer id for ``rollouts`` or ``experiments`` (call inside a transaction)."""

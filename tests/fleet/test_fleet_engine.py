@@ -225,3 +225,14 @@ def test_experiment_reports_a_verdict_and_promotes_the_winner(h: Harness) -> Non
     assert h.status(rid)["version"] == 2
     assert ex.experiment(h.store, eid)["status"] == "promoted"
     json.dumps(rep)  # the API can serialise it
+
+
+def test_one_controller_across_replicas_by_advisory_lock(postgres: Postgres) -> None:
+    url = postgres.create_database(f"t{uuid.uuid4().hex[:12]}")
+    first, second = Store(open_database(url)), Store(open_database(url))
+    assert first.try_leader() and not second.try_leader()
+    first.db.close()  # the leader dies: its session and lock go away
+    assert second.try_leader()
+    second.db.close()
+    sqlite = Store(open_database("sqlite:///:memory:"))
+    assert sqlite.try_leader()
