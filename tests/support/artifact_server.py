@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,6 +21,8 @@ class Fault:
         extra: bytes appended past the real body (endless data), with no Content-Length.
         ignore_range: answer 200 with the whole body even when a Range is asked.
         status: answer this status instead (e.g. 503), ``status_times`` times.
+        rate: send at most this many body bytes per second (a slow link), ``rate_times``
+            requests.
     """
 
     cut_after: int | None = None
@@ -28,6 +31,8 @@ class Fault:
     ignore_range: bool = False
     status: int | None = None
     status_times: int = 1
+    rate: int | None = None
+    rate_times: int = 1
 
 
 @dataclass
@@ -100,6 +105,17 @@ class ArtifactServer:
                     self.wfile.write(chunk[: fault.cut_after])
                     self.wfile.flush()
                     self.close_connection = True
+                    return
+                if fault.rate is not None and fault.rate_times > 0:
+                    fault.rate_times -= 1
+                    step = max(1, fault.rate // 20)
+                    try:
+                        for i in range(0, len(chunk), step):
+                            self.wfile.write(chunk[i : i + step])
+                            self.wfile.flush()
+                            time.sleep(0.05)
+                    except OSError:  # the client went away (killed)
+                        self.close_connection = True
                     return
                 self.wfile.write(chunk)
 

@@ -83,6 +83,7 @@ def make_signed_bundle(
     seed: int = 0,
     with_sample: bool = True,
     validation: dict[str, object] | None = None,
+    sample: object = None,
 ) -> Bundle:
     """A real ONNX bundle (model + sample inputs) with ``signature.json`` by ``keys``."""
     import numpy as np
@@ -98,7 +99,8 @@ def make_signed_bundle(
     if with_sample:
         buf = io.BytesIO()
         rng = np.random.default_rng(seed)
-        np.savez(buf, x=rng.standard_normal((2, 4)).astype(np.float32))
+        x = rng.standard_normal((2, 4)).astype(np.float32) if sample is None else sample
+        np.savez(buf, x=x)
         files["sample.npz"] = (buf.getvalue(), "sample")
     manifest = Manifest(
         name=name,
