@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 from typing import Any
 
-from edgeserve.agent.codec import InferRequest, decode_request, encode_response
+from edgeserve.agent.codec import InferRequest, decode_request, dumps, encode_response
 from edgeserve.agent.core import Agent
 from edgeserve.agent.httpserver import Request, Response, error_response
 from edgeserve.agent.loaded import LoadedModel
@@ -28,7 +27,7 @@ _PLATFORMS = {"onnx": "onnxruntime_onnx", "ort": "onnxruntime_onnx", "tflite": "
 
 
 def _json(value: Any, status: int = 200) -> Response:
-    return Response(status, json.dumps(value, separators=(",", ":")).encode())
+    return Response(status, dumps(value))
 
 
 class Api:

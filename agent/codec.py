@@ -24,7 +24,7 @@ import numpy as np
 from edgeserve.datatypes import DATATYPES, datatype_of, to_numpy
 from edgeserve.errors import InferenceInputError
 
-__all__ = ["InferRequest", "decode_request", "encode_response", "parse_json"]
+__all__ = ["InferRequest", "decode_request", "dumps", "encode_response", "parse_json"]
 
 _MAX_RANK = 16
 _MAX_ELEMENTS = 1 << 28
@@ -48,9 +48,24 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
+try:  # orjson parses the float arrays of a request ~10x faster than the stdlib (agent extra)
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the agent extra installs it
+    _orjson = None
+
+
+def dumps(value: Any) -> bytes:
+    """Serialise a response body (orjson when installed)."""
+    if _orjson is not None:
+        return _orjson.dumps(value)
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
 def parse_json(data: bytes, what: str = "request body") -> Any:
     """Parse JSON or raise InferenceInputError naming the problem."""
     try:
+        if _orjson is not None:
+            return _orjson.loads(data)
         return json.loads(data)
     except UnicodeDecodeError:
         raise InferenceInputError(f"{what} is not UTF-8") from None
@@ -303,7 +318,7 @@ def encode_response(
     }
     if request.id is not None:
         body["id"] = request.id
-    header = json.dumps(body, separators=(",", ":")).encode()
+    header = dumps(body)
     if not parts:
         return header, {}
     return header + b"".join(parts), {"Inference-Header-Content-Length": str(len(header))}

@@ -9,11 +9,10 @@ status, as documented at https://www.tensorflow.org/tfx/serving/api_rest. Errors
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
-from edgeserve.agent.codec import _from_json, parse_json
+from edgeserve.agent.codec import _from_json, dumps, parse_json
 from edgeserve.agent.core import Agent
 from edgeserve.agent.httpserver import Request, Response
 
@@ -113,4 +112,4 @@ def _from_columns(inputs: Any, specs: tuple[TensorSpec, ...]) -> dict[str, np.nd
 
 
 def _json(value: Any) -> Response:
-    return Response(200, json.dumps(value, separators=(",", ":")).encode())
+    return Response(200, dumps(value))

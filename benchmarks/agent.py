@@ -1,0 +1,367 @@
+"""Agent benchmark: latency, throughput, memory and cold start of ``edgeserve agent run``.
+
+Prints, in one run, on the same small CNN (MNIST-shaped, made here with onnx):
+
+- p50/p99 at batch 1: raw in-process runtime call vs HTTP JSON vs HTTP binary (wrk, c=1);
+- throughput and p99 at concurrency 1, 8, 32 with batching off and on (wrk);
+- idle RSS of the agent process after warm-up;
+- cold start: process spawn to ``/v2/health/ready`` = 200 (median of 5).
+
+Usage::
+
+    .venv/bin/python benchmarks/agent.py [--seconds 5] [--model cnn|mlp]
+
+Needs ``wrk`` (Debian package) and the ``convert`` extra (onnx) to build the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+_CLI = [sys.executable, "-c", "from edgeserve.cli import main; main()"]
+
+
+def make_cnn(path: Path) -> tuple[tuple[int, ...], int]:
+    """A small CNN: conv8-relu-pool-conv16-relu-pool-fc10-softmax on 1x28x28."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def w(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "c1w", "c1b"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "c2w", "c2b"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("MaxPool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p2"], ["f"]),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["y"], axis=-1),
+    ]
+    inits = [
+        w("c1w", 8, 1, 3, 3),
+        w("c1b", 8),
+        w("c2w", 16, 8, 3, 3),
+        w("c2b", 16),
+        w("fw", 16 * 7 * 7, 10),
+        w("fb", 10),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return (-1, 1, 28, 28), 10
+
+
+def make_mlp(path: Path) -> tuple[tuple[int, ...], int]:
+    """An MLP 256-1024-1024-10: batch 1 is a matrix-vector product, batching pays."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    dims = [256, 1024, 1024, 10]
+    nodes, inits, prev = [], [], "x"
+    for i in range(3):
+        inits.append(
+            numpy_helper.from_array(
+                (rng.standard_normal((dims[i], dims[i + 1])) * 0.03).astype(np.float32), f"w{i}"
+            )
+        )
+        inits.append(numpy_helper.from_array(np.zeros(dims[i + 1], np.float32), f"b{i}"))
+        nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [f"g{i}"]))
+        prev = f"g{i}"
+        if i < 2:
+            nodes.append(helper.make_node("Relu", [prev], [f"r{i}"]))
+            prev = f"r{i}"
+    nodes.append(helper.make_node("Softmax", [prev], ["y"], axis=-1))
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return (-1, 256), 10
+
+
+def build_bundle(work: Path, kind: str) -> Path:
+    from edgeserve.bundle import write_bundle
+    from edgeserve.manifest import Manifest, TensorSpec
+
+    onnx_path = work / f"{kind}.onnx"
+    shape, classes = (make_cnn if kind == "cnn" else make_mlp)(onnx_path)
+    manifest = Manifest(
+        name=kind,
+        version=1,
+        format="onnx",
+        precision="fp32",
+        target="onnx-cpu-fp32",
+        providers=("CPUExecutionProvider",),
+        inputs=(TensorSpec("x", "FP32", shape),),
+        outputs=(TensorSpec("y", "FP32", (-1, classes)),),
+    )
+    return write_bundle(
+        work / f"{kind}-bundle", manifest, {"model.onnx": (onnx_path, "model")}
+    ).path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30) -> float:
+    """Poll readiness with a raw socket (cheap, so it does not slow the start it measures)."""
+    request = b"GET /v2/health/ready HTTP/1.1\r\nhost: x\r\n\r\n"
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"agent exited: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(request)
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    return time.perf_counter()
+        except OSError:
+            pass
+        time.sleep(0.002)
+    raise RuntimeError("agent did not become ready")
+
+
+def start(state: Path, *args: str) -> tuple[subprocess.Popen, int, float]:
+    port = free_port()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [*_CLI, "agent", "run", "--state", str(state), "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    ready = wait_ready(port, proc)
+    return proc, port, ready - t0
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _lua(body_path: Path, headers: dict[str, str], path: Path) -> Path:
+    lines = [
+        'wrk.method = "POST"',
+        f'local f = io.open("{body_path}", "rb")',
+        'wrk.body = f:read("*all")',
+        "f:close()",
+    ]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _ms(value: str) -> float:
+    match = re.match(r"([0-9.]+)(us|ms|s)", value)
+    if not match:
+        return float("nan")
+    number, unit = float(match.group(1)), match.group(2)
+    return number / 1000 if unit == "us" else number * 1000 if unit == "s" else number
+
+
+def wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, float]:
+    threads = 1 if connections < 8 else 2
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds:g}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))}
+    for pct in ("50", "99"):
+        result[f"p{pct}"] = _ms(re.search(rf"\s{pct}%\s+(\S+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["errors"] = float(errors.group(1)) if errors else 0.0
+    return result
+
+
+def raw_latency(bundle: Path, shape: tuple[int, ...], n: int = 3000) -> tuple[float, float]:
+    from edgeserve.bundle import read_bundle
+    from edgeserve.runtimes import RuntimeOptions, load_runtime
+
+    runtime = load_runtime(read_bundle(bundle), RuntimeOptions(threads=1))
+    x = {"x": np.random.default_rng(0).standard_normal((1, *shape[1:])).astype(np.float32)}
+    for _ in range(200):
+        runtime.run(x)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        runtime.run(x)
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration per point")
+    parser.add_argument("--model", choices=["cnn", "mlp"], default="cnn")
+    parser.add_argument("--threads", type=int, default=1, help="runtime threads per model")
+    opts = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    from edgeserve.agent.store import ModelStore
+
+    work = Path(tempfile.mkdtemp(prefix="edgeserve-bench-"))
+    try:
+        bundle = build_bundle(work, opts.model)
+        state = work / "state"
+        ModelStore(state).install(bundle)
+        shape = (1, 1, 28, 28) if opts.model == "cnn" else (1, 256)
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        import json
+
+        json_body = work / "body.json"
+        json_body.write_text(
+            json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "x",
+                            "shape": list(shape),
+                            "datatype": "FP32",
+                            "data": x.ravel().tolist(),
+                        }
+                    ]
+                }
+            )
+        )
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "shape": list(shape),
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": x.nbytes},
+                    }
+                ],
+                "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+            }
+        ).encode()
+        bin_body = work / "body.bin"
+        bin_body.write_bytes(header + x.tobytes())
+        json_lua = _lua(json_body, {"Content-Type": "application/json"}, work / "json.lua")
+        bin_lua = _lua(
+            bin_body,
+            {
+                "Inference-Header-Content-Length": str(len(header)),
+                "Content-Type": "application/octet-stream",
+            },
+            work / "bin.lua",
+        )
+        url = f"/v2/models/{opts.model}/infer"
+        threads = ["--threads", str(opts.threads)]
+
+        print(
+            f"edgeserve agent benchmark — model {opts.model}, {platform.machine()}, "
+            f"{os.cpu_count()} cores, Python {platform.python_version()}, wrk {opts.seconds:g} s "
+            "per point"
+        )
+        p50, p99 = raw_latency(bundle, shape)
+        print("\nlatency at batch 1          p50 ms    p99 ms")
+        print(f"  raw runtime.run (in-proc) {p50:8.3f}  {p99:8.3f}")
+
+        colds = []
+        for _ in range(5):
+            proc, port, cold = start(state, "--no-batching", *threads)
+            colds.append(cold)
+            stop(proc)
+        proc, port, _ = start(state, "--no-batching", *threads)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for name, script in (("HTTP JSON", json_lua), ("HTTP binary", bin_lua)):
+                wrk(base + url, script, 1, 1)  # warm
+                r = wrk(base + url, script, 1, opts.seconds)
+                print(f"  {name:<25} {r['p50']:8.3f}  {r['p99']:8.3f}")
+            time.sleep(1.0)
+            idle = rss_mb(proc.pid)
+            off = {c: wrk(base + url, json_lua, c, opts.seconds) for c in (1, 8, 32)}
+        finally:
+            stop(proc)
+        proc, port, _ = start(state, "--batching", *threads)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wrk(base + url, json_lua, 8, 1)
+            on = {c: wrk(base + url, json_lua, c, opts.seconds) for c in (1, 8, 32)}
+            loaded_rss = rss_mb(proc.pid)
+        finally:
+            stop(proc)
+        print("\nthroughput (HTTP JSON, batch-1 requests)")
+        print("  concurrency   batching off: req/s   p99 ms  |  batching on: req/s   p99 ms")
+        for c in (1, 8, 32):
+            print(
+                f"  {c:>11}   {off[c]['rps']:>19.0f} {off[c]['p99']:8.2f}  |"
+                f" {on[c]['rps']:>18.0f} {on[c]['p99']:8.2f}"
+            )
+        errs = sum(r["errors"] for r in (*off.values(), *on.values()))
+        print(
+            f"  speed-up at c=32 with batching: {on[32]['rps'] / off[32]['rps']:.2f}x"
+            f"   (non-2xx responses: {errs:.0f})"
+        )
+        print(f"\nidle RSS after warm-up:    {idle:.1f} MB  (after load: {loaded_rss:.1f} MB)")
+        print(
+            f"cold start to ready:       {statistics.median(colds) * 1000:.0f} ms median of 5 "
+            f"(min {min(colds) * 1000:.0f}, max {max(colds) * 1000:.0f})"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
