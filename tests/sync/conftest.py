@@ -78,7 +78,10 @@ def make_device(
     started: list[DeviceSync] = []
 
     def make(
-        device: str = "dev1", installer: SimulatedInstaller | None = None, **settings: Any
+        device: str = "dev1",
+        installer: SimulatedInstaller | None = None,
+        telemetry: Any = None,
+        **settings: Any,
     ) -> tuple[DeviceSync, SimulatedInstaller]:
         table = {
             "broker": mosquitto.url,
@@ -91,7 +94,12 @@ def make_device(
         }
         table.update(settings)
         inst = installer or SimulatedInstaller()
-        sync = DeviceSync(FleetConfig.from_mapping(table), inst, tmp_path / "state" / device)
+        sync = DeviceSync(
+            FleetConfig.from_mapping(table),
+            inst,
+            tmp_path / "state" / device,
+            telemetry=telemetry,
+        )
         sync.start()
         sync.mqtt.wait_connected()
         started.append(sync)

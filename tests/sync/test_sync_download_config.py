@@ -1,0 +1,95 @@
+"""Downloads against a real HTTP server, and the ``[fleet]`` config parser."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+import pytest
+from edgeserve.agent.download import DownloadLimits, download_artifact
+from edgeserve.agent.fleet_config import FleetConfig
+from support.artifact_server import ArtifactServer, Fault
+
+from edgeserve.errors import ConfigError, TransportError
+from edgeserve.protocol import Artifact
+from edgeserve.trust import DigestMismatchError, EndlessDataError
+
+DATA = bytes(range(256)) * 400  # 102,400 bytes
+
+
+def _artifact(server: ArtifactServer, path: str = "a.tar", data: bytes = DATA) -> Artifact:
+    server.files[path] = data
+    return Artifact(server.url(path), hashlib.sha256(data).hexdigest(), len(data))
+
+
+FAST = DownloadLimits(retries=3, backoff_s=0.01, timeout_s=5)
+
+
+def test_sync_download_resumes_a_leftover_part_with_range(
+    artifacts: ArtifactServer, tmp_path: Path
+) -> None:
+    art = _artifact(artifacts)
+    (tmp_path / f"{art.sha256}.part").write_bytes(DATA[:40_000])  # what a kill -9 left
+    with httpx.Client() as client:
+        path = download_artifact(client, art, tmp_path, FAST)
+    assert path.read_bytes() == DATA and path.name == f"{art.sha256}.tar"
+    assert artifacts.requests == [("a.tar", "bytes=40000-")]
+    with httpx.Client() as client:  # already there: no request
+        assert download_artifact(client, art, tmp_path, FAST) == path
+    assert len(artifacts.requests) == 1
+
+
+def test_sync_download_starts_over_when_range_is_ignored(
+    artifacts: ArtifactServer, tmp_path: Path
+) -> None:
+    art = _artifact(artifacts)
+    artifacts.faults["a.tar"] = Fault(ignore_range=True)
+    (tmp_path / f"{art.sha256}.part").write_bytes(b"garbage" * 100)
+    with httpx.Client() as client:
+        assert download_artifact(client, art, tmp_path, FAST).read_bytes() == DATA
+
+
+def test_sync_download_errors_name_the_problem(artifacts: ArtifactServer, tmp_path: Path) -> None:
+    art = _artifact(artifacts)
+    with httpx.Client() as client:
+        with pytest.raises(EndlessDataError, match="over the 1000 byte limit"):
+            download_artifact(client, art, tmp_path, DownloadLimits(max_bytes=1000))
+        assert artifacts.requests == []  # refused before any byte moved
+        missing = Artifact(artifacts.url("nope.tar"), "0" * 64, 10)
+        with pytest.raises(TransportError, match="HTTP 404"):
+            download_artifact(client, missing, tmp_path, FAST)
+        wrong = Artifact(art.url, "f" * 64, art.size)
+        with pytest.raises(DigestMismatchError, match="is not the signed"):
+            download_artifact(client, wrong, tmp_path, FAST)
+        assert not list(tmp_path.glob("*")), "nothing unverified is kept"
+        artifacts.faults["a.tar"] = Fault(status=503, status_times=5)
+        with pytest.raises(TransportError, match="gave up after 3 attempts"):
+            download_artifact(client, art, tmp_path, FAST)
+
+
+def _table(**kw: object) -> dict[str, object]:
+    table: dict[str, object] = {
+        "broker": "mqtt://127.0.0.1:1883",
+        "device": "pi-01",
+        "trust_anchor": "/etc/edgeserve/root.json",
+    }
+    table.update(kw)
+    return table
+
+
+def test_sync_fleet_config_defaults_and_validation() -> None:
+    cfg = FleetConfig.from_mapping(_table(keyring="", clock_slack_s=10))
+    assert cfg.mqtt_username == "pi-01" and cfg.keyring is None and cfg.prefix == "es/"
+    assert cfg.clock_slack_s == 10.0 and isinstance(cfg.trust_anchor, Path)
+    for bad, message in [
+        ({"brokr": "x"}, "unknown key"),
+        ({"device": ""}, "'device' is required"),
+        ({"device": "a/b"}, "device"),
+        ({"broker": "http://x"}, "mqtt://"),
+        ({"keepalive_s": "30"}, "must be an integer"),
+        ({"download_retries": 0}, "at least 1"),
+        ({"prefix": "es"}, "must end with"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            FleetConfig.from_mapping(_table(**bad))
