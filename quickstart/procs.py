@@ -22,7 +22,11 @@ from pathlib import Path
 
 from edgeserve.errors import EdgeServeError, UnavailableError
 
-__all__ = ["Service", "Supervisor", "edgeserve_argv"]
+__all__ = ["Service", "StepFailed", "Supervisor", "edgeserve_argv"]
+
+
+class StepFailed(EdgeServeError):
+    """A condition being waited for can no longer come true (e.g. a rollout was rolled back)."""
 
 
 def edgeserve_argv() -> list[str]:
@@ -181,6 +185,8 @@ class Supervisor:
             try:
                 if check():
                     return time.monotonic() - start
+            except StepFailed:
+                raise
             except EdgeServeError:
                 pass  # not up yet
             if time.monotonic() - start > timeout_s:

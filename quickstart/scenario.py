@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from edgeserve.quickstart.model import INPUT_NAME, DigitsData, load_digits_data, train_digits_onnx
-from edgeserve.quickstart.procs import Service, Supervisor
+from edgeserve.quickstart.procs import Service, StepFailed, Supervisor
 
 from edgeserve.errors import EdgeServeError, UnavailableError
 
@@ -124,6 +124,7 @@ class Quickstart:
             t0 = time.monotonic()
             fn()
             timings[name] = time.monotonic() - t0
+            self.note(f"({timings[name]:.1f}s)")
         if not keep:
             self.step("shut everything down")
             self.close()
@@ -282,7 +283,7 @@ class Quickstart:
 
     def rollout_v2(self) -> None:
         """Step 5: v2 in phases with health gates."""
-        self.step(f"release {MODEL} v2 and roll it out in phases (34%, then 100%)")
+        self.step(f"release {MODEL} v2 and roll it out in phases (10%, then 100%)")
         self.sup.run(
             [
                 "fleet",
@@ -293,19 +294,26 @@ class Quickstart:
             ]
         )
         out = self.sup.run(
-            ["fleet", "rollout", "start", "--model", MODEL, "--version", "2", "--phases", "34,100",
-             "--soak", "2s", "--max-failure-pct", "0", "--min-devices", "1"]
+            ["fleet", "rollout", "start", "--model", MODEL, "--version", "2", "--phases", "10,100",
+             "--soak", "3s", "--max-failure-pct", "0", "--min-devices", "1"]
         )  # fmt: skip
         self.note(out.strip())
-        seen: set[int] = set()
+        rollout_id = int(out.split()[1]) if out.startswith("rollout ") else 0
+        seen: set[tuple[int, int]] = set()
 
         def progress() -> bool:
-            versions = self._active_versions()
-            count = sum(1 for v in versions.values() if v == 2)
-            if count not in seen:
-                seen.add(count)
-                self.note(f"v2 active on {count}/{len(self.agents)} devices")
-            return count == len(self.agents) and self._rollout_status() == "completed"
+            st = self._api(f"/rollouts/{rollout_id}")
+            active = int(st["counts"].get("active", 0))
+            key = (int(st["phase_index"]), active)
+            if key not in seen:
+                seen.add(key)
+                self.note(
+                    f"phase {key[0] + 1}/{len(st['spec']['phases'])} "
+                    f"({st['phase_percent']}% of devices): v2 active on {active}/{len(self.agents)}"
+                )
+            if st["status"] in ("paused", "aborted", "rolled_back", "failed"):
+                raise StepFailed(f"rollout {rollout_id} {st['status']}: {st['reason']}")
+            return st["status"] == "completed"
 
         self.sup.wait_for("the v2 rollout to complete", progress, timeout_s=90, watch=self._watch())
         for line in self.sup.run(["fleet", "rollout", "status"]).rstrip().splitlines():
@@ -313,34 +321,66 @@ class Quickstart:
 
     def experiment(self) -> None:
         """Step 6: v1 against v2 on each device, traffic, report, verdict."""
-        self.step(f"A/B experiment: {MODEL} v1 against v2, split on each device")
-        self.note(self.sup.run(
+        self.step(f"A/B experiment: {MODEL} v1 against v2, split on each device; promote")
+        out = self.sup.run(
             ["fleet", "experiment", "start", "--model", MODEL, "--a", "1", "--b", "2",
              "--split", "50", "--on-device"]
-        ).strip())  # fmt: skip
-        # traffic through every agent so that per-arm telemetry reaches the server
+        ).strip()  # fmt: skip
+        self.note(out)
+        eid = int(out.split()[1])
+        # traffic through every agent (sticky per request key) until the server has per-arm
+        # telemetry from the devices: agents buffer summaries on disk and publish them
         rows = self._rows(200)
-        deadline = time.monotonic() + 45
-        report: dict[str, Any] = {}
-        while time.monotonic() < deadline:
+        sent = 0
+
+        def both_arms() -> bool:
+            nonlocal sent
             for agent in self.agents:
-                for i in range(0, len(rows), 1):
-                    self._infer(agent, rows[i : i + 1], key=f"user-{i}")
-            out = self.sup.run(["fleet", "experiment", "report", "--json"], quiet=True)
-            report = json.loads(out)
-            if report["a"]["requests"] and report["b"]["requests"]:
-                break
-        for line in self.sup.run(["fleet", "experiment", "report"]).rstrip().splitlines():
+                for _ in range(50):
+                    self._infer(agent, rows[sent % len(rows)][None, :], key=f"user-{sent}")
+                    sent += 1
+            rep = self._api(f"/experiments/{eid}/report")
+            # the server judges only with enough requests and telemetry windows per arm; its
+            # reason starts with "need ..." until then
+            enough = rep["a"]["requests"] > 0 and rep["b"]["requests"] > 0
+            return bool(enough and not str(rep.get("why", "")).startswith("need"))
+
+        self.sup.wait_for("telemetry for both arms", both_arms, timeout_s=60, watch=self._watch())
+        self.note(f"sent {sent} requests through the agents")
+        for line in self.sup.run(["fleet", "experiment", "report", str(eid)]).rstrip().splitlines():
             self.echo(f"    {line}")
-        self.result.verdict = str(report.get("verdict", ""))
-        if not (report.get("a", {}).get("requests") and report.get("b", {}).get("requests")):
-            raise UnavailableError("the experiment report has no telemetry for both arms")
+            if line.startswith("verdict: "):
+                self.result.verdict = line[len("verdict: ") :].split(" (")[0].strip()
+        if not self.result.verdict:
+            raise UnavailableError("`edgeserve fleet experiment report` printed no verdict")
+        # end the experiment: the winner when there is one, else the operator's pick (v2: more
+        # accurate offline, no worse online) - `promote` starts a rollout of it
+        args = ["fleet", "experiment", "promote", str(eid)]
+        if not self.result.verdict.endswith("better"):
+            args += ["--version", "2"]
+        out = self.sup.run(args).strip()
+        self.note(out)
+        self._wait_rollout(int(out.split()[1]), timeout_s=60)
+        waited = self._wait_all_active(self._winner(), timeout_s=60)
+        self.note(f"every agent serves v{self._winner()} ({waited:.1f}s)")
+
+    def _wait_rollout(self, rollout_id: int, timeout_s: float) -> None:
+        def done() -> bool:
+            st = self._api(f"/rollouts/{rollout_id}")
+            if st["status"] in ("paused", "aborted", "rolled_back", "failed"):
+                raise StepFailed(f"rollout {rollout_id} {st['status']}: {st['reason']}")
+            return st["status"] == "completed"
+
+        self.sup.wait_for(f"rollout {rollout_id}", done, timeout_s=timeout_s, watch=self._watch())
+
+    def _winner(self) -> int:
+        return 1 if self.result.verdict == "a better" else 2
 
     def predict(self) -> None:
         """Step 7: predictions through every agent's OIP API, checked against the labels."""
         self.step("send predictions through the agents (Open Inference Protocol v2, JSON)")
         assert self.data is not None
-        x, y = self.data.x_test[:64], self.data.y_test[:64]
+        x, y = self.data.x_test[:32], self.data.y_test[:32]
         for agent in self.agents:
             body = self._infer(agent, x)
             out = next(o for o in body["outputs"] if o["name"] == "probabilities")
@@ -348,10 +388,13 @@ class Quickstart:
             acc = float((probs.argmax(axis=1) == y).mean())
             self.result.prediction_accuracy[agent.device] = acc
             self.note(
-                f"{agent.device}: 64 digits, {acc:.1%} correct, answered by "
+                f"{agent.device}: 32 digits, {acc:.1%} correct, answered by "
                 f"{MODEL} v{body.get('model_version', '?')}"
             )
-        self.result.active_versions = self._active_versions()
+        for agent in self.agents:
+            active = self._agent_active(agent)
+            if active is not None:
+                self.result.active_versions[agent.device] = active
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -384,31 +427,35 @@ class Quickstart:
         )
 
     def _rollout_status(self) -> str:
-        rollouts = self._api("/rollouts")
+        rollouts = self._api("/rollouts")["rollouts"]
         return str(rollouts[0]["status"]) if rollouts else ""
 
-    def _active_versions(self) -> dict[str, int]:
-        """Which version of the model each agent serves, from its OIP model metadata."""
+    def _reported_active(self) -> dict[str, int]:
+        """Which version each device reports active, from the fleet server's device list."""
         out: dict[str, int] = {}
-        for agent in self.agents:
-            try:
-                meta = self._http("GET", f"{agent.url}/v2/models/{MODEL}")
-            except EdgeServeError:
-                continue
-            versions = [int(v) for v in meta.get("versions", [])]
-            if versions:
-                out[agent.device] = max(versions)
+        for dev in self._api("/devices")["devices"]:
+            active = ((dev.get("models") or {}).get(MODEL) or {}).get("active")
+            if active is not None:
+                out[str(dev["id"])] = int(active)
         return out
 
+    def _agent_active(self, agent: AgentInfo) -> int | None:
+        """The active version as the device itself records it (``edgeserve agent models``)."""
+        out = self.sup.run(["agent", "models", "--state", str(agent.state_dir)], quiet=True)
+        for line in out.splitlines():
+            if line.startswith(f"{MODEL}:"):
+                for token in line.replace(",", " ").split():
+                    if token.endswith("*") and token[:-1].isdigit():
+                        return int(token[:-1])
+        return None
+
     def _wait_all_active(self, version: int, timeout_s: float) -> float:
+        def done() -> bool:
+            active = self._reported_active()
+            return len(active) == len(self.agents) and set(active.values()) == {version}
+
         return self.sup.wait_for(
-            f"every agent to serve v{version}",
-            lambda: (
-                all(v == version for v in self._active_versions().values())
-                and len(self._active_versions()) == len(self.agents)
-            ),
-            timeout_s=timeout_s,
-            watch=self._watch(),
+            f"every agent to serve v{version}", done, timeout_s=timeout_s, watch=self._watch()
         )
 
     def _rows(self, n: int) -> np.ndarray:
