@@ -111,7 +111,7 @@ class Api:
                 _method(method, "GET")
                 if self.agent.model_ready(name, version):
                     return _EMPTY
-                self.agent.resolve(name, version, "ready-probe")  # raises 404 / 503
+                self.agent.resolve(name, version, "ready-probe", count=False)  # raises 404 / 503
                 return error_response(503, f"model {name!r} is not ready")
             if rest == ["infer"]:
                 _method(method, "POST")
@@ -145,7 +145,7 @@ class Api:
         return Response(200, body, ctype, headers)
 
     def _metadata(self, name: str, version: str | None) -> dict[str, Any]:
-        model = self.agent.resolve(name, version, "metadata")
+        model = self.agent.resolve(name, version, "metadata", count=False)
         versions = self.agent.loaded_versions().get(model.name, [model.version])
         return {
             "name": name,
@@ -156,7 +156,7 @@ class Api:
         }
 
     def _config(self, name: str, version: str | None) -> dict[str, Any]:
-        model = self.agent.resolve(name, version, "config")
+        model = self.agent.resolve(name, version, "config", count=False)
         batcher = model.batcher
         return {
             "name": name,

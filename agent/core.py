@@ -255,20 +255,23 @@ class Agent:
 
     # -- request routing -------------------------------------------------------------------
 
-    def resolve(self, name: str, version: str | None = None, key: str | None = None) -> LoadedModel:
+    def resolve(
+        self, name: str, version: str | None = None, key: str | None = None, *, count: bool = True
+    ) -> LoadedModel:
         """The loaded model version a request goes to.
 
         Args:
             name: model name or A/B alias.
             version: version number or label (``stable``); None = active version or A/B arm.
             key: the request key for sticky A/B assignment.
+            count: count an A/B assignment in metrics (False for probes and metadata).
 
         Raises:
             NotFoundError: unknown model, version or label.
             UnavailableError: known but not loaded (unloaded, or failed to load).
         """
         if not version and name in self._splits:
-            return self._route_split(name, self._splits[name], key)
+            return self._route_split(name, self._splits[name], key, count)
         versions = self._models.get(name)
         if not versions:
             if self.store.versions(name) or name in self.config.models:
@@ -300,7 +303,9 @@ class Agent:
             raise NotFoundError(f"model {name!r} has no version or label {version!r}")
         return labels[version]
 
-    def _route_split(self, alias: str, split: SplitConfig, key: str | None) -> LoadedModel:
+    def _route_split(
+        self, alias: str, split: SplitConfig, key: str | None, count: bool
+    ) -> LoadedModel:
         if key:
             digest = hashlib.blake2b(f"{alias}\0{key}".encode(), digest_size=8).digest()
             point = int.from_bytes(digest, "big") / 2**64
@@ -310,13 +315,14 @@ class Agent:
         model = self._models.get(split.model, {}).get(version)
         if model is None:
             raise UnavailableError(f"A/B alias {alias!r}: arm {arm} (version {version}) not ready")
-        self.metrics.ab_requests.labels(alias, arm, split.model, str(version)).inc()
+        if count:
+            self.metrics.ab_requests.labels(alias, arm, split.model, str(version)).inc()
         return model
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         """Whether a request for this model (version) would be served now."""
         try:
-            self.resolve(name, version, key="ready-probe")
+            self.resolve(name, version, key="ready-probe", count=False)
         except EdgeServeError:
             return False
         return True

@@ -39,7 +39,7 @@ async def handle_v1(agent: Agent, request: Request, key_header: str) -> Response
     elif len(parts) != 1:
         raise NotFoundError(f"no route for {request.path}")
     if verb is None and request.method == "GET":
-        model = agent.resolve(name, version, "status")
+        model = agent.resolve(name, version, "status", count=False)
         return _json(
             {
                 "model_version_status": [

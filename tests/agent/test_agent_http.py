@@ -229,3 +229,25 @@ def test_agent_http_bearer_token(state_dir: Path) -> None:
         assert httpx.get(f"{url}/v2", headers=wrong).status_code == 401
         ok = httpx.post(f"{url}/v2/models/linear/infer", json=_infer_body(X), headers=agent.headers)
         assert ok.status_code == 200
+
+
+def test_agent_http_version_policies_all_and_pinned(tmp_path: Path, state_dir: Path) -> None:
+    store = ModelStore(state_dir)
+    store.install(make_linear_bundle(tmp_path / "b2", version=2, seed=1).path)
+    assert store.active_version("linear") == 2
+    config = {"models": {"linear": {"policy": "all"}}}
+    with start_agent(state_dir, config=config) as agent:
+        for version in ("1", "2"):
+            resp = httpx.post(
+                f"{agent.url}/v2/models/linear/versions/{version}/infer", json=_infer_body(X)
+            )
+            assert resp.json()["model_version"] == version
+        plain = httpx.post(f"{agent.url}/v2/models/linear/infer", json=_infer_body(X))
+        assert plain.json()["model_version"] == "2"
+        assert httpx.get(f"{agent.url}/v2/models/linear").json()["versions"] == ["1", "2"]
+    config = {"models": {"linear": {"policy": "pinned", "version": 1}}}
+    with start_agent(state_dir, config=config) as agent:
+        plain = httpx.post(f"{agent.url}/v2/models/linear/infer", json=_infer_body(X))
+        assert plain.json()["model_version"] == "1"  # the store says 2; the pin wins
+        other = httpx.post(f"{agent.url}/v2/models/linear/versions/2/infer", json=_infer_body(X))
+        assert other.status_code == 404 and "not served" in other.json()["error"]
