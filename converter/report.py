@@ -49,7 +49,7 @@ def report_table(metrics: Mapping[str, Any], target: str, bundle_path: str) -> T
     if "accuracy" in orig:
         drop = metrics.get("accuracy_drop_points", 0.0)
         table.add_row(
-            "accuracy", _pct(orig["accuracy"]), _pct(conv["accuracy"]), f"{-drop:+.2f} pts"
+            "accuracy", _pct(orig["accuracy"]), _pct(conv["accuracy"]), f"{0.0 - drop:+.2f} pts"
         )
     if "top1_agreement" in metrics:
         table.add_row("top-1 agreement", "", _pct(metrics["top1_agreement"]), "")

@@ -58,8 +58,15 @@ class BundleRunner:
         self.runtime.close()
 
 
-def open_bundle_runner(bundle: Bundle, quant: Mapping[str, Mapping[str, float]]) -> BundleRunner:
+def open_bundle_runner(
+    bundle: Bundle, quant: Mapping[str, Mapping[str, float]], threads: int = 0
+) -> BundleRunner:
     """Load ``bundle`` as the agent would (CPU fallback for GPU/NPU providers).
+
+    Args:
+        bundle: the bundle.
+        quant: int8 I/O quantization parameters by tensor name.
+        threads: intra-op threads; 0 = the runtime's default (what the agent uses).
 
     Raises:
         ModelError: the runtime refuses the model.
@@ -67,7 +74,7 @@ def open_bundle_runner(bundle: Bundle, quant: Mapping[str, Mapping[str, float]])
     from edgeserve.converter.loaders import quiet_native_stderr
 
     with quiet_native_stderr():  # TFLite announces its XNNPACK delegate on stderr
-        runtime = load_runtime(bundle, RuntimeOptions(threads=0))
+        runtime = load_runtime(bundle, RuntimeOptions(threads=threads))
     return BundleRunner(runtime, quant)
 
 
