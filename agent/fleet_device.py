@@ -150,6 +150,7 @@ class DeviceSync:
         self._prev_versions: dict[str, int | None] = {}
         self._reported_seq = -1
         self._coalescer = ReportCoalescer()
+        self._report_lock = threading.Lock()  # the coalescer is used by worker and MQTT thread
         self._timers: list[threading.Timer] = []
         self._telemetry_inflight = False
         self._ticker: threading.Thread | None = None
@@ -220,7 +221,8 @@ class DeviceSync:
     def _on_connect(self) -> None:
         self.mqtt.publish(self.topics.presence, PRESENCE_ONLINE, retain=True)
         self.stats["published_presence"] += 1
-        self._coalescer.forget()
+        with self._report_lock:
+            self._coalescer.forget()
         self._publish_report()
         self._telemetry_inflight = False  # paho resends an in-flight batch itself
 
@@ -530,7 +532,9 @@ class DeviceSync:
     def _set(self, name: str, status: ModelStatus) -> None:
         with self._lock:
             self._status[name] = status
-        if self._coalescer.should_report(name, status):
+        with self._report_lock:
+            report = self._coalescer.should_report(name, status)
+        if report:
             self._publish_report()
 
     def _publish_report(self) -> None:
