@@ -79,6 +79,7 @@ class Engine:
         self._lock = threading.Lock()  # one controller pass / publish at a time
         self._last_payload: dict[str, bytes] = {}
         self._known: set[str] = store.known_devices()
+        self._known_at = time.monotonic()
         self._threads: list[threading.Thread] = []
         self._last_prune = 0.0
         self._republish = threading.Event()
@@ -148,9 +149,16 @@ class Engine:
 
     def process(self, messages: list[tuple[str, bytes]]) -> None:
         """Parse and store a batch; wake the controller when a rollout may move."""
+        unknown_before = self.counters.dropped["unknown_device"]
         parsed = parse_batch(
             messages, self.prefix, self._known, self.counters, self.max_payload_bytes
         )
+        if self.counters.dropped["unknown_device"] > unknown_before:
+            # another replica may have registered devices: re-read at most every 5 s
+            now = time.monotonic()
+            if now - self._known_at > 5.0:
+                self._known_at = now
+                self._known = self.store.known_devices()
         store_batch(self.store, parsed)
         if parsed.reported and r.apply_reports(
             self.store, list(parsed.reported.items()), time.time()

@@ -126,6 +126,8 @@ def create_rollout(store: Store, spec: c.RolloutSpec, actor: str, now: float | N
             (rid, spec.model, spec.version, json.dumps(spec.to_dict()), now, now),
         )
         _enroll(store, rid, spec, now)
+        if not store.db.one("SELECT 1 FROM rollout_devices WHERE rollout = ?", (rid,)):
+            raise ConfigError(f"no device matches selector {dict(spec.selector)}")
         store.audit(actor, "rollout.start", f"rollout:{rid}", "operator request", spec.to_dict())
     return rid
 
