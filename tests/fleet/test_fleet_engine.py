@@ -236,3 +236,56 @@ def test_one_controller_across_replicas_by_advisory_lock(postgres: Postgres) -> 
     second.db.close()
     sqlite = Store(open_database("sqlite:///:memory:"))
     assert sqlite.try_leader()
+
+
+def _telemetry(h: Harness, device: str, version: int, p95: float, now: float) -> None:
+    summaries = tuple(
+        {
+            "kind": "summary",
+            "model": "digits",
+            "version": version,
+            "window_start": now + k,
+            "requests": 100,
+            "error_count": 0,
+            "latency_ms": {"p50": p95 / 2, "p95": p95, "p99": p95 * 1.5},
+        }
+        for k in range(2)
+    )
+    h.engine.process(
+        [(f"es/test/dev/{device}/telemetry", encode(Telemetry(device, "now", summaries)))]
+    )
+
+
+def test_latency_regression_gate_rolls_back(h: Harness) -> None:
+    first = start(h, 1)
+    h.engine.tick(time.time())
+    now = time.time()
+    for i in range(N):
+        h.report(f"d{i:02d}", "ACTIVE", 1, 1)
+        _telemetry(h, f"d{i:02d}", 1, 10.0, now)  # baseline p95 10 ms
+    h.engine.tick(time.time())
+    assert h.status(first)["status"] == "completed"
+    rid = start(
+        h, 2, phases=(50, 100), max_failure_pct=50.0, min_devices=3, max_latency_regression_pct=20.0
+    )
+    h.engine.tick(time.time())
+    targeted = [d["device"] for d in h.status(rid)["devices"] if d["state"] == "installing"]
+    for dev in targeted:
+        h.report(dev, "ACTIVE", 2, 2)
+        _telemetry(h, dev, 2, 13.0, time.time() + 1)  # +30 %
+    h.engine.tick(time.time())
+    st = h.status(rid)
+    assert st["status"] == "paused" and st["reason"].startswith("gate latency failed"), st
+    assert st["gates"]["latency_regression_pct"] == pytest.approx(30.0)
+    assert all(h.desired(d).models["digits"].version == 1 for d in targeted)
+
+
+def test_install_timeout_fails_silent_devices(h: Harness) -> None:
+    rid = start(h, 2, max_failure_pct=0.0, min_devices=1, install_timeout_s=0.2)
+    h.engine.tick(time.time())
+    time.sleep(0.3)  # nobody reports
+    h.engine.tick(time.time())
+    st = h.status(rid)
+    assert st["status"] == "paused" and "gate failure failed" in st["reason"]
+    failed = [e for e in st["audit"] if e["action"] == "rollout.device_failed"]
+    assert failed and all("install timeout" in e["reason"] for e in failed)

@@ -274,3 +274,34 @@ def test_broker_restart_mid_rollout(
         st = finished(fleet_server, rid, "completed", timeout_s=60)
         assert st["counts"]["active"] == N
         assert wait_for(lambda: client.stats()["mqtt_connected"], 30, "server reconnected")
+
+
+def test_on_device_experiment_sets_the_split(
+    fleet_server: FleetServerProcess, sims: Factory, tmp_path: Path
+) -> None:
+    creds = register_devices(fleet_server, [f"s{i:02d}" for i in range(3)], {"hw": "x"})
+    fleet = sims(creds)
+    release(fleet_server, tmp_path, 1)
+    release(fleet_server, tmp_path, 2)
+    out = cli(
+        fleet_server,
+        "experiment",
+        "start",
+        "--model",
+        "digits",
+        "--a",
+        "1",
+        "--b",
+        "2",
+        "--split",
+        "30",
+        "--on-device",
+    )
+    assert "(on device)" in out
+    wait_for(
+        lambda: all(i.current_split("digits") == (1, 2, 30) for i in fleet.installers.values()),
+        60,
+        "every device splitting 30 % to v2",
+    )
+    assert set(fleet.active_versions("digits").values()) == {1}
+    assert all(set(i.installed_versions("digits")) == {1, 2} for i in fleet.installers.values())
