@@ -61,7 +61,7 @@ def test_quickstart_end_to_end(tmp_path: Path, broker: str, agents: int) -> None
     assert versions == {f"dev-{i}": "v2" for i in range(1, agents + 1)}
     assert summary.group(2).strip() in ("b better", "a better", "no difference yet")
     assert re.search(r"verdict: (b better|a better|no difference yet)", out)
-    for line in re.findall(r"dev-\d: 64 digits, ([\d.]+)% correct", out):
+    for line in re.findall(r"dev-\d: 32 digits, ([\d.]+)% correct", out):
         assert float(line) >= 90.0
 
     # nothing left behind: the temp dir is gone, no process mentions it
