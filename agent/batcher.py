@@ -149,6 +149,11 @@ class Batcher:
             self._queue.remove(item)
         ms = round(self._timeout_s * 1000)
         item.future.set_exception(UnavailableError(f"request timed out after {ms} ms"))
+        self._notify_idle()
+
+    def _notify_idle(self) -> None:
+        if not self.pending and self._idle is not None:
+            self._idle.set()
 
     def _kick(self) -> None:
         """Start executions while slots are free and requests wait."""
@@ -162,8 +167,6 @@ class Batcher:
                         self._timer = loop.call_later(wait, self._on_timer)
                     return
             batch = self._take()
-            if not batch:
-                continue
             self._running += 1
             start = time.perf_counter()
             for item in batch:
@@ -219,7 +222,7 @@ class Batcher:
 
     def _finish(self, fut: asyncio.Future, batch: list[_Item]) -> None:
         self._running -= 1
-        exc = fut.exception()
+        exc = UnavailableError("agent is shutting down") if fut.cancelled() else fut.exception()
         if exc is not None and len(batch) > 1 and isinstance(exc, EdgeServeError):
             # One bad request must not fail its neighbours: run each on its own again.
             self._rerun_singly(batch)
@@ -237,8 +240,7 @@ class Batcher:
                         BatchResult(outputs, item.dispatched - item.arrived, compute, rows)
                     )
         self._kick()
-        if not self.pending and self._idle is not None:
-            self._idle.set()
+        self._notify_idle()
 
     def _rerun_singly(self, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
@@ -253,7 +255,7 @@ class Batcher:
         # Same as _finish but never re-splits (a single request's error is its own).
         self._running -= 1
         item = batch[0]
-        exc = fut.exception()
+        exc = UnavailableError("agent is shutting down") if fut.cancelled() else fut.exception()
         if not item.future.done():
             if exc is not None:
                 item.future.set_exception(_as_input_error(exc))
@@ -265,8 +267,7 @@ class Batcher:
                     BatchResult(results[0], time.perf_counter() - item.arrived, compute, rows)
                 )
         self._kick()
-        if not self.pending and self._idle is not None:
-            self._idle.set()
+        self._notify_idle()
 
 
 def _as_input_error(exc: BaseException) -> BaseException:
