@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeserve.converter import onnx_passes, tflite_passes
+from edgeserve.converter import device_check, onnx_passes, tflite_passes
 from edgeserve.converter.calibration import Dataset
 from edgeserve.converter.loaders import SourceModel, onnx_io, quiet_native_stderr, tflite_io
 from edgeserve.converter.targets import Target
@@ -122,7 +122,7 @@ def build_candidate(
         if settings.device is not None and target.is_tflite:
             _tflite_specs(model_file.read_bytes(), settings.device, options)
         elif settings.device is not None:
-            options["device_check"] = onnx_passes.check_device_limits(model_file, settings.device)
+            options["device_check"] = device_check.check_device_limits(model_file, settings.device)
     elif target.is_tflite:
         data = tflite_passes.convert_tflite(source, target, calibration, settings.io_type)
         model_file = work / "model.tflite"
@@ -210,7 +210,7 @@ def _build_onnx(
     else:  # pragma: no cover - the table has no other precision
         raise ConfigError(f"no ONNX pass for precision {target.precision!r}")
     if settings.device is not None:
-        extra["device_check"] = onnx_passes.check_device_limits(out, settings.device)
+        extra["device_check"] = device_check.check_device_limits(out, settings.device)
     onnx_passes.check_loads(out)
     inputs, outputs = _read_onnx_io(out)
     if target.format == "ort":
@@ -234,7 +234,7 @@ def _tflite_specs(
     with quiet_native_stderr():  # the interpreter announces its XNNPACK delegate on stderr
         interp = interpreter_class()(model_content=data)
     if device is not None:
-        options["device_check"] = tflite_passes.check_tflite_for_device(interp, device)
+        options["device_check"] = device_check.check_tflite_for_device(interp, device)
     inputs, outputs = tflite_io(interp)
     return inputs, outputs, tflite_passes.io_quantization(interp)
 

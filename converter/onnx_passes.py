@@ -25,11 +25,9 @@ import numpy as np
 from edgeserve.converter.calibration import Dataset, batches
 from edgeserve.converter.targets import Target
 
-from edgeserve.devices import DeviceProfile
 from edgeserve.errors import ConfigError, ConversionError, ModelError, UnsupportedOpError
 
 __all__ = [
-    "check_device_limits",
     "check_loads",
     "fix_input_shapes",
     "optimize_fp32",
@@ -359,73 +357,6 @@ def _fp16_attempt(model: Any, attempt: str, blocked: list[str]) -> Any:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     return convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked or None)
-
-
-def check_device_limits(path: Path, profile: DeviceProfile) -> dict[str, Any]:
-    """Make an ONNX file loadable by the device's ONNX Runtime, or say why it cannot be.
-
-    A runtime refuses a model whose IR version or default-domain opset is newer than it
-    implements (onnxruntime.ai/docs/reference/compatibility.html). An opset that is too new is
-    converted down with ``onnx.version_converter``; every op must exist at the device's opset.
-
-    Returns:
-        What was checked/changed, for the manifest.
-
-    Raises:
-        ConfigError: the device has no ONNX Runtime.
-        UnsupportedOpError: an op newer than the device's opset (named).
-        ConversionError: the model cannot be brought within the limits.
-    """
-    import onnx
-    from onnx import defs, version_converter
-
-    info = profile.onnxruntime
-    if info is None:
-        raise ConfigError(f"device {profile.name} has no ONNX Runtime; pick a tflite target")
-    model = onnx.load(str(path))
-    before = {"ir": int(model.ir_version), "opset": _opset(model)}
-    changed = False
-    for node in model.graph.node:
-        if node.domain not in ("", "ai.onnx"):
-            continue
-        try:
-            defs.get_schema(node.op_type, info.max_opset, "")
-        except defs.SchemaError:
-            raise UnsupportedOpError(
-                f"op {node.op_type} (node {node.name!r}) does not exist at opset "
-                f"{info.max_opset}, the newest {profile.name}'s onnxruntime {info.version} loads"
-            ) from None
-    if before["opset"] > info.max_opset:
-        with _quiet():
-            try:
-                model = version_converter.convert_version(model, info.max_opset)
-            except Exception as exc:
-                raise ConversionError(
-                    f"model opset {before['opset']} is newer than {profile.name}'s onnxruntime "
-                    f"{info.version} (max {info.max_opset}) and cannot be converted down: "
-                    f"{_first(exc)}"
-                ) from exc
-        changed = True
-    if model.ir_version > info.max_ir:
-        model.ir_version = info.max_ir
-        changed = True
-    if changed:
-        try:
-            onnx.checker.check_model(model)
-        except Exception as exc:
-            raise ConversionError(
-                f"model cannot be stamped IR {info.max_ir}/opset {info.max_opset} for "
-                f"{profile.name}: {_first(exc)}"
-            ) from exc
-        onnx.save(model, str(path))
-    return {
-        "device": profile.name,
-        "onnxruntime": info.version,
-        "model_ir": before["ir"],
-        "model_opset": before["opset"],
-        "bundle_ir": int(model.ir_version),
-        "bundle_opset": _opset(model),
-    }
 
 
 def _first(exc: BaseException) -> str:

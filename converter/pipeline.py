@@ -159,6 +159,8 @@ def _check_output(out: Path, force: bool) -> None:
     parent = out.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
+    if not parent.is_dir():
+        raise StorageError(f"{out}: cannot write under {parent} (not a directory)")
     if not os.access(parent, os.W_OK):
         raise StorageError(f"{out}: cannot write to {parent} (permission denied)")
 

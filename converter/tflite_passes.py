@@ -27,10 +27,9 @@ from edgeserve.converter.calibration import Dataset
 from edgeserve.converter.loaders import SourceModel, quiet_native_stderr
 from edgeserve.converter.targets import Target
 
-from edgeserve.devices import DeviceProfile
 from edgeserve.errors import ConfigError, ConversionError, UnsupportedOpError
 
-__all__ = ["ONNX_TO_TFLITE_HELP", "check_tflite_for_device", "convert_tflite", "io_quantization"]
+__all__ = ["ONNX_TO_TFLITE_HELP", "convert_tflite", "io_quantization"]
 
 CALIBRATION_MAX_ROWS: Final = 512  # rows fed to the representative dataset
 ONNX_TO_TFLITE_HELP: Final = (
@@ -127,36 +126,3 @@ def io_quantization(interp: Any) -> dict[str, dict[str, float]]:
         if np.dtype(d["dtype"]).kind in "iu" and scale:
             out[d["name"]] = {"scale": float(scale), "zero_point": int(zero)}
     return out
-
-
-def check_tflite_for_device(interp: Any, profile: DeviceProfile) -> dict[str, Any]:
-    """Check a TFLite model's op set against what a device's TFLite runtime can run.
-
-    Device runtimes (tflite-runtime, LiteRT) have the builtin ops only: no Flex (TensorFlow)
-    delegate and no custom ops (LiteRT docs, "Select TensorFlow operators" needs the Flex
-    delegate linked in).
-
-    Returns:
-        What was checked, for the manifest.
-
-    Raises:
-        ConfigError: the device has no TFLite runtime.
-        UnsupportedOpError: Flex or custom ops, named.
-    """
-    if profile.tflite is None:
-        raise ConfigError(f"device {profile.name} has no TFLite runtime; pick an onnx target")
-    try:
-        ops = sorted({d["op_name"] for d in interp._get_ops_details()})
-    except AttributeError:  # pragma: no cover - every interpreter we support has it
-        ops = []
-    refused = [op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE")]
-    if refused:
-        raise UnsupportedOpError(
-            f"op(s) {', '.join(refused)} need the Flex delegate or custom kernels, which "
-            f"{profile.name}'s {profile.tflite.package} {profile.tflite.version} does not have"
-        )
-    return {
-        "device": profile.name,
-        "tflite": f"{profile.tflite.package} {profile.tflite.version}",
-        "ops": ops,
-    }
