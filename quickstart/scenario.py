@@ -68,6 +68,7 @@ class Quickstart:
         agents: how many agent processes (devices) to start.
         echo: where the step-by-step output goes.
         broker_kind: ``auto`` (Mosquitto when on PATH, else amqtt), ``mosquitto`` or ``amqtt``.
+        steps_total: how many steps the run prints (the examples reuse the first four).
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class Quickstart:
         agents: int = 3,
         echo: Callable[[str], None] = print,
         broker_kind: str = "auto",
+        steps_total: int = 8,
     ) -> None:
         self.workdir = workdir
         self.n_agents = agents
@@ -94,7 +96,7 @@ class Quickstart:
         self.bundles: dict[int, Path] = {}
         self.devices: list[dict[str, Any]] = []
         self._step = 0
-        self._steps_total = 8
+        self._steps_total = steps_total
 
     # -- output ------------------------------------------------------------------------------
 
@@ -102,6 +104,16 @@ class Quickstart:
         """Print a step header."""
         self._step += 1
         self.echo(f"\n[{self._step}/{self._steps_total}] {title}")
+
+    def setup(self) -> None:
+        """Steps 1-4 (model, conversion, services, v1 everywhere): the base the examples share."""
+        for fn in (self.train, self.convert, self.start_services, self.release_v1):
+            fn()
+
+    def table(self, text: str) -> None:
+        """Print a command's table output, indented under the step."""
+        for line in text.rstrip().splitlines():
+            self.echo(f"    {line}")
 
     def note(self, text: str) -> None:
         """Print an indented line of the current step."""
