@@ -1,0 +1,57 @@
+"""The converter's library API: exported names, and conversion without the CLI."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import edgeserve.converter as converter
+import pytest
+from edgeserve.converter import ConvertOptions, convert_model
+
+from edgeserve.errors import ConfigError
+
+
+def test_exported_members_are_pinned() -> None:
+    assert sorted(converter.__all__) == sorted([
+        "TARGETS", "ConvertOptions", "ConvertResult", "Target", "convert_model", "get_target",
+    ])  # fmt: skip
+    for name in converter.__all__:
+        assert hasattr(converter, name)
+
+
+def test_convert_model_without_the_cli_reports_progress(digits, tmp_path: Path) -> None:
+    steps: list[str] = []
+    result = convert_model(
+        ConvertOptions(
+            model=digits.onnx,
+            target="onnx-cpu-fp32",
+            validation=digits.validation,
+            labels=digits.labels,
+            output=tmp_path / "out",
+        ),
+        progress=steps.append,
+    )
+    assert result.target.name == "onnx-cpu-fp32"
+    assert result.bundle.path == tmp_path / "out"
+    assert result.validation["accuracy_original"] == result.validation["accuracy_converted"]
+    assert steps[0] == "loading model" and steps[-1] == "writing bundle"
+    assert "validating onnx-cpu-fp32" in steps
+
+
+def test_quantization_without_sympy_says_what_to_install(
+    digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # onnxruntime >= 1.31 no longer depends on sympy, but its quantization pre-processing
+    # (symbolic shape inference) imports it; a None entry makes `import sympy` fail here.
+    monkeypatch.setitem(sys.modules, "sympy", None)
+    with pytest.raises(ConfigError, match=r"sympy.*edgeserve\[convert\]"):
+        convert_model(
+            ConvertOptions(
+                model=digits.onnx,
+                target="onnx-cpu-int8",
+                calibration=digits.calibration,
+                output=tmp_path / "out",
+            )
+        )
+    assert not (tmp_path / "out").exists()
