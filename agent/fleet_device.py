@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -32,20 +31,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from edgeserve.agent.download import DownloadLimits, download_artifact
+from edgeserve.agent.download import DownloadLimits
 from edgeserve.agent.fleet_config import FleetConfig
+from edgeserve.agent.fleet_install import InstallPipeline
 from edgeserve.agent.fleet_installer import Installer, TelemetrySource
+from edgeserve.agent.fleet_telemetry import TelemetryPublisher
 
 from edgeserve import __version__
-from edgeserve.bundle import unpack_bundle
-from edgeserve.errors import BundleError, EdgeServeError, StorageError, TransportError
-from edgeserve.manifest import Manifest, canonical_json
+from edgeserve.errors import EdgeServeError, StorageError, TransportError
+from edgeserve.manifest import canonical_json
 from edgeserve.mqtt import MqttClient, MqttConfig, MqttLoop, Will
 from edgeserve.protocol import (
     MAX_PAYLOAD_BYTES,
     PRESENCE_OFFLINE,
     PRESENCE_ONLINE,
-    Artifact,
     DesiredState,
     InstallMachine,
     InstallState,
@@ -54,12 +53,10 @@ from edgeserve.protocol import (
     ProtocolError,
     ReportCoalescer,
     Reported,
-    Telemetry,
     encode,
     topics,
 )
 from edgeserve.trust import (
-    DigestMismatchError,
     Keyring,
     MixAndMatchError,
     ReplayError,
@@ -69,11 +66,9 @@ from edgeserve.trust import (
     parse_envelope,
     reason_code,
     update_keyring,
-    verify_bundle_files,
     verify_document,
     verify_envelope,
     verify_keyring,
-    verify_release,
     write_atomic,
 )
 
@@ -126,11 +121,17 @@ class DeviceSync:
         self._http = http or httpx.Client(follow_redirects=True)
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, f"fleet-{config.device}")
-        self._telemetry = telemetry
-        self._limits = DownloadLimits(
-            max_bytes=config.max_download_bytes,
-            retries=config.download_retries,
-            timeout_s=config.download_timeout_s,
+        self._telemetry: TelemetryPublisher | None = None
+        self._pipeline = InstallPipeline(
+            installer,
+            self._http,
+            DownloadLimits(
+                max_bytes=config.max_download_bytes,
+                retries=config.download_retries,
+                timeout_s=config.download_timeout_s,
+            ),
+            self.downloads,
+            clock_slack_s=config.clock_slack_s,
         )
         self._lock = threading.Lock()
         self._pending: bytes | None = None
@@ -152,8 +153,6 @@ class DeviceSync:
         self._coalescer = ReportCoalescer()
         self._report_lock = threading.Lock()  # the coalescer is used by worker and MQTT thread
         self._timers: list[threading.Timer] = []
-        self._telemetry_inflight = False
-        self._ticker: threading.Thread | None = None
         self.mqtt = MqttClient(
             MqttConfig(
                 url=config.broker,
@@ -166,6 +165,17 @@ class DeviceSync:
             loop=loop,
             on_connect=self._on_connect,
         )
+        if telemetry is not None:
+            self._telemetry = TelemetryPublisher(
+                telemetry,
+                self.mqtt,
+                self.topics.telemetry,
+                config.device,
+                batch=config.telemetry_batch,
+                interval_s=config.telemetry_interval_s,
+                clock=clock,
+                stats=self.stats,
+            )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -182,10 +192,7 @@ class DeviceSync:
         self.mqtt.subscribe(self.topics.desired, self._on_desired)
         self.mqtt.start()
         if self._telemetry is not None:
-            self._ticker = threading.Thread(
-                target=self._tick, name=f"fleet-telemetry-{self.config.device}", daemon=True
-            )
-            self._ticker.start()
+            self._telemetry.start()
         if self.desired is not None:
             self._kick(reconcile=True)
 
@@ -200,8 +207,8 @@ class DeviceSync:
             done.wait(2.0)
         self.mqtt.stop()
         self._idle.wait(timeout_s)
-        if self._ticker is not None:
-            self._ticker.join(timeout=2)
+        if self._telemetry is not None:
+            self._telemetry.stop()
         if self._own_executor:
             self._executor.shutdown(wait=False)
         if self._own_http:
@@ -224,7 +231,8 @@ class DeviceSync:
         with self._report_lock:
             self._coalescer.forget()
         self._publish_report()
-        self._telemetry_inflight = False  # paho resends an in-flight batch itself
+        if self._telemetry is not None:
+            self._telemetry.reconnected()
 
     def _on_desired(self, topic: str, payload: bytes, retained: bool) -> None:
         self.stats["received_desired"] += 1
@@ -363,14 +371,19 @@ class DeviceSync:
             return
         active = self.installer.active_version(name)
         machine = self._machines.setdefault(name, InstallMachine())
-        if active == target.version and self._split_ok(name, target):
+        if active == target.version and self._pipeline.split_ok(name, target):
             if machine.state is not S.ACTIVE:
                 self._machines[name] = InstallMachine(S.ACTIVE)
             self._done[name] = (seq, target.version)
             self._set(name, ModelStatus(S.ACTIVE, active, target.version, self._prev(name)))
             return
         self._attempts[name] = self._attempts.get(name, 0) + 1
-        state, error, code = self._install(name, target, machine, active)
+        self._set(name, ModelStatus(S.DOWNLOADING, active, target.version, self._prev(name)))
+        state, error, code = self._pipeline.run(
+            name, target, machine, active=active, keyring=self.keyring, now=self.clock()
+        )
+        if state is S.ACTIVE:
+            self._prev_versions[name] = active
         now_active = self.installer.active_version(name)
         self._set(name, ModelStatus(state, now_active, target.version, active, error, code))
         if state is S.FAILED and self._attempts[name] < self.config.install_attempts:
@@ -381,138 +394,8 @@ class DeviceSync:
         elif state is not S.FAILED:
             self._done[name] = (seq, target.version)
 
-    def _install(
-        self, name: str, target: ModelTarget, m: InstallMachine, active: int | None
-    ) -> tuple[InstallState, str | None, str | None]:
-        """Run one install to a terminal state; return (state, error, reason_code)."""
-        m.advance(S.DOWNLOADING)
-        self._set(name, ModelStatus(S.DOWNLOADING, active, target.version, self._prev(name)))
-        keyring = self.keyring
-        try:
-            if keyring is None:
-                raise VerificationError("no trusted keyring")
-            wanted = [(target.version, target.artifact, target.release)]
-            if target.split is not None:
-                sp = target.split
-                wanted.append((sp.b_version, sp.b_artifact, sp.b_release))
-            now = self.clock()
-            parts = [
-                (
-                    version,
-                    artifact,
-                    verify_release(
-                        release,
-                        keyring,
-                        now=now,
-                        installed_version=active,
-                        allow_downgrade=target.allow_downgrade,
-                        expected_name=name,
-                        expected_version=version,
-                        clock_slack_s=self.config.clock_slack_s,
-                    ),
-                )
-                for version, artifact, release in wanted
-            ]
-            staged = [self._fetch(name, v, art, man) for v, art, man in parts]
-            m.advance(S.VERIFYING)
-            for bundle_dir in staged:
-                if bundle_dir is not None:
-                    verify_bundle_files(bundle_dir, _manifest_of(parts, bundle_dir))
-            m.advance(S.STAGED)
-            for bundle_dir in staged:
-                if bundle_dir is not None:
-                    self.installer.install(bundle_dir)
-                    shutil.rmtree(bundle_dir, ignore_errors=True)
-            m.advance(S.WARMING)
-        except VerificationError as exc:
-            m.advance(S.REJECTED)
-            self._cleanup_downloads()
-            return S.REJECTED, str(exc)[:500], reason_code(exc)
-        except BundleError as exc:
-            m.advance(S.REJECTED)
-            self._cleanup_downloads()
-            return S.REJECTED, str(exc)[:500], "bad_bundle"
-        except (TransportError, StorageError) as exc:
-            m.advance(S.FAILED)
-            code = "download" if isinstance(exc, TransportError) else "storage"
-            return S.FAILED, str(exc)[:500], code
-        except EdgeServeError as exc:
-            m.advance(S.FAILED)
-            return S.FAILED, str(exc)[:500], "install"
-        self._cleanup_downloads()
-        return self._activate(name, target, m, active)
-
-    def _activate(
-        self, name: str, target: ModelTarget, m: InstallMachine, active: int | None
-    ) -> tuple[InstallState, str | None, str | None]:
-        try:
-            self.installer.activate(name, target.version)
-        except Exception as exc:  # the installer keeps the old version serving
-            m.advance(S.FAILED)
-            return S.FAILED, f"activation failed: {exc}"[:500], "activation"
-        try:
-            self.installer.health_check(name, target.version)
-            if target.split is not None:
-                self.installer.health_check(name, target.split.b_version)
-        except Exception as exc:
-            if active is not None and active != target.version:
-                try:
-                    self.installer.activate(name, active)
-                except Exception:
-                    log.exception("fleet sync: rollback of %s to v%s failed", name, active)
-                m.advance(S.ROLLED_BACK)
-                return S.ROLLED_BACK, f"health check failed: {exc}"[:500], "health_check"
-            m.advance(S.FAILED)
-            return (
-                S.FAILED,
-                f"health check failed, nothing to roll back to: {exc}"[:500],
-                ("health_check"),
-            )
-        try:
-            sp = target.split
-            if sp is not None:
-                self.installer.set_split(name, sp.a_version, sp.b_version, sp.weight_b)
-            elif self.installer.current_split(name) is not None:
-                self.installer.clear_split(name)
-        except Exception as exc:
-            m.advance(S.FAILED)
-            return S.FAILED, f"split failed: {exc}"[:500], "split"
-        self._prev_versions[name] = active
-        m.advance(S.ACTIVE)
-        return S.ACTIVE, None, None
-
     def _prev(self, name: str) -> int | None:
         return self._prev_versions.get(name)
-
-    def _split_ok(self, name: str, target: ModelTarget) -> bool:
-        current = self.installer.current_split(name)
-        if target.split is None:
-            return current is None
-        sp = target.split
-        return current == (sp.a_version, sp.b_version, sp.weight_b)
-
-    def _fetch(
-        self, name: str, version: int, artifact: Artifact, manifest: Manifest
-    ) -> Path | None:
-        """Download and unpack one version; None when it is already installed."""
-        if version in self.installer.installed_versions(name):
-            return None
-        tar = download_artifact(self._http, artifact, self.downloads, self._limits)
-        dest = self.downloads / f"unpack-{artifact.sha256[:16]}"
-        shutil.rmtree(dest, ignore_errors=True)
-        try:
-            bundle = unpack_bundle(tar, dest)
-        except BundleError as exc:
-            # the tar matched the signed artifact hash yet is not a sound bundle: its content
-            # is not what the release key signed (arbitrary artifact)
-            raise DigestMismatchError(f"artifact is not the signed bundle: {exc}") from exc
-        finally:
-            tar.unlink(missing_ok=True)
-        return bundle.path
-
-    def _cleanup_downloads(self) -> None:
-        for entry in self.downloads.glob("unpack-*") if self.downloads.is_dir() else []:
-            shutil.rmtree(entry, ignore_errors=True)
 
     def _retry_later(self, attempt: int) -> None:
         delay = self.config.retry_backoff_s * 2 ** (attempt - 1)
@@ -557,43 +440,10 @@ class DeviceSync:
         except (TransportError, ProtocolError) as exc:
             log.warning("fleet sync %s: report not sent: %s", self.config.device, exc)
 
-    # ------------------------------------------------------------------ telemetry
-
-    def _tick(self) -> None:
-        while not self._stopped.wait(self.config.telemetry_interval_s):
-            self.flush_telemetry()
-
     def flush_telemetry(self) -> int:
-        """Publish one batch of buffered telemetry if connected and none is in flight;
-        the batch is acknowledged in the buffer on PUBACK. Returns the records sent."""
-        source = self._telemetry
-        if source is None or self._telemetry_inflight or not self.mqtt.connected:
-            return 0
-        batch = source.pending(self.config.telemetry_batch)
-        if not batch:
-            return 0
-        last_id = batch[-1][0]
-        message = Telemetry(
-            self.config.device,
-            format_time(self.clock()),
-            tuple(r for _, r in batch),
-            source.dropped,
-        )
-
-        def acked() -> None:
-            source.ack(last_id)
-            self._telemetry_inflight = False
-            self.stats["telemetry_acked"] += len(batch)
-
-        self._telemetry_inflight = True
-        try:
-            self.mqtt.publish(self.topics.telemetry, encode(message), on_ack=acked)
-        except (TransportError, ProtocolError) as exc:
-            self._telemetry_inflight = False
-            log.warning("fleet sync %s: telemetry not sent: %s", self.config.device, exc)
-            return 0
-        self.stats["published_telemetry"] += 1
-        return len(batch)
+        """Publish one batch of buffered telemetry now (else every ``telemetry_interval_s``);
+        returns the records sent."""
+        return 0 if self._telemetry is None else self._telemetry.flush()
 
     # ------------------------------------------------------------------ persistence
 
@@ -646,10 +496,3 @@ def _version_of(envelope: Any) -> int | None:
         return json.loads(envelope)["signed"]["version"]
     except (ValueError, KeyError, TypeError):
         return None
-
-
-def _manifest_of(parts: list[tuple[int, Artifact, Manifest]], bundle_dir: Path) -> Manifest:
-    for _version, artifact, manifest in parts:
-        if bundle_dir.name == f"unpack-{artifact.sha256[:16]}":
-            return manifest
-    raise BundleError(f"{bundle_dir}: not one of this install's bundles")  # pragma: no cover

@@ -1,0 +1,218 @@
+"""One model install, from a verified desired target to a terminal state (the steps of
+:mod:`edgeserve.protocol_states`' table), for :class:`~.fleet_device.DeviceSync`.
+
+Nothing reaches the store before the release signature (pure check, before any byte is
+downloaded), the artifact's length and sha256 (while streaming) and every file against the
+signed manifest passed. Failure before activation leaves the old version serving; a failed
+health check after activation activates the previous version again (ROLLED_BACK).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+from edgeserve.agent.download import DownloadLimits, download_artifact
+from edgeserve.agent.fleet_installer import Installer
+
+from edgeserve.bundle import unpack_bundle
+from edgeserve.errors import BundleError, EdgeServeError, StorageError, TransportError
+from edgeserve.manifest import Manifest
+from edgeserve.protocol import Artifact, InstallMachine, InstallState, ModelTarget
+from edgeserve.trust import (
+    DigestMismatchError,
+    Keyring,
+    VerificationError,
+    reason_code,
+    verify_bundle_files,
+    verify_release,
+)
+
+__all__ = ["InstallPipeline", "Outcome"]
+
+log = logging.getLogger(__name__)
+S = InstallState
+Outcome = tuple[InstallState, "str | None", "str | None"]  # (state, error, reason_code)
+
+
+class InstallPipeline:
+    """Downloads, verifies, installs, activates and health-checks one model's target.
+
+    Args:
+        installer: the store and runtime.
+        http: the shared httpx client.
+        limits: download bounds.
+        downloads: where ``.part``/``.tar`` files and unpacked bundles live.
+        clock_slack_s: tolerated clock error for expiry checks.
+    """
+
+    def __init__(
+        self,
+        installer: Installer,
+        http: httpx.Client,
+        limits: DownloadLimits,
+        downloads: Path,
+        *,
+        clock_slack_s: float = 0.0,
+    ) -> None:
+        self.installer = installer
+        self.http = http
+        self.limits = limits
+        self.downloads = downloads
+        self.clock_slack_s = clock_slack_s
+
+    def run(
+        self,
+        name: str,
+        target: ModelTarget,
+        m: InstallMachine,
+        *,
+        active: int | None,
+        keyring: Keyring | None,
+        now: datetime,
+    ) -> Outcome:
+        """Take one model from a terminal state through the install to a terminal state.
+
+        Args:
+            name: the model.
+            target: what the desired state asks for.
+            m: the model's state machine (advanced here, from a terminal state).
+            active: the version serving now (rollback check, health-check fallback).
+            keyring: the trusted keyring.
+            now: reference time for expiry checks.
+
+        Returns:
+            ``(state, error, reason_code)``: ACTIVE, FAILED, REJECTED or ROLLED_BACK.
+        """
+        m.advance(S.DOWNLOADING)
+        try:
+            if keyring is None:
+                raise VerificationError("no trusted keyring")
+            wanted = [(target.version, target.artifact, target.release)]
+            if target.split is not None:
+                sp = target.split
+                wanted.append((sp.b_version, sp.b_artifact, sp.b_release))
+            parts = [
+                (
+                    version,
+                    artifact,
+                    verify_release(
+                        release,
+                        keyring,
+                        now=now,
+                        installed_version=active,
+                        allow_downgrade=target.allow_downgrade,
+                        expected_name=name,
+                        expected_version=version,
+                        clock_slack_s=self.clock_slack_s,
+                    ),
+                )
+                for version, artifact, release in wanted
+            ]
+            staged = [self._fetch(name, v, art, man) for v, art, man in parts]
+            m.advance(S.VERIFYING)
+            for bundle_dir in staged:
+                if bundle_dir is not None:
+                    verify_bundle_files(bundle_dir, _manifest_of(parts, bundle_dir))
+            m.advance(S.STAGED)
+            for bundle_dir in staged:
+                if bundle_dir is not None:
+                    self.installer.install(bundle_dir)
+                    shutil.rmtree(bundle_dir, ignore_errors=True)
+            m.advance(S.WARMING)
+        except VerificationError as exc:
+            m.advance(S.REJECTED)
+            self._cleanup_downloads()
+            return S.REJECTED, str(exc)[:500], reason_code(exc)
+        except BundleError as exc:
+            m.advance(S.REJECTED)
+            self._cleanup_downloads()
+            return S.REJECTED, str(exc)[:500], "bad_bundle"
+        except (TransportError, StorageError) as exc:
+            m.advance(S.FAILED)
+            code = "download" if isinstance(exc, TransportError) else "storage"
+            return S.FAILED, str(exc)[:500], code
+        except EdgeServeError as exc:
+            m.advance(S.FAILED)
+            return S.FAILED, str(exc)[:500], "install"
+        self._cleanup_downloads()
+        return self._activate(name, target, m, active)
+
+    def _activate(
+        self, name: str, target: ModelTarget, m: InstallMachine, active: int | None
+    ) -> Outcome:
+        try:
+            self.installer.activate(name, target.version)
+        except Exception as exc:  # the installer keeps the old version serving
+            m.advance(S.FAILED)
+            return S.FAILED, f"activation failed: {exc}"[:500], "activation"
+        try:
+            self.installer.health_check(name, target.version)
+            if target.split is not None:
+                self.installer.health_check(name, target.split.b_version)
+        except Exception as exc:
+            if active is not None and active != target.version:
+                try:
+                    self.installer.activate(name, active)
+                except Exception:
+                    log.exception("fleet sync: rollback of %s to v%s failed", name, active)
+                m.advance(S.ROLLED_BACK)
+                return S.ROLLED_BACK, f"health check failed: {exc}"[:500], "health_check"
+            m.advance(S.FAILED)
+            return (
+                S.FAILED,
+                f"health check failed, nothing to roll back to: {exc}"[:500],
+                ("health_check"),
+            )
+        try:
+            sp = target.split
+            if sp is not None:
+                self.installer.set_split(name, sp.a_version, sp.b_version, sp.weight_b)
+            elif self.installer.current_split(name) is not None:
+                self.installer.clear_split(name)
+        except Exception as exc:
+            m.advance(S.FAILED)
+            return S.FAILED, f"split failed: {exc}"[:500], "split"
+        m.advance(S.ACTIVE)
+        return S.ACTIVE, None, None
+
+    def split_ok(self, name: str, target: ModelTarget) -> bool:
+        """True when the installer's A/B split of ``name`` is what ``target`` asks for."""
+        current = self.installer.current_split(name)
+        if target.split is None:
+            return current is None
+        sp = target.split
+        return current == (sp.a_version, sp.b_version, sp.weight_b)
+
+    def _fetch(
+        self, name: str, version: int, artifact: Artifact, manifest: Manifest
+    ) -> Path | None:
+        """Download and unpack one version; None when it is already installed."""
+        if version in self.installer.installed_versions(name):
+            return None
+        tar = download_artifact(self.http, artifact, self.downloads, self.limits)
+        dest = self.downloads / f"unpack-{artifact.sha256[:16]}"
+        shutil.rmtree(dest, ignore_errors=True)
+        try:
+            bundle = unpack_bundle(tar, dest)
+        except BundleError as exc:
+            # the tar matched the signed artifact hash yet is not a sound bundle: its content
+            # is not what the release key signed (arbitrary artifact)
+            raise DigestMismatchError(f"artifact is not the signed bundle: {exc}") from exc
+        finally:
+            tar.unlink(missing_ok=True)
+        return bundle.path
+
+    def _cleanup_downloads(self) -> None:
+        for entry in self.downloads.glob("unpack-*") if self.downloads.is_dir() else []:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _manifest_of(parts: list[tuple[int, Artifact, Manifest]], bundle_dir: Path) -> Manifest:
+    for _version, artifact, manifest in parts:
+        if bundle_dir.name == f"unpack-{artifact.sha256[:16]}":
+            return manifest
+    raise BundleError(f"{bundle_dir}: not one of this install's bundles")  # pragma: no cover
