@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -225,19 +225,21 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
     with tempfile.TemporaryDirectory(prefix="edgeserve-convert-") as tmp:
         results: list[tuple[Built, dict[str, Any]]] = []
         errors: list[EdgeServeError] = []
+        failed: list[dict[str, str]] = []
         for i, target in enumerate(targets):
             step(f"converting to {target.name}")
             try:
                 built = build_candidate(
                     source, target, settings, calibration, Path(tmp) / f"c{i}", validation
                 )
+                step(f"validating {target.name}")
+                results.append((built, _validate(built, validation, original, labels, batch)))
             except EdgeServeError as exc:
+                # --precision auto: a candidate that cannot be built is reported, not fatal
                 if len(targets) == 1:
                     raise
                 errors.append(exc)
-                continue
-            step(f"validating {target.name}")
-            results.append((built, _validate(built, validation, original, labels, batch)))
+                failed.append({"target": target.name, "error": " ".join(str(exc).split())})
         if not results:
             raise errors[0]
         chosen, metrics, candidates = _choose(results, opts)
@@ -248,22 +250,16 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
             **_accuracy(metrics, "accuracy_original"),
         }
         _check_budget(metrics, opts.max_accuracy_drop)
-        if len(candidates) > 1:
+        if len(targets) > 1:
             metrics["candidates"] = candidates
+        if failed:
+            metrics["failed_candidates"] = failed
         step("writing bundle")
         manifest = chosen.bundle.manifest
-        final_manifest = type(manifest)(
-            **{**_manifest_fields(manifest), "validation": metrics, "files": ()}
-        )
+        final_manifest = replace(manifest, validation=metrics, files=())
         files = {f.path: (chosen.bundle.path / f.path, f.role) for f in manifest.files}
         bundle = write_bundle(out, final_manifest, files, overwrite=opts.force)
     return ConvertResult(bundle, chosen.target, metrics, candidates)
-
-
-def _manifest_fields(manifest: Any) -> dict[str, Any]:
-    from dataclasses import fields
-
-    return {f.name: getattr(manifest, f.name) for f in fields(manifest)}
 
 
 def _accuracy(metrics: dict[str, Any], key: str) -> dict[str, Any]:
