@@ -60,12 +60,15 @@ class RuntimeConfig:
         threads: intra-op threads per model (ORT) or interpreter threads (TFLite); 0 = default.
         workers: worker threads for blocking runtime calls, shared by all models.
         warmup_runs: inference runs before a model version reports ready.
+        spin: let ONNX Runtime's intra-op threads busy-wait between runs; off by default so
+            idle pool threads leave the CPU to the HTTP loop (matters on 2-4 core devices).
     """
 
     providers: tuple[str, ...] = ()
     threads: int = 0
     workers: int = 2
     warmup_runs: int = 2
+    spin: bool = False
 
 
 @dataclass(frozen=True)

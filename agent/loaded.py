@@ -60,6 +60,7 @@ def open_runtime(bundle: Bundle, model_cfg: ModelConfig, runtime_cfg: RuntimeCon
     options = RuntimeOptions(
         providers=tuple(providers) if providers else None,
         threads=model_cfg.threads or runtime_cfg.threads,
+        spin=runtime_cfg.spin,
     )
     return load_runtime(bundle, options)
 

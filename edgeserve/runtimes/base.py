@@ -22,10 +22,14 @@ class RuntimeOptions:
     Attributes:
         providers: ONNX Runtime execution providers to try in order; None = the bundle's order.
         threads: intra-op threads; 0 = the runtime's default.
+        spin: let ONNX Runtime's intra-op threads busy-wait between runs (its default). A
+            server turns it off so idle pool threads do not take CPU from the request loop
+            (ORT docs, "Thread management": ``session.intra_op.allow_spinning``).
     """
 
     providers: tuple[str, ...] | None = None
     threads: int = 0
+    spin: bool = True
 
 
 class Runtime(Protocol):

@@ -56,6 +56,8 @@ class OnnxRuntime:
         if options.threads:
             sess_options.intra_op_num_threads = options.threads
         sess_options.inter_op_num_threads = 1
+        if not options.spin:
+            sess_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         wanted = options.providers if options.providers is not None else manifest.providers
         self.providers = choose_providers(tuple(wanted), ort.get_available_providers())
         try:
