@@ -49,7 +49,10 @@ __all__ = [
 
 KEYRING_MAX_BYTES: Final = 262_144  # bytes; after tuf ngclient's root_max_length, smaller
 _MAX_KEYS_PER_ROLE: Final = 16
-_ISO_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+_ISO_RE: Final = re.compile(
+    # fractions of 3 or 6 digits only: what datetime.fromisoformat accepts on Python 3.10
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3}|\.\d{6})?(Z|[+-]\d{2}:\d{2})$"
+)
 
 KeyLike = SigningKey | str
 

@@ -3,12 +3,20 @@ stand-in installer (the real agent is exercised in test_sync_agent.py)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
+from pathlib import Path
 
 from support.artifact_server import ArtifactServer, Fault
+from support.broker import Mosquitto
+from support.fleet_keys import FleetKeys, make_signed_bundle
 from support.fleet_sync import FleetDriver, Release, model_state
 
+from edgeserve.bundle import read_bundle
+from edgeserve.keys_cli import load_keyring_chain, rotate_keys
 from edgeserve.protocol import InstallState
+from edgeserve.trust import SigningKey
 
 
 def _wait(pred, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
@@ -109,3 +117,52 @@ def test_sync_device_on_device_split(
     driver.publish("dev1", driver.desired("dev1", {"linear": releases["v3"].target()}))
     driver.wait_report("dev1", model_state("linear", "ACTIVE", 3))
     assert inst.current_split("linear") is None
+
+
+def test_sync_device_walks_root_rotations_delivered_in_desired(
+    make_device,
+    driver: FleetDriver,
+    artifacts: ArtifactServer,
+    fleet_keys: FleetKeys,
+    tmp_path: Path,
+) -> None:
+    """A device pinned to root v1 (no keyring file configured) follows two root + release
+    rotations shipped in the desired document, then installs a release by the newest key."""
+    keys_dir = tmp_path / "keys"
+    shutil.copytree(fleet_keys.directory, keys_dir)
+    rotate_keys(keys_dir)
+    rotate_keys(keys_dir)
+    chain = load_keyring_chain(keys_dir)
+    bundle = make_signed_bundle(
+        tmp_path / "b", [SigningKey.load(keys_dir / "release.key")], version=2
+    )
+    rel = Release(read_bundle(bundle.path), artifacts, tmp_path, "rotated-v2")
+    sync, _inst = make_device(keyring="")
+    assert sync.keyring is None
+    driver.publish("dev1", driver.desired("dev1", {"linear": rel.target()}, keyrings=chain))
+    driver.wait_report("dev1", model_state("linear", "ACTIVE", 2))
+    assert sync.keyring is not None and sync.keyring.version == 3
+    saved = json.loads((sync.dir / "keyring.json").read_bytes())
+    assert saved["signed"]["version"] == 3
+
+
+def test_sync_device_converges_through_a_broker_restart(
+    make_device,
+    driver: FleetDriver,
+    releases: dict[str, Release],
+    artifacts: ArtifactServer,
+    mosquitto: Mosquitto,
+) -> None:
+    rel = releases["v2"]
+    artifacts.faults[rel.path] = Fault(rate=len(rel.data) // 2)  # ~2 s download
+    sync, inst = make_device()
+    driver.publish("dev1", driver.desired("dev1", {"linear": rel.target()}))
+    driver.wait_report("dev1", model_state("linear", "DOWNLOADING"))
+    mosquitto.stop()  # the broker dies mid-download; the download itself goes on
+    time.sleep(1.0)
+    mosquitto.start()
+    driver.client.wait_connected(15)
+    # the final report was queued by paho while offline (QoS 1) or retained by the broker
+    driver.wait_report("dev1", model_state("linear", "ACTIVE", 2), timeout_s=30)
+    assert inst.active_version("linear") == 2
+    assert sync.mqtt.connects >= 2
