@@ -81,7 +81,8 @@ def fix_input_shapes(model: Any, shapes: Mapping[str, tuple[int, ...]]) -> Any:
             continue
         dims = value.type.tensor_type.shape.dim
         for dim, size in zip(dims, shapes[value.name], strict=True):
-            if not (dim.HasField("dim_value") and dim.dim_value > 0):
+            # -1 = keep it dynamic (the batch axis of static int8); fixed dims stay as they are
+            if size > 0 and not (dim.HasField("dim_value") and dim.dim_value > 0):
                 dim.Clear()
                 dim.dim_value = int(size)
     del model.graph.value_info[:]

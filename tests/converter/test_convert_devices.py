@@ -207,3 +207,18 @@ def test_two_inputs_take_an_npz_keyed_by_name(tmp_path: Path) -> None:
     )
     assert good.exit_code == 0, good.stderr
     assert set(load_sample(out)) == {"a", "b"}
+
+
+def test_static_int8_keeps_the_batch_axis_symbolic(tmp_path: Path) -> None:
+    source = _dynamic_model(tmp_path / "dyn.onnx")
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32))
+    out = tmp_path / "int8"
+    assert (
+        invoke_convert(source, "-t", "onnx-cpu-int8", "--calibration", calib, "-o", out).exit_code
+        == 0
+    )
+    (x,) = [i for i in onnx.load(str(out / "model.onnx")).graph.input if i.name == "x"]
+    batch, features = x.type.tensor_type.shape.dim
+    assert batch.dim_param and not batch.HasField("dim_value")  # still symbolic, never -1
+    assert features.dim_value == 64
