@@ -185,9 +185,11 @@ class _Reader:
         self._it = iter(self._batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next calibration batch, or None when exhausted (ORT's reader protocol)."""
         return next(self._it, None)
 
     def rewind(self) -> None:
+        """Start over (ORT rewinds between calibration passes)."""
         self._it = iter(self._batches)
 
 
@@ -195,7 +197,7 @@ def _reader(data: Dataset, batch: int) -> Any:
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(_Reader, CalibrationDataReader):
-        pass
+        """ORT's abstract reader, implemented by :class:`_Reader`."""
 
     return Reader(data, batch)
 
