@@ -144,6 +144,13 @@ class InstallPipeline:
     def _activate(
         self, name: str, target: ModelTarget, m: InstallMachine, active: int | None
     ) -> Outcome:
+        if active is None:
+            # Nothing to roll back to: check the first version before it serves anything.
+            try:
+                self.installer.health_check(name, target.version)
+            except Exception as exc:
+                m.advance(S.FAILED)
+                return S.FAILED, f"health check failed: {exc}"[:500], "health_check"
         try:
             self.installer.activate(name, target.version)
         except Exception as exc:  # the installer keeps the old version serving
@@ -161,12 +168,8 @@ class InstallPipeline:
                     log.exception("fleet sync: rollback of %s to v%s failed", name, active)
                 m.advance(S.ROLLED_BACK)
                 return S.ROLLED_BACK, f"health check failed: {exc}"[:500], "health_check"
-            m.advance(S.FAILED)
-            return (
-                S.FAILED,
-                f"health check failed, nothing to roll back to: {exc}"[:500],
-                ("health_check"),
-            )
+            m.advance(S.FAILED)  # re-installing the active version failed its check
+            return S.FAILED, f"health check failed: {exc}"[:500], "health_check"
         try:
             sp = target.split
             if sp is not None:

@@ -166,3 +166,13 @@ def test_sync_device_converges_through_a_broker_restart(
     driver.wait_report("dev1", model_state("linear", "ACTIVE", 2), timeout_s=30)
     assert inst.active_version("linear") == 2
     assert sync.mqtt.connects >= 2
+
+
+def test_sync_device_first_install_failing_its_check_never_serves(
+    make_device, driver: FleetDriver, releases: dict[str, Release]
+) -> None:
+    _sync, inst = make_device()
+    driver.publish("dev1", driver.desired("dev1", {"linear": releases["v4-bad"].target()}))
+    rep = driver.wait_report("dev1", model_state("linear", "FAILED"))
+    assert rep.models["linear"].reason_code == "health_check"
+    assert inst.active_version("linear") is None
