@@ -170,3 +170,30 @@ def _wait(pred: Any, timeout: float, interval: float = 0.02) -> None:
     while not pred():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(interval)
+
+
+def test_sync_agent_bad_fleet_section_is_one_line_error(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    fleet = {"broker": mosquitto.url, "device": "dev1", "trust_anchor": str(tmp_path / "no.json")}
+    agent = start_agent(tmp_path / "state", config={"fleet": fleet}, wait=False)
+    try:
+        code = agent.process.wait(60)
+    finally:
+        agent.kill()
+    lines = [ln for ln in agent.log().splitlines() if ln.strip()]
+    assert code == 2, agent.log()
+    assert "trust anchor" in lines[-1] and "Traceback" not in agent.log()
+
+
+def test_sync_agent_clean_stop_publishes_offline_presence(
+    agents: Any, driver: FleetDriver, mosquitto: Mosquitto
+) -> None:
+    agent = agents()
+    seen: list[tuple[bytes, bool]] = []
+    driver.client.subscribe(
+        topics("es/", FLEET, "dev1").presence, lambda t, p, r: seen.append((p, r))
+    )
+    _wait(lambda: (b"online", True) in seen, 10)  # retained "online" from the running agent
+    assert agent.stop() == 0
+    _wait(lambda: (PRESENCE_OFFLINE, False) in seen, 10)
