@@ -25,12 +25,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--target", "-t", help="Target preset (see --list-targets).")
 @click.option("--device", "-d", help="Device profile (rpi4, rpi5, jetson-orin-nano, x86_64).")
-@click.option("--calibration", type=click.Path(path_type=Path), help=".npy / .npz rows.")
-@click.option("--validation", type=click.Path(path_type=Path), help=".npy / .npz rows.")
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path),
+    help="Calibration rows: .npy (one input) or .npz keyed by input name.",
+)
+@click.option(
+    "--validation",
+    type=click.Path(path_type=Path),
+    help="Validation rows (default: the calibration rows, else generated).",
+)
 @click.option("--labels", type=click.Path(path_type=Path), help=".npy class ids per row.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Bundle directory.")
 @click.option("--name", help="Model name (default: the file's stem).")
-@click.option("--version", "version", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Bundle version (monotonic per name).",
+)
 @click.option(
     "--precision",
     type=click.Choice(["auto", "fp32", "fp16", "int8", "dynamic"]),
