@@ -22,6 +22,9 @@ Example::
     telemetry_interval_s = 10              # how often buffered telemetry is published, seconds
     telemetry_batch = 200                  # records per telemetry message
     warmup_timeout_s = 120                 # max seconds for activation + health check
+    tls_ca = ""                            # CA file for mqtts:// brokers ("" = system CAs)
+    tls_cert = ""                          # client certificate (identity by certificate)
+    tls_key = ""                           # its private key
 
 Parsed by :meth:`FleetConfig.from_mapping` into a frozen dataclass; unknown keys and wrong types
 raise :class:`~edgeserve.errors.ConfigError`.
@@ -64,6 +67,9 @@ class FleetConfig:
     telemetry_interval_s: float = 10.0
     telemetry_batch: int = 200
     warmup_timeout_s: float = 120.0
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def __post_init__(self) -> None:
         parse_broker_url(self.broker)

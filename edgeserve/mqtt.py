@@ -36,28 +36,43 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edgeserve.errors import ConfigError, TransportError
 
-__all__ = ["MessageCallback", "MqttClient", "MqttConfig", "MqttLoop", "Will", "parse_broker_url"]
+__all__ = [
+    "MessageCallback",
+    "MqttClient",
+    "MqttConfig",
+    "MqttLoop",
+    "Will",
+    "parse_broker_url",
+    "uses_tls",
+]
 
 log = logging.getLogger(__name__)
 
 MessageCallback = Callable[[str, bytes, bool], None]
-_DEFAULT_PORT: Final = 1883
+_DEFAULT_PORT: Final = 1883  # IANA "mqtt"
+_DEFAULT_TLS_PORT: Final = 8883  # IANA "secure-mqtt"
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:
-    """``mqtt://host[:port]`` -> ``(host, port)``.
+    """``mqtt://host[:port]`` or ``mqtts://host[:port]`` (TLS) -> ``(host, port)``.
 
     Raises:
         ConfigError: another scheme or no host.
     """
     parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ConfigError(f"broker url {url!r} must look like mqtt://host:port")
+    if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
+        raise ConfigError(f"broker url {url!r} must look like mqtt://host:port or mqtts://...")
     try:
-        port = parts.port or _DEFAULT_PORT
+        default = _DEFAULT_TLS_PORT if parts.scheme in ("mqtts", "ssl") else _DEFAULT_PORT
+        port = parts.port or default
     except ValueError as exc:
         raise ConfigError(f"broker url {url!r}: bad port") from exc
     return parts.hostname, port
+
+
+def uses_tls(url: str) -> bool:
+    """True for ``mqtts://`` (and ``ssl://``) URLs."""
+    return urlsplit(url).scheme in ("mqtts", "ssl")
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,9 @@ class MqttConfig:
         will: optional Last Will.
         reconnect_min_s / reconnect_max_s: reconnect backoff bounds (doubling).
         max_queued_messages: QoS>0 messages paho keeps while offline (0 = unbounded).
+        tls_ca: CA bundle that signs the broker's certificate (TLS when set or ``mqtts://``).
+        tls_cert / tls_key: client certificate and key, for brokers that take the identity
+            from the certificate (Mosquitto ``use_identity_as_username``).
     """
 
     url: str
@@ -93,6 +111,9 @@ class MqttConfig:
     reconnect_min_s: int = 1
     reconnect_max_s: int = 30
     max_queued_messages: int = 10_000
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         parse_broker_url(self.url)
@@ -142,6 +163,13 @@ class MqttClient:
         if config.will is not None:
             w = config.will
             client.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)
+        if uses_tls(config.url) or config.tls_ca or config.tls_cert:
+            try:
+                client.tls_set(
+                    ca_certs=config.tls_ca, certfile=config.tls_cert, keyfile=config.tls_key
+                )
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise ConfigError(f"mqtt TLS settings: {exc}") from exc
         client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)
         client.max_queued_messages_set(config.max_queued_messages)
         client.on_connect = self._on_connect

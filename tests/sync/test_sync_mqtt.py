@@ -172,3 +172,74 @@ def test_sync_mqtt_shared_subscription_dispatches_by_plain_filter(mosquitto: Mos
     finally:
         for c in (a, b, pub):
             c.stop()
+
+
+def test_sync_mqtt_tls_with_client_certificate_identity(tmp_path: Path) -> None:
+    """mqtts:// with a client certificate whose CN is the device id (Mosquitto
+    ``use_identity_as_username``; DESIGN.md: identity by username/password or client cert)."""
+    import os
+
+    import trustme
+    from support.broker import free_port, mosquitto_binary, wait_for_port
+
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1")
+    client_cert = ca.issue_cert("dev-tls", common_name="dev-tls")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server_cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    client_cert.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
+    client_cert.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+    (tmp_path / "acl").write_text("pattern readwrite es/lab/dev/%u/#\n")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                f"listener {port} 127.0.0.1",
+                *(["user root"] if os.geteuid() == 0 else []),
+                f"cafile {tmp_path / 'ca.pem'}",
+                f"certfile {tmp_path / 'server.pem'}",
+                f"keyfile {tmp_path / 'server.pem'}",
+                "require_certificate true",
+                "use_identity_as_username true",
+                f"acl_file {tmp_path / 'acl'}",
+                f"log_dest file {tmp_path / 'mosquitto.log'}",
+            ]
+        )
+        + "\n"
+    )
+    proc = subprocess.Popen(
+        [mosquitto_binary(), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        url = f"mqtts://127.0.0.1:{port}"
+        good = MqttClient(
+            MqttConfig(
+                url,
+                "dev-tls",
+                tls_ca=str(tmp_path / "ca.pem"),
+                tls_cert=str(tmp_path / "client.pem"),
+                tls_key=str(tmp_path / "client.key"),
+            )
+        )
+        inbox = Inbox()
+        good.subscribe("es/lab/dev/dev-tls/desired", inbox)
+        good.start()
+        good.wait_connected(10)
+        time.sleep(0.2)
+        acked = threading.Event()
+        good.publish("es/lab/dev/dev-tls/desired", b"hi", on_ack=acked.set)
+        assert acked.wait(5)
+        inbox.wait(lambda items: any(p == b"hi" for _, p, _ in items))
+        good.stop()
+        no_cert = MqttClient(MqttConfig(url, "anon", tls_ca=str(tmp_path / "ca.pem")))
+        no_cert.start()
+        with pytest.raises(TransportError):
+            no_cert.wait_connected(2)
+        no_cert.stop()
+    finally:
+        proc.terminate()
+        proc.wait(10)
