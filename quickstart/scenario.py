@@ -424,6 +424,17 @@ class Quickstart:
             raise EdgeServeError(f"{method} {url}: {response.status_code} {response.text[:200]}")
         return response.json() if response.content else None
 
+    def _http_text(self, url: str) -> str:
+        import httpx
+
+        try:
+            response = httpx.get(url, timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"GET {url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise EdgeServeError(f"GET {url}: {response.status_code}")
+        return response.text
+
     def _http_ok(self, url: str) -> bool:
         self._http("GET", url)
         return True
