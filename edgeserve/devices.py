@@ -34,8 +34,22 @@ __all__ = [
     "load_device",
 ]
 
-# The profiles ship in the repository's devices/ folder, beside this package's folder.
-DEFAULT_DEVICES_DIR: Final = Path(__file__).resolve().parents[1] / "devices"
+
+def _default_devices_dir() -> Path:
+    """The repository's devices/ folder in a checkout; else the installed package data
+    (pyproject maps devices/ to ``edgeserve.device_profiles``, ``*.toml`` only)."""
+    checkout = Path(__file__).resolve().parents[1] / "devices"
+    if checkout.is_dir():
+        return checkout
+    from importlib.util import find_spec
+
+    # a namespace package (no __init__.py): take its one search location
+    spec = find_spec("edgeserve.device_profiles")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else checkout
+
+
+DEFAULT_DEVICES_DIR: Final = _default_devices_dir()
 _PROFILE_MAX_BYTES: Final = 65_536  # bytes; a profile is a few hundred bytes
 _NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
