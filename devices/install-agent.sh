@@ -44,6 +44,7 @@ PIP_ARGS=""
 TFLITE="auto"          # auto | litert | tflite-runtime | none
 ORT_WHEEL=""
 FLEET_CONFIG=""
+TRUST_ANCHOR=""
 HOST="127.0.0.1"
 PORT="8000"
 DRY_RUN=0
@@ -67,8 +68,10 @@ usage: $PROG [options]
   --pip-args "ARGS"      extra arguments for every pip install (e.g. --index-url ...)
   --tflite KIND          auto | litert | tflite-runtime | none (default auto)
   --ort-wheel FILE|URL   onnxruntime-gpu wheel for a Jetson (JetPack 6), from the Jetson Zoo
-  --fleet-config FILE    TOML with the [fleet] section for this device (from
-                         'edgeserve fleet device add'); appended to agent.toml
+  --fleet-config FILE    the [fleet] section for this device, as printed by
+                         'edgeserve fleet device add' (from its [fleet] line on is used)
+  --trust-anchor FILE    the fleet's root keys (keys/root.json from 'edgeserve keys init'),
+                         installed as /etc/edgeserve/root.json (what [fleet] trust_anchor names)
   --host ADDR --port N   where the agent listens (default $HOST:$PORT)
   --root DIR             install under DIR as if it were / (no user, chown or systemctl)
   --dry-run              print what would be done, change nothing
@@ -97,6 +100,7 @@ while [ $# -gt 0 ]; do
     --tflite) TFLITE="${2:?}"; shift 2 ;;
     --ort-wheel) ORT_WHEEL="${2:?}"; shift 2 ;;
     --fleet-config) FLEET_CONFIG="${2:?}"; shift 2 ;;
+    --trust-anchor) TRUST_ANCHOR="${2:?}"; shift 2 ;;
     --host) HOST="${2:?}"; shift 2 ;;
     --port) PORT="${2:?}"; shift 2 ;;
     --root) ROOT="${2:?}"; shift 2 ;;
@@ -383,7 +387,18 @@ FLEET_SECTION="# [fleet]: add the section printed by 'edgeserve fleet device add
 if [ -n "$FLEET_CONFIG" ]; then
   [ -r "$FLEET_CONFIG" ] || die "--fleet-config $FLEET_CONFIG: not readable"
   grep -q '^\[fleet\]' "$FLEET_CONFIG" || die "--fleet-config $FLEET_CONFIG: no [fleet] section"
-  FLEET_SECTION="$(cat "$FLEET_CONFIG")"
+  # everything from the [fleet] line on (`device add` prints a few lines before it)
+  FLEET_SECTION="$(sed -n '/^\[fleet\]/,$p' "$FLEET_CONFIG")"
+  if [ -n "$TRUST_ANCHOR" ]; then
+    FLEET_SECTION="$(printf '%s\n' "$FLEET_SECTION" | sed '/^trust_anchor[[:space:]]*=/d')
+trust_anchor = \"$ETC/root.json\""
+  fi
+  grep -q '^trust_anchor' <<<"$FLEET_SECTION" || warn "the [fleet] section has no trust_anchor: the agent will refuse to start (--trust-anchor keys/root.json)"
+fi
+if [ -n "$TRUST_ANCHOR" ]; then
+  [ -r "$TRUST_ANCHOR" ] || die "--trust-anchor $TRUST_ANCHOR: not readable"
+  say "trust anchor $ETC/root.json (pinned root keys)"
+  write_file "$ROOT$ETC/root.json" 0644 <"$TRUST_ANCHOR"
 fi
 AGENT_TOML="# edgeserve agent configuration, written by install-agent.sh for profile $PROFILE.
 # Every key with its default and unit: README, section \"agent.toml\".

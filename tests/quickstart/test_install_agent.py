@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from edgeserve.agent.config import load_config
+from edgeserve.agent.fleet_config import FleetConfig
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "devices" / "install-agent.sh"
@@ -59,7 +60,22 @@ def test_install_agent_dry_run_writes_nothing(tmp_path: Path) -> None:
 def test_install_agent_into_root_then_uninstall(tmp_path: Path, edgeserve_wheel: Path) -> None:
     root = tmp_path / "root"
     common = ["--root", str(root), "--profile", "rpi5", "--python", BASE_PYTHON]
+    # what `edgeserve fleet device add` prints, saved to a file, and the fleet's root keys
+    fleet = tmp_path / "pi-01.txt"
+    fleet.write_text(
+        "device pi-01 registered; broker user pi-01, password pw (shown once)\n\n# agent.toml\n"
+        '[fleet]\nbroker = "mqtt://fleet.example:1883"\nfleet = "default"\ndevice = "pi-01"\n'
+        'username = "pi-01"\npassword = "pw"\nprefix = "es/"\n'
+        'server_url = "http://fleet.example:8700"\n'
+        'trust_anchor = "root.json"   # copy keys/root.json to the device\n'
+    )
+    anchor = tmp_path / "root.json"
+    anchor.write_text('{"root": "keys"}')
     proc = install(
+        "--fleet-config",
+        str(fleet),
+        "--trust-anchor",
+        str(anchor),
         *common,
         "--package",
         str(edgeserve_wheel),
@@ -84,7 +100,11 @@ def test_install_agent_into_root_then_uninstall(tmp_path: Path, edgeserve_wheel:
     assert cfg.state_dir == Path("/var/lib/edgeserve")
     assert (cfg.server.host, cfg.server.port) == ("127.0.0.1", 8123)
     assert cfg.runtime.providers == ("CPUExecutionProvider",)
-    assert cfg.fleet is None
+    assert cfg.fleet is not None
+    fleet_cfg = FleetConfig.from_mapping(cfg.fleet)
+    assert (fleet_cfg.device, fleet_cfg.broker) == ("pi-01", "mqtt://fleet.example:1883")
+    assert fleet_cfg.trust_anchor == Path("/etc/edgeserve/root.json")
+    assert (root / "etc/edgeserve/root.json").read_text() == anchor.read_text()
 
     unit = unit_settings(root / "etc/systemd/system/edgeserve-agent.service")
     assert unit["ExecStart"] == (
