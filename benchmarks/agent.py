@@ -251,7 +251,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration per point")
     parser.add_argument("--model", choices=["cnn", "mlp"], default="cnn")
-    parser.add_argument("--threads", type=int, default=1, help="runtime threads per model")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="runtime threads per model (default: agent's)"
+    )
     opts = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
@@ -306,7 +308,7 @@ def main() -> None:
             work / "bin.lua",
         )
         url = f"/v2/models/{opts.model}/infer"
-        threads = ["--threads", str(opts.threads)]
+        threads = ["--threads", str(opts.threads)] if opts.threads is not None else []
 
         print(
             f"edgeserve agent benchmark — model {opts.model}, {platform.machine()}, "
