@@ -251,3 +251,12 @@ def test_agent_http_version_policies_all_and_pinned(tmp_path: Path, state_dir: P
         assert plain.json()["model_version"] == "1"  # the store says 2; the pin wins
         other = httpx.post(f"{agent.url}/v2/models/linear/versions/2/infer", json=_infer_body(X))
         assert other.status_code == 404 and "not served" in other.json()["error"]
+
+
+def test_agent_http_provider_override_falls_back_with_a_warning(state_dir: Path) -> None:
+    args = ["--provider", "CUDAExecutionProvider", "--provider", "CPUExecutionProvider"]
+    with start_agent(state_dir, extra_args=args) as agent:
+        assert httpx.post(f"{agent.url}/v2/models/linear/infer", json=_infer_body(X)).is_success
+        log = agent.log()
+    assert "CUDAExecutionProvider not available" in log
+    assert "using CPUExecutionProvider" in log
