@@ -115,3 +115,17 @@ def test_agent_fuzz_raw_bytes_never_5xx(
     assert 400 <= resp.status_code < 500
     tf = http.post(f"{agent.url}/v1/models/linear:predict", content=raw)
     assert 400 <= tf.status_code < 500
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    key=st.sampled_from(["instances", "inputs", "signature_name", "other"]),
+    value=_json_values,
+    version=st.sampled_from(["", "/versions/1", "/versions/9", "/labels/x", "/versions/-1"]),
+)
+def test_agent_fuzz_tf_serving_predict_never_5xx(
+    fuzz_agent: tuple[AgentProcess, httpx.Client], key: str, value: object, version: str
+) -> None:
+    agent, http = fuzz_agent
+    resp = http.post(f"{agent.url}/v1/models/linear{version}:predict", json={key: value})
+    assert resp.status_code < 500, (resp.status_code, resp.text)
