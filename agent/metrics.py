@@ -58,8 +58,17 @@ class Metrics:
     """The agent's registry and metric families."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            disable_created_metrics,
+        )
         from prometheus_client.process_collector import ProcessCollector
+
+        # `*_created` timestamps double the exposition size and nobody on a device needs them
+        disable_created_metrics()
 
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
