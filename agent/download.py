@@ -13,7 +13,9 @@ import hashlib
 import logging
 import os
 import random
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -54,7 +56,8 @@ def download_artifact(
     directory: Path,
     limits: DownloadLimits = DownloadLimits(),
     *,
-    sleep: object = time.sleep,
+    sleep: Callable[[float], None] = time.sleep,
+    cancel: threading.Event | None = None,
 ) -> Path:
     """Download ``artifact`` into ``directory``; return the verified ``.tar`` path.
 
@@ -62,7 +65,8 @@ def download_artifact(
         EndlessDataError: the artifact is over ``limits.max_bytes`` or the server sends more
             than ``artifact.size`` bytes.
         DigestMismatchError: the complete download hashes differently (arbitrary artifact).
-        TransportError: the server kept failing, or answered 4xx.
+        TransportError: the server kept failing, answered 4xx, or ``cancel`` was set (the
+            ``.part`` file stays for the next attempt).
         StorageError: the local disk failed.
     """
     if artifact.size > limits.max_bytes:
@@ -82,9 +86,9 @@ def download_artifact(
     for attempt in range(limits.retries):
         if attempt:
             delay = min(limits.backoff_s * 2 ** (attempt - 1), limits.backoff_max_s)
-            sleep(delay * (0.5 + random.random()))  # type: ignore[operator]
+            sleep(delay * (0.5 + random.random()))
         try:
-            if _fetch(client, artifact, part, limits, progress):
+            if _fetch(client, artifact, part, limits, progress, cancel):
                 break
         except (httpx.TransportError, _Retry) as exc:
             last = exc
@@ -147,6 +151,7 @@ def _fetch(
     part: Path,
     limits: DownloadLimits,
     progress: _Progress,
+    cancel: threading.Event | None,
 ) -> bool:
     """One request; True when ``part`` holds exactly ``artifact.size`` bytes."""
     offset = part.stat().st_size if part.exists() else 0
@@ -194,6 +199,9 @@ def _fetch(
                         )
                     fh.write(chunk)
                     progress.hasher.update(chunk)
+                    if cancel is not None and cancel.is_set():
+                        progress.length += len(chunk)
+                        raise TransportError(f"download {artifact.url}: cancelled")
                     progress.length += len(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())

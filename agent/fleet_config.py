@@ -11,7 +11,7 @@ Example::
     prefix = "es/"                         # topic prefix, ends with "/"
     trust_anchor = "/etc/edgeserve/root.json"  # root keys pinned at install (required)
     keyring = "/etc/edgeserve/keyring.json"    # first keyring ("" = wait for one in desired)
-    server_url = "http://fleet.example:8080"   # fleet server; relative artifact URLs resolve here
+    server_url = "http://fleet.example:8080"   # fleet server; artifact /paths resolve here
     keepalive_s = 30                       # MQTT keep alive, seconds (Last Will after ~1.5x)
     clock_slack_s = 300                    # tolerated clock error for expiry checks, seconds
     max_download_bytes = 2147483648        # refuse artifacts larger than this, bytes

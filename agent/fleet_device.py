@@ -122,6 +122,7 @@ class DeviceSync:
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, f"fleet-{config.device}")
         self._telemetry: TelemetryPublisher | None = None
+        self._stopped = threading.Event()
         self._pipeline = InstallPipeline(
             installer,
             self._http,
@@ -132,12 +133,13 @@ class DeviceSync:
             ),
             self.downloads,
             clock_slack_s=config.clock_slack_s,
+            server_url=config.server_url,
+            cancel=self._stopped,
         )
         self._lock = threading.Lock()
         self._pending: bytes | None = None
         self._reconcile = False
         self._running = False
-        self._stopped = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
         self._anchor: TrustAnchor | None = None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -47,6 +49,8 @@ class InstallPipeline:
         limits: download bounds.
         downloads: where ``.part``/``.tar`` files and unpacked bundles live.
         clock_slack_s: tolerated clock error for expiry checks.
+        server_url: resolves artifact URLs given as ``/paths``.
+        cancel: set to abort a running download (the device is stopping).
     """
 
     def __init__(
@@ -57,7 +61,11 @@ class InstallPipeline:
         downloads: Path,
         *,
         clock_slack_s: float = 0.0,
+        server_url: str = "",
+        cancel: threading.Event | None = None,
     ) -> None:
+        self.server_url = server_url
+        self.cancel = cancel
         self.installer = installer
         self.http = http
         self.limits = limits
@@ -196,7 +204,13 @@ class InstallPipeline:
         """Download and unpack one version; None when it is already installed."""
         if version in self.installer.installed_versions(name):
             return None
-        tar = download_artifact(self.http, artifact, self.downloads, self.limits)
+        if artifact.url.startswith("/"):
+            if not self.server_url:
+                raise TransportError(f"artifact path {artifact.url} but no [fleet] server_url")
+            artifact = replace(artifact, url=self.server_url.rstrip("/") + artifact.url)
+        tar = download_artifact(
+            self.http, artifact, self.downloads, self.limits, cancel=self.cancel
+        )
         dest = self.downloads / f"unpack-{artifact.sha256[:16]}"
         shutil.rmtree(dest, ignore_errors=True)
         try:

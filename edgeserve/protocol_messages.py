@@ -83,15 +83,24 @@ def _envelope(value: Any, where: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Artifact:
-    """Where a bundle ``.tar`` is and what it must hash to."""
+    """Where a bundle ``.tar`` is and what it must hash to.
+
+    ``url`` is absolute (``http(s)://``) or a path (``/artifacts/...``) that the device
+    resolves against its configured fleet ``server_url``.
+    """
 
     url: str
     sha256: str
     size: int  # bytes; the download is cut off past it
 
     def __post_init__(self) -> None:
-        if not isinstance(self.url, str) or not self.url.startswith(("http://", "https://")):
-            raise ProtocolError(f"artifact url {self.url!r} must be http(s)")
+        if (
+            not isinstance(self.url, str)
+            or len(self.url) > 2048
+            or not self.url.startswith(("http://", "https://", "/"))
+            or self.url.startswith("//")
+        ):
+            raise ProtocolError(f"artifact url {self.url!r} must be http(s):// or a /path")
         if not isinstance(self.sha256, str) or not _SHA_RE.match(self.sha256):
             raise ProtocolError("artifact sha256 must be 64 lowercase hex digits")
         _int(self.size, "artifact size", 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from support.artifact_server import ArtifactServer, Fault
@@ -176,3 +177,15 @@ def test_sync_device_first_install_failing_its_check_never_serves(
     rep = driver.wait_report("dev1", model_state("linear", "FAILED"))
     assert rep.models["linear"].reason_code == "health_check"
     assert inst.active_version("linear") is None
+
+
+def test_sync_device_resolves_artifact_paths_against_server_url(
+    make_device, driver: FleetDriver, releases: dict[str, Release], artifacts: ArtifactServer
+) -> None:
+    _sync, inst = make_device(server_url=artifacts.base_url)
+    rel = releases["v2"]
+    target = rel.target()
+    target = replace(target, artifact=replace(target.artifact, url="/" + rel.path))
+    driver.publish("dev1", driver.desired("dev1", {"linear": target}))
+    driver.wait_report("dev1", model_state("linear", "ACTIVE", 2))
+    assert inst.active_version("linear") == 2

@@ -93,3 +93,20 @@ def test_sync_fleet_config_defaults_and_validation() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             FleetConfig.from_mapping(_table(**bad))
+
+
+def test_sync_download_cancel_keeps_the_part_for_later(
+    artifacts: ArtifactServer, tmp_path: Path
+) -> None:
+    import threading
+
+    art = _artifact(artifacts)
+    artifacts.faults["a.tar"] = Fault(rate=len(DATA) // 2)
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    with httpx.Client() as client, pytest.raises(TransportError, match="cancelled"):
+        download_artifact(client, art, tmp_path, FAST, cancel=cancel)
+    part = tmp_path / f"{art.sha256}.part"
+    assert 0 < part.stat().st_size < len(DATA)
+    with httpx.Client() as client:  # resumed later
+        assert download_artifact(client, art, tmp_path, FAST).read_bytes() == DATA
