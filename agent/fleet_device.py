@@ -145,6 +145,7 @@ class DeviceSync:
         self._anchor: TrustAnchor | None = None
         self.keyring: Keyring | None = None
         self.desired: DesiredState | None = None
+        self.last_seq = 0  # highest desired seq accepted, persisted in fleet/last_seq
         self._machines: dict[str, InstallMachine] = {}
         self._status: dict[str, ModelStatus] = {}
         self._attempts: dict[str, int] = {}
@@ -314,7 +315,7 @@ class DeviceSync:
                     f"desired state is for {desired.fleet}/{desired.device}, "
                     f"not {self.config.fleet}/{self.config.device}"
                 )
-            current = self.desired.seq if self.desired is not None else 0
+            current = self.last_seq
             if desired.seq == current:
                 self.stats["duplicate_desired"] += 1
                 return False
@@ -330,7 +331,10 @@ class DeviceSync:
             self._doc_error = (reason_code(exc), str(exc)[:500])
             self._publish_report()
             return False
+        # the seq first: after a crash between the two writes a replay is still refused
+        write_atomic(self.dir / "last_seq", f"{desired.seq}\n".encode())
         write_atomic(self.dir / "desired.json", payload)
+        self.last_seq = desired.seq
         self.desired = desired
         self._doc_error = None
         self._attempts.clear()
@@ -475,6 +479,12 @@ class DeviceSync:
         return None
 
     def _load_desired(self) -> None:
+        try:
+            self.last_seq = int((self.dir / "last_seq").read_text().strip())
+        except FileNotFoundError:
+            self.last_seq = 0
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"cannot read {self.dir / 'last_seq'}: {exc}") from exc
         saved = self.dir / "desired.json"
         if not saved.is_file() or self.keyring is None:
             return

@@ -260,3 +260,19 @@ def test_sync_attack_replayed_old_desired_state_is_rejected(
     driver.publish("dev1", old)  # seq 1 with a different content: a replay
     rep = _doc_rejected(driver, "replay")
     _assert_still_v1(inst, rep)
+
+
+def test_sync_attack_replay_after_restart_is_rejected(
+    make_device, driver: FleetDriver, releases: dict[str, Release]
+) -> None:
+    sync, _inst = make_device()
+    old = driver.desired("dev1", {"linear": releases["v2"].target()}, seq=1)
+    driver.publish("dev1", driver.desired("dev1", {"linear": releases["v1"].target()}, seq=4))
+    driver.wait_report("dev1", model_state("linear", "ACTIVE", 1))
+    sync.stop()
+    restarted, inst = make_device(installer=sync.installer)  # same state directory
+    assert restarted.last_seq == 4 and restarted.desired is not None
+    driver.publish("dev1", old)
+    rep = _doc_rejected(driver, "replay")
+    assert rep.seq == 4
+    _assert_still_v1(inst)
