@@ -126,6 +126,9 @@ def test_sync_agent_kill_9_during_download_resumes_and_converges(
     driver.publish("dev1", driver.desired("dev1", {"linear": v2.target()}))
     part = agent.state_dir / "downloads" / f"{v2.artifact.sha256}.part"
     _wait(lambda: part.exists() and part.stat().st_size > 0, 30)
+    t0 = time.monotonic()
+    assert _serving(agent) == 1  # serving does not wait on the download
+    assert time.monotonic() - t0 < 1.0
     agent.kill()
     assert 0 < part.stat().st_size < v2.artifact.size
     _wait(lambda: offline.is_set(), 15)  # the broker published the Last Will
