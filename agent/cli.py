@@ -14,7 +14,7 @@ import click
 
 __all__ = ["agent"]
 
-_STATE_HELP = "Agent state directory (model store, telemetry buffer)."
+_STATE_HELP = "Agent state directory (model store, telemetry buffer); env EDGESERVE_STATE."
 
 
 def _config(config: Path | None, state: Path | None, **overrides: Any) -> Any:
@@ -32,7 +32,13 @@ def agent() -> None:
 
 @agent.command()
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
-@click.option("--state", type=click.Path(path_type=Path), required=True, help=_STATE_HELP)
+@click.option(
+    "--state",
+    type=click.Path(path_type=Path),
+    required=True,
+    envvar="EDGESERVE_STATE",
+    help=_STATE_HELP,
+)
 @click.option("--no-activate", is_flag=True, help="Install without making it the active version.")
 def install(bundle: Path, state: Path, no_activate: bool) -> None:
     """Check BUNDLE (directory or .tar) and add it to the local model store."""
@@ -46,7 +52,13 @@ def install(bundle: Path, state: Path, no_activate: bool) -> None:
 
 
 @agent.command()
-@click.option("--state", type=click.Path(path_type=Path), required=True, help=_STATE_HELP)
+@click.option(
+    "--state",
+    type=click.Path(path_type=Path),
+    required=True,
+    envvar="EDGESERVE_STATE",
+    help=_STATE_HELP,
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(state: Path, as_json: bool) -> None:
     """List installed models, their versions, the active one and labels."""
@@ -79,7 +91,13 @@ def models(state: Path, as_json: bool) -> None:
 @agent.command()
 @click.argument("name")
 @click.argument("version", type=click.IntRange(min=1))
-@click.option("--state", type=click.Path(path_type=Path), required=True, help=_STATE_HELP)
+@click.option(
+    "--state",
+    type=click.Path(path_type=Path),
+    required=True,
+    envvar="EDGESERVE_STATE",
+    help=_STATE_HELP,
+)
 def activate(name: str, version: int, state: Path) -> None:
     """Make VERSION of NAME the active version (a running agent hot-swaps to it)."""
     from edgeserve.agent.store import ModelStore
@@ -92,7 +110,13 @@ def activate(name: str, version: int, state: Path) -> None:
 @click.argument("name")
 @click.argument("label")
 @click.argument("version", type=click.IntRange(min=1), required=False)
-@click.option("--state", type=click.Path(path_type=Path), required=True, help=_STATE_HELP)
+@click.option(
+    "--state",
+    type=click.Path(path_type=Path),
+    required=True,
+    envvar="EDGESERVE_STATE",
+    help=_STATE_HELP,
+)
 def label(name: str, label: str, version: int | None, state: Path) -> None:
     """Point LABEL (stable, canary, ...) of NAME at VERSION; without VERSION, remove it."""
     from edgeserve.agent.store import ModelStore
@@ -104,7 +128,13 @@ def label(name: str, label: str, version: int | None, state: Path) -> None:
 @agent.command()
 @click.argument("name")
 @click.argument("version", type=click.IntRange(min=1))
-@click.option("--state", type=click.Path(path_type=Path), required=True, help=_STATE_HELP)
+@click.option(
+    "--state",
+    type=click.Path(path_type=Path),
+    required=True,
+    envvar="EDGESERVE_STATE",
+    help=_STATE_HELP,
+)
 def remove(name: str, version: int, state: Path) -> None:
     """Delete an installed, inactive VERSION of NAME."""
     from edgeserve.agent.store import ModelStore
@@ -114,7 +144,9 @@ def remove(name: str, version: int, state: Path) -> None:
 
 
 @agent.command()
-@click.option("--state", type=click.Path(path_type=Path), help=_STATE_HELP)
+@click.option(
+    "--state", type=click.Path(path_type=Path), envvar="EDGESERVE_STATE", help=_STATE_HELP
+)
 @click.option(
     "--config",
     "config_path",
@@ -176,7 +208,13 @@ def run(
 
 
 @agent.command()
-@click.option("--state", type=click.Path(path_type=Path), required=True, help=_STATE_HELP)
+@click.option(
+    "--state",
+    type=click.Path(path_type=Path),
+    required=True,
+    envvar="EDGESERVE_STATE",
+    help=_STATE_HELP,
+)
 @click.option("--model", "model_name", required=True, help="Installed model name.")
 @click.option("--version", "version", type=click.IntRange(min=1), help="Default: active.")
 @click.option(
