@@ -22,6 +22,7 @@ Example::
     telemetry_interval_s = 10              # how often buffered telemetry is published, seconds
     telemetry_batch = 200                  # records per telemetry message
     warmup_timeout_s = 120                 # max seconds for activation + health check
+    prune = true                           # after an install keep only active + previous (+ A/B)
     tls_ca = ""                            # CA file for mqtts:// brokers ("" = system CAs)
     tls_cert = ""                          # client certificate (identity by certificate)
     tls_key = ""                           # its private key
@@ -67,6 +68,7 @@ class FleetConfig:
     telemetry_interval_s: float = 10.0
     telemetry_batch: int = 200
     warmup_timeout_s: float = 120.0
+    prune: bool = True
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
@@ -126,6 +128,10 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: must be a path string")
         return Path(value) if value else None
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: must be true or false")
+        return value
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: must be an integer")

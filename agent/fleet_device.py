@@ -135,6 +135,7 @@ class DeviceSync:
             clock_slack_s=config.clock_slack_s,
             server_url=config.server_url,
             cancel=self._stopped,
+            keep_previous=config.prune,
         )
         self._lock = threading.Lock()
         self._pending: bytes | None = None

@@ -51,6 +51,8 @@ class InstallPipeline:
         clock_slack_s: tolerated clock error for expiry checks.
         server_url: resolves artifact URLs given as ``/paths``.
         cancel: set to abort a running download (the device is stopping).
+        keep_previous: after a successful install, remove versions other than the active
+            one, the one it replaced and the split arms (False: keep everything).
     """
 
     def __init__(
@@ -63,7 +65,9 @@ class InstallPipeline:
         clock_slack_s: float = 0.0,
         server_url: str = "",
         cancel: threading.Event | None = None,
+        keep_previous: bool = True,
     ) -> None:
+        self.keep_previous = keep_previous
         self.server_url = server_url
         self.cancel = cancel
         self.installer = installer
@@ -178,8 +182,8 @@ class InstallPipeline:
                 return S.ROLLED_BACK, f"health check failed: {exc}"[:500], "health_check"
             m.advance(S.FAILED)  # re-installing the active version failed its check
             return S.FAILED, f"health check failed: {exc}"[:500], "health_check"
+        sp = target.split
         try:
-            sp = target.split
             if sp is not None:
                 self.installer.set_split(name, sp.a_version, sp.b_version, sp.weight_b)
             elif self.installer.current_split(name) is not None:
@@ -188,6 +192,17 @@ class InstallPipeline:
             m.advance(S.FAILED)
             return S.FAILED, f"split failed: {exc}"[:500], "split"
         m.advance(S.ACTIVE)
+        if self.keep_previous:
+            # bound the disk: keep what serves, the rollback target and the split arms
+            keep = {target.version, *([active] if active is not None else [])}
+            if sp is not None:
+                keep |= {sp.a_version, sp.b_version}
+            try:
+                removed = self.installer.prune(name, keep)
+                if removed:
+                    log.info("fleet sync: removed %s versions %s", name, removed)
+            except Exception:
+                log.exception("fleet sync: pruning %s failed", name)
         return S.ACTIVE, None, None
 
     def split_ok(self, name: str, target: ModelTarget) -> bool:

@@ -41,6 +41,10 @@ class Installer(Protocol):
     def current_split(self, name: str) -> tuple[int, int, int] | None:
         """``(a, b, weight_b percent)`` of the current split, or None."""
 
+    def prune(self, name: str, keep: set[int]) -> list[int]:
+        """Delete installed versions of ``name`` not in ``keep`` (nor otherwise in use);
+        return the versions removed."""
+
 
 class TelemetrySource(Protocol):
     """The agent's :class:`~edgeserve.agent.telemetry.TelemetryBuffer` as sync sees it."""
@@ -95,3 +99,17 @@ class AgentInstaller:
         if split is None:
             return None
         return (split.a, split.b, round(split.weight_b * 100))
+
+    def prune(self, name: str, keep: set[int]) -> list[int]:
+        store = self.agent.store
+        in_use = set(keep) | set(store.labels(name).values())
+        for split in self.agent.splits().values():
+            if split.model == name:
+                in_use |= {split.a, split.b}
+        active = store.active_version(name)
+        removed = []
+        for version in store.versions(name):
+            if version not in in_use and version != active:
+                store.remove(name, version)
+                removed.append(version)
+        return removed

@@ -84,6 +84,14 @@ class SimulatedInstaller:
     def current_split(self, name: str) -> tuple[int, int, int] | None:
         return self.splits.get(name)
 
+    def prune(self, name: str, keep: set[int]) -> list[int]:
+        with self._lock:
+            versions = self.installed.get(name, {})
+            removed = [v for v in versions if v not in keep and v != self.active.get(name)]
+            for v in removed:
+                del versions[v]
+        return removed
+
 
 @dataclass(frozen=True)
 class SimulatedDevice:

@@ -73,6 +73,14 @@ def test_sync_agent_installs_upgrades_and_serves(
     driver.publish("dev1", driver.desired("dev1", {"linear": releases["v2"].target()}))
     driver.wait_report("dev1", model_state("linear", "ACTIVE", 2), timeout_s=60)
     assert _serving(agent) == 2
+    driver.publish("dev1", driver.desired("dev1", {"linear": releases["v3"].target()}))
+    driver.wait_report("dev1", model_state("linear", "ACTIVE", 3), timeout_s=60)
+    assert _serving(agent) == 3
+    # pruned: the active version and the rollback target stay on disk
+    assert sorted(p.name for p in (agent.state_dir / "models" / "linear").glob("[0-9]*")) == [
+        "2",
+        "3",
+    ]
 
 
 def test_sync_agent_attack_arbitrary_artifact_keeps_serving_version(

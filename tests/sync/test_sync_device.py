@@ -189,3 +189,13 @@ def test_sync_device_resolves_artifact_paths_against_server_url(
     driver.publish("dev1", driver.desired("dev1", {"linear": target}))
     driver.wait_report("dev1", model_state("linear", "ACTIVE", 2))
     assert inst.active_version("linear") == 2
+
+
+def test_sync_device_prunes_to_active_and_previous(
+    make_device, driver: FleetDriver, releases: dict[str, Release]
+) -> None:
+    _sync, inst = make_device()
+    for version in (1, 2, 3):
+        driver.publish("dev1", driver.desired("dev1", {"linear": releases[f"v{version}"].target()}))
+        driver.wait_report("dev1", model_state("linear", "ACTIVE", version))
+    assert inst.installed_versions("linear") == [2, 3]
