@@ -249,11 +249,17 @@ class HttpServer:
         )
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def close(self) -> None:
-        """Stop accepting and close open connections."""
-        if self._server is not None:
-            self._server.close()
-            for conn in list(self.connections):
-                if conn._transport is not None:
-                    conn._transport.close()
-            await self._server.wait_closed()
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Stop accepting, let requests being handled finish (up to ``grace_s`` seconds), then
+        close every connection."""
+        if self._server is None:
+            return
+        self._server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while any(c._busy for c in self.connections) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            if conn._transport is not None:
+                conn._transport.close()
+        await self._server.wait_closed()

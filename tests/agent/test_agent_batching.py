@@ -205,3 +205,23 @@ def test_agent_batching_a_slow_request_does_not_block_others(
         slow_time, fast_times = asyncio.run(main())
         assert len(fast_times) >= 5, (slow_time, fast_times)
         assert all(t < slow_time for t in fast_times)
+
+
+def test_agent_batching_sigterm_lets_queued_requests_finish(state_dir: Path) -> None:
+    config = {"batching": {"max_batch_size": 64, "max_queue_delay_us": 800_000}}
+    agent = start_agent(state_dir, config=config)
+    try:
+
+        async def main() -> httpx.Response:
+            async with httpx.AsyncClient(timeout=30) as http:
+                pending = asyncio.create_task(
+                    http.post(f"{agent.url}/v2/models/linear/infer", json=_body(np.ones((1, 4))))
+                )
+                await asyncio.sleep(0.3)  # queued, waiting for company
+                agent.process.terminate()
+                return await pending
+
+        assert asyncio.run(main()).status_code == 200
+        assert agent.process.wait(10) == 0
+    finally:
+        agent.stop()
