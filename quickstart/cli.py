@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import signal
 import tempfile
@@ -11,9 +12,32 @@ from types import FrameType
 
 import click
 
-from edgeserve.errors import ConfigError
+from edgeserve.errors import ConfigError, EdgeServeError
 
 __all__ = ["quickstart"]
+
+
+# module -> (pip name, extra) of what the quickstart runs: the converter, agents, fleet server
+_NEEDS = {
+    "sklearn": ("scikit-learn", "examples"),
+    "onnx": ("onnx", "convert"),
+    "onnxruntime": ("onnxruntime", "agent"),
+    "paho": ("paho-mqtt", "agent"),
+    "httpx": ("httpx", "agent"),
+    "starlette": ("starlette", "fleet"),
+    "uvicorn": ("uvicorn", "fleet"),
+}
+
+
+def _check_installed() -> None:
+    missing = [need for module, need in _NEEDS.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        names = ", ".join(name for name, _ in missing)
+        extras = ",".join(sorted({extra for _, extra in missing}))
+        raise EdgeServeError(
+            f"edgeserve quickstart needs {names}: pip install 'edgeserve[{extras}]' "
+            "(or 'edgeserve[all]')"
+        )
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -51,6 +75,7 @@ def quickstart(keep: bool, agents: int, workdir: Path | None, broker: str) -> No
     separate processes and prints them; everything is stopped and the temporary directory
     removed at the end (or on Ctrl-C).
     """
+    _check_installed()
     from edgeserve.quickstart.scenario import Quickstart
 
     if workdir is not None:

@@ -61,8 +61,12 @@ def train_digits_onnx(data: DigitsData, out: Path, *, hidden: int, seed: int) ->
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
+    from threadpoolctl import threadpool_limits
+
     clf = MLPClassifier(hidden_layer_sizes=(hidden,), max_iter=120, random_state=seed)
-    with warnings.catch_warnings():
+    # one BLAS thread: these matrices are tiny, and on a busy 2-core machine a thread per core
+    # made training 10x slower (measured: 9.6 s vs 0.9 s for the 64-unit model)
+    with threadpool_limits(1), warnings.catch_warnings():
         # a short training on purpose (seconds, not minutes); accuracy is reported instead
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(data.x_train / 16.0, data.y_train)

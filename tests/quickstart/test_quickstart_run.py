@@ -3,12 +3,19 @@ a fleet server and three agents, and must leave nothing behind."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import queue
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from edgeserve.fleet_server.embedded_broker import mosquitto_binary
 from support.quickstart import processes_mentioning
@@ -31,19 +38,10 @@ def run_quickstart(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("broker", "agents"),
-    [
-        pytest.param(
-            "mosquitto",
-            3,
-            marks=pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed"),
-        ),
-        ("amqtt", 3),
-    ],
-)
-def test_quickstart_end_to_end(tmp_path: Path, broker: str, agents: int) -> None:
-    proc = run_quickstart(tmp_path, "--broker", broker, "--agents", str(agents))
+@pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed (scripts/test)")
+def test_quickstart_end_to_end(tmp_path: Path) -> None:
+    broker, agents = "mosquitto", 3
+    proc = run_quickstart(tmp_path)  # the default: Mosquitto when it is installed
     out = proc.stdout
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr}\n{out[-4000:]}"
 
@@ -85,4 +83,59 @@ def test_quickstart_rejects_an_unknown_broker(tmp_path: Path) -> None:
     proc = run_quickstart(tmp_path, "--agents", "1", "--broker", "nonsense", timeout=60)
     assert proc.returncode == 2
     assert "nonsense" in proc.stderr
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+@pytest.mark.slow
+def test_quickstart_keep_with_the_embedded_amqtt_broker(tmp_path: Path) -> None:
+    """--keep leaves everything running and says how to reach it; Ctrl-C cleans up. Runs with
+    the pure-Python broker, as on a machine without Mosquitto."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [*EDGESERVE, "quickstart", "--keep", "--broker", "amqtt"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(
+        target=lambda: [lines.put(x) for x in proc.stdout],  # type: ignore[union-attr]
+        daemon=True,
+    )
+    reader.start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 200
+        while not any(line.startswith("  edgeserve agent models") for line in seen):
+            assert proc.poll() is None, "".join(seen)
+            assert time.monotonic() < deadline, "".join(seen)
+            with contextlib.suppress(queue.Empty):
+                seen.append(lines.get(timeout=1))
+        out = "".join(seen)
+        assert "broker: amqtt on mqtt://127.0.0.1:" in out
+        # the printed URLs and commands work while it runs
+        agent_url = re.search(r"agent dev-1\s+(http://127\.0\.0\.1:\d+)", out).group(1)  # type: ignore[union-attr]
+        meta = httpx.get(f"{agent_url}/v2/models/digits", timeout=10).json()
+        assert "2" in meta["versions"]
+        export = re.search(r"export (EDGESERVE_FLEET_URL=\S+) (EDGESERVE_FLEET_TOKEN=\S+)", out)
+        assert export
+        fleet_env = dict(item.split("=", 1) for item in export.groups())
+        status = subprocess.run(
+            [*EDGESERVE, "fleet", "device", "list", "--json"],
+            capture_output=True, text=True, env={**env, **fleet_env}, timeout=60, check=True,
+        )  # fmt: skip
+        assert {d["id"] for d in json.loads(status.stdout)} == {"dev-1", "dev-2", "dev-3"}
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+        proc.stdout.close()  # type: ignore[union-attr]
+    while not lines.empty():
+        seen.append(lines.get())
+    out = "".join(seen)
+    assert proc.returncode == 0, out[-3000:]
+    assert "active versions dev-1=v2, dev-2=v2, dev-3=v2" in out
+    workdir = Path(re.search(r"edgeserve quickstart in (\S+)", out).group(1))  # type: ignore[union-attr]
+    assert not workdir.exists()
     assert processes_mentioning(str(tmp_path)) == []
