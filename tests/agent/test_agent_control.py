@@ -149,3 +149,34 @@ def test_agent_control_split_and_telemetry(served: Served) -> None:
     assert sample["model"] == "linear" and sample["latency_ms"]["p50"] > 0
     assert sample["batch_max"] >= 1 and sample["error_count"] == 0
     np.testing.assert_array_less(0, [sample["latency_ms"]["p99"]])
+
+
+def test_agent_control_activate_under_load_drops_nothing(served: Served) -> None:
+    agent = served.agent
+    assert agent is not None
+    stop = threading.Event()
+    results: list[tuple[int, str]] = []
+
+    def client() -> None:
+        with httpx.Client(timeout=30) as http:
+            for _ in range(100_000):  # bounded; ends when the swaps are done
+                if stop.is_set():
+                    return
+                r = http.post(f"{served.url}/v2/models/linear/infer", json=BODY)
+                results.append((r.status_code, r.json().get("model_version", "")))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for version in (2, 1, 2):
+            threading.Event().wait(0.2)
+            agent.run_threadsafe(agent.activate("linear", version))
+        threading.Event().wait(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert results and {status for status, _ in results} == {200}
+    assert {v for _, v in results} == {"1", "2"}
+    assert agent.loaded_versions() == {"linear": [2]}

@@ -102,3 +102,35 @@ def test_agent_telemetry_buffer_bounds_acks_and_survives_reopen(tmp_path: Path) 
     again.append({"too_big": "y" * 1000})
     assert again.dropped == 21 - len(kept)
     again.close()
+
+
+def test_agent_telemetry_buffer_survives_kill9_mid_append(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "t.sqlite3"
+    writer = (
+        "import sys, itertools\n"
+        "from edgeserve.agent.telemetry import TelemetryBuffer\n"
+        f"buf = TelemetryBuffer({str(path)!r}, max_bytes=20000)\n"
+        "for i in itertools.count():\n"
+        "    buf.append({'i': i, 'pad': 'x' * 50})\n"
+        "    if i == 300: print('ok', flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ok"
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    proc.stdout.close()
+    buf = TelemetryBuffer(path, max_bytes=20000)
+    records = buf.pending(10_000)
+    values = [r["i"] for _, r in records]
+    assert values and values == list(range(values[0], values[0] + len(values)))  # no holes
+    assert buf.dropped == values[0]  # everything older was dropped for the bound, and counted
+    assert buf.size_bytes <= 20000
+    buf.append({"after": True})
+    assert buf.pending(10_000)[-1][1] == {"after": True}
+    buf.close()
