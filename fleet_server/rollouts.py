@@ -119,6 +119,13 @@ def create_rollout(store: Store, spec: c.RolloutSpec, actor: str, now: float | N
             raise ConfigError(
                 f"rollout {busy[0]} of {spec.model} is still active; abort or finish it first"
             )
+        exp = store.db.one(
+            "SELECT id FROM experiments WHERE model = ? AND status = 'running'", (spec.model,)
+        )
+        if exp:
+            raise ConfigError(
+                f"experiment {exp[0]} of {spec.model} is still active; promote or stop it first"
+            )
         rid = store.next_id("rollouts")
         store.db.execute(
             "INSERT INTO rollouts (id, model, version, spec, status, phase_index, phase_started,"
@@ -180,6 +187,9 @@ def apply_decisions(
     changed: set[str] = set()
     spec, rid, subject = state.spec, state.id, f"rollout:{state.id}"
     with store.db.transaction():
+        row = store.db.one("SELECT status FROM rollouts WHERE id = ?", (rid,))
+        if row is None or row[0] != state.status:
+            return changed  # an operator paused/aborted it meanwhile: drop stale decisions
         for d in decisions:
             if isinstance(d, c.Assign):
                 current = dict(

@@ -22,7 +22,7 @@ from edgeserve.fleet_server.desired import DesiredBuilder
 from edgeserve.fleet_server.engine import Engine
 from edgeserve.fleet_server.releases import ingest_release
 from edgeserve.fleet_server.store import Store
-from support.fleet import Postgres, postgres_bin
+from support.fleet import Postgres, postgres_bin, wait_for
 
 from edgeserve.keys_cli import load_keyring
 from edgeserve.protocol import (
@@ -230,12 +230,16 @@ def test_experiment_reports_a_verdict_and_promotes_the_winner(h: Harness) -> Non
 def test_one_controller_across_replicas_by_advisory_lock(postgres: Postgres) -> None:
     url = postgres.create_database(f"t{uuid.uuid4().hex[:12]}")
     first, second = Store(open_database(url)), Store(open_database(url))
-    assert first.try_leader() and not second.try_leader()
-    first.db.close()  # the leader dies: its session and lock go away
-    assert second.try_leader()
-    second.db.close()
+    try:
+        assert first.try_leader() and not second.try_leader()
+        first.db.close()  # the leader dies: its session and its lock go away (asynchronously)
+        wait_for(second.try_leader, 10, "the second replica taking over")
+    finally:
+        first.db.close()
+        second.db.close()
     sqlite = Store(open_database("sqlite:///:memory:"))
     assert sqlite.try_leader()
+    sqlite.db.close()
 
 
 def _telemetry(h: Harness, device: str, version: int, p95: float, now: float) -> None:
