@@ -135,7 +135,7 @@ class Api:
         model: LoadedModel = self.agent.resolve(
             name, version, request.headers.get(self._key_header)
         )
-        result = await model.infer(decoded.inputs)
+        result = await model.infer(decoded.inputs, _timeout(decoded.parameters))
         try:
             body, headers = encode_response(model.name, model.version, result.outputs, decoded)
         except InferenceInputError:
@@ -178,6 +178,16 @@ class Api:
                 await self.agent.unload(parts[1])
             return _EMPTY
         raise _HttpError(404, f"no route for {request.method} {request.path}")
+
+
+def _timeout(parameters: dict[str, Any]) -> float | None:
+    """Triton's per-request ``parameters.timeout`` (microseconds) as seconds."""
+    value = parameters.get("timeout")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InferenceInputError("parameters.timeout must be a positive integer (microseconds)")
+    return value / 1e6
 
 
 def _spec(spec: Any) -> dict[str, Any]:

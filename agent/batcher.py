@@ -99,12 +99,13 @@ class Batcher:
         """Requests queued or executing."""
         return len(self._queue) + self._running
 
-    async def submit(self, feeds: Feeds, rows: int) -> BatchResult:
+    async def submit(self, feeds: Feeds, rows: int, timeout_s: float | None = None) -> BatchResult:
         """Queue one request and wait for its rows.
 
         Args:
             feeds: checked input arrays; with batching, axis 0 is the batch axis.
             rows: the request's batch size (axis 0 length), 1 when not batching.
+            timeout_s: this request's limit, if shorter than the configured ``timeout_ms``.
 
         Raises:
             UnavailableError: the queue is full, the version is unloading, or the deadline
@@ -126,8 +127,9 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(feeds.items()))
-        item = _Item(feeds, rows, key, loop.create_future(), now, now + self._timeout_s)
-        item.timer = loop.call_later(self._timeout_s, self._expire, item)
+        limit = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
+        item = _Item(feeds, rows, key, loop.create_future(), now, now + limit)
+        item.timer = loop.call_later(limit, self._expire, item)
         self._queue.append(item)
         self._kick()
         try:
@@ -147,7 +149,7 @@ class Batcher:
             return
         if item in self._queue:
             self._queue.remove(item)
-        ms = round(self._timeout_s * 1000)
+        ms = round((item.deadline - item.arrived) * 1000)
         item.future.set_exception(UnavailableError(f"request timed out after {ms} ms"))
         self._notify_idle()
 

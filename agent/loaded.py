@@ -170,8 +170,14 @@ class LoadedModel:
             self.stats.rows += rows
             self.stats.max_batch = max(self.stats.max_batch, rows)
 
-    async def infer(self, feeds: Mapping[str, np.ndarray]) -> BatchResult:
+    async def infer(
+        self, feeds: Mapping[str, np.ndarray], timeout_s: float | None = None
+    ) -> BatchResult:
         """Check and run one request through the batcher, counting success and failure.
+
+        Args:
+            feeds: input arrays.
+            timeout_s: a per-request limit shorter than the configured one, or None.
 
         Raises:
             InferenceInputError, UnavailableError, ModelError: see :meth:`Batcher.submit`.
@@ -181,7 +187,7 @@ class LoadedModel:
         try:
             check_feeds(self.inputs, feeds)
             rows = next(iter(feeds.values())).shape[0] if self.has_batch_dim and feeds else 1
-            result = await self.batcher.submit(feeds, rows)
+            result = await self.batcher.submit(feeds, rows, timeout_s)
         except EdgeServeError as exc:
             self.count_failure(_reason(exc))
             raise

@@ -225,3 +225,17 @@ def test_agent_batching_sigterm_lets_queued_requests_finish(state_dir: Path) -> 
         assert agent.process.wait(10) == 0
     finally:
         agent.stop()
+
+
+def test_agent_batching_per_request_timeout_parameter(state_dir: Path) -> None:
+    config = {"batching": {"max_batch_size": 64, "max_queue_delay_us": 1_000_000}}
+    with start_agent(state_dir, config=config) as agent:
+        body = _body(np.ones((1, 4), np.float32))
+        body["parameters"] = {"timeout": 100_000}  # µs, as Triton's timeout parameter
+        started = time.monotonic()
+        resp = httpx.post(f"{agent.url}/v2/models/linear/infer", json=body, timeout=30)
+        assert resp.status_code == 503 and "timed out after 100 ms" in resp.json()["error"]
+        assert time.monotonic() - started < 0.9
+        body["parameters"] = {"timeout": "soon"}
+        bad = httpx.post(f"{agent.url}/v2/models/linear/infer", json=body, timeout=30)
+        assert bad.status_code == 400 and "parameters.timeout" in bad.json()["error"]
