@@ -48,7 +48,7 @@ def test_agent_readme_config_lists_every_key_with_its_default() -> None:
             value = getattr(default, field.name)
             shown = match.group(1)
             expected = (
-                {True: "true", False: "false"}.get(value, None) if isinstance(value, bool) else None
+                {True: "true", False: "false"}.get(value) if isinstance(value, bool) else None
             )
             if expected is None:
                 expected = '""' if value == "" else "[]" if value == () else repr(value)
