@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +25,7 @@ from typing import Any, TypeVar
 from edgeserve.agent.config import AgentConfig, SplitConfig
 from edgeserve.agent.loaded import LoadedModel, check_outputs, open_runtime, sample_feeds
 from edgeserve.agent.metrics import Metrics
+from edgeserve.agent.policy import choose_arm, wanted_versions
 from edgeserve.agent.store import ModelStore
 from edgeserve.agent.telemetry import TelemetryBuffer
 
@@ -306,12 +305,7 @@ class Agent:
     def _route_split(
         self, alias: str, split: SplitConfig, key: str | None, count: bool
     ) -> LoadedModel:
-        if key:
-            digest = hashlib.blake2b(f"{alias}\0{key}".encode(), digest_size=8).digest()
-            point = int.from_bytes(digest, "big") / 2**64
-        else:
-            point = random.random()
-        arm, version = ("b", split.b) if point < split.weight_b else ("a", split.a)
+        arm, version = choose_arm(alias, split, key)
         model = self._models.get(split.model, {}).get(version)
         if model is None:
             raise UnavailableError(f"A/B alias {alias!r}: arm {arm} (version {version}) not ready")
@@ -331,25 +325,16 @@ class Agent:
 
     def _wanted(self, name: str) -> tuple[int | None, set[int]]:
         """(default version, versions to load) for a model from store, config and splits."""
-        installed = self.store.versions(name)
-        if not installed or name in self._unloaded:
+        if name in self._unloaded:
             return None, set()
-        cfg = self.config.model(name)
-        if cfg.policy == "pinned":
-            default = cfg.version if cfg.version in installed else None
-        else:
-            default = self.store.active_version(name)
-            if default is None:
-                default = max(installed)  # never activated: serve the newest, like Triton
-        want = {default} if default is not None else set()
-        if cfg.policy == "all":
-            want.update(installed)
-        labels = {**self.store.labels(name), **cfg.labels}
-        want.update(v for v in labels.values() if v in installed)
-        for split in self._splits.values():
-            if split.model == name:
-                want.update(v for v in (split.a, split.b) if v in installed)
-        return default, want
+        return wanted_versions(
+            name,
+            self.store.versions(name),
+            self.store.active_version(name),
+            self.store.labels(name),
+            self.config.model(name),
+            self._splits.values(),
+        )
 
     async def reconcile(self, names: Iterable[str] | None = None) -> None:
         """Load and unload versions so the served set matches the store, config and splits."""
