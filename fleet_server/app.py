@@ -123,7 +123,9 @@ def build_app(fs: FleetServer) -> Starlette:
         return JSONResponse(await run_in_threadpool(fs.stats))
 
     async def upload_release(request: Request) -> Response:
-        declared = request.headers.get("content-length")
+        declared = request.headers.get("content-length", "")
+        if declared and not declared.isdigit():
+            raise ConfigError("Content-Length: not a number")
         if declared and int(declared) > cfg.max_upload_bytes:
             return _error(413, f"release over the {cfg.max_upload_bytes} byte limit")
         fd, name = tempfile.mkstemp(prefix=".upload-", suffix=".tar", dir=fs.artifacts)
