@@ -283,6 +283,10 @@ def _print_status(st: dict[str, Any]) -> None:
     counts = Table(*st["counts"].keys(), title="devices")
     counts.add_row(*(str(v) for v in st["counts"].values()))
     console.print(counts)
+    if st.get("installing"):
+        console.print(
+            "installing: " + ", ".join(f"{k} {v}" for k, v in sorted(st["installing"].items()))
+        )
     g = st.get("gates") or {}
     gates = Table("gate", "value", "limit")
     gates.add_row(

@@ -343,6 +343,7 @@ def rollout_status(store: Store, rollout_id: int) -> dict[str, Any]:
     if row is None:  # deleted between the two reads
         raise NotFoundError(f"no rollout {rollout_id}")
     counts = dict.fromkeys(c.DEVICE_STATES, 0)
+    installing: dict[str, int] = {}
     devices = []
     for dev, bucket, st, detail in store.db.query(
         "SELECT device, bucket, state, detail FROM rollout_devices WHERE rollout = ? "
@@ -350,6 +351,8 @@ def rollout_status(store: Store, rollout_id: int) -> dict[str, Any]:
         (rollout_id,),
     ):
         counts[st] = counts.get(st, 0) + 1
+        if st == c.INSTALLING:  # the agent's install state (DOWNLOADING ... WARMING)
+            installing[detail] = installing.get(detail, 0) + 1
         devices.append(
             {"device": dev, "bucket": round(float(bucket), 3), "state": st, "detail": detail}
         )
@@ -364,6 +367,7 @@ def rollout_status(store: Store, rollout_id: int) -> dict[str, Any]:
         "phase_percent": phases[min(state.phase_index, len(phases) - 1)],
         "spec": state.spec.to_dict(),
         "counts": counts,
+        "installing": installing,
         "gates": json.loads(row[1]),
         "devices": devices,
         "created": row[2],

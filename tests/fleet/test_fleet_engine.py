@@ -160,6 +160,9 @@ def test_failing_version_is_rolled_back_to_the_baseline(h: Harness) -> None:
     h.engine.tick(time.time())
     targeted = [d["device"] for d in h.status(rid)["devices"] if d["state"] == "installing"]
     assert 3 <= len(targeted) < N
+    assert h.status(rid)["installing"] == {"assigned": len(targeted)}
+    h.report(targeted[0], "DOWNLOADING", 1, 2)
+    assert h.status(rid)["installing"] == {"assigned": len(targeted) - 1, "DOWNLOADING": 1}
     for dev in targeted:
         h.report(dev, "ROLLED_BACK", 1, 2)  # health check failed on the device
     h.engine.tick(time.time())
