@@ -125,7 +125,8 @@ class SimulatedFleet:
     ) -> None:
         self.loop = MqttLoop("fleet-sim-mqtt")
         self.http = httpx.Client(
-            limits=httpx.Limits(max_connections=workers * 2, max_keepalive_connections=workers)
+            follow_redirects=True,
+            limits=httpx.Limits(max_connections=workers * 2, max_keepalive_connections=workers),
         )
         self.executor = ThreadPoolExecutor(workers, "fleet-sim")
         self.devices: dict[str, DeviceSync] = {}

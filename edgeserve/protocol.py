@@ -85,9 +85,9 @@ class ReportCoalescer:
     rollout, desired included).
 
     Rules: a terminal state is reported when it differs from the last reported status of that
-    model; an in-progress state (DOWNLOADING ... WARMING) is reported once per target version,
-    so the server learns the device started, and retries of the same target stay silent until
-    they end.
+    model (the free-text ``error`` aside, so retries failing for the same reason stay
+    silent); an in-progress state (DOWNLOADING ... WARMING) is reported once per target
+    version, so the server learns the device started.
     """
 
     def __init__(self) -> None:
@@ -98,7 +98,7 @@ class ReportCoalescer:
         """Whether ``status`` of model ``name`` deserves a report now; records it if so."""
         last = self._last.get(name)
         if status.state.terminal:
-            if last == status:
+            if last is not None and _key(last) == _key(status):
                 return False
         else:
             if self._progress_sent.get(name, -1) == status.target:
@@ -111,3 +111,7 @@ class ReportCoalescer:
         """After a reconnect: report everything afresh."""
         self._last.clear()
         self._progress_sent.clear()
+
+
+def _key(status: ModelStatus) -> tuple[object, ...]:
+    return (status.state, status.active, status.target, status.previous, status.reason_code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -185,5 +186,9 @@ def test_sync_coalescer_keeps_a_rollout_within_budget() -> None:
         if c.should_report("m", status):
             sent.append(state)
     assert sent == [S.DOWNLOADING, S.FAILED, S.ACTIVE]
+    # the same failure again (other wording) is not news
+    failed = ModelStatus(S.FAILED, active=2, target=3, error="timeout 1", reason_code="download")
+    assert c.should_report("m", failed)
+    assert not c.should_report("m", replace(failed, error="timeout 2"))
     # a new target reports its start again
     assert c.should_report("m", ModelStatus(S.DOWNLOADING, active=2, target=3))
