@@ -89,7 +89,9 @@ class MessageCounter:
         self.client.stop()
 
 
-def run(n: int, device_procs: int, workers: int, workdir: Path) -> dict[str, float]:
+def run(
+    n: int, device_procs: int, workers: int, workdir: Path, phases: list[int]
+) -> dict[str, float]:
     """One measurement with ``n`` devices; returns the figures."""
     broker = Mosquitto(workdir / "mosquitto").start()
     server = FleetServerProcess(workdir / "server", broker.url, tick_s=0.5, fleet="bench")
@@ -139,7 +141,7 @@ def run(n: int, device_procs: int, workers: int, workdir: Path) -> dict[str, flo
         with server.client() as client:
             t0 = time.monotonic()
             rid = client.start_rollout(
-                {"model": "digits", "version": 1, "phases": [100], "soak": 0, "max_failure_pct": 5}
+                {"model": "digits", "version": 1, "phases": phases, "soak": 0, "max_failure_pct": 5}
             )
             st = wait_for(
                 lambda: (s := client.rollout(rid))["status"] == "completed" and s,
@@ -183,6 +185,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, nargs="*", default=[100, 1000])
     parser.add_argument("--device-procs", type=int, default=2, help="device processes")
     parser.add_argument("--workers", type=int, default=8, help="install threads per process")
+    parser.add_argument("--phases", default="100", help="rollout phases, e.g. 10,50,100")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -191,7 +194,8 @@ def main() -> None:
     rows = []
     for n in args.devices:
         with tempfile.TemporaryDirectory(prefix=f"edgeserve-fleet-bench-{n}-") as tmp:
-            row = run(n, args.device_procs, args.workers, Path(tmp))
+            phases = [int(p) for p in args.phases.split(",")]
+            row = run(n, args.device_procs, args.workers, Path(tmp), phases)
         rows.append(row)
         print(
             json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
