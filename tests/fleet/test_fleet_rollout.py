@@ -305,3 +305,21 @@ def test_on_device_experiment_sets_the_split(
     )
     assert set(fleet.active_versions("digits").values()) == {1}
     assert all(set(i.installed_versions("digits")) == {1, 2} for i in fleet.installers.values())
+
+
+def test_server_restart_mid_rollout(
+    fleet_server: FleetServerProcess, sims: Factory, tmp_path: Path
+) -> None:
+    creds = register_devices(fleet_server, [f"r{i:02d}" for i in range(6)], {"hw": "x"})
+    fleet = sims(creds)
+    release(fleet_server, tmp_path, 1)
+    with fleet_server.client() as client:
+        rid = client.start_rollout(
+            {"model": "digits", "version": 1, "phases": [30, 100], "soak": "3s"}
+        )
+        wait_for(lambda: client.rollout(rid)["counts"]["active"] >= 1, 30, "first phase")
+    fleet_server.stop()  # SIGTERM; the store is on disk
+    fleet_server.start()
+    converge(fleet, 1)
+    st = finished(fleet_server, rid, "completed")
+    assert st["counts"]["active"] == 6
