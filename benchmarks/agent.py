@@ -326,6 +326,8 @@ def main() -> None:
             stop(proc)
         proc, port, _ = start(state, "--no-batching", *threads)
         try:
+            time.sleep(0.5)
+            at_ready = rss_mb(proc.pid)
             base = f"http://127.0.0.1:{port}"
             for name, script in (("HTTP JSON", json_lua), ("HTTP binary", bin_lua)):
                 wrk(base + url, script, 1, 1)  # warm
@@ -356,7 +358,10 @@ def main() -> None:
             f"  speed-up at c=32 with batching: {on[32]['rps'] / off[32]['rps']:.2f}x"
             f"   (non-2xx responses: {errs:.0f})"
         )
-        print(f"\nidle RSS after warm-up:    {idle:.1f} MB  (after load: {loaded_rss:.1f} MB)")
+        print(
+            f"\nidle RSS after warm-up:    {idle:.1f} MB  (at ready, before any request: "
+            f"{at_ready:.1f} MB; after the batching load: {loaded_rss:.1f} MB)"
+        )
         print(
             f"cold start to ready:       {statistics.median(colds) * 1000:.0f} ms median of 5 "
             f"(min {min(colds) * 1000:.0f}, max {max(colds) * 1000:.0f})"
