@@ -11,7 +11,7 @@ import asyncio
 import hmac
 from typing import Any
 
-from edgeserve.agent.codec import InferRequest, decode_request, dumps, encode_response
+from edgeserve.agent.codec import InferRequest, decode_request, dumps, encode_response, parse_json
 from edgeserve.agent.core import Agent
 from edgeserve.agent.httpserver import Request, Response, error_response
 from edgeserve.agent.loaded import LoadedModel
@@ -170,7 +170,12 @@ class Api:
     async def _repository(self, request: Request, parts: list[str]) -> Response:
         _method(request.method, "POST")
         if parts == ["index"]:
-            return _json(self.agent.index())
+            # Triton's index takes an optional {"ready": true} to list only ready versions
+            doc = parse_json(request.body) if request.body.strip() else {}
+            rows = self.agent.index()
+            if isinstance(doc, dict) and doc.get("ready") is True:
+                rows = [r for r in rows if r["state"] == "READY"]
+            return _json(rows)
         if len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload"):
             if parts[2] == "load":
                 await self.agent.load(parts[1])

@@ -197,6 +197,7 @@ def test_agent_http_repository_index_load_unload(running_agent: AgentProcess) ->
     resp = httpx.post(f"{url}/v2/models/linear/infer", json=_infer_body(X))
     assert resp.status_code == 503 and "unloaded" in resp.json()["error"]
     assert httpx.post(f"{url}/v2/repository/index").json()[0]["state"] == "UNAVAILABLE"
+    assert httpx.post(f"{url}/v2/repository/index", json={"ready": True}).json() == []
     assert httpx.post(f"{url}/v2/repository/models/linear/load").status_code == 200
     assert httpx.post(f"{url}/v2/models/linear/infer", json=_infer_body(X)).status_code == 200
     assert httpx.post(f"{url}/v2/repository/models/nope/load").status_code == 404

@@ -56,6 +56,13 @@ def test_agent_tritonclient_errors_are_exceptions_with_messages(
         assert not client.is_model_ready("ghost")
         index = client.get_model_repository_index()
         assert index[0]["name"] == "linear"
+        client.unload_model("linear")
+        assert not client.is_model_ready("linear")
+        assert client.get_model_repository_index() == [
+            {"name": "linear", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"}
+        ]
+        client.load_model("linear")
+        assert client.is_model_ready("linear")
     finally:
         client.close()
 
