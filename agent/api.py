@@ -21,7 +21,10 @@ from edgeserve.errors import EdgeServeError, InferenceInputError
 
 __all__ = ["Api"]
 
-_OFFLOAD_BYTES = 64 * 1024  # bodies bigger than this are decoded in a worker thread
+# Big bodies are decoded, and big outputs encoded, in a worker thread so that one large
+# request does not hold the event loop (and every other connection) for milliseconds.
+_OFFLOAD_BYTES = 64 * 1024  # request body bytes
+_OFFLOAD_ELEMENTS = 16 * 1024  # output elements
 _EMPTY = Response(200, b"", "text/plain")
 _PLATFORMS = {"onnx": "onnxruntime_onnx", "ort": "onnxruntime_onnx", "tflite": "tensorflow_lite"}
 
@@ -137,7 +140,14 @@ class Api:
         )
         result = await model.infer(decoded.inputs, _timeout(decoded.parameters))
         try:
-            body, headers = encode_response(model.name, model.version, result.outputs, decoded)
+            args = (model.name, model.version, result.outputs, decoded)
+            if sum(a.size for a in result.outputs.values()) > _OFFLOAD_ELEMENTS:
+                loop = asyncio.get_running_loop()
+                body, headers = await loop.run_in_executor(
+                    self.agent.executor, encode_response, *args
+                )
+            else:
+                body, headers = encode_response(*args)
         except InferenceInputError:
             model.count_failure("bad_input")
             raise
