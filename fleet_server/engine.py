@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
 
 from edgeserve.protocol import fleet_filter, topics
 
@@ -190,11 +191,11 @@ class Engine:
                 devices = r.progress(self.store, state, now)
                 decisions, gates = c.step(state, devices, r.latency_view(self.store, state), now)
                 changed = r.apply_decisions(self.store, state, decisions, gates, now)
-                self._publish_locked(changed)
+                self._publish_locked(changed, now)
                 if any(isinstance(d, (c.NextPhase, c.Settled)) for d in decisions):
                     self._wake.set()  # a new phase may be assignable right away
             expiring = self.store.expiring(now + self.builder.ttl_s / 2)
-            self._publish_locked(expiring)
+            self._publish_locked(expiring, now)
             if now - self._last_prune > 3600:
                 self._last_prune = now
                 self.store.prune_telemetry(now - self.retention_s)
@@ -204,10 +205,11 @@ class Engine:
         with self._lock:
             self._publish_locked(devices)
 
-    def _publish_locked(self, devices: Iterable[str]) -> None:
+    def _publish_locked(self, devices: Iterable[str], now: float | None = None) -> None:
+        issued = datetime.fromtimestamp(now if now is not None else time.time(), timezone.utc)
         for device in sorted(set(devices)):
             try:
-                _seq, payload = self.builder.build(device, self.store.targets(device))
+                _seq, payload = self.builder.build(device, self.store.targets(device), issued)
             except Exception:
                 log.exception("cannot build desired state for %s", device)
                 continue

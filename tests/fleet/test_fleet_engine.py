@@ -296,3 +296,17 @@ def test_install_timeout_fails_silent_devices(h: Harness) -> None:
     assert st["status"] == "paused" and "gate failure failed" in st["reason"]
     failed = [e for e in st["audit"] if e["action"] == "rollout.device_failed"]
     assert failed and all("install timeout" in e["reason"] for e in failed)
+
+
+def test_desired_state_is_re_signed_before_it_expires(h: Harness) -> None:
+    h.engine.builder.ttl_s = 100
+    start(h, 1)
+    now = time.time()
+    h.engine.tick(now)
+    first = h.desired("d00")
+    h.engine.tick(now + 10)  # far from expiry: nothing new
+    assert h.desired("d00").seq == first.seq
+    h.engine.tick(now + 60)  # past half-life: a fresh document, new seq, later expiry
+    fresh = h.desired("d00")
+    assert fresh.seq == first.seq + 1 and fresh.expires > first.expires
+    assert fresh.models == first.models
