@@ -14,7 +14,13 @@ from edgeserve.errors import ConfigError
 
 from .controller import RolloutSpec
 
-__all__ = ["device_request", "experiment_request", "parse_duration", "rollout_request"]
+__all__ = [
+    "device_request",
+    "experiment_request",
+    "parse_duration",
+    "rollout_request",
+    "selector",
+]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
