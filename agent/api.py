@@ -48,8 +48,7 @@ class Api:
                 self._check_token(request)
             return await self._route(request)
         except EdgeServeError as exc:
-            status = exc.http_status if exc.http_status != 500 else 500
-            return error_response(status, str(exc))
+            return error_response(exc.http_status, str(exc))
         except _HttpError as exc:
             return error_response(exc.status, exc.message, exc.headers)
 
