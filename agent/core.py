@@ -120,13 +120,13 @@ class Agent:
             ModelError: it cannot be loaded or fails its warm-up (the old version keeps
                 serving and the store pointer is put back).
         """
-        previous = self.store.active_version(name)
+        before = (self.store.active_version(name), self.store.previous_active(name))
         await self._blocking(self.store.activate, name, version)
         await self.reconcile([name])
         if (name, version) in self._failed and self.config.model(name).policy != "pinned":
             reason = self._failed[(name, version)]
-            if previous is not None and previous != version:
-                await self._blocking(self.store.activate, name, previous)
+            if before[0] is not None and before[0] != version:
+                await self._blocking(self.store.restore, name, *before)
                 await self.reconcile([name])
             raise _model_error(f"model {name!r} version {version} failed to load: {reason}")
 

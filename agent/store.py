@@ -238,6 +238,19 @@ class ModelStore:
             state["active"] = version
             self._write_state(name, state)
 
+    def restore(self, name: str, active: int | None, previous: int | None) -> None:
+        """Put both pointers back as they were (undoes an activation whose version failed).
+
+        Raises:
+            NotFoundError: ``active`` is not installed.
+        """
+        with self._locked():
+            if active is not None and active not in self.versions(name):
+                raise NotFoundError(f"model {name!r} version {active} is not installed")
+            state = self._read_state(name)
+            state["active"], state["previous"] = active, previous
+            self._write_state(name, state)
+
     def set_label(self, name: str, label: str, version: int | None) -> None:
         """Point ``label`` at ``version`` (None removes the label).
 

@@ -112,6 +112,7 @@ def test_agent_control_broken_version_fails_health_and_activation(
     # the old version kept serving and the store pointer was put back
     assert agent.active_versions() == {"linear": 1}
     assert agent.store.active_version("linear") == 1
+    assert agent.store.previous_active("linear") is None  # both pointers as before
     assert httpx.post(f"{served.url}/v2/models/linear/infer", json=BODY).status_code == 200
 
 
