@@ -40,6 +40,7 @@ class ServerConfig:
         token: bearer token clients must send (``Authorization: Bearer ...``); "" = none.
         max_body_bytes: largest request body accepted, in bytes (413 above).
         max_connections: open connections at once; more are closed on accept.
+        idle_timeout_s: seconds a connection may send nothing before it is closed.
         uvloop: use uvloop's event loop when it is installed.
     """
 
@@ -48,6 +49,7 @@ class ServerConfig:
     token: str = ""
     max_body_bytes: int = 64 * 1024 * 1024  # bytes
     max_connections: int = 1024
+    idle_timeout_s: float = 60.0  # seconds
     uvloop: bool = True
 
 
@@ -328,6 +330,8 @@ def load_config(
         raise ConfigError("[telemetry] interval_s: must be positive")
     if runtime.workers < 1:
         raise ConfigError("[runtime] workers: must be at least 1")
+    if server.idle_timeout_s <= 0:
+        raise ConfigError("[server] idle_timeout_s: must be positive")
     if server.port > 65535:
         raise ConfigError("[server] port: must be at most 65535")
     if not _is_loopback(server.host) and not server.token:

@@ -86,6 +86,7 @@ class _Connection(asyncio.Protocol):
         self._closed = False
         self._paused = False
         self._task: asyncio.Future | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol ------------------------------------------------------------------
 
@@ -96,14 +97,33 @@ class _Connection(asyncio.Protocol):
             self._closed = True
             return
         self._server.connections.add(self)
+        self._loop = asyncio.get_running_loop()
+        self._last = self._loop.time()
+        self._idle_timer = self._loop.call_later(self._server.idle_timeout_s, self._check_idle)
+
+    def _check_idle(self) -> None:
+        # Keep-alive connections that send nothing for idle_timeout_s are closed, so idle or
+        # stalled clients cannot hold every connection slot (nginx's keepalive_timeout idea).
+        if self._closed or self._transport is None:
+            return
+        quiet = self._loop.time() - self._last
+        if not self._busy and quiet >= self._server.idle_timeout_s:
+            self._transport.close()
+            self._closed = True
+            return
+        wait = max(self._server.idle_timeout_s - quiet, 0.05)
+        self._idle_timer = self._loop.call_later(wait, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         self._server.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        self._last = self._loop.time()
         try:
             self._parser.feed_data(data)
         except self._parse_error as exc:
@@ -229,9 +249,15 @@ class HttpServer:
     """Serve ``handler`` on a TCP port."""
 
     def __init__(
-        self, handler: Handler, *, max_body_bytes: int, max_connections: int = 1024
+        self,
+        handler: Handler,
+        *,
+        max_body_bytes: int,
+        max_connections: int = 1024,
+        idle_timeout_s: float = 60.0,
     ) -> None:
         self.handler = handler
+        self.idle_timeout_s = idle_timeout_s
         self.max_body_bytes = max_body_bytes
         self.max_connections = max_connections
         self.connections: set[_Connection] = set()

@@ -42,6 +42,7 @@ async def serve(config: AgentConfig, *, on_ready: Any = None) -> None:
         api.handle,
         max_body_bytes=config.server.max_body_bytes,
         max_connections=config.server.max_connections,
+        idle_timeout_s=config.server.idle_timeout_s,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

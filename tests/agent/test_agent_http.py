@@ -261,3 +261,13 @@ def test_agent_http_provider_override_falls_back_with_a_warning(state_dir: Path)
         log = agent.log()
     assert "CUDAExecutionProvider not available" in log
     assert "using CPUExecutionProvider" in log
+
+
+def test_agent_http_idle_connections_are_closed(state_dir: Path) -> None:
+    with start_agent(state_dir, config={"server": {"idle_timeout_s": 0.3}}) as agent:
+        with socket.create_connection(("127.0.0.1", agent.port), timeout=5) as sock:
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            sock.settimeout(3)
+            assert sock.recv(4096) == b""  # closed by the server after 0.3 s of silence
+        assert httpx.get(f"{agent.url}/v2/health/live").status_code == 200
