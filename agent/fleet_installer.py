@@ -73,34 +73,43 @@ class AgentInstaller:
         self.timeout_s = timeout_s
 
     def active_version(self, name: str) -> int | None:
+        """The serving version of ``name``, or None."""
         return self.agent.store.active_version(name)
 
     def installed_versions(self, name: str) -> list[int]:
+        """Versions of ``name`` in the store, ascending."""
         return list(self.agent.store.versions(name))
 
     def install(self, bundle_dir: Path) -> None:
+        """Add a verified bundle directory to the store, not active."""
         self.agent.store.install(bundle_dir, activate=False)
 
     def activate(self, name: str, version: int) -> None:
+        """Hot-swap to ``version``; on failure the previous version keeps serving."""
         self.agent.run_threadsafe(self.agent.activate(name, version), self.timeout_s)
 
     def health_check(self, name: str, version: int) -> None:
+        """Run the version's sample inputs; raise ModelError when they fail."""
         self.agent.run_threadsafe(self.agent.health_check(name, version), self.timeout_s)
 
     def set_split(self, name: str, a: int, b: int, weight_b: int) -> None:
+        """Send ``weight_b`` percent of ``name``'s requests to ``b``."""
         coro = self.agent.set_split(name, a, b, weight_b / 100.0)
         self.agent.run_threadsafe(coro, self.timeout_s)
 
     def clear_split(self, name: str) -> None:
+        """Remove the A/B split of ``name``."""
         self.agent.run_threadsafe(self.agent.clear_split(name), self.timeout_s)
 
     def current_split(self, name: str) -> tuple[int, int, int] | None:
+        """``(a, b, weight_b percent)`` of ``name``'s split, or None."""
         split = self.agent.splits().get(name)
         if split is None:
             return None
         return (split.a, split.b, round(split.weight_b * 100))
 
     def prune(self, name: str, keep: set[int]) -> list[int]:
+        """Remove versions not in ``keep``, the active one or in use; return them."""
         store = self.agent.store
         in_use = set(keep) | set(store.labels(name).values())
         for split in self.agent.splits().values():

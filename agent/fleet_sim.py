@@ -47,12 +47,15 @@ class SimulatedInstaller:
         self.splits: dict[str, tuple[int, int, int]] = {}
 
     def active_version(self, name: str) -> int | None:
+        """The serving version of ``name``, or None."""
         return self.active.get(name)
 
     def installed_versions(self, name: str) -> list[int]:
+        """Versions of ``name`` in the store, ascending."""
         return sorted(self.installed.get(name, {}))
 
     def install(self, bundle_dir: Path) -> None:
+        """Add a verified bundle directory to the store, not active."""
         manifest = read_bundle(bundle_dir).manifest
         with self._lock:
             self.installed.setdefault(manifest.name, {})[manifest.version] = manifest
@@ -64,11 +67,13 @@ class SimulatedInstaller:
         return found
 
     def activate(self, name: str, version: int) -> None:
+        """Hot-swap to ``version``; on failure the previous version keeps serving."""
         if self._manifest(name, version).validation.get("simulate") == FAIL_LOAD:
             raise ModelError(f"{name} v{version}: simulated load failure")
         self.active[name] = version
 
     def health_check(self, name: str, version: int) -> None:
+        """Run the version's sample inputs; raise ModelError when they fail."""
         manifest = self._manifest(name, version)
         if manifest.validation.get("simulate") == FAIL_HEALTH or (
             self._fail is not None and self._fail(name, version)
@@ -76,15 +81,19 @@ class SimulatedInstaller:
             raise ModelError(f"{name} v{version}: simulated health check failure")
 
     def set_split(self, name: str, a: int, b: int, weight_b: int) -> None:
+        """Send ``weight_b`` percent of ``name``'s requests to ``b``."""
         self.splits[name] = (a, b, weight_b)
 
     def clear_split(self, name: str) -> None:
+        """Remove the A/B split of ``name``."""
         self.splits.pop(name, None)
 
     def current_split(self, name: str) -> tuple[int, int, int] | None:
+        """``(a, b, weight_b percent)`` of ``name``'s split, or None."""
         return self.splits.get(name)
 
     def prune(self, name: str, keep: set[int]) -> list[int]:
+        """Remove versions not in ``keep``, the active one or in use; return them."""
         with self._lock:
             versions = self.installed.get(name, {})
             removed = [v for v in versions if v not in keep and v != self.active.get(name)]
