@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import linear_reference
+from support.agent import linear_reference
 
 _CLI = [sys.executable, "-c", "from edgeserve.cli import main; main()"]
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from conftest import linear_reference
 from edgeserve.agent.store import ModelStore
-from support.agent import start_agent
+from support.agent import linear_reference, start_agent
 from support.models import make_onnx_linear
 
 from edgeserve.bundle import write_bundle

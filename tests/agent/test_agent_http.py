@@ -9,9 +9,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import linear_reference
 from edgeserve.agent.store import ModelStore
-from support.agent import AgentProcess, start_agent
+from support.agent import AgentProcess, linear_reference, start_agent
 from support.models import make_linear_bundle
 
 X = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]]

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from conftest import linear_reference, make_fp16_bundle
 from edgeserve.agent.store import ModelStore
-from support.agent import AgentProcess, start_agent
+from support.agent import AgentProcess, linear_reference, make_fp16_bundle, start_agent
 from tritonclient.utils import InferenceServerException
 
 
