@@ -60,7 +60,6 @@ def train_digits_onnx(data: DigitsData, out: Path, *, hidden: int, seed: int) ->
     from onnx import TensorProto, helper, numpy_helper
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
-
     from threadpoolctl import threadpool_limits
 
     clf = MLPClassifier(hidden_layer_sizes=(hidden,), max_iter=120, random_state=seed)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgeserve.quickstart.http import infer, request_json
 from edgeserve.quickstart.model import INPUT_NAME, DigitsData, load_digits_data, train_digits_onnx
 from edgeserve.quickstart.procs import Service, StepFailed, Supervisor
 
@@ -211,7 +212,10 @@ class Quickstart:
             "fleet-server", ["fleet", "serve", "--config", "fleet.toml"]
         )
         self.sup.wait_for(
-            "the fleet server", self._fleet_healthy, timeout_s=30, watch=[self.fleet_service]
+            "the fleet server",
+            lambda: _answers(f"{self.fleet_url}/healthz"),
+            timeout_s=30,
+            watch=[self.fleet_service],
         )
         self.note(f"fleet server: {self.fleet_url}")
         for i in range(1, self.n_agents + 1):
@@ -228,7 +232,7 @@ class Quickstart:
         for agent in self.agents:
             self.sup.wait_for(
                 f"{agent.device} to be live",
-                lambda a=agent: self._http_ok(f"{a.url}/v2/health/live"),
+                lambda a=agent: _answers(f"{a.url}/v2/health/live"),
                 timeout_s=30,
                 watch=[agent.service],
             )
@@ -290,7 +294,7 @@ class Quickstart:
             ["fleet", "rollout", "start", "--model", MODEL, "--version", "1", "--phases", "100"]
         )
         self.note(out.strip())
-        waited = self._wait_all_active(1, timeout_s=60)
+        waited = self.wait_all_active(1, timeout_s=60)
         self.note(f"every agent serves v1 ({waited:.1f}s)")
 
     def rollout_v2(self) -> None:
@@ -314,7 +318,7 @@ class Quickstart:
         seen: set[tuple[int, int]] = set()
 
         def progress() -> bool:
-            st = self._api(f"/rollouts/{rollout_id}")
+            st = self.api(f"/rollouts/{rollout_id}")
             active = int(st["counts"].get("active", 0))
             key = (int(st["phase_index"]), active)
             if key not in seen:
@@ -327,7 +331,7 @@ class Quickstart:
                 raise StepFailed(f"rollout {rollout_id} {st['status']}: {st['reason']}")
             return st["status"] == "completed"
 
-        self.sup.wait_for("the v2 rollout to complete", progress, timeout_s=90, watch=self._watch())
+        self.sup.wait_for("the v2 rollout to complete", progress, timeout_s=90, watch=self.watch())
         for line in self.sup.run(["fleet", "rollout", "status"]).rstrip().splitlines():
             self.echo(f"    {line}")
 
@@ -342,22 +346,22 @@ class Quickstart:
         eid = int(out.split()[1])
         # traffic through every agent (sticky per request key) until the server has per-arm
         # telemetry from the devices: agents buffer summaries on disk and publish them
-        rows = self._rows(200)
+        rows = self.digits.x_test[:200]
         sent = 0
 
         def both_arms() -> bool:
             nonlocal sent
             for agent in self.agents:
                 for _ in range(50):
-                    self._infer(agent, rows[sent % len(rows)][None, :], key=f"user-{sent}")
+                    self.infer(agent, rows[sent % len(rows)][None, :], key=f"user-{sent}")
                     sent += 1
-            rep = self._api(f"/experiments/{eid}/report")
+            rep = self.api(f"/experiments/{eid}/report")
             # the server judges only with enough requests and telemetry windows per arm; its
             # reason starts with "need ..." until then
             enough = rep["a"]["requests"] > 0 and rep["b"]["requests"] > 0
             return bool(enough and not str(rep.get("why", "")).startswith("need"))
 
-        self.sup.wait_for("telemetry for both arms", both_arms, timeout_s=60, watch=self._watch())
+        self.sup.wait_for("telemetry for both arms", both_arms, timeout_s=60, watch=self.watch())
         self.note(f"sent {sent} requests through the agents")
         for line in self.sup.run(["fleet", "experiment", "report", str(eid)]).rstrip().splitlines():
             self.echo(f"    {line}")
@@ -372,18 +376,9 @@ class Quickstart:
             args += ["--version", "2"]
         out = self.sup.run(args).strip()
         self.note(out)
-        self._wait_rollout(int(out.split()[1]), timeout_s=60)
-        waited = self._wait_all_active(self._winner(), timeout_s=60)
+        self.wait_rollout(int(out.split()[1]), timeout_s=60)
+        waited = self.wait_all_active(self._winner(), timeout_s=60)
         self.note(f"every agent serves v{self._winner()} ({waited:.1f}s)")
-
-    def _wait_rollout(self, rollout_id: int, timeout_s: float) -> None:
-        def done() -> bool:
-            st = self._api(f"/rollouts/{rollout_id}")
-            if st["status"] in ("paused", "aborted", "rolled_back", "failed"):
-                raise StepFailed(f"rollout {rollout_id} {st['status']}: {st['reason']}")
-            return st["status"] == "completed"
-
-        self.sup.wait_for(f"rollout {rollout_id}", done, timeout_s=timeout_s, watch=self._watch())
 
     def _winner(self) -> int:
         return 1 if self.result.verdict == "a better" else 2
@@ -391,10 +386,9 @@ class Quickstart:
     def predict(self) -> None:
         """Step 7: predictions through every agent's OIP API, checked against the labels."""
         self.step("send predictions through the agents (Open Inference Protocol v2, JSON)")
-        assert self.data is not None
-        x, y = self.data.x_test[:32], self.data.y_test[:32]
+        x, y = self.digits.x_test[:32], self.digits.y_test[:32]
         for agent in self.agents:
-            body = self._infer(agent, x)
+            body = self.infer(agent, x)
             out = next(o for o in body["outputs"] if o["name"] == "probabilities")
             probs = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
             acc = float((probs.argmax(axis=1) == y).mean())
@@ -404,65 +398,49 @@ class Quickstart:
                 f"{MODEL} v{body.get('model_version', '?')}"
             )
         for agent in self.agents:
-            active = self._agent_active(agent)
+            active = self.agent_active(agent)
             if active is not None:
                 self.result.active_versions[agent.device] = active
 
-    # -- helpers -----------------------------------------------------------------------------
+    # -- helpers (also used by the examples) ---------------------------------------------
 
-    def _watch(self) -> list[Service]:
+    @property
+    def digits(self) -> DigitsData:
+        """The data split from step 1.
+
+        Raises:
+            EdgeServeError: step 1 has not run.
+        """
+        if self.data is None:
+            raise EdgeServeError("no data yet: run the train step first")
+        return self.data
+
+    def watch(self) -> list[Service]:
+        """The fleet server and agents: a wait fails early when one of them dies."""
         return [s for s in (self.fleet_service, *(a.service for a in self.agents)) if s is not None]
 
-    def _http(self, method: str, url: str, **kw: Any) -> Any:
-        import httpx
-
-        try:
-            response = httpx.request(method, url, timeout=10.0, **kw)
-        except httpx.HTTPError as exc:
-            raise UnavailableError(f"{method} {url}: {exc}") from exc
-        if response.status_code >= 400:
-            raise EdgeServeError(f"{method} {url}: {response.status_code} {response.text[:200]}")
-        return response.json() if response.content else None
-
-    def _http_text(self, url: str) -> str:
-        import httpx
-
-        try:
-            response = httpx.get(url, timeout=10.0)
-        except httpx.HTTPError as exc:
-            raise UnavailableError(f"GET {url}: {exc}") from exc
-        if response.status_code >= 400:
-            raise EdgeServeError(f"GET {url}: {response.status_code}")
-        return response.text
-
-    def _http_ok(self, url: str) -> bool:
-        self._http("GET", url)
-        return True
-
-    def _fleet_healthy(self) -> bool:
-        return self._http_ok(f"{self.fleet_url}/healthz")
-
-    def _api(self, path: str) -> Any:
-        return self._http(
+    def api(self, path: str) -> Any:
+        """``GET /api/v1<path>`` on the fleet server, with the operator token."""
+        return request_json(
             "GET",
             f"{self.fleet_url}/api/v1{path}",
             headers={"Authorization": f"Bearer {self.token}"},
         )
 
-    def _rollout_status(self) -> str:
-        rollouts = self._api("/rollouts")["rollouts"]
-        return str(rollouts[0]["status"]) if rollouts else ""
+    def infer(self, agent: AgentInfo, x: np.ndarray, key: str | None = None) -> dict[str, Any]:
+        """Predict ``x`` (rows of 64 pixels) through ``agent``'s OIP API."""
+        return infer(agent.url, MODEL, INPUT_NAME, x, key)
 
-    def _reported_active(self) -> dict[str, int]:
+    def reported_active(self) -> dict[str, int]:
         """Which version each device reports active, from the fleet server's device list."""
         out: dict[str, int] = {}
-        for dev in self._api("/devices")["devices"]:
+        for dev in self.api("/devices")["devices"]:
             active = ((dev.get("models") or {}).get(MODEL) or {}).get("active")
             if active is not None:
                 out[str(dev["id"])] = int(active)
         return out
 
-    def _agent_active(self, agent: AgentInfo) -> int | None:
+    def agent_active(self, agent: AgentInfo) -> int | None:
         """The active version as the device itself records it (``edgeserve agent models``)."""
         out = self.sup.run(["agent", "models", "--state", str(agent.state_dir)], quiet=True)
         for line in out.splitlines():
@@ -472,31 +450,31 @@ class Quickstart:
                         return int(token[:-1])
         return None
 
-    def _wait_all_active(self, version: int, timeout_s: float) -> float:
+    def wait_all_active(self, version: int, timeout_s: float) -> float:
+        """Wait until every device reports ``version`` active; returns the seconds waited."""
+
         def done() -> bool:
-            active = self._reported_active()
+            active = self.reported_active()
             return len(active) == len(self.agents) and set(active.values()) == {version}
 
         return self.sup.wait_for(
-            f"every agent to serve v{version}", done, timeout_s=timeout_s, watch=self._watch()
+            f"every agent to serve v{version}", done, timeout_s=timeout_s, watch=self.watch()
         )
 
-    def _rows(self, n: int) -> np.ndarray:
-        assert self.data is not None
-        return self.data.x_test[:n]
+    def wait_rollout(self, rollout_id: int, timeout_s: float) -> None:
+        """Wait until the rollout completes.
 
-    def _infer(self, agent: AgentInfo, x: np.ndarray, key: str | None = None) -> dict[str, Any]:
-        body = {
-            "inputs": [
-                {"name": INPUT_NAME, "shape": list(x.shape), "datatype": "FP32",
-                 "data": x.reshape(-1).tolist()}
-            ]
-        }  # fmt: skip
-        headers = {"x-request-key": key} if key else {}
-        result: dict[str, Any] = self._http(
-            "POST", f"{agent.url}/v2/models/{MODEL}/infer", json=body, headers=headers
-        )
-        return result
+        Raises:
+            StepFailed: it was paused, aborted or rolled back (the server's reason included).
+        """
+
+        def done() -> bool:
+            st = self.api(f"/rollouts/{rollout_id}")
+            if st["status"] in ("paused", "aborted", "rolled_back", "failed"):
+                raise StepFailed(f"rollout {rollout_id} {st['status']}: {st['reason']}")
+            return st["status"] == "completed"
+
+        self.sup.wait_for(f"rollout {rollout_id}", done, timeout_s=timeout_s, watch=self.watch())
 
     def close(self) -> None:
         """Stop agents, fleet server and broker (idempotent)."""
@@ -504,6 +482,12 @@ class Quickstart:
         if self.broker is not None:
             self.broker.stop()
             self.broker = None
+
+
+def _answers(url: str) -> bool:
+    """True when ``GET url`` answers 2xx (errors propagate: the caller is polling)."""
+    request_json("GET", url)
+    return True
 
 
 def _find(directory: Path, names: tuple[str, ...]) -> Path:

@@ -20,6 +20,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from edgeserve.quickstart.http import get_text
 from edgeserve.quickstart.scenario import MODEL, Quickstart
 
 SPLIT_B = 30  # percent of requests for v2
@@ -60,12 +61,12 @@ def main(workdir: Path) -> int:
         ]).strip()  # fmt: skip
         qs.note(out)
         eid = int(out.split()[1])
-        x = qs.data.x_test  # type: ignore[union-attr]
+        x = qs.digits.x_test  # type: ignore[union-attr]
 
         def split_everywhere() -> bool:  # every agent has v2 installed and answers with it
             return all(
                 any(
-                    str(qs._infer(a, x[i : i + 1], key=f"probe-{i}")["model_version"]) == "2"
+                    str(qs.infer(a, x[i : i + 1], key=f"probe-{i}")["model_version"]) == "2"
                     for i in range(20)
                 )
                 for a in qs.agents
@@ -79,7 +80,7 @@ def main(workdir: Path) -> int:
             seen: dict[str, set[str]] = {}
             for _round in range(4):
                 for u in range(USERS):
-                    body = qs._infer(agent, x[u : u + 1], key=f"user-{u}")
+                    body = qs.infer(agent, x[u : u + 1], key=f"user-{u}")
                     seen.setdefault(f"user-{u}", set()).add(str(body["model_version"]))
             sticky = all(len(v) == 1 for v in seen.values())
             share = Counter(next(iter(v)) for v in seen.values())
@@ -89,7 +90,7 @@ def main(workdir: Path) -> int:
             )
             if not sticky:
                 raise SystemExit(f"{agent.device}: a user saw both versions")
-            metrics = qs._http_text(f"{agent.url}/metrics")
+            metrics = get_text(f"{agent.url}/metrics")
             qs.note(f"  /metrics edgeserve_ab_requests_total: {arm_counts(metrics)}")
 
         qs.step("the fleet server's report: per-arm telemetry, intervals, verdict")
@@ -97,15 +98,15 @@ def main(workdir: Path) -> int:
         def judged() -> bool:
             for agent in qs.agents:  # keep telemetry flowing until the server can judge
                 for u in range(30):
-                    qs._infer(agent, x[u : u + 1], key=f"user-{u}")
-            rep = qs._api(f"/experiments/{eid}/report")
+                    qs.infer(agent, x[u : u + 1], key=f"user-{u}")
+            rep = qs.api(f"/experiments/{eid}/report")
             return (
                 rep["a"]["requests"] > 0
                 and rep["b"]["requests"] > 0
                 and not str(rep.get("why", "")).startswith("need")
             )
 
-        qs.sup.wait_for("enough telemetry to judge", judged, timeout_s=90, watch=qs._watch())
+        qs.sup.wait_for("enough telemetry to judge", judged, timeout_s=90, watch=qs.watch())
         report = qs.sup.run(["fleet", "experiment", "report", str(eid)])
         qs.table(report)
         verdict = re.search(r"verdict: (.+?) \(", report)

@@ -84,7 +84,7 @@ def main(workdir: Path) -> int:
         qs.note(out)
         rollout_id = int(out.split()[1])
         try:
-            qs._wait_rollout(rollout_id, timeout_s=90)
+            qs.wait_rollout(rollout_id, timeout_s=90)
             raise SystemExit("the broken v2 rolled out: the health gate did not catch it")
         except StepFailed as stopped:
             qs.note(f"stopped by the fleet: {stopped}")
@@ -98,12 +98,12 @@ def main(workdir: Path) -> int:
             qs.note(f"  {entry.get('action')}: {json.dumps(detail)[:110]}")
 
         qs.step("check: every device still serves v1, predictions are right")
-        qs._wait_all_active(1, timeout_s=60)
+        qs.wait_all_active(1, timeout_s=60)
         for agent in qs.agents:
-            body = qs._infer(agent, qs.data.x_test[:32])  # type: ignore[union-attr]
+            body = qs.infer(agent, qs.digits.x_test[:32])  # type: ignore[union-attr]
             probs = np.asarray(body["outputs"][0]["data"]).reshape(body["outputs"][0]["shape"])
-            accuracy = float((probs.argmax(1) == qs.data.y_test[:32]).mean())  # type: ignore[union-attr]
-            active = qs._agent_active(agent)
+            accuracy = float((probs.argmax(1) == qs.digits.y_test[:32]).mean())  # type: ignore[union-attr]
+            active = qs.agent_active(agent)
             qs.note(
                 f"{agent.device}: active v{active}, answered by v{body['model_version']}, "
                 f"{accuracy:.0%} of 32 digits right"
