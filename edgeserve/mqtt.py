@@ -170,6 +170,8 @@ class MqttClient:
                 )
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 raise ConfigError(f"mqtt TLS settings: {exc}") from exc
+        if loop is not None:
+            client.connect_timeout = 2.0  # seconds: a slow connect stalls the shared loop
         client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)
         client.max_queued_messages_set(config.max_queued_messages)
         client.on_connect = self._on_connect
@@ -355,7 +357,10 @@ class MqttLoop:
     ``on_socket_open/close/register_write/unregister_write`` + ``loop_read/write/misc``).
 
     Reconnects each client with its own exponential backoff (with jitter so 1,000 devices do
-    not reconnect in lockstep after a broker restart).
+    not reconnect in lockstep after a broker restart). A TCP connect blocks the loop briefly
+    (paho connects synchronously; bounded by a 2 s ``connect_timeout`` here), so the shared
+    loop is meant for simulations and brokers on a fast network; a real device uses its own
+    paho thread.
     """
 
     def __init__(self, name: str = "mqtt-loop") -> None:
@@ -457,10 +462,13 @@ class MqttLoop:
                 if slot.stopped:
                     continue
                 pc = slot.client.paho
-                if events & selectors.EVENT_READ:
-                    pc.loop_read()
-                if events & selectors.EVENT_WRITE and not slot.stopped:
-                    pc.loop_write()
+                try:
+                    if events & selectors.EVENT_READ:
+                        pc.loop_read()
+                    if events & selectors.EVENT_WRITE and not slot.stopped:
+                        pc.loop_write()
+                except Exception:  # one client's failure must not stop the others
+                    log.exception("mqtt loop: client %s failed", slot.client.config.client_id)
             with self._lock:
                 pending, self._pending = self._pending, []
             for func in pending:
@@ -469,7 +477,10 @@ class MqttLoop:
             if now - last_misc >= 0.5:
                 last_misc = now
                 for slot in list(self._clients.values()):
-                    self._service(slot, now)
+                    try:
+                        self._service(slot, now)
+                    except Exception:
+                        log.exception("mqtt loop: client %s", slot.client.config.client_id)
 
     def _service(self, slot: _Slot, now: float) -> None:
         pc = slot.client.paho
