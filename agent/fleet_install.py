@@ -150,6 +150,10 @@ class InstallPipeline:
         except EdgeServeError as exc:
             m.advance(S.FAILED)
             return S.FAILED, str(exc)[:500], "install"
+        except Exception as exc:  # a bug or an unexpected library error: keep the old version
+            log.exception("fleet sync: installing %s v%s failed", name, target.version)
+            m.advance(S.FAILED)
+            return S.FAILED, f"internal error: {exc}"[:500], "internal"
         self._cleanup_downloads()
         return self._activate(name, target, m, active)
 

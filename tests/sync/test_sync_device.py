@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from edgeserve.agent.fleet_sim import SimulatedInstaller
 from support.artifact_server import ArtifactServer, Fault
 from support.broker import Mosquitto
 from support.fleet_keys import FleetKeys, make_signed_bundle
@@ -199,3 +200,24 @@ def test_sync_device_prunes_to_active_and_previous(
         driver.publish("dev1", driver.desired("dev1", {"linear": releases[f"v{version}"].target()}))
         driver.wait_report("dev1", model_state("linear", "ACTIVE", version))
     assert inst.installed_versions("linear") == [2, 3]
+
+
+def test_sync_device_unexpected_installer_error_fails_cleanly_and_recovers(
+    make_device, driver: FleetDriver, releases: dict[str, Release]
+) -> None:
+    class Flaky(SimulatedInstaller):
+        calls = 0
+
+        def install(self, bundle_dir: Path) -> None:
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise RuntimeError("disk controller on fire")
+            super().install(bundle_dir)
+
+    make_device(installer=Flaky())
+    driver.publish("dev1", driver.desired("dev1", {"linear": releases["v1"].target()}))
+    rep = driver.wait_report("dev1", model_state("linear", "FAILED"))
+    assert rep.models["linear"].reason_code == "internal"
+    # the state machine is back in a terminal state: the next desired state installs
+    driver.publish("dev1", driver.desired("dev1", {"linear": releases["v1"].target()}))
+    driver.wait_report("dev1", model_state("linear", "ACTIVE", 1))
