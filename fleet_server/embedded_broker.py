@@ -38,12 +38,16 @@ from typing import Any, Literal
 from edgeserve.errors import ConfigError, UnavailableError
 
 __all__ = [
+    "AclRule",
     "EmbeddedBroker",
     "acl_allows",
     "hash_password",
     "mosquitto_binary",
+    "parse_acl",
+    "read_password_file",
     "start_embedded_broker",
     "verify_password",
+    "write_password_file",
 ]
 
 Kind = Literal["auto", "mosquitto", "amqtt"]
@@ -84,18 +88,18 @@ def verify_password(password: str, encoded: str) -> bool:
     parts = encoded.split("$")
     try:
         if len(parts) == 5 and parts[1] == "7":
-            iterations, salt, expected = int(parts[2]), b64(parts[3]), b64(parts[4])
+            iterations, salt, expected = int(parts[2]), _b64(parts[3]), _b64(parts[4])
             got = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, len(expected))
             return hmac.compare_digest(got, expected)
         if len(parts) == 4 and parts[1] == "6":
-            salt, expected = b64(parts[2]), b64(parts[3])
+            salt, expected = _b64(parts[2]), _b64(parts[3])
             return hmac.compare_digest(hashlib.sha512(password.encode() + salt).digest(), expected)
     except ValueError:
         return False
     return False
 
 
-def b64(text: str) -> bytes:
+def _b64(text: str) -> bytes:
     """Strict base64 decode (raises ValueError on garbage)."""
     try:
         return base64.b64decode(text, validate=True)
@@ -276,6 +280,16 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         """The Mosquitto process id, or None for the in-process amqtt broker."""
         return self._process.pid if self._process is not None else None
+
+    def reload(self) -> None:
+        """Pick up changes to the password and ACL files (after ``fleet device add``).
+
+        Mosquitto re-reads both on SIGHUP (mosquitto(8), "Signals"); the amqtt plugins notice a
+        changed file by itself (size and mtime are checked on every connection/ACL check), so
+        this is a no-op there.
+        """
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGHUP)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the broker and wait for it; remove the work directory if we made it."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,19 +29,40 @@ __all__ = ["AclFileTopicPlugin", "PasswordFileAuthPlugin", "run_broker"]
 _MODULE = __name__
 
 
+class _Watched:
+    """A file parsed again whenever its size or mtime changes (Mosquitto reloads on SIGHUP;
+    here a changed file is simply noticed)."""
+
+    def __init__(self, path: str | None, parse: Callable[[Path], Any]) -> None:
+        self.path = Path(path) if path else None
+        self._parse = parse
+        self._stamp: tuple[int, int] | None = None
+        self._value: Any = None
+
+    def get(self) -> Any:
+        if self.path is None:
+            return None
+        st = self.path.stat()
+        stamp = (st.st_size, st.st_mtime_ns)
+        if stamp != self._stamp:
+            self._value, self._stamp = self._parse(self.path), stamp
+        return self._value
+
+
 class PasswordFileAuthPlugin(BaseAuthPlugin):
     """Accepts a client whose username/password match the Mosquitto password file; anonymous
     clients only when no password file is configured (Mosquitto's ``allow_anonymous``)."""
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
-        path = self.config.password_file
-        self._users = read_password_file(Path(path)) if path else None
+        self._users = _Watched(self.config.password_file, read_password_file)
+        self._users.get()  # a bad file fails at start, not at the first client
 
     async def authenticate(self, *, session: Session) -> bool | None:
-        if self._users is None:
+        users = self._users.get()
+        if users is None:
             return True
-        encoded = self._users.get(session.username or "")
+        encoded = users.get(session.username or "")
         return encoded is not None and verify_password(session.password or "", encoded)
 
     @dataclass
@@ -53,8 +75,8 @@ class AclFileTopicPlugin(BaseTopicPlugin):
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
-        path = self.config.acl_file
-        self._rules = parse_acl(Path(path).read_text()) if path else None
+        self._rules = _Watched(self.config.acl_file, lambda p: parse_acl(p.read_text()))
+        self._rules.get()
 
     async def topic_filtering(
         self,
@@ -63,12 +85,13 @@ class AclFileTopicPlugin(BaseTopicPlugin):
         topic: str | None = None,
         action: Action | None = None,
     ) -> bool | None:
-        if self._rules is None:
+        rules = self._rules.get()
+        if rules is None:
             return True
         if session is None or topic is None:
             return False
         return acl_allows(
-            self._rules,
+            rules,
             user=session.username,
             client_id=session.client_id or "",
             topic=topic,

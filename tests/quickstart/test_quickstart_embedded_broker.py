@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -195,3 +196,36 @@ def test_quickstart_embedded_broker_with_edgeserve_mqtt_adapter(kind: str) -> No
         assert got.get(timeout=10) == ("es/f1/dev/d1/desired", b"v2", True)
         device.stop()
         server.stop()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_quickstart_embedded_broker_reload_picks_up_new_devices(kind: str, tmp_path: Path) -> None:
+    """After `fleet device add` rewrites the password file and ACL, reload() lets the new
+    device in without restarting the broker (retained messages stay)."""
+    from edgeserve.fleet_server.embedded_broker import write_password_file
+
+    acl = tmp_path / "acl"
+    acl.write_text(ACL)
+    passwd = write_password_file(tmp_path / "passwd", {"fleet": "fleet-pw"})
+    with start_embedded_broker(password_file=passwd, acl_file=acl, kind=kind) as broker:  # type: ignore[arg-type]
+        fleet = Client(broker, "fleet", "fleet-pw")
+        assert not fleet.wait_connected().is_failure
+        fleet.publish("es/f1/dev/d9/desired", b"for-d9", retain=True)
+        early = Client(broker, "d9", "d9-pw")
+        assert early.wait_connected().is_failure  # not registered yet
+        early.close()
+
+        write_password_file(passwd, {"fleet": "fleet-pw", "d9": "d9-pw"})
+        broker.reload()
+        deadline = time.monotonic() + 10
+        while True:  # SIGHUP is asynchronous: retry the CONNECT until it is accepted
+            d9 = Client(broker, "d9", "d9-pw")
+            if not d9.wait_connected().is_failure:
+                break
+            d9.close()
+            assert time.monotonic() < deadline, "d9 still refused after reload()"
+            time.sleep(0.2)
+        assert not d9.subscribe("es/f1/dev/d9/desired").is_failure
+        assert d9.messages.get(timeout=10).payload == b"for-d9"
+        d9.close()
+        fleet.close()
