@@ -91,7 +91,7 @@ class Api:
                 {
                     "name": "edgeserve",
                     "version": __version__,
-                    "extensions": ["binary_tensor_data", "model_repository"],
+                    "extensions": ["binary_tensor_data", "model_repository", "statistics"],
                 }
             )
         if parts[0] == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
@@ -101,6 +101,9 @@ class Api:
             return error_response(503, "agent is starting")
         if parts[0] == "repository":
             return await self._repository(request, parts[1:])
+        if parts == ["models", "stats"]:
+            _method(method, "GET")
+            return _json({"model_stats": self._stats(None, None)})
         if parts[0] == "models" and len(parts) >= 2:
             name, rest = parts[1], parts[2:]
             version = None
@@ -118,6 +121,9 @@ class Api:
             if rest == ["infer"]:
                 _method(method, "POST")
                 return await self._infer(request, name, version)
+            if rest == ["stats"]:
+                _method(method, "GET")
+                return _json({"model_stats": self._stats(name, version)})
             if rest == ["config"]:
                 _method(method, "GET")
                 return _json(self._config(name, version))
@@ -163,6 +169,15 @@ class Api:
             "inputs": [_spec(s) for s in model.inputs],
             "outputs": [_spec(s) for s in model.outputs],
         }
+
+    def _stats(self, name: str | None, version: str | None) -> list[dict[str, Any]]:
+        """Triton's statistics extension: counters since each version was loaded."""
+        if name is not None and version is not None:
+            model = self.agent.resolve(name, version, "stats", count=False)
+            return [model.totals.to_triton(model.name, model.version)]
+        if name is not None and not self.agent.loaded_models(name):
+            self.agent.resolve(name, None, "stats", count=False)  # 404 or 503
+        return [m.totals.to_triton(m.name, m.version) for m in self.agent.loaded_models(name)]
 
     def _config(self, name: str, version: str | None) -> dict[str, Any]:
         model = self.agent.resolve(name, version, "config", count=False)

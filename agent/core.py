@@ -162,6 +162,13 @@ class Agent:
         """Model name -> version that unversioned requests go to (loaded models only)."""
         return dict(self._default)
 
+    def loaded_models(self, name: str | None = None) -> list[LoadedModel]:
+        """Loaded model versions (of ``name``, or all), sorted by name and version."""
+        names = [name] if name is not None else sorted(self._models)
+        return [
+            self._models[n][v] for n in names if n in self._models for v in sorted(self._models[n])
+        ]
+
     def loaded_versions(self) -> dict[str, list[int]]:
         """Model name -> loaded versions."""
         return {name: sorted(v) for name, v in self._models.items() if v}

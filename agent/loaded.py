@@ -22,7 +22,7 @@ from edgeserve.manifest import TensorSpec
 from edgeserve.runtimes import Runtime, RuntimeOptions, load_runtime
 from edgeserve.runtimes.base import check_feeds
 
-__all__ = ["LoadedModel", "Stats", "open_runtime", "sample_feeds"]
+__all__ = ["LoadedModel", "Stats", "Totals", "open_runtime", "sample_feeds"]
 
 _RESERVOIR = 4096  # latencies kept per telemetry window (uniform reservoir sample)
 
@@ -122,6 +122,39 @@ class Stats:
         }
 
 
+@dataclass
+class Totals:
+    """Counters since load, in the shape of Triton's statistics extension (durations in ns)."""
+
+    success: int = 0
+    success_ns: int = 0
+    fail: int = 0
+    fail_ns: int = 0
+    queue: int = 0
+    queue_ns: int = 0
+    compute: int = 0
+    compute_ns: int = 0
+    inference_count: int = 0
+    execution_count: int = 0
+    last_inference_ms: int = 0
+
+    def to_triton(self, name: str, version: int) -> dict[str, Any]:
+        """One ``model_stats`` entry of Triton's ``GET /v2/models/{m}/stats``."""
+        return {
+            "name": name,
+            "version": str(version),
+            "last_inference": self.last_inference_ms,
+            "inference_count": self.inference_count,
+            "execution_count": self.execution_count,
+            "inference_stats": {
+                "success": {"count": self.success, "ns": self.success_ns},
+                "fail": {"count": self.fail, "ns": self.fail_ns},
+                "queue": {"count": self.queue, "ns": self.queue_ns},
+                "compute_infer": {"count": self.compute, "ns": self.compute_ns},
+            },
+        }
+
+
 class LoadedModel:
     """A model version ready to serve: its runtime, batcher and counters."""
 
@@ -144,6 +177,7 @@ class LoadedModel:
         cfg = model_cfg.batching
         self.metrics: VersionMetrics = metrics.for_version(self.name, self.version)
         self.stats = Stats()
+        self.totals = Totals()
         self._stats_lock = threading.Lock()
         self.batcher = Batcher(
             self._run,
@@ -165,6 +199,11 @@ class LoadedModel:
         self.metrics.inference_count.inc(rows)
         self.metrics.exec_count.inc()
         self.metrics.compute_duration.observe(compute_s)
+        totals = self.totals
+        totals.inference_count += rows
+        totals.execution_count += 1
+        totals.compute += 1
+        totals.compute_ns += int(compute_s * 1e9)
         with self._stats_lock:
             self.stats.executions += 1
             self.stats.rows += rows
@@ -197,6 +236,12 @@ class LoadedModel:
         self.metrics.success.inc()
         self.metrics.request_duration.observe(elapsed)
         self.metrics.queue_duration.observe(result.queue_s)
+        totals = self.totals
+        totals.success += 1
+        totals.success_ns += int(elapsed * 1e9)
+        totals.queue += 1
+        totals.queue_ns += int(result.queue_s * 1e9)
+        totals.last_inference_ms = int(time.time() * 1000)
         with self._stats_lock:
             self.stats.record_latency(elapsed * 1000.0)
         return result
@@ -204,6 +249,7 @@ class LoadedModel:
     def count_failure(self, reason: str) -> None:
         """Count a failed request in metrics and telemetry."""
         self.metrics.failure(reason)
+        self.totals.fail += 1
         with self._stats_lock:
             self.stats.requests += 1
             self.stats.errors[reason] = self.stats.errors.get(reason, 0) + 1

@@ -146,6 +146,11 @@ def openapi_document() -> dict[str, Any]:
             "Model version readiness.", [_MODEL, _VERSION]
         ),
         "/v2/models/{model_name}/config": _get("Triton-style model configuration.", [_MODEL]),
+        "/v2/models/stats": _get("Statistics of every loaded version (Triton extension).", []),
+        "/v2/models/{model_name}/stats": _get("Statistics of a model's loaded versions.", [_MODEL]),
+        "/v2/models/{model_name}/versions/{model_version}/stats": _get(
+            "Statistics of one version.", [_MODEL, _VERSION]
+        ),
         "/v2/models/{model_name}/infer": _infer_op(False),
         "/v2/models/{model_name}/versions/{model_version}/infer": _infer_op(True),
         "/v2/repository/index": {

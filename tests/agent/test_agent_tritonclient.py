@@ -37,6 +37,13 @@ def test_agent_tritonclient_infer(running_agent: AgentProcess, binary: bool) -> 
         ]
         for p in pending:
             np.testing.assert_allclose(p.get_result().as_numpy("y"), linear_reference(x), rtol=1e-5)
+        stats = client.get_inference_statistics("linear")["model_stats"]
+        assert [(s["name"], s["version"]) for s in stats] == [("linear", "1")]
+        assert stats[0]["inference_stats"]["success"]["count"] == 9
+        assert stats[0]["inference_count"] == 27  # rows, 3 per request
+        assert 1 <= stats[0]["execution_count"] <= 9
+        assert client.get_inference_statistics("linear", "1")["model_stats"][0]["version"] == "1"
+        assert len(client.get_inference_statistics()["model_stats"]) == 1
     finally:
         client.close()
 
