@@ -152,7 +152,22 @@ def test_agent_control_split_and_telemetry(served: Served) -> None:
     np.testing.assert_array_less(0, [sample["latency_ms"]["p99"]])
 
 
-def test_agent_control_activate_under_load_drops_nothing(served: Served) -> None:
+@pytest.mark.parametrize("delay_us", [0, 3000], ids=["no-delay", "queued-at-swap"])
+def test_agent_control_activate_under_load_drops_nothing(
+    tmp_path: Path, state_dir: Path, delay_us: int
+) -> None:
+    # with a queue delay, requests are always waiting on the old version when it is swapped
+    ModelStore(state_dir).install(
+        make_linear_bundle(tmp_path / "b2", version=2, seed=1).path, activate=False
+    )
+    served = Served(state_dir, **{"batching.max_queue_delay_us": delay_us})
+    try:
+        _swap_under_load(served)
+    finally:
+        served.stop()
+
+
+def _swap_under_load(served: Served) -> None:
     agent = served.agent
     assert agent is not None
     stop = threading.Event()
