@@ -139,3 +139,31 @@ def test_quickstart_keep_with_the_embedded_amqtt_broker(tmp_path: Path) -> None:
     workdir = Path(re.search(r"edgeserve quickstart in (\S+)", out).group(1))  # type: ignore[union-attr]
     assert not workdir.exists()
     assert processes_mentioning(str(tmp_path)) == []
+
+
+@pytest.mark.slow
+def test_quickstart_sigterm_mid_run_stops_everything(tmp_path: Path) -> None:
+    """Interrupted while the broker, fleet server and agents run: all stopped, dir removed."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [*EDGESERVE, "quickstart"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    seen: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:  # until the agents are up
+        seen.append(line)
+        if line.startswith("  dev-1: http://"):
+            break
+    assert processes_mentioning(str(tmp_path)), "nothing running to interrupt"
+    proc.send_signal(signal.SIGTERM)
+    seen.extend(proc.stdout)
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 130, "".join(seen)
+    out = "".join(seen)
+    workdir = Path(re.search(r"edgeserve quickstart in (\S+)", out).group(1))  # type: ignore[union-attr]
+    assert f"removed {workdir}" in out and not workdir.exists()
+    assert processes_mentioning(str(tmp_path)) == []
