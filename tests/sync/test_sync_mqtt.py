@@ -179,16 +179,10 @@ def test_sync_mqtt_tls_with_client_certificate_identity(tmp_path: Path) -> None:
     ``use_identity_as_username``; DESIGN.md: identity by username/password or client cert)."""
     import os
 
-    import trustme
     from support.broker import free_port, mosquitto_binary, wait_for_port
+    from support.fleet_tls import make_tls_files
 
-    ca = trustme.CA()
-    server_cert = ca.issue_cert("127.0.0.1")
-    client_cert = ca.issue_cert("dev-tls", common_name="dev-tls")
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    server_cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
-    client_cert.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
-    client_cert.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+    tls = make_tls_files(tmp_path, client_cn="dev-tls")
     (tmp_path / "acl").write_text("pattern readwrite es/lab/dev/%u/#\n")
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
@@ -197,9 +191,9 @@ def test_sync_mqtt_tls_with_client_certificate_identity(tmp_path: Path) -> None:
             [
                 f"listener {port} 127.0.0.1",
                 *(["user root"] if os.geteuid() == 0 else []),
-                f"cafile {tmp_path / 'ca.pem'}",
-                f"certfile {tmp_path / 'server.pem'}",
-                f"keyfile {tmp_path / 'server.pem'}",
+                f"cafile {tls['ca']}",
+                f"certfile {tls['server']}",
+                f"keyfile {tls['server_key']}",
                 "require_certificate true",
                 "use_identity_as_username true",
                 f"acl_file {tmp_path / 'acl'}",
@@ -220,9 +214,9 @@ def test_sync_mqtt_tls_with_client_certificate_identity(tmp_path: Path) -> None:
             MqttConfig(
                 url,
                 "dev-tls",
-                tls_ca=str(tmp_path / "ca.pem"),
-                tls_cert=str(tmp_path / "client.pem"),
-                tls_key=str(tmp_path / "client.key"),
+                tls_ca=str(tls["ca"]),
+                tls_cert=str(tls["client"]),
+                tls_key=str(tls["client_key"]),
             )
         )
         inbox = Inbox()
@@ -235,7 +229,7 @@ def test_sync_mqtt_tls_with_client_certificate_identity(tmp_path: Path) -> None:
         assert acked.wait(5)
         inbox.wait(lambda items: any(p == b"hi" for _, p, _ in items))
         good.stop()
-        no_cert = MqttClient(MqttConfig(url, "anon", tls_ca=str(tmp_path / "ca.pem")))
+        no_cert = MqttClient(MqttConfig(url, "anon", tls_ca=str(tls["ca"])))
         no_cert.start()
         with pytest.raises(TransportError):
             no_cert.wait_connected(2)
