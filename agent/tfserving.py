@@ -9,6 +9,7 @@ status, as documented at https://www.tensorflow.org/tfx/serving/api_rest. Errors
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,9 @@ from edgeserve.errors import InferenceInputError, NotFoundError
 from edgeserve.manifest import TensorSpec
 
 __all__ = ["handle_v1"]
+
+_OFFLOAD_BYTES = 64 * 1024  # request bytes parsed in a worker thread beyond this
+_OFFLOAD_ELEMENTS = 16 * 1024  # output elements encoded in a worker thread beyond this
 
 
 async def handle_v1(agent: Agent, request: Request, key_header: str) -> Response:
@@ -53,28 +57,47 @@ async def handle_v1(agent: Agent, request: Request, key_header: str) -> Response
         )
     if verb != "predict" or request.method != "POST":
         raise NotFoundError(f"no route for {request.method} {request.path} (use :predict)")
-    doc = parse_json(request.body)
+    key = request.headers.get(key_header)
+    specs = agent.resolve(name, version, key, count=False).inputs
+    loop = asyncio.get_running_loop()
+    if len(request.body) > _OFFLOAD_BYTES:  # big bodies are parsed off the event loop
+        rows, feeds = await loop.run_in_executor(agent.executor, _decode, request.body, specs)
+    else:
+        rows, feeds = _decode(request.body, specs)
+    # resolve again with no await before submit: a hot swap cannot unload it in between
+    model = agent.resolve(name, version, key)
+    result = await model.infer(feeds)
+    if sum(a.size for a in result.outputs.values()) > _OFFLOAD_ELEMENTS:
+        body = await loop.run_in_executor(agent.executor, _encode, rows, result.outputs)
+    else:
+        body = _encode(rows, result.outputs)
+    return Response(200, body)
+
+
+def _decode(body: bytes, specs: tuple[TensorSpec, ...]) -> tuple[bool, dict[str, np.ndarray]]:
+    """(row format?, feeds) from a predict body."""
+    doc = parse_json(body)
     if not isinstance(doc, dict):
         raise InferenceInputError("request body must be a JSON object")
-    model = agent.resolve(name, version, request.headers.get(key_header))
     if "instances" in doc:
-        feeds = _from_instances(doc["instances"], model.inputs)
-    elif "inputs" in doc:
-        feeds = _from_columns(doc["inputs"], model.inputs)
-    else:
-        raise InferenceInputError("body needs 'instances' (row format) or 'inputs' (columnar)")
-    result = await model.infer(feeds)
-    outputs = result.outputs
-    if "instances" in doc:
+        return True, _from_instances(doc["instances"], specs)
+    if "inputs" in doc:
+        return False, _from_columns(doc["inputs"], specs)
+    raise InferenceInputError("body needs 'instances' (row format) or 'inputs' (columnar)")
+
+
+def _encode(rows: bool, outputs: dict[str, np.ndarray]) -> bytes:
+    """``{"predictions": ...}`` for the row format, ``{"outputs": ...}`` for columnar."""
+    if rows:
         if len(outputs) == 1:
-            return _json({"predictions": next(iter(outputs.values())).tolist()})
-        rows = next(iter(outputs.values())).shape[0]
-        return _json(
-            {"predictions": [{n: a[i].tolist() for n, a in outputs.items()} for i in range(rows)]}
+            return dumps({"predictions": next(iter(outputs.values())).tolist()})
+        count = next(iter(outputs.values())).shape[0]
+        return dumps(
+            {"predictions": [{n: a[i].tolist() for n, a in outputs.items()} for i in range(count)]}
         )
     if len(outputs) == 1:
-        return _json({"outputs": next(iter(outputs.values())).tolist()})
-    return _json({"outputs": {n: a.tolist() for n, a in outputs.items()}})
+        return dumps({"outputs": next(iter(outputs.values())).tolist()})
+    return dumps({"outputs": {n: a.tolist() for n, a in outputs.items()}})
 
 
 def _tensor(value: Any, spec: TensorSpec) -> np.ndarray:

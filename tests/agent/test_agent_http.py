@@ -270,3 +270,22 @@ def test_agent_http_idle_connections_are_closed(state_dir: Path) -> None:
             sock.settimeout(3)
             assert sock.recv(4096) == b""  # closed by the server after 0.3 s of silence
         assert httpx.get(f"{agent.url}/v2/health/live").status_code == 200
+
+
+def test_agent_http_large_bodies_both_apis(state_dir: Path) -> None:
+    x = np.random.default_rng(5).standard_normal((6000, 4)).astype(np.float32)
+    with start_agent(state_dir, config={"batching": {"max_batch_size": 8192}}) as agent:
+        rows = httpx.post(
+            f"{agent.url}/v1/models/linear:predict", json={"instances": x.tolist()}, timeout=30
+        )
+        assert rows.status_code == 200
+        np.testing.assert_allclose(rows.json()["predictions"], linear_reference(x), rtol=1e-5)
+        oip = httpx.post(f"{agent.url}/v2/models/linear/infer", json=_infer_body(x.tolist()))
+        out = oip.json()["outputs"][0]
+        assert out["shape"] == [6000, 3]
+        np.testing.assert_allclose(
+            np.reshape(out["data"], (6000, 3)), linear_reference(x), rtol=1e-5
+        )
+    with start_agent(state_dir) as agent:  # default max_batch_size 32: Triton's 400
+        resp = httpx.post(f"{agent.url}/v1/models/linear:predict", json={"inputs": x.tolist()})
+        assert resp.status_code == 400 and "max_batch_size 32" in resp.json()["error"]
