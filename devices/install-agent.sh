@@ -39,7 +39,7 @@ SERVICE_USER="edgeserve"
 PROFILE="auto"
 PROFILES_DIR="$SCRIPT_DIR"
 PYTHON="python3"
-PACKAGE="edgeserve"
+PACKAGE=""            # default: the checkout this script is in, else edgeserve from the index
 PIP_ARGS=""
 TFLITE="auto"          # auto | litert | tflite-runtime | none
 ORT_WHEEL=""
@@ -64,7 +64,8 @@ usage: $PROG [options]
   --user NAME            service user (default $SERVICE_USER)
   --python PY            interpreter for the venv, >= 3.10 (default python3)
   --package SPEC         what to install: a name, a version spec, a wheel or a source dir
-                         (default edgeserve; extras are added by this script)
+                         (default: the source checkout this script is in, else 'edgeserve'
+                         from the package index; extras are added by this script)
   --pip-args "ARGS"      extra arguments for every pip install (e.g. --index-url ...)
   --tflite KIND          auto | litert | tflite-runtime | none (default auto)
   --ort-wheel FILE|URL   onnxruntime-gpu wheel for a Jetson (JetPack 6), from the Jetson Zoo
@@ -304,6 +305,13 @@ if [ "$P_ORT_PACKAGE" = onnxruntime-gpu ] || [ "$IS_JETSON" = 1 ]; then
 fi
 
 # the requirement for the package with our extras: a name/spec, a wheel file or a source dir
+if [ -z "$PACKAGE" ]; then
+  if grep -qs '^name = "edgeserve"' "$SCRIPT_DIR/../pyproject.toml"; then
+    PACKAGE="$(cd "$SCRIPT_DIR/.." && pwd)"
+  else
+    PACKAGE="edgeserve"
+  fi
+fi
 if [[ "$PACKAGE" == */* || "$PACKAGE" == *.whl || "$PACKAGE" == *.tar.gz ]]; then
   [ -e "$PACKAGE" ] || die "--package $PACKAGE: no such file or directory"
   PKG_REQ="edgeserve[$EXTRAS] @ file://$(cd "$(dirname "$PACKAGE")" && pwd)/$(basename "$PACKAGE")"
