@@ -17,7 +17,7 @@ from edgeserve.agent.metrics import Metrics, VersionMetrics
 
 from edgeserve.bundle import Bundle
 from edgeserve.datatypes import to_numpy
-from edgeserve.errors import EdgeServeError, ModelError
+from edgeserve.errors import EdgeServeError, InferenceInputError, ModelError
 from edgeserve.manifest import TensorSpec
 from edgeserve.runtimes import Runtime, RuntimeOptions, load_runtime
 from edgeserve.runtimes.base import check_feeds
@@ -225,7 +225,15 @@ class LoadedModel:
         self.metrics.pending.inc()
         try:
             check_feeds(self.inputs, feeds)
-            rows = next(iter(feeds.values())).shape[0] if self.has_batch_dim and feeds else 1
+            rows = 1
+            if self.has_batch_dim and feeds:
+                sizes = {a.shape[0] for a in feeds.values()}
+                if len(sizes) > 1:
+                    # batched requests are split by rows: every input must agree on them
+                    raise InferenceInputError(
+                        f"inputs have different batch sizes {sorted(sizes)}; axis 0 must match"
+                    )
+                rows = sizes.pop()
             result = await self.batcher.submit(feeds, rows, timeout_s)
         except EdgeServeError as exc:
             self.count_failure(_reason(exc))

@@ -238,3 +238,81 @@ def test_agent_batching_per_request_timeout_parameter(state_dir: Path) -> None:
         body["parameters"] = {"timeout": "soon"}
         bad = httpx.post(f"{agent.url}/v2/models/linear/infer", json=body, timeout=30)
         assert bad.status_code == 400 and "parameters.timeout" in bad.json()["error"]
+
+
+def _two_input_bundle(directory: Path) -> Path:
+    """y = a * b on two [-1, 4] inputs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["a", "b"], ["y"])],
+        "mul",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 4]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = directory.parent / "mul.onnx"
+    onnx.save(model, str(path))
+    manifest = Manifest(
+        name="mul",
+        version=1,
+        format="onnx",
+        precision="fp32",
+        target="onnx-cpu-fp32",
+        providers=("CPUExecutionProvider",),
+        inputs=(TensorSpec("a", "FP32", (-1, 4)), TensorSpec("b", "FP32", (-1, 4))),
+        outputs=(TensorSpec("y", "FP32", (-1, 4)),),
+    )
+    return write_bundle(directory, manifest, {"model.onnx": (path, "model")}).path
+
+
+def test_agent_batching_two_inputs_rows_must_agree(tmp_path: Path, state_dir: Path) -> None:
+    ModelStore(state_dir).install(_two_input_bundle(tmp_path / "mul"))
+
+    def body(a: np.ndarray, b: np.ndarray) -> dict:
+        return {
+            "inputs": [
+                {
+                    "name": "a",
+                    "shape": list(a.shape),
+                    "datatype": "FP32",
+                    "data": a.ravel().tolist(),
+                },
+                {
+                    "name": "b",
+                    "shape": list(b.shape),
+                    "datatype": "FP32",
+                    "data": b.ravel().tolist(),
+                },
+            ]
+        }
+
+    config = {"batching": {"max_queue_delay_us": 3000}}
+    with start_agent(state_dir, config=config) as agent:
+        url = f"{agent.url}/v2/models/mul/infer"
+        bad = httpx.post(url, json=body(np.ones((2, 4)), np.ones((3, 4))))
+        assert bad.status_code == 400 and "different batch sizes [2, 3]" in bad.json()["error"]
+
+        async def main() -> None:
+            async with httpx.AsyncClient(timeout=30) as http:
+                rng = np.random.default_rng(0)
+                pairs = [
+                    (
+                        rng.standard_normal((n, 4)).astype(np.float32),
+                        rng.standard_normal((n, 4)).astype(np.float32),
+                    )
+                    for n in [1, 2, 3] * 8
+                ]
+                resps = await asyncio.gather(*(http.post(url, json=body(a, b)) for a, b in pairs))
+                for (a, b), r in zip(pairs, resps, strict=True):
+                    out = r.json()["outputs"][0]
+                    np.testing.assert_allclose(
+                        np.reshape(out["data"], out["shape"]), a * b, rtol=1e-6
+                    )
+
+        asyncio.run(main())
