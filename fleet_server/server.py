@@ -59,6 +59,7 @@ class FleetServer:
         chain = load_keyring_chain(chain_dir) if (chain_dir / "keyrings").is_dir() else []
         self.store = Store(open_database(config.server.database_url))
         self.prefix = f"{config.broker.prefix}/"
+        self._embedded: Any = None
         builder = DesiredBuilder(
             self.store,
             self.fleet_key,
@@ -130,6 +131,7 @@ class FleetServer:
             "operator", "device.add", f"device:{device}", "operator request", {"tags": dict(tags)}
         )
         self.engine.device_added(device)
+        self._refresh_embedded_broker()
         t = topics(self.prefix, self.config.broker.fleet, device)
         return {
             "id": device,
@@ -143,6 +145,22 @@ class FleetServer:
             "keyring_url": f"{self.config.server.base_url}/keyring.json",
             "topics": t.__dict__,
         }
+
+    def _refresh_embedded_broker(self) -> None:
+        # With --embedded-broker and credentials, a new device can connect right away: rewrite
+        # the password file and ACL and have the broker re-read them (SIGHUP for Mosquitto).
+        b = self.config.broker
+        if self._embedded is None or not b.username:
+            return
+        bc.write_broker_files(
+            self.config.server.data_dir / "broker",
+            self.store.credential_hashes(),
+            prefix=b.prefix,
+            fleet=b.fleet,
+            server_user=b.username,
+            server_password=b.password,
+        )
+        self._embedded.reload()
 
     def device_list(self) -> list[dict[str, Any]]:
         """Devices with presence and what they report running."""
@@ -222,7 +240,7 @@ class FleetServer:
 
         broker = None
         if embedded_broker:
-            broker = self._start_embedded_broker()
+            broker = self._embedded = self._start_embedded_broker()
         self.start()
         cfg = self.config.server
         server = uvicorn.Server(
@@ -260,7 +278,7 @@ class FleetServer:
         b = self.config.broker
         if not b.username:  # no server credentials configured: an anonymous local broker
             return start_embedded_broker(host, port, workdir=work)
-        # Devices registered later need `fleet broker-config` + a restart of `fleet serve`.
+        # Devices registered later are added by _refresh_embedded_broker.
         files = bc.write_broker_files(
             work,
             self.store.credential_hashes(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -150,6 +151,53 @@ def test_serve_with_embedded_broker_starts_and_stops_cleanly(tmp_path: Path) -> 
                 connected = httpx.get(f"http://127.0.0.1:{port}/healthz").json()["mqtt_connected"]
             time.sleep(0.2)
         assert connected, "the server never connected to its embedded broker"
+        # a device added now can use the embedded broker at once (files rewritten + reloaded)
+        added = run("--config", str(config), "device", "add", "late-1", "--json")
+        assert added.returncode == 0, added.stderr
+        password = json.loads(added.stdout)["password"]
+        time.sleep(0.5)
+        pub = subprocess.run(
+            [
+                "mosquitto_pub",
+                "-p",
+                str(broker_port),
+                "-u",
+                "late-1",
+                "-P",
+                password,
+                "-t",
+                "es/test/dev/late-1/presence",
+                "-m",
+                "online",
+                "-q",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert pub.returncode == 0, pub.stderr
+        refused = subprocess.run(
+            [
+                "mosquitto_pub",
+                "-p",
+                str(broker_port),
+                "-u",
+                "late-1",
+                "-P",
+                "wrong",
+                "-t",
+                "es/test/dev/late-1/presence",
+                "-m",
+                "online",
+                "-q",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert refused.returncode != 0
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
