@@ -13,14 +13,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 from edgeserve.fleet_server.client import FleetClient
 
 from .broker import free_port
 
+T = TypeVar("T")
 TOKEN = "test-operator-token-0123456789"
 SERVER_USER = "fleet-server"
 SERVER_PASSWORD = "fleet-server-password"
@@ -304,7 +307,7 @@ def register_devices(
         return [(d, client.add_device(d, tags)["password"]) for d in ids]
 
 
-def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
+def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.2) -> T:
     """Poll ``predicate`` until it returns something truthy; return it."""
     deadline = time.monotonic() + timeout_s
     last = None
