@@ -40,6 +40,7 @@ class _Watched:
         self._value: Any = None
 
     def get(self) -> Any:
+        """The parsed file (re-parsed if it changed), or None without a file."""
         if self.path is None:
             return None
         st = self.path.stat()
@@ -59,6 +60,7 @@ class PasswordFileAuthPlugin(BaseAuthPlugin):
         self._users.get()  # a bad file fails at start, not at the first client
 
     async def authenticate(self, *, session: Session) -> bool | None:
+        """True when the session's username/password match the file (or there is no file)."""
         users = self._users.get()
         if users is None:
             return True
@@ -85,6 +87,7 @@ class AclFileTopicPlugin(BaseTopicPlugin):
         topic: str | None = None,
         action: Action | None = None,
     ) -> bool | None:
+        """Whether the ACL lets this session publish to / subscribe to / receive ``topic``."""
         rules = self._rules.get()
         if rules is None:
             return True

@@ -14,7 +14,10 @@ import numpy as np
 import tritonclient.http as httpclient
 
 
-def wait_ready(client: httpclient.InferenceServerClient, model: str, timeout_s: float) -> None:
+def wait_ready(
+    client: httpclient.InferenceServerClient, url: str, model: str, timeout_s: float
+) -> None:
+    """Poll the OIP health endpoints until the server and the model are ready."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -23,7 +26,7 @@ def wait_ready(client: httpclient.InferenceServerClient, model: str, timeout_s: 
         except Exception:  # connection refused while the agent starts
             pass
         time.sleep(0.2)
-    sys.exit(f"agent at {client._parsed_url if hasattr(client, '_parsed_url') else ''} not ready")
+    sys.exit(f"agent at {url}: model {model} not ready after {timeout_s:.0f}s")
 
 
 def main() -> int:
@@ -37,7 +40,7 @@ def main() -> int:
     args = parser.parse_args()
 
     client = httpclient.InferenceServerClient(url=args.url)
-    wait_ready(client, args.model, 30)
+    wait_ready(client, args.url, args.model, 30)
     meta = client.get_model_metadata(args.model)
     inp, out = meta["inputs"][0], meta["outputs"][0]
     print(
