@@ -241,8 +241,11 @@ class Quickstart:
     def _restart_broker_with_auth(self, auth_dir: Path) -> None:
         from edgeserve.fleet_server.embedded_broker import start_embedded_broker
 
-        password_file = _find(auth_dir, ("passwd", "password_file", "passwords"))
-        acl_file = _find(auth_dir, ("acl", "acl_file", "aclfile"))
+        # the two files `edgeserve fleet broker-config --out DIR` writes
+        password_file, acl_file = auth_dir / "passwords", auth_dir / "acl"
+        for path in (password_file, acl_file):
+            if not path.is_file():
+                raise EdgeServeError(f"edgeserve fleet broker-config wrote no {path}")
         port = self.broker.port
         self.broker.stop()
         self.broker = start_embedded_broker(
@@ -488,11 +491,3 @@ def _answers(url: str) -> bool:
     """True when ``GET url`` answers 2xx (errors propagate: the caller is polling)."""
     request_json("GET", url)
     return True
-
-
-def _find(directory: Path, names: tuple[str, ...]) -> Path:
-    for name in names:
-        for candidate in directory.glob(f"*{name}*"):
-            if candidate.is_file():
-                return candidate
-    raise EdgeServeError(f"broker-config wrote no {names[0]} file in {directory}")
