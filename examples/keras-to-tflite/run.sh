@@ -3,7 +3,7 @@
 #   examples/keras-to-tflite/run.sh [WORK_DIR]      (needs: pip install -e ".[all]")
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-WORK="${1:-$(mktemp -d -t edgeserve-keras-XXXXXX)}"
+if [ $# -ge 1 ]; then WORK="$1"; CLEAN=""; else WORK="$(mktemp -d -t edgeserve-keras-XXXXXX)"; CLEAN="$WORK"; fi
 PYTHON="${PYTHON:-python3}"
 PORT="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 mkdir -p "$WORK"
@@ -22,11 +22,11 @@ edgeserve agent install "$WORK/bundle" --state "$WORK/state"
 edgeserve agent models --state "$WORK/state"
 edgeserve agent run --state "$WORK/state" --port "$PORT" >"$WORK/agent.log" 2>&1 &
 AGENT=$!
-trap 'kill "$AGENT" 2>/dev/null; wait "$AGENT" 2>/dev/null || true' EXIT
+trap 'kill "$AGENT" 2>/dev/null; wait "$AGENT" 2>/dev/null || true; [ -z "$CLEAN" ] || rm -rf "$CLEAN"' EXIT
 
 echo "== 4. query it with tritonclient (JSON, then the binary tensor extension)"
 "$PYTHON" "$HERE/query.py" --url "127.0.0.1:$PORT" --model digits-cnn \
   --data "$WORK/validation.npy" --labels "$WORK/labels.npy"
 "$PYTHON" "$HERE/query.py" --url "127.0.0.1:$PORT" --model digits-cnn \
   --data "$WORK/validation.npy" --labels "$WORK/labels.npy" --binary
-echo "== done (work dir: $WORK)"
+echo "== done (work dir: $WORK${CLEAN:+, removed on exit})"

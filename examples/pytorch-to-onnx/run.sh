@@ -3,10 +3,11 @@
 #   examples/pytorch-to-onnx/run.sh [WORK_DIR]     (needs torch: pip install torch)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-WORK="${1:-$(mktemp -d -t edgeserve-torch-XXXXXX)}"
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -c "import torch" 2>/dev/null || { echo "this example needs PyTorch: pip install torch" >&2; exit 1; }
+if [ $# -ge 1 ]; then WORK="$1"; CLEAN=""; else WORK="$(mktemp -d -t edgeserve-torch-XXXXXX)"; CLEAN="$WORK"; fi
 mkdir -p "$WORK/outputs"
+trap '[ -z "$CLEAN" ] || rm -rf "$CLEAN"' EXIT
 
 echo "== 1. train a small CNN in PyTorch and export it to ONNX"
 "$PYTHON" "$HERE/export.py" "$WORK"
@@ -25,4 +26,4 @@ for input in "$WORK"/inputs/*.npy; do
     --input "$input" --output "$WORK/outputs/$(basename "$input")"
 done
 "$PYTHON" "$HERE/score.py" "$WORK"
-echo "== done (work dir: $WORK)"
+echo "== done (work dir: $WORK${CLEAN:+, removed on exit})"
