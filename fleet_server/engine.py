@@ -50,6 +50,7 @@ class Engine:
         tick_s: controller period.
         max_payload_bytes: inbound payload bound.
         telemetry_retention_s: telemetry kept this long.
+        before_tick: called first on every controller pass (the server reloads rotated keys).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class Engine:
         tick_s: float = 1.0,
         max_payload_bytes: int = 262_144,
         telemetry_retention_s: float = 7 * 24 * 3600,
+        before_tick: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.builder = builder
@@ -72,6 +74,7 @@ class Engine:
         self.tick_s = tick_s
         self.max_payload_bytes = max_payload_bytes
         self.retention_s = telemetry_retention_s
+        self.before_tick = before_tick
         self.counters = IngestCounters()
         self.published = 0
         self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(_QUEUE_MAX)
@@ -181,6 +184,8 @@ class Engine:
 
     def tick(self, now: float) -> None:
         """One controller pass over every running rollout, then housekeeping."""
+        if self.before_tick is not None:
+            self.before_tick()
         if self._republish.is_set():
             self._republish.clear()
             self.republish()

@@ -5,6 +5,7 @@ The library is usable without the CLI: ``FleetServer(load_config(path))`` then `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -16,7 +17,7 @@ from edgeserve.errors import ConfigError
 from edgeserve.keys_cli import load_keyring, load_keyring_chain
 from edgeserve.mqtt import MqttConfig
 from edgeserve.protocol import topics
-from edgeserve.trust import SigningKey
+from edgeserve.trust import Keyring, SigningKey
 
 from . import broker_config as bc
 from .config import FleetConfig
@@ -47,16 +48,8 @@ class FleetServer:
         self.config = config
         self.artifacts = config.server.data_dir / "artifacts"
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        self.keyring = load_keyring(config.keyring)
-        self.keyring_bytes = config.keyring.read_bytes()
-        self.fleet_key = SigningKey.load(config.fleet_key)
-        if self.fleet_key.keyid not in self.keyring.fleet_keys:
-            raise ConfigError(
-                f"{config.fleet_key}: this fleet key is not in {config.keyring}; devices would "
-                "reject every desired state (run edgeserve keys rotate --roles fleet)"
-            )
-        chain_dir = config.keyring.parent
-        chain = load_keyring_chain(chain_dir) if (chain_dir / "keyrings").is_dir() else []
+        self._keys_stamp: tuple[float, float] = (0.0, 0.0)
+        self.keyring, self.keyring_bytes, self.fleet_key, chain = self._load_keys()
         self.store = Store(open_database(config.server.database_url))
         self.prefix = f"{config.broker.prefix}/"
         self._embedded: Any = None
@@ -66,7 +59,7 @@ class FleetServer:
             config.broker.fleet,
             config.server.base_url,
             config.rollouts.desired_ttl_s,
-            keyrings=chain[-8:],
+            keyrings=chain,
         )
         self.mqtt = FleetMqttClient(
             MqttConfig(
@@ -88,7 +81,54 @@ class FleetServer:
             tick_s=config.rollouts.tick_s,
             max_payload_bytes=config.broker.max_payload_bytes,
             telemetry_retention_s=config.rollouts.telemetry_retention_s,
+            before_tick=self.refresh_keys,
         )
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def _stamp(self) -> tuple[float, float]:
+        return (self.config.keyring.stat().st_mtime, self.config.fleet_key.stat().st_mtime)
+
+    def _load_keys(self) -> tuple[Keyring, bytes, SigningKey, list[dict[str, Any]]]:
+        """Read the keyring (and its chain) and the fleet key; check they belong together.
+
+        Raises:
+            ConfigError: missing files, or the fleet key is not in the keyring.
+        """
+        cfg = self.config
+        try:
+            stamp = self._stamp()
+        except OSError as exc:
+            raise ConfigError(f"keys: {exc.filename}: {exc.strerror}") from exc
+        keyring = load_keyring(cfg.keyring)
+        data = cfg.keyring.read_bytes()
+        fleet_key = SigningKey.load(cfg.fleet_key)
+        if fleet_key.keyid not in keyring.fleet_keys:
+            raise ConfigError(
+                f"{cfg.fleet_key}: this fleet key is not in {cfg.keyring}; devices would "
+                "reject every desired state (run edgeserve keys rotate --roles fleet)"
+            )
+        chain_dir = cfg.keyring.parent
+        chain = load_keyring_chain(chain_dir) if (chain_dir / "keyrings").is_dir() else []
+        self._keys_stamp = stamp
+        return keyring, data, fleet_key, chain[-8:]
+
+    def refresh_keys(self) -> None:
+        """Pick up ``edgeserve keys rotate`` without a restart: when the keyring or the fleet
+        key file changed, reload both (a broken pair is logged and the old keys kept)."""
+        try:
+            if self._stamp() == self._keys_stamp:
+                return
+            keyring, data, fleet_key, chain = self._load_keys()
+        except (ConfigError, OSError) as exc:
+            log.error("keys changed but cannot be used, keeping the old ones: %s", exc)
+            with contextlib.suppress(OSError):
+                self._keys_stamp = self._stamp()  # say it once, not on every tick
+            return
+        self.keyring, self.keyring_bytes, self.fleet_key = keyring, data, fleet_key
+        self.engine.builder.fleet_key = fleet_key
+        self.engine.builder.keyrings = tuple(chain)
+        log.info("reloaded keyring v%d and fleet key %s", keyring.version, fleet_key.keyid[:12])
 
     # -- MQTT -----------------------------------------------------------------------------
 
@@ -120,7 +160,8 @@ class FleetServer:
     # -- operations used by the API -----------------------------------------------------
 
     def add_release(self, upload: Path) -> dict[str, Any]:
-        """Verify and store an uploaded tar."""
+        """Verify and store an uploaded tar (against the current keyring)."""
+        self.refresh_keys()
         return ingest_release(self.store, self.artifacts, upload, self.keyring)
 
     def add_device(self, device: str, tags: Mapping[str, str]) -> dict[str, Any]:

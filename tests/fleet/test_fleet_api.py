@@ -183,3 +183,29 @@ def test_malformed_mqtt_payloads_are_dropped_and_counted(
             time.sleep(0.1)
         assert dropped == {"malformed": 4, "unknown_device": 1}
         assert client.devices()[0]["presence"] == "unknown"  # nothing bad was stored
+
+
+def test_rotated_release_key_is_used_without_a_restart(
+    fleet_broker: Mosquitto, tmp_path: Path
+) -> None:
+    from edgeserve.keys_cli import rotate_keys
+
+    server = FleetServerProcess(tmp_path / "server", fleet_broker.url).start()  # its own keys
+    try:
+        assert server.keys is not None
+        with server.client() as client:
+            client.upload_release(signed_release_tar(tmp_path / "a", server.keys, version=1))
+            old_key = tmp_path / "old-release"
+            old_key.mkdir()
+            (old_key / "release.key").write_bytes((server.keys / "release.key").read_bytes())
+            time.sleep(0.05)  # a later mtime for the rotated keyring
+            rotate_keys(server.keys, roles=("release",))
+            new = signed_release_tar(tmp_path / "b", server.keys, version=2)
+            assert client.upload_release(new)["version"] == 2
+            stale = signed_release_tar(tmp_path / "c", old_key, version=3)
+            with pytest.raises(BundleError, match=r"(?i)signature|signer|threshold"):
+                client.upload_release(stale)
+        served = httpx.get(f"{server.url}/keyring.json").json()
+        assert served["signed"]["version"] == 2
+    finally:
+        server.stop()
