@@ -68,7 +68,17 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     show_default=True,
     help="MQTT broker: Mosquitto when on PATH (auto), or the embedded amqtt broker.",
 )
-def quickstart(keep: bool, agents: int, workdir: Path | None, broker: str) -> None:
+@click.option(
+    "--broker-url",
+    envvar="EDGESERVE_BROKER_URL",
+    default=None,
+    metavar="mqtt://HOST:PORT",
+    help="Use this running broker (anonymous access) instead of starting one "
+    "[env EDGESERVE_BROKER_URL].",
+)
+def quickstart(
+    keep: bool, agents: int, workdir: Path | None, broker: str, broker_url: str | None
+) -> None:
     """Run the whole loop on this machine: train, convert, release, roll out, experiment, serve.
 
     Needs no broker, database or network. Every step runs the real `edgeserve` commands as
@@ -76,6 +86,10 @@ def quickstart(keep: bool, agents: int, workdir: Path | None, broker: str) -> No
     removed at the end (or on Ctrl-C).
     """
     _check_installed()
+    if broker_url is not None:
+        from edgeserve.mqtt import parse_broker_url
+
+        parse_broker_url(broker_url)  # ConfigError (exit 2) on a bad URL, before any work
     from edgeserve.quickstart.scenario import Quickstart
 
     if workdir is not None:
@@ -87,7 +101,7 @@ def quickstart(keep: bool, agents: int, workdir: Path | None, broker: str) -> No
         root, remove = Path(tempfile.mkdtemp(prefix="edgeserve-quickstart-")), True
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.monotonic()
-    qs = Quickstart(root, agents=agents, echo=click.echo, broker_kind=broker)
+    qs = Quickstart(root, agents=agents, echo=click.echo, broker_kind=broker, broker_url=broker_url)
     click.echo(f"edgeserve quickstart in {root}")
     try:
         result = qs.run(keep=keep)
@@ -120,7 +134,8 @@ def _print_keep(qs: object) -> None:
     agent = qs.agents[0]
     click.echo("\nrunning (Ctrl-C stops everything):")
     click.echo(f"  fleet server   {qs.fleet_url}  (token {qs.token})")
-    click.echo(f"  MQTT broker    {qs.broker.url}  ({qs.broker.kind})")
+    kind = qs.broker.kind if qs.broker is not None else "configured"
+    click.echo(f"  MQTT broker    {qs.broker_url}  ({kind})")
     for a in qs.agents:
         click.echo(f"  agent {a.device:<8} {a.url}   state {a.state_dir}")
     click.echo("\ntry:")

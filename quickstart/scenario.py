@@ -69,6 +69,8 @@ class Quickstart:
         agents: how many agent processes (devices) to start.
         echo: where the step-by-step output goes.
         broker_kind: ``auto`` (Mosquitto when on PATH, else amqtt), ``mosquitto`` or ``amqtt``.
+        broker_url: use this running broker (``mqtt://host:port``, anonymous access) instead
+            of starting one; the embedded broker is only the default.
         steps_total: how many steps the run prints (the examples reuse the first four).
     """
 
@@ -79,12 +81,14 @@ class Quickstart:
         agents: int = 3,
         echo: Callable[[str], None] = print,
         broker_kind: str = "auto",
+        broker_url: str | None = None,
         steps_total: int = 8,
     ) -> None:
         self.workdir = workdir
         self.n_agents = agents
         self.echo = echo
         self.broker_kind = broker_kind
+        self.broker_url = broker_url or ""
         self.sup = Supervisor(workdir, echo=echo)
         self.result = QuickstartResult()
         self.token = secrets.token_urlsafe(24)
@@ -192,14 +196,21 @@ class Quickstart:
         from edgeserve.fleet_server.embedded_broker import start_embedded_broker
 
         broker_dir = self.workdir / "broker"
-        self.broker = start_embedded_broker(kind=self.broker_kind, workdir=broker_dir / "boot")  # type: ignore[arg-type]
-        self.note(f"broker: {self.broker.kind} on {self.broker.url}")
+        if self.broker_url:
+            self.note(f"broker: the one configured, {self.broker_url}")
+        else:
+            self.broker = start_embedded_broker(
+                kind=self.broker_kind,  # type: ignore[arg-type]
+                workdir=broker_dir / "boot",
+            )
+            self.broker_url = self.broker.url
+            self.note(f"broker: {self.broker.kind} on {self.broker.url}")
         (self.workdir / "fleet.toml").write_text(
             "[server]\n"
             f'host = "127.0.0.1"\nport = {self.fleet_port}\ntoken = "{self.token}"\n'
             'data_dir = "fleet-data"\n\n'
             "[broker]\n"
-            f'url = "{self.broker.url}"\nfleet = "{FLEET}"\n'
+            f'url = "{self.broker_url}"\nfleet = "{FLEET}"\n'
             f'password = "{secrets.token_urlsafe(16)}"\n\n'
             "[rollouts]\ntick_s = 0.5\n\n"
             '[keys]\nfleet_key = "keys/fleet.key"\nkeyring = "keys/keyring.json"\n'
@@ -226,7 +237,10 @@ class Quickstart:
         # every device gets its own broker user; the ACL lets it read only its own desired
         # state and write only its own reports (Mosquitto password_file + acl_file)
         self.sup.run(["fleet", "broker-config", "--out", "broker/auth"])
-        self._restart_broker_with_auth(broker_dir / "auth")
+        if self.broker is not None:
+            self._restart_broker_with_auth(broker_dir / "auth")
+        else:
+            self.note("a configured broker is left as it is: give it broker/auth/{passwords,acl}")
         for creds in self.devices:
             self.agents.append(self._start_agent(creds))
         for agent in self.agents:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from edgeserve.fleet_server.embedded_broker import mosquitto_binary
+from support.broker import Mosquitto
 from support.quickstart import processes_mentioning
 
 EDGESERVE = [sys.executable, "-c", "from edgeserve.cli import main; main()"]
@@ -167,3 +168,30 @@ def test_quickstart_sigterm_mid_run_stops_everything(tmp_path: Path) -> None:
     workdir = Path(re.search(r"edgeserve quickstart in (\S+)", out).group(1))  # type: ignore[union-attr]
     assert f"removed {workdir}" in out and not workdir.exists()
     assert processes_mentioning(str(tmp_path)) == []
+
+
+@pytest.mark.slow
+def test_quickstart_uses_a_configured_broker(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """With a broker URL configured, the quickstart starts none and everything goes through
+    that broker (one agent: the point is the broker, not the fleet)."""
+    env = {**os.environ, "TMPDIR": str(tmp_path), "EDGESERVE_BROKER_URL": mosquitto.url}
+    proc = subprocess.run(
+        [*EDGESERVE, "quickstart", "--agents", "1"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout[-3000:]
+    assert f"broker: the one configured, {mosquitto.url}" in proc.stdout
+    assert "active versions dev-1=v2" in proc.stdout
+    assert mosquitto.process is not None and mosquitto.process.poll() is None  # not ours to stop
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_quickstart_rejects_a_bad_broker_url(tmp_path: Path) -> None:
+    proc = run_quickstart(tmp_path, "--broker-url", "http://nope", timeout=60)
+    assert proc.returncode == 2
+    assert "must look like mqtt://host:port" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
