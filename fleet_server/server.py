@@ -15,7 +15,7 @@ from typing import Any
 
 from edgeserve.errors import ConfigError
 from edgeserve.keys_cli import load_keyring, load_keyring_chain
-from edgeserve.mqtt import MqttConfig
+from edgeserve.mqtt import MqttClient, MqttConfig
 from edgeserve.protocol import topics
 from edgeserve.trust import Keyring, SigningKey
 
@@ -24,7 +24,6 @@ from .config import FleetConfig
 from .db import open_database
 from .desired import DesiredBuilder
 from .engine import Engine
-from .mqtt_client import FleetMqttClient
 from .releases import ingest_release
 from .store import Store
 
@@ -61,7 +60,7 @@ class FleetServer:
             config.rollouts.desired_ttl_s,
             keyrings=chain,
         )
-        self.mqtt = FleetMqttClient(
+        self.mqtt = MqttClient(
             MqttConfig(
                 url=config.broker.url,
                 client_id=config.broker.client_id,
