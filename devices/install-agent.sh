@@ -188,12 +188,15 @@ for f in "$ROOT/proc/device-tree/model" /proc/device-tree/model; do
   if [ -r "$f" ]; then MODEL="$(tr -d '\0' <"$f")"; break; fi
 done
 OS_ID=""; OS_VERSION=""
-if [ -r "$ROOT/etc/os-release" ]; then
-  # shellcheck source=/dev/null
-  OS_ID="$(. "$ROOT/etc/os-release"; echo "${ID:-}")"
-  # shellcheck source=/dev/null
-  OS_VERSION="$(. "$ROOT/etc/os-release"; echo "${VERSION_CODENAME:-${VERSION_ID:-}}")"
-fi
+for f in "$ROOT/etc/os-release" /etc/os-release; do
+  if [ -r "$f" ]; then
+    # shellcheck source=/dev/null
+    OS_ID="$(. "$f"; echo "${ID:-}")"
+    # shellcheck source=/dev/null
+    OS_VERSION="$(. "$f"; echo "${VERSION_CODENAME:-${VERSION_ID:-}}")"
+    break
+  fi
+done
 IS_JETSON=0
 if [ -e "$ROOT/etc/nv_tegra_release" ] || [[ "$MODEL" == *Jetson* ]] || [[ "$MODEL" == *NVIDIA* ]]; then
   IS_JETSON=1
@@ -252,6 +255,8 @@ PY_MINOR="${PY_VERSION#*.}"
 if [ "${PY_VERSION%%.*}" != 3 ] || [ "$PY_MINOR" -lt 10 ]; then
   die "Python >= 3.10 needed, $PYTHON is $PY_VERSION"
 fi
+# Debian and Ubuntu split venv support into the python3-venv package
+"$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || die "$PYTHON cannot create virtualenvs: apt install python3-venv"
 GLIBC="$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')"
 GLIBC_MINOR="${GLIBC#2.}"; case "$GLIBC_MINOR" in ''|*[!0-9]*) GLIBC_MINOR=0 ;; esac
 
