@@ -14,7 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def edgeserve_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A wheel of this tree, built from a copy (setuptools builds in-tree and leaves build/)."""
+    """A wheel of this tree, built from a copy (setuptools builds in-tree and leaves build/),
+    with pip's build isolation: a venv made by ``python -m venv`` on Python >= 3.12 has no
+    setuptools of its own."""
     work = tmp_path_factory.mktemp("wheel")
     src = work / "src"
     shutil.copytree(
