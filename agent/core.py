@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from edgeserve.agent.config import AgentConfig, SplitConfig
+from edgeserve.agent.fleet_health import check_references, reference_outputs, reference_tolerance
 from edgeserve.agent.loaded import LoadedModel, check_outputs, open_runtime, sample_feeds
 from edgeserve.agent.metrics import Metrics
 from edgeserve.agent.policy import choose_arm, wanted_versions
@@ -132,31 +133,38 @@ class Agent:
 
     async def health_check(self, name: str, version: int) -> None:
         """Run the version's sample inputs (bundle file with role ``sample``, else generated
-        ones) and check every output is present and finite. Loads the version temporarily if
-        it is not loaded.
+        ones) and check every output is present and finite and, when the sample holds the
+        outputs recorded at conversion (``expected:<output>``), that they agree within the
+        manifest's tolerance (:mod:`.fleet_health`). Loads the version temporarily if it is
+        not loaded. Fleet sync runs this after activation and rolls back on failure.
 
         Raises:
             NotFoundError: not installed.
-            ModelError: it cannot load, fails to run, or gives NaN/inf.
+            ModelError: it cannot load, fails to run, gives NaN/inf, or computes something
+                other than the recorded reference outputs.
         """
         loaded = self._models.get(name, {}).get(version)
-        if loaded is not None:
-            runtime, bundle = loaded.runtime, loaded.bundle
-            feeds = await self._blocking(sample_feeds, bundle, runtime.inputs)
-            outputs = await self._blocking(runtime.run, feeds)
+
+        def check(runtime: Any, bundle: Any) -> None:
+            outputs = runtime.run(sample_feeds(bundle, runtime.inputs))
             check_outputs(outputs, runtime.outputs)
+            expected = reference_outputs(bundle.file_path("sample"))
+            if expected:
+                check_references(outputs, expected, reference_tolerance(bundle.manifest))
+
+        if loaded is not None:
+            await self._blocking(check, loaded.runtime, loaded.bundle)
             return
 
-        def check() -> None:
+        def check_unloaded() -> None:
             bundle = self.store.bundle(name, version)
             runtime = open_runtime(bundle, self.config.model(name), self.config.runtime)
             try:
-                outputs = runtime.run(sample_feeds(bundle, runtime.inputs))
-                check_outputs(outputs, runtime.outputs)
+                check(runtime, bundle)
             finally:
                 runtime.close()
 
-        await self._blocking(check)
+        await self._blocking(check_unloaded)
 
     def active_versions(self) -> dict[str, int]:
         """Model name -> version that unversioned requests go to (loaded models only)."""

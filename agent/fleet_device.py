@@ -26,6 +26,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from edgeserve.agent.download import DownloadLimits
 from edgeserve.agent.fleet_config import FleetConfig
 from edgeserve.agent.fleet_install import InstallPipeline
 from edgeserve.agent.fleet_installer import Installer, TelemetrySource
+from edgeserve.agent.fleet_outcomes import load_outcomes, save_outcome
 from edgeserve.agent.fleet_telemetry import TelemetryPublisher
 
 from edgeserve import __version__
@@ -196,6 +198,7 @@ class DeviceSync:
         self._anchor = TrustAnchor.load(self.config.trust_anchor)
         self.keyring = self._load_keyring()
         self._load_desired()
+        self._restore_outcomes()
         self.mqtt.subscribe(self.topics.desired, self._on_desired)
         self.mqtt.start()
         if self._telemetry is not None:
@@ -395,7 +398,13 @@ class DeviceSync:
         if state is S.ACTIVE:
             self._prev_versions[name] = active
         now_active = self.installer.active_version(name)
-        self._set(name, ModelStatus(state, now_active, target.version, active, error, code))
+        status = ModelStatus(state, now_active, target.version, active, error, code)
+        if state is S.ROLLED_BACK:  # never activate the bad version again for this seq
+            try:
+                save_outcome(self.dir, name, seq, target.version, status)
+            except EdgeServeError as exc:
+                log.error("fleet sync %s: outcome not saved: %s", self.config.device, exc)
+        self._set(name, status)
         if state is S.FAILED and self._attempts[name] < self.config.install_attempts:
             if code in ("download", "storage"):
                 self._retry_later(self._attempts[name])
@@ -403,6 +412,18 @@ class DeviceSync:
                 self._attempts[name] = self.config.install_attempts
         elif state is not S.FAILED:
             self._done[name] = (seq, target.version)
+
+    def _restore_outcomes(self) -> None:
+        """Targets of the current desired state rolled back before a restart stay done."""
+        if self.desired is None:
+            return
+        for name, (seq, version, status) in load_outcomes(self.dir).items():
+            target = self.desired.models.get(name)
+            if seq == self.desired.seq and target is not None and target.version == version:
+                self._done[name] = (seq, version)
+                self._machines[name] = InstallMachine(status.state)
+                active = self.installer.active_version(name)
+                self._status[name] = replace(status, active=active)
 
     def _prev(self, name: str) -> int | None:
         return self._prev_versions.get(name)

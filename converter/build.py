@@ -22,9 +22,18 @@ from edgeserve.devices import DeviceProfile
 from edgeserve.errors import ConfigError
 from edgeserve.manifest import Manifest, TensorSpec
 
-__all__ = ["BuildSettings", "Built", "build_candidate", "sample_npz"]
+__all__ = ["BuildSettings", "Built", "build_candidate", "sample_npz", "sample_with_references"]
 
 SAMPLE_ROWS = 4  # rows in sample.npz (the agent's warm-up and the fleet's health check)
+# sample.npz key prefix of the converted model's own outputs on the sample inputs; the agent
+# reads the same prefix (edgeserve.agent.fleet_health, which cannot be imported from here).
+REFERENCE_PREFIX = "expected:"
+# validation.health_check.tolerance by precision: the largest |output - expected| a device may
+# show, as a fraction of the output's largest |expected|. Another CPU, thread count or
+# execution provider changes float summation order (fp32: ~1e-6 relative) and int8 rounding
+# (an LSB or a few, ~1-4 % of the range); a wrong model or a broken kernel is off by the order
+# of the range itself. Measuring accuracy is the converter's job, not the device's.
+REFERENCE_TOLERANCE = {"fp32": 0.01, "fp16": 0.05, "int8": 0.1, "dynamic": 0.1}
 
 
 @dataclass(frozen=True)
@@ -305,3 +314,40 @@ def sample_npz(
     buffer = io.BytesIO()
     np.savez(buffer, **out)
     return buffer.getvalue()
+
+
+def sample_with_references(bundle: Bundle) -> tuple[bytes, float] | None:
+    """``sample.npz`` bytes with the bundle's own outputs on its sample inputs added under
+    ``expected:<output name>``, and the tolerance to record; None when the bundle has no
+    sample file or an input name already starts with the prefix.
+
+    The outputs come from :func:`edgeserve.runtimes.load_runtime` with default options, the
+    runtime the agent serves with, so the device's post-activation health check compares like
+    with like. Outputs the agent would not compare by value (strings) are left out.
+
+    Raises:
+        ModelError: the converted model fails on its sample inputs.
+    """
+    from edgeserve.runtimes import RuntimeOptions, load_runtime
+
+    path = bundle.file_path("sample")
+    if path is None:
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: np.asarray(data[k]) for k in data.files}
+    if any(k.startswith(REFERENCE_PREFIX) for k in arrays):
+        return None
+    runtime = load_runtime(bundle, RuntimeOptions())
+    try:
+        outputs = runtime.run({spec.name: arrays[spec.name] for spec in runtime.inputs})
+    finally:
+        runtime.close()
+    for name, array in outputs.items():
+        if array.dtype.kind in "fiub":
+            arrays[f"{REFERENCE_PREFIX}{name}"] = np.ascontiguousarray(array)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    tolerance = REFERENCE_TOLERANCE.get(
+        bundle.manifest.precision, max(REFERENCE_TOLERANCE.values())
+    )
+    return buffer.getvalue(), tolerance

@@ -19,7 +19,12 @@ from typing import Any, Final
 
 import numpy as np
 from edgeserve.converter import calibration as cal
-from edgeserve.converter.build import BuildSettings, Built, build_candidate
+from edgeserve.converter.build import (
+    BuildSettings,
+    Built,
+    build_candidate,
+    sample_with_references,
+)
 from edgeserve.converter.loaders import SourceModel, load_source
 from edgeserve.converter.targets import TARGETS, Target, family_members, get_target, sibling
 from edgeserve.converter.validate import (
@@ -256,8 +261,16 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
             metrics["failed_candidates"] = failed
         step("writing bundle")
         manifest = chosen.bundle.manifest
+        files: dict[str, tuple[Path | bytes, str]] = {
+            f.path: (chosen.bundle.path / f.path, f.role) for f in manifest.files
+        }
+        # the device's post-activation health check compares its outputs with these
+        references = sample_with_references(chosen.bundle)
+        if references is not None:
+            sample_file = next(f.path for f in manifest.files if f.role == "sample")
+            files[sample_file] = (references[0], "sample")
+            metrics["health_check"] = {"tolerance": references[1]}
         final_manifest = replace(manifest, validation=metrics, files=())
-        files = {f.path: (chosen.bundle.path / f.path, f.role) for f in manifest.files}
         bundle = write_bundle(out, final_manifest, files, overwrite=opts.force)
     return ConvertResult(bundle, chosen.target, metrics, candidates)
 

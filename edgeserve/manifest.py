@@ -10,10 +10,17 @@
 - ``providers``: ordered execution providers the runtime should try (ONNX Runtime names);
 - ``inputs`` / ``outputs``: ``{"name", "datatype" (OIP), "shape" (-1 for a dynamic dim)}``;
 - ``files``: ``{"path", "sha256", "size", "role"}``; exactly one file has role ``model``
-  (others: ``sample`` inputs for health checks, ``labels``, ``other``);
+  (others: ``sample`` inputs for health checks, ``labels``, ``other``). The ``sample`` file is
+  an ``.npz``: input arrays keyed by input name (a few rows; the agent's warm-up runs them) and,
+  when the converter wrote it, the converted model's outputs on those inputs keyed
+  ``expected:<output name>``, which the device's post-activation health check compares with
+  (``edgeserve.agent.fleet_health``);
 - ``source``: what it was made from (``sha256``, ``format``, ``filename``);
 - ``converter``: ``{"version", "options"}``;
-- ``validation``: metrics measured at conversion (free-form mapping);
+- ``validation``: metrics measured at conversion (free-form mapping); the converter adds
+  ``health_check: {"tolerance": t}`` when it stored reference outputs: the largest
+  ``|output - expected|`` a device may show, as a fraction of the output's largest
+  ``|expected|`` (0.01 fp32, 0.05 fp16, 0.1 int8/dynamic);
 - ``created``: ISO 8601 UTC timestamp.
 
 Parsing is strict: unknown top-level keys, wrong types and out-of-range values raise

@@ -206,7 +206,7 @@ def test_two_inputs_take_an_npz_keyed_by_name(tmp_path: Path) -> None:
         out,
     )
     assert good.exit_code == 0, good.stderr
-    assert set(load_sample(out)) == {"a", "b"}
+    assert set(load_sample(out)) == {"a", "b", "expected:y"}
 
 
 def test_static_int8_keeps_the_batch_axis_symbolic(tmp_path: Path) -> None:

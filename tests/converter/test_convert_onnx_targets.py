@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edgeserve.agent.fleet_health import check_references, reference_outputs
+from edgeserve.converter.build import REFERENCE_TOLERANCE
 from edgeserve.converter.targets import TARGETS
 from support.converter import invoke_convert, load_sample
 
@@ -50,14 +52,19 @@ def test_onnx_target_bundle_runs_and_keeps_accuracy(digits, tmp_path: Path, targ
     assert v["original"]["latency_ms"]["p50_ms"] > 0 and v["converted"]["latency_ms"]["p95_ms"] > 0
     assert v["cosine"] > 0.99 and v["top1_agreement"] > 0.97
 
-    # the agent's runtime loads it and the sample rows run
+    # the agent's runtime loads it and the sample rows run; the converted model's own outputs
+    # on them are stored for the device's post-activation health check, and pass it
     runtime = load_runtime(bundle)
     try:
         sample = load_sample(out)
-        assert set(sample) == {"pixels"}
-        probs = runtime.run(sample)["probs"]
+        assert set(sample) == {"pixels", "expected:probs"}
+        probs = runtime.run({"pixels": sample["pixels"]})["probs"]
         assert probs.shape == (sample["pixels"].shape[0], 10)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=0.02)
+        np.testing.assert_allclose(sample["expected:probs"], probs, rtol=1e-5, atol=1e-6)
+        tolerance = v["health_check"]["tolerance"]
+        assert tolerance == REFERENCE_TOLERANCE[preset.precision]
+        check_references({"probs": probs}, reference_outputs(bundle.file_path("sample")), tolerance)
     finally:
         runtime.close()
 

@@ -52,13 +52,19 @@ def test_tflite_target_from_keras(
     assert manifest.inputs[0].datatype == expected_dtype
     assert manifest.inputs[0].shape == (-1, 64)
     sample = load_sample(out)
+    feeds = {k: v for k, v in sample.items() if not k.startswith("expected:")}
     runtime = load_runtime(bundle)
     try:
-        outputs = runtime.run(sample)
+        outputs = runtime.run(feeds)
     finally:
         runtime.close()
-    (probs,) = outputs.values()
-    assert probs.shape == (next(iter(sample.values())).shape[0], 10)
+    ((out_name, probs),) = outputs.items()
+    assert probs.shape == (next(iter(feeds.values())).shape[0], 10)
+    # the reference outputs for the device's health check, in the output's own dtype
+    assert set(sample) - set(feeds) == {f"expected:{out_name}"}
+    expected = sample[f"expected:{out_name}"]
+    assert expected.dtype == probs.dtype
+    np.testing.assert_allclose(expected.astype(float), probs.astype(float), rtol=1e-5, atol=1e-6)
     if io_type == "int8":
         assert probs.dtype == np.int8
         assert "io_quantization" in manifest.converter["options"]

@@ -1,0 +1,125 @@
+"""The reference-output part of the health check fleet sync runs after activation.
+
+The converter stores, beside the sample inputs in ``sample.npz`` (role ``sample``), the
+converted model's own outputs on those inputs under ``expected:<output name>``, and the
+tolerance for comparing them in the manifest's ``validation.health_check.tolerance`` (see
+:mod:`edgeserve.manifest`). A version that loads and warms up (it runs, outputs are finite)
+but computes something else on this device (a broken execution provider or kernel, a model
+or sample from another build) is then caught by :meth:`edgeserve.agent.core.Agent.health_check`
+and rolled back by fleet sync.
+
+The comparison is per output: ``max |output - expected| <= tolerance * max |expected|``
+(``tolerance`` itself when every expected value is 0), so it scales with the output's
+magnitude. Floating-point and quantized (8- and 16-bit integer) outputs are compared; wider
+integers (class indices, counts), booleans and strings may flip on near-ties between kernels,
+so only their shape is checked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from edgeserve.errors import ModelError
+from edgeserve.manifest import Manifest
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "REFERENCE_PREFIX",
+    "check_references",
+    "reference_outputs",
+    "reference_tolerance",
+]
+
+REFERENCE_PREFIX: Final = "expected:"  # sample.npz key prefix; converter/build.py writes it
+# Used when a bundle has references but its manifest records no tolerance: the converter's
+# most lenient (int8) value, so a hand-made bundle is not rolled back for numerical noise.
+DEFAULT_TOLERANCE: Final = 0.1
+
+
+def reference_outputs(sample_path: Path | None) -> dict[str, np.ndarray]:
+    """The expected outputs stored in a bundle's ``sample.npz`` (empty when none).
+
+    Args:
+        sample_path: the bundle's ``sample`` file, or None.
+
+    Raises:
+        ModelError: the file cannot be read.
+    """
+    if sample_path is None:
+        return {}
+    try:
+        with np.load(sample_path, allow_pickle=False) as data:
+            return {
+                key[len(REFERENCE_PREFIX) :]: np.asarray(data[key])
+                for key in data.files
+                if key.startswith(REFERENCE_PREFIX)
+            }
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"sample file {sample_path.name} is unreadable: {exc}") from exc
+
+
+def reference_tolerance(manifest: Manifest) -> float:
+    """``validation.health_check.tolerance`` of the manifest, else :data:`DEFAULT_TOLERANCE`.
+
+    Raises:
+        ModelError: the recorded value is not a number in (0, 1].
+    """
+    section: Any = manifest.validation.get("health_check")
+    if not isinstance(section, Mapping) or "tolerance" not in section:
+        return DEFAULT_TOLERANCE
+    value = section["tolerance"]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 < value <= 1
+    ):
+        raise ModelError(f"manifest validation.health_check.tolerance {value!r} is not in (0, 1]")
+    return float(value)
+
+
+def check_references(
+    outputs: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray], tolerance: float
+) -> None:
+    """Compare a run on the sample inputs with the outputs recorded at conversion.
+
+    Args:
+        outputs: what this device computed, by output name.
+        expected: the recorded outputs, by output name (outputs without one are skipped).
+        tolerance: the allowed largest difference as a fraction of the largest expected value.
+
+    Raises:
+        ModelError: an output is missing, has another shape, or differs beyond the tolerance
+            (the message names the output, the difference and the bound).
+    """
+    for name, ref in expected.items():
+        if name not in outputs:
+            raise ModelError(f"output {name} missing (the sample has a reference for it)")
+        out = np.asarray(outputs[name])
+        if out.shape != ref.shape:
+            raise ModelError(
+                f"output {name} has shape {list(out.shape)}, the reference {list(ref.shape)}"
+            )
+        if not _compared(ref.dtype) or not _compared(out.dtype) or ref.size == 0:
+            continue
+        ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
+        if not np.isfinite(out64).all():
+            raise ModelError(f"output {name} has NaN or infinite values")
+        scale = float(np.abs(ref64).max())
+        bound = tolerance * scale if scale > 0 else tolerance
+        diff = float(np.abs(out64 - ref64).max())
+        if not diff <= bound:
+            raise ModelError(
+                f"output {name} differs from the reference recorded at conversion: max |diff| "
+                f"{diff:.6g} > {bound:.6g} (tolerance {tolerance:g} x max |expected| {scale:.6g})"
+            )
+
+
+def _compared(dtype: np.dtype) -> bool:
+    """Floats and quantized integers are compared by value; other kinds by shape only."""
+    return dtype.kind == "f" or (dtype.kind in "iu" and dtype.itemsize <= 2)

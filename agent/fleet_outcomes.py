@@ -1,0 +1,64 @@
+"""Install outcomes that must survive an agent restart (``<state>/fleet/outcomes.json``).
+
+A version rolled back after failing its health check must not be activated again when the
+agent restarts with the same desired state (``systemd`` restarting a crashing agent would
+otherwise serve the bad version for a moment on every start). :class:`DeviceSync` saves a
+ROLLED_BACK outcome with the desired ``seq`` and version it belongs to, and on start treats
+that target as done, reporting the saved status, until a new desired state arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from edgeserve.protocol import ModelStatus, ProtocolError
+from edgeserve.trust import write_atomic
+
+__all__ = ["load_outcomes", "save_outcome"]
+
+log = logging.getLogger(__name__)
+OUTCOMES_NAME = "outcomes.json"
+
+
+def load_outcomes(fleet_dir: Path) -> dict[str, tuple[int, int, ModelStatus]]:
+    """Saved outcomes: model -> ``(seq, version, status)``. An unreadable file is ignored
+    (logged): the worst case is one more install attempt, never a wrong version served."""
+    path = fleet_dir / OUTCOMES_NAME
+    try:
+        raw: Any = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("fleet sync: ignoring unreadable %s: %s", path, exc)
+        return {}
+    out: dict[str, tuple[int, int, ModelStatus]] = {}
+    if not isinstance(raw, dict):
+        return out
+    for name, entry in raw.items():
+        try:
+            seq, version = entry["seq"], entry["version"]
+            if not isinstance(seq, int) or not isinstance(version, int):
+                raise ProtocolError("seq and version must be integers")
+            out[name] = (seq, version, ModelStatus.from_dict(entry["status"]))
+        except (KeyError, TypeError, ProtocolError) as exc:
+            log.warning("fleet sync: ignoring saved outcome of %s: %s", name, exc)
+    return out
+
+
+def save_outcome(fleet_dir: Path, name: str, seq: int, version: int, status: ModelStatus) -> None:
+    """Record ``status`` as the outcome of installing ``name`` v``version`` for desired
+    ``seq`` (atomically; entries of other models are kept).
+
+    Raises:
+        StorageError: the file cannot be written.
+    """
+    current = {
+        n: {"seq": s, "version": v, "status": st.to_dict()}
+        for n, (s, v, st) in load_outcomes(fleet_dir).items()
+    }
+    current[name] = {"seq": seq, "version": version, "status": status.to_dict()}
+    fleet_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(fleet_dir / OUTCOMES_NAME, json.dumps(current, sort_keys=True).encode())
