@@ -10,7 +10,7 @@ import numpy as np
 
 from edgeserve.errors import EdgeServeError, UnavailableError
 
-__all__ = ["get_text", "infer", "request_json"]
+__all__ = ["answers", "get_text", "infer", "request_json"]
 
 _TIMEOUT_S = 10.0
 
@@ -34,6 +34,12 @@ def request_json(method: str, url: str, **kw: Any) -> Any:
     """
     response = _send(method, url, **kw)
     return response.json() if response.content else None
+
+
+def answers(url: str) -> bool:
+    """True when ``GET url`` answers 2xx; errors propagate (for polling with a timeout)."""
+    _send("GET", url)
+    return True
 
 
 def get_text(url: str) -> str:

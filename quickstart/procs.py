@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from edgeserve.errors import EdgeServeError, UnavailableError
 
-__all__ = ["Service", "StepFailed", "Supervisor", "edgeserve_argv"]
+__all__ = ["Service", "StepFailed", "Supervisor", "edgeserve_argv", "started_id"]
 
 
 class StepFailed(EdgeServeError):
@@ -207,3 +208,15 @@ class Supervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
+
+
+def started_id(kind: str, output: str) -> int:
+    """The id in ``rollout 3 started ...`` / ``experiment 1 started ...`` (CLI output).
+
+    Raises:
+        EdgeServeError: the output does not name one.
+    """
+    match = re.search(rf"\b{kind} (\d+) started", output)
+    if match is None:
+        raise EdgeServeError(f"expected '{kind} N started' from the CLI, got: {output[:200]!r}")
+    return int(match.group(1))

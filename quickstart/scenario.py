@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeserve.quickstart.http import infer, request_json
+from edgeserve.quickstart.http import answers, infer, request_json
 from edgeserve.quickstart.model import INPUT_NAME, DigitsData, load_digits_data, train_digits_onnx
-from edgeserve.quickstart.procs import Service, StepFailed, Supervisor
+from edgeserve.quickstart.procs import Service, StepFailed, Supervisor, started_id
 
 from edgeserve.errors import EdgeServeError, UnavailableError
 
-__all__ = ["AgentInfo", "Quickstart", "QuickstartResult"]
+__all__ = ["AgentInfo", "Quickstart", "QuickstartResult", "started_id"]
 
 MODEL = "digits"
 FLEET = "quickstart"
@@ -224,7 +224,7 @@ class Quickstart:
         )
         self.sup.wait_for(
             "the fleet server",
-            lambda: _answers(f"{self.fleet_url}/healthz"),
+            lambda: answers(f"{self.fleet_url}/healthz"),
             timeout_s=30,
             watch=[self.fleet_service],
         )
@@ -246,7 +246,7 @@ class Quickstart:
         for agent in self.agents:
             self.sup.wait_for(
                 f"{agent.device} to be live",
-                lambda a=agent: _answers(f"{a.url}/v2/health/live"),
+                lambda a=agent: answers(f"{a.url}/v2/health/live"),
                 timeout_s=30,
                 watch=[agent.service],
             )
@@ -331,7 +331,7 @@ class Quickstart:
              "--soak", "3s", "--max-failure-pct", "0", "--min-devices", "1"]
         )  # fmt: skip
         self.note(out.strip())
-        rollout_id = int(out.split()[1]) if out.startswith("rollout ") else 0
+        rollout_id = started_id("rollout", out)
         seen: set[tuple[int, int]] = set()
 
         def progress() -> bool:
@@ -360,7 +360,7 @@ class Quickstart:
              "--split", "50", "--on-device"]
         ).strip()  # fmt: skip
         self.note(out)
-        eid = int(out.split()[1])
+        eid = started_id("experiment", out)
         # traffic through every agent (sticky per request key) until the server has per-arm
         # telemetry from the devices: agents buffer summaries on disk and publish them
         rows = self.digits.x_test[:200]
@@ -393,7 +393,7 @@ class Quickstart:
             args += ["--version", "2"]
         out = self.sup.run(args).strip()
         self.note(out)
-        self.wait_rollout(int(out.split()[1]), timeout_s=60)
+        self.wait_rollout(started_id("rollout", out), timeout_s=60)
         waited = self.wait_all_active(self._winner(), timeout_s=60)
         self.note(f"every agent serves v{self._winner()} ({waited:.1f}s)")
 
@@ -499,9 +499,3 @@ class Quickstart:
         if self.broker is not None:
             self.broker.stop()
             self.broker = None
-
-
-def _answers(url: str) -> bool:
-    """True when ``GET url`` answers 2xx (errors propagate: the caller is polling)."""
-    request_json("GET", url)
-    return True

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from edgeserve.quickstart.http import get_text
-from edgeserve.quickstart.scenario import MODEL, Quickstart
+from edgeserve.quickstart.scenario import MODEL, Quickstart, started_id
 
 SPLIT_B = 30  # percent of requests for v2
 USERS = 60
@@ -60,7 +60,7 @@ def main(workdir: Path) -> int:
             "--split", str(SPLIT_B), "--on-device",
         ]).strip()  # fmt: skip
         qs.note(out)
-        eid = int(out.split()[1])
+        eid = started_id("experiment", out)
         x = qs.digits.x_test  # type: ignore[union-attr]
 
         def split_everywhere() -> bool:  # every agent has v2 installed and answers with it

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from edgeserve.quickstart.procs import StepFailed
-from edgeserve.quickstart.scenario import MODEL, Quickstart
+from edgeserve.quickstart.scenario import MODEL, Quickstart, started_id
 from onnx import numpy_helper
 
 from edgeserve.bundle import read_bundle, write_bundle
@@ -82,7 +82,7 @@ def main(workdir: Path) -> int:
             "--phases", "10,100", "--max-failure-pct", "0", "--min-devices", "1",
         ]).strip()  # fmt: skip
         qs.note(out)
-        rollout_id = int(out.split()[1])
+        rollout_id = started_id("rollout", out)
         try:
             qs.wait_rollout(rollout_id, timeout_s=90)
             raise SystemExit("the broken v2 rolled out: the health gate did not catch it")
