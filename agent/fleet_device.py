@@ -34,9 +34,9 @@ from typing import Any
 import httpx
 from edgeserve.agent.download import DownloadLimits
 from edgeserve.agent.fleet_config import FleetConfig
-from edgeserve.agent.fleet_install import InstallPipeline
+from edgeserve.agent.fleet_install import InstallPipeline, Outcome
 from edgeserve.agent.fleet_installer import Installer, TelemetrySource
-from edgeserve.agent.fleet_outcomes import load_outcomes, save_outcome
+from edgeserve.agent.fleet_outcomes import load_outcomes, record_outcome
 from edgeserve.agent.fleet_telemetry import TelemetryPublisher
 
 from edgeserve import __version__
@@ -155,6 +155,7 @@ class DeviceSync:
         self._done: dict[str, tuple[int, int]] = {}  # model -> (seq, version) finished
         self._doc_error: tuple[str, str] | None = None
         self._prev_versions: dict[str, int | None] = {}
+        self._unchecked: dict[str, tuple[int, int, int]] = {}  # model -> (seq, version, previous)
         self._reported_seq = -1
         self._coalescer = ReportCoalescer()
         self._report_lock = threading.Lock()  # the coalescer is used by worker and MQTT thread
@@ -385,6 +386,13 @@ class DeviceSync:
         active = self.installer.active_version(name)
         machine = self._machines.setdefault(name, InstallMachine())
         if active == target.version and self._pipeline.split_ok(name, target):
+            unchecked = self._unchecked.pop(name, None)
+            if unchecked is not None and unchecked[:2] == (seq, target.version):
+                # the agent died between activating this version and its health check
+                machine = self._machines[name] = InstallMachine(S.WARMING)
+                outcome = self._pipeline.recheck(name, target, unchecked[2], machine)
+                self._finish(seq, name, target, unchecked[2], outcome)
+                return
             if machine.state is not S.ACTIVE:
                 self._machines[name] = InstallMachine(S.ACTIVE)
             self._done[name] = (seq, target.version)
@@ -392,18 +400,24 @@ class DeviceSync:
             return
         self._attempts[name] = self._attempts.get(name, 0) + 1
         self._set(name, ModelStatus(S.DOWNLOADING, active, target.version, self._prev(name)))
-        state, error, code = self._pipeline.run(
+        self._pipeline.on_activating = lambda n, v, prev: record_outcome(
+            self.dir, n, seq, v, ModelStatus(S.WARMING, prev, v)
+        )
+        outcome = self._pipeline.run(
             name, target, machine, active=active, keyring=self.keyring, now=self.clock()
         )
+        self._finish(seq, name, target, active, outcome)
+
+    def _finish(
+        self, seq: int, name: str, target: ModelTarget, active: int | None, outcome: Outcome
+    ) -> None:
+        state, error, code = outcome
         if state is S.ACTIVE:
             self._prev_versions[name] = active
         now_active = self.installer.active_version(name)
         status = ModelStatus(state, now_active, target.version, active, error, code)
         if state is S.ROLLED_BACK:  # never activate the bad version again for this seq
-            try:
-                save_outcome(self.dir, name, seq, target.version, status)
-            except EdgeServeError as exc:
-                log.error("fleet sync %s: outcome not saved: %s", self.config.device, exc)
+            record_outcome(self.dir, name, seq, target.version, status)
         self._set(name, status)
         if state is S.FAILED and self._attempts[name] < self.config.install_attempts:
             if code in ("download", "storage"):
@@ -414,12 +428,17 @@ class DeviceSync:
             self._done[name] = (seq, target.version)
 
     def _restore_outcomes(self) -> None:
-        """Targets of the current desired state rolled back before a restart stay done."""
+        """Targets of the current desired state rolled back before a restart stay done; one
+        activated but not yet checked when the agent died is checked first (fleet_outcomes)."""
         if self.desired is None:
             return
         for name, (seq, version, status) in load_outcomes(self.dir).items():
             target = self.desired.models.get(name)
-            if seq == self.desired.seq and target is not None and target.version == version:
+            if seq != self.desired.seq or target is None or target.version != version:
+                continue
+            if status.state is S.WARMING and status.active is not None:
+                self._unchecked[name] = (seq, version, status.active)
+            elif status.state is S.ROLLED_BACK:
                 self._done[name] = (seq, version)
                 self._machines[name] = InstallMachine(status.state)
                 active = self.installer.active_version(name)

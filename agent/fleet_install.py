@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -75,6 +76,9 @@ class InstallPipeline:
         self.limits = limits
         self.downloads = downloads
         self.clock_slack_s = clock_slack_s
+        # called with (name, version, previous) just before a version replaces another, so
+        # the owner can persist that an unchecked activation is under way
+        self.on_activating: Callable[[str, int, int], None] | None = None
 
     def run(
         self,
@@ -167,25 +171,16 @@ class InstallPipeline:
             except Exception as exc:
                 m.advance(S.FAILED)
                 return S.FAILED, f"health check failed: {exc}"[:500], "health_check"
+        if active is not None and active != target.version and self.on_activating is not None:
+            self.on_activating(name, target.version, active)
         try:
             self.installer.activate(name, target.version)
         except Exception as exc:  # the installer keeps the old version serving
             m.advance(S.FAILED)
             return S.FAILED, f"activation failed: {exc}"[:500], "activation"
-        try:
-            self.installer.health_check(name, target.version)
-            if target.split is not None:
-                self.installer.health_check(name, target.split.b_version)
-        except Exception as exc:
-            if active is not None and active != target.version:
-                try:
-                    self.installer.activate(name, active)
-                except Exception:
-                    log.exception("fleet sync: rollback of %s to v%s failed", name, active)
-                m.advance(S.ROLLED_BACK)
-                return S.ROLLED_BACK, f"health check failed: {exc}"[:500], "health_check"
-            m.advance(S.FAILED)  # re-installing the active version failed its check
-            return S.FAILED, f"health check failed: {exc}"[:500], "health_check"
+        failed = self._check_or_roll_back(name, target, m, active)
+        if failed is not None:
+            return failed
         sp = target.split
         try:
             if sp is not None:
@@ -207,6 +202,46 @@ class InstallPipeline:
                     log.info("fleet sync: removed %s versions %s", name, removed)
             except Exception:
                 log.exception("fleet sync: pruning %s failed", name)
+        return S.ACTIVE, None, None
+
+    def _check_or_roll_back(
+        self, name: str, target: ModelTarget, m: InstallMachine, active: int | None
+    ) -> Outcome | None:
+        """Health-check the activated version(s); on failure activate ``active`` again.
+        None when healthy."""
+        try:
+            self.installer.health_check(name, target.version)
+            if target.split is not None:
+                self.installer.health_check(name, target.split.b_version)
+        except Exception as exc:
+            if active is not None and active != target.version:
+                try:
+                    self.installer.activate(name, active)
+                except Exception:
+                    log.exception("fleet sync: rollback of %s to v%s failed", name, active)
+                m.advance(S.ROLLED_BACK)
+                return S.ROLLED_BACK, f"health check failed: {exc}"[:500], "health_check"
+            m.advance(S.FAILED)  # re-installing the active version failed its check
+            return S.FAILED, f"health check failed: {exc}"[:500], "health_check"
+        return None
+
+    def recheck(self, name: str, target: ModelTarget, previous: int, m: InstallMachine) -> Outcome:
+        """Finish an activation the agent died in: ``target.version`` is active but was never
+        health-checked. Check it now; on failure activate ``previous`` again.
+
+        Args:
+            name: the model.
+            target: the desired target whose version is active, unchecked.
+            previous: the version it replaced (the rollback target).
+            m: the model's state machine, in WARMING.
+
+        Returns:
+            ``(ACTIVE, None, None)`` or ``(ROLLED_BACK | FAILED, error, "health_check")``.
+        """
+        failed = self._check_or_roll_back(name, target, m, previous)
+        if failed is not None:
+            return failed
+        m.advance(S.ACTIVE)
         return S.ACTIVE, None, None
 
     def split_ok(self, name: str, target: ModelTarget) -> bool:

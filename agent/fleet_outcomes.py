@@ -1,10 +1,15 @@
 """Install outcomes that must survive an agent restart (``<state>/fleet/outcomes.json``).
 
-A version rolled back after failing its health check must not be activated again when the
-agent restarts with the same desired state (``systemd`` restarting a crashing agent would
-otherwise serve the bad version for a moment on every start). :class:`DeviceSync` saves a
-ROLLED_BACK outcome with the desired ``seq`` and version it belongs to, and on start treats
-that target as done, reporting the saved status, until a new desired state arrives.
+Two entries per model, keyed by the desired ``seq`` and version they belong to:
+
+- WARMING, written just before a version with a predecessor is activated: if the agent dies
+  between the switch and the health check, the restarted agent finds the new version active
+  and must not take it as healthy; :class:`DeviceSync` runs the check then (and rolls back to
+  the recorded previous version on failure).
+- ROLLED_BACK: a version rolled back after failing its health check is not activated again
+  when the agent restarts with the same desired state (``systemd`` restarting a crashing agent
+  would otherwise serve the bad version for a moment on every start); the device reports the
+  saved status until a new desired state arrives.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 from edgeserve.protocol import ModelStatus, ProtocolError
 from edgeserve.trust import write_atomic
 
-__all__ = ["load_outcomes", "save_outcome"]
+__all__ = ["load_outcomes", "record_outcome", "save_outcome"]
 
 log = logging.getLogger(__name__)
 OUTCOMES_NAME = "outcomes.json"
@@ -62,3 +67,14 @@ def save_outcome(fleet_dir: Path, name: str, seq: int, version: int, status: Mod
     current[name] = {"seq": seq, "version": version, "status": status.to_dict()}
     fleet_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(fleet_dir / OUTCOMES_NAME, json.dumps(current, sort_keys=True).encode())
+
+
+def record_outcome(fleet_dir: Path, name: str, seq: int, version: int, status: ModelStatus) -> None:
+    """:func:`save_outcome`, logging instead of raising: losing the record costs at most one
+    more install attempt, which must not fail the install itself."""
+    from edgeserve.errors import EdgeServeError
+
+    try:
+        save_outcome(fleet_dir, name, seq, version, status)
+    except EdgeServeError as exc:
+        log.error("fleet sync: outcome of %s v%s not saved: %s", name, version, exc)

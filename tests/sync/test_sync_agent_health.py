@@ -160,3 +160,38 @@ def test_sync_agent_health_check_failure_after_activation_rolls_back(
     driver.wait_report("dev1", model_state("linear", "ACTIVE", 3), timeout_s=60)
     assert _serving(agent)[0] == 3
     assert ModelStore(agent.state_dir).active_version("linear") == 3
+
+
+def test_sync_agent_kill_9_between_activation_and_health_check_rolls_back_on_restart(
+    agents: Callable[[], AgentProcess],
+    driver: FleetDriver,
+    releases: dict[str, Release],
+    fleet_keys: FleetKeys,
+    artifacts: ArtifactServer,
+    tmp_path: Path,
+) -> None:
+    """Killed after the store switched to the bad v2 but before its health check finished:
+    the restarted agent serves v2 for a moment (the store says so) but must not report it
+    ACTIVE; it runs the pending check, rolls back to v1 and reports ROLLED_BACK."""
+    agent = agents()
+    driver.publish("dev1", driver.desired("dev1", {"linear": releases["v1"].target()}))
+    driver.wait_report("dev1", model_state("linear", "ACTIVE", 1), timeout_s=60)
+    bad = _bundle_with_references(tmp_path / "v2", fleet_keys, version=2, seed=2, expected_seed=7)
+    rel = Release(bad, artifacts, tmp_path, "v2-wrong-outputs")
+    store = ModelStore(agent.state_dir)
+    driver.publish("dev1", driver.desired("dev1", {"linear": rel.target()}))
+    deadline = time.monotonic() + 60
+    while store.active_version("linear") != 2:  # the switch; load, warm-up and check follow
+        assert time.monotonic() < deadline, "v2 never activated"
+        time.sleep(0.001)
+    agent.kill()
+    assert store.active_version("linear") == 2, "killed too late: the rollback already ran"
+    before = driver.count("dev1")
+
+    agent = agents()
+    rep = driver.wait_report("dev1", model_state("linear", "ROLLED_BACK", 1), timeout_s=60)
+    assert rep.models["linear"].reason_code == "health_check"
+    assert (store.active_version("linear"), store.previous_active("linear")) == (1, 2)
+    assert _serving(agent)[0] == 1
+    after = [r.models.get("linear") for r in driver.reports["dev1"][before:]]
+    assert not any(s is not None and s.state.value == "ACTIVE" and s.active == 2 for s in after)
