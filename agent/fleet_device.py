@@ -20,11 +20,10 @@ for simulations).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -36,11 +35,12 @@ from edgeserve.agent.download import DownloadLimits
 from edgeserve.agent.fleet_config import FleetConfig
 from edgeserve.agent.fleet_install import InstallPipeline, Outcome
 from edgeserve.agent.fleet_installer import Installer, TelemetrySource
-from edgeserve.agent.fleet_outcomes import load_outcomes, record_outcome
+from edgeserve.agent.fleet_outcomes import current_outcomes, record_outcome
+from edgeserve.agent.fleet_persist import keyring_version, load_desired, load_keyring
 from edgeserve.agent.fleet_telemetry import TelemetryPublisher
 
 from edgeserve import __version__
-from edgeserve.errors import EdgeServeError, StorageError, TransportError
+from edgeserve.errors import EdgeServeError, TransportError
 from edgeserve.manifest import canonical_json
 from edgeserve.mqtt import MqttClient, MqttConfig, MqttLoop, Will
 from edgeserve.protocol import (
@@ -69,8 +69,6 @@ from edgeserve.trust import (
     reason_code,
     update_keyring,
     verify_document,
-    verify_envelope,
-    verify_keyring,
     write_atomic,
 )
 
@@ -197,8 +195,20 @@ class DeviceSync:
             StorageError: the state directory cannot be written.
         """
         self._anchor = TrustAnchor.load(self.config.trust_anchor)
-        self.keyring = self._load_keyring()
-        self._load_desired()
+        self.keyring = load_keyring(
+            self.dir,
+            self.config.keyring,
+            self._anchor,
+            now=self.clock(),
+            clock_slack_s=self.config.clock_slack_s,
+        )
+        self.last_seq, self.desired = load_desired(
+            self.dir,
+            self.keyring,
+            now=self.clock(),
+            clock_slack_s=self.config.clock_slack_s,
+            device=self.config.device,
+        )
         self._restore_outcomes()
         self.mqtt.subscribe(self.topics.desired, self._on_desired)
         self.mqtt.start()
@@ -362,7 +372,7 @@ class DeviceSync:
             log.warning("fleet sync %s: keyring update refused: %s", self.config.device, exc)
             return
         if self.keyring is None or newer.version > self.keyring.version:
-            link = next(e for e in chain if _version_of(e) == newer.version)
+            link = next(e for e in chain if keyring_version(e) == newer.version)
             write_atomic(self.dir / "keyring.json", canonical_json(link))
             self.keyring = newer
             self.stats["keyring_updates"] += 1
@@ -428,21 +438,15 @@ class DeviceSync:
             self._done[name] = (seq, target.version)
 
     def _restore_outcomes(self) -> None:
-        """Targets of the current desired state rolled back before a restart stay done; one
-        activated but not yet checked when the agent died is checked first (fleet_outcomes)."""
+        """Rolled-back targets of the current desired state stay done after a restart; an
+        activation the agent died in is health-checked first (:mod:`.fleet_outcomes`)."""
         if self.desired is None:
             return
-        for name, (seq, version, status) in load_outcomes(self.dir).items():
-            target = self.desired.models.get(name)
-            if seq != self.desired.seq or target is None or target.version != version:
-                continue
-            if status.state is S.WARMING and status.active is not None:
-                self._unchecked[name] = (seq, version, status.active)
-            elif status.state is S.ROLLED_BACK:
-                self._done[name] = (seq, version)
-                self._machines[name] = InstallMachine(status.state)
-                active = self.installer.active_version(name)
-                self._status[name] = replace(status, active=active)
+        rolled_back, self._unchecked = current_outcomes(self.dir, self.desired)
+        for name, status in rolled_back.items():
+            self._done[name] = (self.desired.seq, self.desired.models[name].version)
+            self._machines[name] = InstallMachine(S.ROLLED_BACK)
+            self._status[name] = replace(status, active=self.installer.active_version(name))
 
     def _prev(self, name: str) -> int | None:
         return self._prev_versions.get(name)
@@ -494,61 +498,3 @@ class DeviceSync:
         """Publish one batch of buffered telemetry now (else every ``telemetry_interval_s``);
         returns the records sent."""
         return 0 if self._telemetry is None else self._telemetry.flush()
-
-    # ------------------------------------------------------------------ persistence
-
-    def _load_keyring(self) -> Keyring | None:
-        saved = self.dir / "keyring.json"
-        now = self.clock()
-        if saved.is_file():
-            data = saved.read_bytes()
-            signed, _ = parse_envelope(data)
-            ring = Keyring.from_dict(signed)
-            # written only after verification; re-check it is intact (self-signed root)
-            verify_envelope(data, ring.root_keys, ring.root_threshold, role="root (saved)")
-            return ring
-        if self.config.keyring is not None:
-            try:
-                data = self.config.keyring.read_bytes()
-            except OSError as exc:
-                raise StorageError(f"cannot read keyring {self.config.keyring}: {exc}") from exc
-            ring = verify_keyring(
-                data, None, self._anchor, now=now, clock_slack_s=self.config.clock_slack_s
-            )
-            write_atomic(saved, data)
-            return ring
-        return None
-
-    def _load_desired(self) -> None:
-        try:
-            self.last_seq = int((self.dir / "last_seq").read_text().strip())
-        except FileNotFoundError:
-            self.last_seq = 0
-        except (OSError, ValueError) as exc:
-            raise StorageError(f"cannot read {self.dir / 'last_seq'}: {exc}") from exc
-        saved = self.dir / "desired.json"
-        if not saved.is_file() or self.keyring is None:
-            return
-        try:
-            doc = verify_document(
-                saved.read_bytes(),
-                self.keyring,
-                self.clock(),
-                "desired",
-                clock_slack_s=self.config.clock_slack_s,
-            )
-            self.desired = DesiredState.from_dict(doc)
-        except (VerificationError, ProtocolError) as exc:
-            log.warning(
-                "fleet sync %s: saved desired state not usable: %s", self.config.device, exc
-            )
-
-
-def _version_of(envelope: Any) -> int | None:
-    if isinstance(envelope, Mapping) and isinstance(envelope.get("signed"), Mapping):
-        version = envelope["signed"].get("version")
-        return version if isinstance(version, int) else None
-    try:
-        return json.loads(envelope)["signed"]["version"]
-    except (ValueError, KeyError, TypeError):
-        return None

@@ -19,10 +19,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from edgeserve.protocol import ModelStatus, ProtocolError
+from edgeserve.protocol import DesiredState, InstallState, ModelStatus, ProtocolError
 from edgeserve.trust import write_atomic
 
-__all__ = ["load_outcomes", "record_outcome", "save_outcome"]
+__all__ = ["current_outcomes", "load_outcomes", "record_outcome", "save_outcome"]
 
 log = logging.getLogger(__name__)
 OUTCOMES_NAME = "outcomes.json"
@@ -78,3 +78,25 @@ def record_outcome(fleet_dir: Path, name: str, seq: int, version: int, status: M
         save_outcome(fleet_dir, name, seq, version, status)
     except EdgeServeError as exc:
         log.error("fleet sync: outcome of %s v%s not saved: %s", name, version, exc)
+
+
+def current_outcomes(
+    fleet_dir: Path, desired: DesiredState
+) -> tuple[dict[str, ModelStatus], dict[str, tuple[int, int, int]]]:
+    """Saved outcomes that belong to ``desired`` (same seq and target version).
+
+    Returns:
+        ``(rolled back: model -> saved status, activations never checked: model ->
+        (seq, version, previous version))``.
+    """
+    rolled_back: dict[str, ModelStatus] = {}
+    unchecked: dict[str, tuple[int, int, int]] = {}
+    for name, (seq, version, status) in load_outcomes(fleet_dir).items():
+        target = desired.models.get(name)
+        if seq != desired.seq or target is None or target.version != version:
+            continue
+        if status.state is InstallState.WARMING and status.active is not None:
+            unchecked[name] = (seq, version, status.active)
+        elif status.state is InstallState.ROLLED_BACK:
+            rolled_back[name] = status
+    return rolled_back, unchecked
