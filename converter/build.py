@@ -333,8 +333,11 @@ def sample_with_references(bundle: Bundle) -> tuple[bytes, float] | None:
     path = bundle.file_path("sample")
     if path is None:
         return None
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: np.asarray(data[k]) for k in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files}
+    except ValueError:  # string (object) inputs: the agent cannot load them either
+        return None
     if any(k.startswith(REFERENCE_PREFIX) for k in arrays):
         return None
     runtime = load_runtime(bundle, RuntimeOptions())
