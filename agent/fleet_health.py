@@ -25,7 +25,7 @@ from typing import Any, Final
 import numpy as np
 
 from edgeserve.errors import ModelError
-from edgeserve.manifest import Manifest
+from edgeserve.manifest import SAMPLE_REFERENCE_PREFIX, Manifest
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -35,7 +35,7 @@ __all__ = [
     "reference_tolerance",
 ]
 
-REFERENCE_PREFIX: Final = "expected:"  # sample.npz key prefix; converter/build.py writes it
+REFERENCE_PREFIX: Final = SAMPLE_REFERENCE_PREFIX
 # Used when a bundle has references but its manifest records no tolerance: the converter's
 # most lenient (int8) value, so a hand-made bundle is not rolled back for numerical noise.
 DEFAULT_TOLERANCE: Final = 0.1

@@ -20,14 +20,14 @@ from edgeserve.converter.targets import Target
 from edgeserve.bundle import Bundle, write_bundle
 from edgeserve.devices import DeviceProfile
 from edgeserve.errors import ConfigError
-from edgeserve.manifest import Manifest, TensorSpec
+from edgeserve.manifest import SAMPLE_REFERENCE_PREFIX, Manifest, TensorSpec
 
 __all__ = ["BuildSettings", "Built", "build_candidate", "sample_npz", "sample_with_references"]
 
 SAMPLE_ROWS = 4  # rows in sample.npz (the agent's warm-up and the fleet's health check)
 # sample.npz key prefix of the converted model's own outputs on the sample inputs; the agent
 # reads the same prefix (edgeserve.agent.fleet_health, which cannot be imported from here).
-REFERENCE_PREFIX = "expected:"
+REFERENCE_PREFIX = SAMPLE_REFERENCE_PREFIX
 # validation.health_check.tolerance by precision: the largest |output - expected| a device may
 # show, as a fraction of the output's largest |expected|. Another CPU, thread count or
 # execution provider changes float summation order (fp32: ~1e-6 relative) and int8 rounding

@@ -42,6 +42,7 @@ from edgeserve.errors import BundleError
 __all__ = [
     "FORMATS",
     "MANIFEST_MAX_BYTES",
+    "SAMPLE_REFERENCE_PREFIX",
     "FileEntry",
     "Manifest",
     "TensorSpec",
@@ -52,6 +53,9 @@ __all__ = [
 MANIFEST_MAX_BYTES: Final = 1_048_576  # bytes; a manifest is a few KiB, this bounds a hostile one
 FORMATS: Final = ("onnx", "ort", "tflite")
 FILE_ROLES: Final = ("model", "sample", "labels", "other")
+# Key prefix, in the ``sample`` file, of the converted model's reference outputs: the converter
+# writes ``expected:<output name>``, the agent's health check compares against them.
+SAMPLE_REFERENCE_PREFIX: Final = "expected:"
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
 _MAX_FILES: Final = 64

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import signed_release_tar
 from support.broker import Mosquitto
-from support.fleet import TOKEN, FleetServerProcess
+from support.fleet import TOKEN, FleetServerProcess, signed_release_tar
 
 from edgeserve.errors import BundleError, ConfigError, NotFoundError
 from edgeserve.trust import generate_key

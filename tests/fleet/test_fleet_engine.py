@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import signed_release_tar
 from edgeserve.fleet_server import controller as c
 from edgeserve.fleet_server import experiments as ex
 from edgeserve.fleet_server import rollouts as r
@@ -22,7 +21,7 @@ from edgeserve.fleet_server.desired import DesiredBuilder
 from edgeserve.fleet_server.engine import Engine
 from edgeserve.fleet_server.releases import ingest_release
 from edgeserve.fleet_server.store import Store
-from support.fleet import Postgres, postgres_bin, wait_for
+from support.fleet import Postgres, postgres_bin, signed_release_tar, wait_for
 
 from edgeserve.keys_cli import load_keyring
 from edgeserve.protocol import (

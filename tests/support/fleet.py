@@ -20,8 +20,12 @@ from typing import TypeVar
 
 import httpx
 from edgeserve.fleet_server.client import FleetClient
+from edgeserve.fleet_server.releases import prepare_release
+
+from edgeserve.trust import SigningKey
 
 from .broker import free_port
+from .models import make_linear_bundle
 
 T = TypeVar("T")
 TOKEN = "test-operator-token-0123456789"
@@ -317,3 +321,21 @@ def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, interval_s
             return last
         time.sleep(interval_s)
     raise TimeoutError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+
+
+def signed_release_tar(
+    tmp: Path,
+    keys: Path,
+    *,
+    name: str = "digits",
+    version: int = 1,
+    seed: int = 0,
+    key: str = "release.key",
+) -> Path:
+    """A bundle of the linear model, signed with ``keys/<key>`` and packed as a tar."""
+    bundle = make_linear_bundle(
+        tmp / f"{name}-{version}-{seed}", name=name, version=version, seed=seed
+    )
+    out = tmp / f"tars-{name}-{version}-{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    return prepare_release(bundle.path, SigningKey.load(keys / key), out)
