@@ -15,6 +15,13 @@ import click
 __all__ = ["agent"]
 
 _STATE_HELP = "Agent state directory (model store, telemetry buffer); env EDGESERVE_STATE."
+_state_option = click.option(
+    "--state",
+    type=click.Path(path_type=Path),
+    required=True,
+    envvar="EDGESERVE_STATE",
+    help=_STATE_HELP,
+)
 
 
 def _config(config: Path | None, state: Path | None, **overrides: Any) -> Any:
@@ -32,13 +39,7 @@ def agent() -> None:
 
 @agent.command()
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--state",
-    type=click.Path(path_type=Path),
-    required=True,
-    envvar="EDGESERVE_STATE",
-    help=_STATE_HELP,
-)
+@_state_option
 @click.option("--no-activate", is_flag=True, help="Install without making it the active version.")
 def install(bundle: Path, state: Path, no_activate: bool) -> None:
     """Check BUNDLE (directory or .tar) and add it to the local model store."""
@@ -52,13 +53,7 @@ def install(bundle: Path, state: Path, no_activate: bool) -> None:
 
 
 @agent.command()
-@click.option(
-    "--state",
-    type=click.Path(path_type=Path),
-    required=True,
-    envvar="EDGESERVE_STATE",
-    help=_STATE_HELP,
-)
+@_state_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(state: Path, as_json: bool) -> None:
     """List installed models, their versions, the active one and labels."""
@@ -91,13 +86,7 @@ def models(state: Path, as_json: bool) -> None:
 @agent.command()
 @click.argument("name")
 @click.argument("version", type=click.IntRange(min=1))
-@click.option(
-    "--state",
-    type=click.Path(path_type=Path),
-    required=True,
-    envvar="EDGESERVE_STATE",
-    help=_STATE_HELP,
-)
+@_state_option
 def activate(name: str, version: int, state: Path) -> None:
     """Make VERSION of NAME the active version (a running agent hot-swaps to it)."""
     from edgeserve.agent.store import ModelStore
@@ -110,13 +99,7 @@ def activate(name: str, version: int, state: Path) -> None:
 @click.argument("name")
 @click.argument("label")
 @click.argument("version", type=click.IntRange(min=1), required=False)
-@click.option(
-    "--state",
-    type=click.Path(path_type=Path),
-    required=True,
-    envvar="EDGESERVE_STATE",
-    help=_STATE_HELP,
-)
+@_state_option
 def label(name: str, label: str, version: int | None, state: Path) -> None:
     """Point LABEL (stable, canary, ...) of NAME at VERSION; without VERSION, remove it."""
     from edgeserve.agent.store import ModelStore
@@ -128,13 +111,7 @@ def label(name: str, label: str, version: int | None, state: Path) -> None:
 @agent.command()
 @click.argument("name")
 @click.argument("version", type=click.IntRange(min=1))
-@click.option(
-    "--state",
-    type=click.Path(path_type=Path),
-    required=True,
-    envvar="EDGESERVE_STATE",
-    help=_STATE_HELP,
-)
+@_state_option
 def remove(name: str, version: int, state: Path) -> None:
     """Delete an installed, inactive VERSION of NAME."""
     from edgeserve.agent.store import ModelStore
@@ -208,13 +185,7 @@ def run(
 
 
 @agent.command()
-@click.option(
-    "--state",
-    type=click.Path(path_type=Path),
-    required=True,
-    envvar="EDGESERVE_STATE",
-    help=_STATE_HELP,
-)
+@_state_option
 @click.option("--model", "model_name", required=True, help="Installed model name.")
 @click.option("--version", "version", type=click.IntRange(min=1), help="Default: active.")
 @click.option(
