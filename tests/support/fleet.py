@@ -258,29 +258,15 @@ def signed_tar(
     """A signed bundle tar of the small linear model. ``simulate="fail_health"`` marks it so
     that :class:`edgeserve.agent.fleet_sim.SimulatedInstaller` fails its health check (the
     release is still validly signed, like a real bad model)."""
-    from edgeserve.fleet_server.releases import prepare_release
-
-    from edgeserve.bundle import write_bundle
-    from edgeserve.manifest import Manifest, TensorSpec
-    from edgeserve.trust import SigningKey
-
-    from .models import make_onnx_linear
-
     directory = workdir / f"{name}-v{version}"
     workdir.mkdir(parents=True, exist_ok=True)
-    model = make_onnx_linear(workdir / f".{name}-{version}.onnx", seed=seed or version)
-    manifest = Manifest(
+    make_linear_bundle(
+        directory,
         name=name,
         version=version,
-        format="onnx",
-        precision="fp32",
-        target="onnx-cpu-fp32",
-        providers=("CPUExecutionProvider",),
-        inputs=(TensorSpec("x", "FP32", (-1, 4)),),
-        outputs=(TensorSpec("y", "FP32", (-1, 3)),),
-        validation={"simulate": simulate} if simulate else {},
+        seed=seed or version,
+        validation={"simulate": simulate} if simulate else None,
     )
-    write_bundle(directory, manifest, {"model.onnx": (model, "model")})
     return prepare_release(directory, SigningKey.load(keys / "release.key"), workdir)
 
 

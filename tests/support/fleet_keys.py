@@ -88,31 +88,19 @@ def make_signed_bundle(
     """A real ONNX bundle (model + sample inputs) with ``signature.json`` by ``keys``."""
     import numpy as np
 
-    from edgeserve.bundle import read_bundle, write_bundle
-    from edgeserve.manifest import Manifest, TensorSpec
+    from edgeserve.bundle import read_bundle
     from edgeserve.trust import sign_release
-    from support.models import make_onnx_linear
+    from support.models import make_linear_bundle
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    model = make_onnx_linear(directory.parent / f".{name}-{version}-{seed}.onnx", seed=seed)
-    files: dict[str, tuple[Path | bytes, str]] = {"model.onnx": (model, "model")}
+    files: dict[str, tuple[Path | bytes, str]] = {}
     if with_sample:
         buf = io.BytesIO()
         rng = np.random.default_rng(seed)
         x = rng.standard_normal((2, 4)).astype(np.float32) if sample is None else sample
         np.savez(buf, x=x)
         files["sample.npz"] = (buf.getvalue(), "sample")
-    manifest = Manifest(
-        name=name,
-        version=version,
-        format="onnx",
-        precision="fp32",
-        target="onnx-cpu-fp32",
-        providers=("CPUExecutionProvider",),
-        inputs=(TensorSpec("x", "FP32", (-1, 4)),),
-        outputs=(TensorSpec("y", "FP32", (-1, 3)),),
-        validation=validation or {},
+    make_linear_bundle(
+        directory, name=name, version=version, seed=seed, validation=validation, extra_files=files
     )
-    write_bundle(directory, manifest, files)
     sign_release(directory, keys)
     return read_bundle(directory)

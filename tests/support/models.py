@@ -39,9 +39,19 @@ def make_onnx_linear(
 
 
 def make_linear_bundle(
-    directory: Path, *, name: str = "linear", version: int = 1, seed: int = 0
+    directory: Path,
+    *,
+    name: str = "linear",
+    version: int = 1,
+    seed: int = 0,
+    validation: dict[str, object] | None = None,
+    extra_files: dict[str, tuple[Path | bytes, str]] | None = None,
 ) -> Bundle:
-    """A ready ONNX bundle around :func:`make_onnx_linear` (input x [-1,4] FP32, output y)."""
+    """A ready ONNX bundle around :func:`make_onnx_linear` (input x [-1,4] FP32, output y).
+
+    ``validation`` goes into the manifest; ``extra_files`` (path -> (source, role)) are added
+    beside ``model.onnx``, e.g. a ``sample.npz``.
+    """
     directory.parent.mkdir(parents=True, exist_ok=True)
     model = make_onnx_linear(directory.parent / f".{name}-{version}-{seed}.onnx", seed=seed)
     manifest = Manifest(
@@ -53,5 +63,8 @@ def make_linear_bundle(
         providers=("CPUExecutionProvider",),
         inputs=(TensorSpec("x", "FP32", (-1, 4)),),
         outputs=(TensorSpec("y", "FP32", (-1, 3)),),
+        validation=validation or {},
     )
-    return write_bundle(directory, manifest, {"model.onnx": (model, "model")})
+    files: dict[str, tuple[Path | bytes, str]] = {"model.onnx": (model, "model")}
+    files.update(extra_files or {})
+    return write_bundle(directory, manifest, files)
