@@ -4,6 +4,7 @@ it with the server."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -70,6 +71,19 @@ def test_quickstart_fleet_serve_embedded_broker(tmp_path: Path) -> None:
         assert not connect_rc(broker_port, "fleet-server", "server-pw").is_failure
         assert connect_rc(broker_port, "fleet-server", "wrong").is_failure
         assert connect_rc(broker_port, "someone", "else").is_failure
+        # a device registered while the server runs can log in at once: the server rewrites
+        # the password file and ACL and the embedded broker re-reads them (no restart)
+        added = subprocess.run(
+            [*EDGESERVE, "fleet", "device", "add", "dev-late", "--json"],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        creds = json.loads(added.stdout)
+        assert not connect_rc(broker_port, creds["username"], creds["password"]).is_failure
+        assert connect_rc(broker_port, creds["username"], "not-its-password").is_failure
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
