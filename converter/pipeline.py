@@ -270,9 +270,21 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
             sample_file = next(f.path for f in manifest.files if f.role == "sample")
             files[sample_file] = (references[0], "sample")
             metrics["health_check"] = {"tolerance": references[1]}
-        final_manifest = replace(manifest, validation=metrics, files=())
+        final_manifest = replace(manifest, validation=_json_safe(metrics), files=())
         bundle = write_bundle(out, final_manifest, files, overwrite=opts.force)
     return ConvertResult(bundle, chosen.target, metrics, candidates)
+
+
+def _json_safe(value: Any) -> Any:
+    """Metrics as the manifest stores them: a NaN or infinite figure (e.g. the max abs error of
+    a model whose outputs are NaN) becomes null, since JSON has neither."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _accuracy(metrics: dict[str, Any], key: str) -> dict[str, Any]:

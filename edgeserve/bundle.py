@@ -236,7 +236,9 @@ def write_bundle(
 def _pretty_json(manifest: Manifest) -> bytes:
     import json
 
-    return (json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n").encode()
+    return (
+        json.dumps(manifest.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    ).encode()
 
 
 def _write_file_synced(path: Path, data: bytes) -> None:

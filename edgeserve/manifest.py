@@ -264,6 +264,13 @@ class Manifest:
             raise _fail("files", "duplicate path")
         if self.files and sum(f.role == "model" for f in self.files) != 1:
             raise _fail("files", "exactly one file must have role 'model'")
+        for key in ("source", "converter", "validation"):
+            # JSON has no NaN/Infinity, and a release signature covers canonical JSON: refuse
+            # here, where the manifest is made, rather than when it is signed or sent.
+            try:
+                canonical_json(dict(getattr(self, key)))
+            except (TypeError, ValueError) as exc:
+                raise _fail(key, f"not representable as JSON ({exc})") from None
         for names, what in ((self.inputs, "inputs"), (self.outputs, "outputs")):
             seen = [t.name for t in names]
             if len(set(seen)) != len(seen):

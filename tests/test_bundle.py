@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.models import make_linear_bundle
 
 from edgeserve.bundle import (
     check_bundle,
@@ -170,3 +171,19 @@ def test_check_feeds_names_the_problem(feeds, message) -> None:
     spec = (TensorSpec("x", "FP32", (-1, 4)),)
     with pytest.raises(InferenceInputError, match=message):
         check_feeds(spec, feeds)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_manifest_refuses_numbers_json_cannot_carry(tmp_path, bad) -> None:
+    # a signature covers canonical JSON, which has no NaN/Infinity: refuse when the manifest
+    # is made, not later when a release is signed
+    with pytest.raises(BundleError, match="validation: not representable as JSON"):
+        make_linear_bundle(tmp_path / "b", validation={"max_abs_error": bad})
+    assert not (tmp_path / "b").exists()
+
+
+def test_manifest_json_with_nan_token_is_refused(linear_bundle) -> None:
+    path = linear_bundle.path / "manifest.json"
+    path.write_text(path.read_text().replace('"validation": {}', '"validation": {"e": NaN}'))
+    with pytest.raises(BundleError, match="not representable as JSON"):
+        read_bundle(linear_bundle.path)

@@ -55,3 +55,41 @@ def test_quantization_without_sympy_says_what_to_install(
             )
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_metrics_are_stored_as_null_so_the_bundle_can_be_signed(
+    tmp_path: Path,
+) -> None:
+    # A model whose outputs are NaN (say, weights broken in training) still converts, but
+    # "max abs error" and "cosine" are NaN, which JSON cannot carry: the manifest records null
+    # and stays signable (canonical JSON), instead of failing later at `fleet release`.
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeserve.bundle import check_bundle
+    from edgeserve.trust import generate_key, sign_release
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["y"])],
+        "nan",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.full(4, np.nan, np.float32), "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "nan.onnx"))
+    np.save(tmp_path / "val.npy", np.ones((8, 4), np.float32))
+    result = convert_model(
+        ConvertOptions(
+            model=tmp_path / "nan.onnx",
+            target="onnx-cpu-fp32",
+            validation=tmp_path / "val.npy",
+            output=tmp_path / "out",
+        )
+    )
+    validation = check_bundle(result.bundle.path).manifest.validation
+    assert validation["max_abs_err"] is None and validation["cosine"] is None
+    sign_release(result.bundle.path, [generate_key()])
+    assert (result.bundle.path / "signature.json").is_file()
