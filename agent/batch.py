@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from edgeserve.agent.loaded import open_runtime
 from edgeserve.agent.store import ModelStore
 
 from edgeserve.errors import ConfigError, InferenceInputError, NotFoundError, StorageError
+from edgeserve.fsutil import write_atomic
 from edgeserve.manifest import TensorSpec
 from edgeserve.runtimes.base import check_feeds
 
@@ -233,7 +233,7 @@ def _prepare(work: Path, plan: dict[str, Any]) -> None:
                 return
             shutil.rmtree(work)  # another input, model or chunking: earlier chunks do not apply
         work.mkdir(parents=True)
-        _atomic_write(plan_path, json.dumps(plan, sort_keys=True).encode())
+        write_atomic(plan_path, json.dumps(plan, sort_keys=True).encode())
     except OSError as exc:
         raise StorageError(f"cannot prepare {work}: {exc.strerror or exc}") from exc
 
@@ -255,13 +255,13 @@ def _write_chunk(work: Path, index: int, fmt: str, outputs: dict[str, np.ndarray
             )
             lines.append(json.dumps(value, separators=(",", ":")))
         data = ("\n".join(lines) + "\n").encode()
-        _atomic_write(_chunk_path(work, index, fmt), data)
+        write_atomic(_chunk_path(work, index, fmt), data)
         return
     import io
 
     buf = io.BytesIO()
     np.savez(buf, **outputs)
-    _atomic_write(_chunk_path(work, index, fmt), buf.getvalue())
+    write_atomic(_chunk_path(work, index, fmt), buf.getvalue())
 
 
 def _assemble(
@@ -270,7 +270,7 @@ def _assemble(
     try:
         if fmt == ".jsonl":
             data = b"".join(_chunk_path(work, i, fmt).read_bytes() for i in indexes)
-            _atomic_write(output, data)
+            write_atomic(output, data)
             return
         parts: dict[str, list[np.ndarray]] = {}
         for i in indexes:
@@ -289,22 +289,9 @@ def _assemble(
             np.save(buf, next(iter(arrays.values())))
         else:
             np.savez(buf, **arrays)
-        _atomic_write(output, buf.getvalue())
+        write_atomic(output, buf.getvalue())
     except OSError as exc:
         raise StorageError(f"cannot write {output}: {exc.strerror or exc}") from exc
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _progress(enabled: bool, total: int, done: int) -> Any:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from edgeserve.bundle import MANIFEST_NAME, Bundle, check_bundle, open_bundle, read_bundle
 from edgeserve.errors import BundleError, ConfigError, NotFoundError, StorageError
+from edgeserve.fsutil import fsync_path, write_atomic
 from edgeserve.manifest import Manifest
 
 __all__ = ["InstalledVersion", "ModelStore"]
@@ -204,11 +205,11 @@ class ModelStore:
                 dest = tmp / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source.path / rel, dest)
-                _fsync_file(dest)
+                fsync_path(dest)
             check_bundle(tmp)  # the copy itself, not just the source, must be intact
-            _fsync_dir(tmp)
+            fsync_path(tmp)
             os.replace(tmp, final)
-            _fsync_dir(parent)
+            fsync_path(parent)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise _storage(exc, f"cannot install into {parent}") from exc
@@ -290,7 +291,7 @@ class ModelStore:
             trash = path.parent / f".trash-{version}-{os.getpid()}"
             try:
                 os.replace(path, trash)  # disappears atomically, then is deleted
-                _fsync_dir(path.parent)
+                fsync_path(path.parent)
                 shutil.rmtree(trash, ignore_errors=True)
             except OSError as exc:
                 raise _storage(exc, f"cannot remove {path}") from exc
@@ -345,38 +346,14 @@ class ModelStore:
         return data if isinstance(data, dict) else {}
 
     def _write_state(self, name: str, state: dict) -> None:
-        directory = self.root / name
-        tmp = directory / f".state-{os.getpid()}-{threading.get_ident()}"
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(json.dumps(state, sort_keys=True).encode())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, directory / _STATE)
-            _fsync_dir(directory)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise _storage(exc, f"cannot write {directory / _STATE}") from exc
+        # the rename must be on disk before an activation is reported done: sync the directory
+        write_atomic(
+            self.root / name / _STATE, json.dumps(state, sort_keys=True).encode(), sync_dir=True
+        )
 
 
 def _safe_name(name: str) -> bool:
     return bool(name) and "/" not in name and not name.startswith(".") and name not in ("..",)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _storage(exc: OSError, what: str) -> StorageError:

@@ -25,7 +25,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
-from edgeserve.errors import ConfigError, StorageError
+from edgeserve.errors import ConfigError
+from edgeserve.fsutil import write_atomic
 from edgeserve.manifest import canonical_json
 from edgeserve.trust_errors import (
     ExpiredError,
@@ -358,25 +359,3 @@ def update_keyring(
         raise ConfigError("no keyring: none trusted yet and none delivered")
     check_expiry(current.expires, now, clock_slack_s, f"keyring v{current.version}")
     return current
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``
-    (python-tuf ``updater.py``'s persist step), fsynced.
-
-    Raises:
-        StorageError: the file cannot be written.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    return path

@@ -24,7 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgeserve.errors import ConfigError, StorageError
+from edgeserve.errors import ConfigError
+from edgeserve.fsutil import write_atomic
 from edgeserve.manifest import canonical_json
 from edgeserve.trust_errors import (
     EndlessDataError,
@@ -106,20 +107,7 @@ class SigningKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        tmp = target.with_name(f".{target.name}.tmp")
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(pem)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, target)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StorageError(f"cannot write key {target}: {exc.strerror or exc}") from exc
-        return target
+        return write_atomic(target, pem, 0o600)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SigningKey:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeserve.errors import StorageError
+from edgeserve.fsutil import write_atomic
 
 __all__ = [
     "BrokerFiles",
@@ -134,14 +134,6 @@ def write_broker_files(
         "passwords": password_file_text(entries),
         "acl": acl_text(prefix, fleet, server_user),
     }
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            tmp = out / f".{name}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            os.replace(tmp, out / name)
-    except OSError as exc:
-        raise StorageError(f"cannot write broker files in {out}: {exc.strerror or exc}") from exc
+    for name, text in files.items():
+        write_atomic(out / name, text.encode(), 0o600)
     return BrokerFiles(out / "passwords", out / "acl")
