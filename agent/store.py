@@ -172,7 +172,9 @@ class ModelStore:
                 contents.
             StorageError: the disk failed.
         """
-        with open_bundle(bundle) as source, self._locked():
+        # The source is not hashed here: _copy_in checks the store's own copy, which is what
+        # will be served, and catches everything a check of the source would.
+        with open_bundle(bundle, check=False) as source, self._locked():
             manifest = source.manifest
             final = self.path(manifest.name, manifest.version)
             if (final / MANIFEST_NAME).is_file():
@@ -206,7 +208,10 @@ class ModelStore:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source.path / rel, dest)
                 fsync_path(dest)
-            check_bundle(tmp)  # the copy itself, not just the source, must be intact
+            try:
+                check_bundle(tmp)  # the copy is what will be served: it must be intact
+            except BundleError as exc:  # name the bundle the user gave, not our temp copy
+                raise BundleError(f"{source.path}: {str(exc).removeprefix(f'{tmp}: ')}") from None
             fsync_path(tmp)
             os.replace(tmp, final)
             fsync_path(parent)

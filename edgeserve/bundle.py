@@ -278,10 +278,14 @@ def unpack_bundle(
     dest: str | os.PathLike[str],
     *,
     limits: BundleLimits = BundleLimits(),
+    check: bool = True,
 ) -> Bundle:
     """Extract a bundle ``.tar`` into ``dest`` (which must not exist) and check it.
 
     Only regular files with safe relative paths are accepted; sizes are bounded while reading.
+    ``check=False`` parses the manifest but hashes no file: for a caller whose very next step
+    checks the files itself (against a signed manifest, or its own copy), so that a model is
+    not hashed twice in a row.
 
     Raises:
         BundleError: not a tar, unsafe members, over the bounds, or an invalid bundle.
@@ -311,23 +315,25 @@ def unpack_bundle(
         raise BundleError(f"{tar_path}: not a valid bundle tar ({exc})") from exc
     except FileExistsError as exc:
         raise BundleError(f"{tar_path}: duplicate member {exc.filename}") from exc
-    return check_bundle(out, limits=limits)
+    return check_bundle(out, limits=limits) if check else read_bundle(out, limits=limits)
 
 
 @contextmanager
 def open_bundle(
-    path: str | os.PathLike[str], *, limits: BundleLimits = BundleLimits()
+    path: str | os.PathLike[str], *, limits: BundleLimits = BundleLimits(), check: bool = True
 ) -> Iterator[Bundle]:
     """Yield a checked bundle from a directory or a ``.tar`` (extracted to a temp dir).
+
+    ``check=False``: the manifest only, no file hashed (see :func:`unpack_bundle`).
 
     Raises:
         BundleError: not a bundle, or a check failed.
     """
     source = Path(path)
     if source.is_dir():
-        yield check_bundle(source, limits=limits)
+        yield check_bundle(source, limits=limits) if check else read_bundle(source, limits=limits)
         return
     if not source.is_file():
         raise BundleError(f"{source}: no such bundle")
     with tempfile.TemporaryDirectory(prefix="edgeserve-bundle-") as tmp:
-        yield unpack_bundle(source, Path(tmp) / "bundle", limits=limits)
+        yield unpack_bundle(source, Path(tmp) / "bundle", limits=limits, check=check)

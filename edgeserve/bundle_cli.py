@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from edgeserve.bundle import Bundle, open_bundle, read_bundle
+from edgeserve.bundle import Bundle, open_bundle
 
 __all__ = ["bundle"]
 
@@ -24,22 +24,11 @@ def bundle() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def inspect(path: Path, as_json: bool) -> None:
     """Show a bundle's manifest: model, tensors, files and validation figures."""
-    with open_bundle(path) if path.is_file() else _nullbundle(path) as b:
+    with open_bundle(path, check=False) as b:
         if as_json:
             click.echo(json.dumps(b.manifest.to_dict(), indent=2, sort_keys=True))
             return
         render_manifest(b, Console())
-
-
-class _nullbundle:
-    def __init__(self, path: Path) -> None:
-        self.bundle = read_bundle(path)
-
-    def __enter__(self) -> Bundle:
-        return self.bundle
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @bundle.command()

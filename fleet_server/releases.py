@@ -67,7 +67,8 @@ def ingest_release(store: Store, artifacts: Path, upload: Path, keyring: Keyring
         ConfigError: the version is not above the latest release of the model.
     """
     with tempfile.TemporaryDirectory(prefix="edgeserve-release-", dir=artifacts) as tmp:
-        bundle = unpack_bundle(upload, Path(tmp) / "bundle")
+        # files are checked once, against the signed manifest, by verify_bundle_files below
+        bundle = unpack_bundle(upload, Path(tmp) / "bundle", check=False)
         sig = bundle.path / SIGNATURE_NAME
         if not sig.is_file():
             raise VerificationError(

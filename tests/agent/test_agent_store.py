@@ -48,8 +48,11 @@ def test_agent_store_refuses_a_corrupt_bundle_and_leaves_nothing(tmp_path: Path)
     bundle = make_linear_bundle(tmp_path / "b1", version=1)
     (bundle.path / "model.onnx").write_bytes(b"not the model")
     store = ModelStore(tmp_path / "state")
-    with pytest.raises(BundleError, match=r"model\.onnx"):
+    with pytest.raises(BundleError, match=r"model\.onnx") as caught:
         store.install(bundle.path)
+    # the message names the bundle given, not the store's temporary copy
+    assert str(caught.value).startswith(f"{bundle.path}: ")
+    assert ".install" not in str(caught.value)
     assert store.models() == []
     assert not any(p.name.startswith(".install") for p in store.root.rglob("*"))
 
