@@ -1,8 +1,10 @@
 """HTTP routes: Open Inference Protocol v2 REST, Triton's repository extension, TF Serving's
 predict, ``/metrics`` and ``/openapi.json``, all behind one ``handle(request)`` callable.
 
-Status codes are Triton's: 400 for a bad request, 404 for an unknown model/version/route,
-503 when not ready, overloaded or timed out; every error body is ``{"error": "..."}``.
+Paths arrive percent-decoded; a model name or version that could not exist is a 400 before any
+lookup (:mod:`.names`). Status codes are Triton's: 400 for a bad request, 404 for an unknown
+model/version/route, 503 when not ready, overloaded or timed out; every error body is
+``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from edgeserve.agent.codec import InferRequest, decode_request, dumps, encode_re
 from edgeserve.agent.core import Agent
 from edgeserve.agent.httpserver import Request, Response, error_response
 from edgeserve.agent.loaded import LoadedModel
+from edgeserve.agent.names import check_model_name, check_version
 
 from edgeserve import __version__
 from edgeserve.errors import EdgeServeError, InferenceInputError
@@ -105,10 +108,10 @@ class Api:
             _method(method, "GET")
             return _json({"model_stats": self._stats(None, None)})
         if parts[0] == "models" and len(parts) >= 2:
-            name, rest = parts[1], parts[2:]
+            name, rest = check_model_name(parts[1]), parts[2:]
             version = None
             if len(rest) >= 2 and rest[0] == "versions":
-                version, rest = rest[1], rest[2:]
+                version, rest = check_version(rest[1]), rest[2:]
             if not rest:
                 _method(method, "GET")
                 return _json(self._metadata(name, version))
@@ -201,10 +204,11 @@ class Api:
                 rows = [r for r in rows if r["state"] == "READY"]
             return _json(rows)
         if len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload"):
+            name = check_model_name(parts[1])
             if parts[2] == "load":
-                await self.agent.load(parts[1])
+                await self.agent.load(name)
             else:
-                await self.agent.unload(parts[1])
+                await self.agent.unload(name)
             return _EMPTY
         raise _HttpError(404, f"no route for {request.method} {request.path}")
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from edgeserve.agent.names import is_label, is_model_name
+
 from edgeserve.errors import ConfigError
 
 __all__ = [
@@ -39,8 +41,16 @@ class ServerConfig:
         port: TCP port (0 = any free port, printed on start).
         token: bearer token clients must send (``Authorization: Bearer ...``); "" = none.
         max_body_bytes: largest request body accepted, in bytes (413 above).
-        max_connections: open connections at once; more are closed on accept.
-        idle_timeout_s: seconds a connection may send nothing before it is closed.
+        max_connections: open connections at once; at the cap the connection that has gone
+            longest without completing a request is closed to admit the new one.
+        max_connections_per_peer: open connections from one address; 0 = no cap. Loopback
+            clients are exempt unless ``cap_loopback_peers``.
+        cap_loopback_peers: apply ``max_connections_per_peer`` to loopback clients too.
+        idle_timeout_s: seconds a connection between requests may send nothing before it is
+            closed.
+        header_timeout_s: seconds from a request's first byte until its headers are complete;
+            408 and close after it.
+        body_timeout_s: seconds a request body may stop arriving; 408 and close after it.
         uvloop: use uvloop's event loop when it is installed.
     """
 
@@ -49,7 +59,11 @@ class ServerConfig:
     token: str = ""
     max_body_bytes: int = 64 * 1024 * 1024  # bytes
     max_connections: int = 1024
+    max_connections_per_peer: int = 256
+    cap_loopback_peers: bool = False
     idle_timeout_s: float = 60.0  # seconds
+    header_timeout_s: float = 10.0  # seconds
+    body_timeout_s: float = 10.0  # seconds
     uvloop: bool = True
 
 
@@ -254,6 +268,8 @@ def _check_batching(cfg: BatchingConfig, where: str) -> None:
 def _model(name: str, table: Mapping[str, Any], batching: BatchingConfig) -> ModelConfig:
     if not isinstance(table, Mapping):
         raise ConfigError(f"[models.{name}]: must be a table")
+    if not is_model_name(name):
+        raise ConfigError(f"[models.{name}]: not a model name (letters, digits, '_', '.', '-')")
     table = dict(table)
     policy = table.pop("policy", "latest")
     if policy not in POLICIES:
@@ -270,6 +286,8 @@ def _model(name: str, table: Mapping[str, Any], batching: BatchingConfig) -> Mod
         isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in labels.values()
     ):
         raise ConfigError(f"[models.{name}] labels: must map label = positive version")
+    if not all(is_label(label) for label in labels):
+        raise ConfigError(f"[models.{name}] labels: a label is letters, digits, '-', '_'")
     providers = _coerce(table.pop("providers", []), (), f"[models.{name}] providers")
     threads = _coerce(table.pop("threads", 0), 0, f"[models.{name}] threads")
     model_batching = _build(BatchingConfig, table, f"models.{name}", base=batching)
@@ -280,6 +298,8 @@ def _model(name: str, table: Mapping[str, Any], batching: BatchingConfig) -> Mod
 def _split(alias: str, table: Mapping[str, Any]) -> SplitConfig:
     if not isinstance(table, Mapping):
         raise ConfigError(f"[splits.{alias}]: must be a table")
+    if not is_model_name(alias):
+        raise ConfigError(f"[splits.{alias}]: an alias is a model name (letters, digits, '_.-')")
     unknown = set(table) - {"model", "a", "b", "weight_b"}
     if unknown:
         raise ConfigError(f"[splits.{alias}]: unknown key(s) {', '.join(sorted(unknown))}")
@@ -330,8 +350,11 @@ def load_config(
         raise ConfigError("[telemetry] interval_s: must be positive")
     if runtime.workers < 1:
         raise ConfigError("[runtime] workers: must be at least 1")
-    if server.idle_timeout_s <= 0:
-        raise ConfigError("[server] idle_timeout_s: must be positive")
+    for key in ("idle_timeout_s", "header_timeout_s", "body_timeout_s"):
+        if getattr(server, key) <= 0:
+            raise ConfigError(f"[server] {key}: must be positive")
+    if server.max_connections < 1:
+        raise ConfigError("[server] max_connections: must be at least 1")
     if server.port > 65535:
         raise ConfigError("[server] port: must be at most 65535")
     if not _is_loopback(server.host) and not server.token:

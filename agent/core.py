@@ -310,7 +310,7 @@ class Agent:
         return model
 
     def _version_number(self, name: str, version: str) -> int:
-        if version.isdigit():
+        if version.isascii() and version.isdigit():  # not "²": int() would raise
             return int(version)
         labels = {**self.store.labels(name), **self.config.model(name).labels}
         if version not in labels:

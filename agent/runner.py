@@ -43,7 +43,12 @@ async def serve(config: AgentConfig, *, on_ready: Any = None) -> None:
         max_body_bytes=config.server.max_body_bytes,
         max_connections=config.server.max_connections,
         idle_timeout_s=config.server.idle_timeout_s,
+        header_timeout_s=config.server.header_timeout_s,
+        body_timeout_s=config.server.body_timeout_s,
+        max_connections_per_peer=config.server.max_connections_per_peer,
+        cap_loopback_peers=config.server.cap_loopback_peers,
     )
+    _raise_fd_limit(config.server.max_connections)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,6 +75,28 @@ async def serve(config: AgentConfig, *, on_ready: Any = None) -> None:
             await loop.run_in_executor(None, sync.stop)
         await server.close()
         await agent.stop()
+
+
+def _raise_fd_limit(max_connections: int) -> None:
+    """Raise the soft open-file limit towards the hard one so ``max_connections`` sockets (plus
+    model files, the store and the telemetry buffer) fit; a small default soft limit (1024 on
+    many systems) would otherwise make accept() fail before the connection cap is reached."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < wanted:
+            log.warning(
+                "open-file limit %d is below max_connections %d + 256; raise it (ulimit -n)",
+                new,
+                max_connections,
+            )
 
 
 def _start_sync(agent: Any, fleet: Any) -> Any:

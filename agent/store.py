@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeserve.agent.names import is_label, is_model_name
+
 from edgeserve.bundle import MANIFEST_NAME, Bundle, check_bundle, open_bundle, read_bundle
 from edgeserve.errors import BundleError, ConfigError, NotFoundError, StorageError
 from edgeserve.fsutil import fsync_path, write_atomic
@@ -102,8 +104,10 @@ class ModelStore:
 
     def versions(self, name: str) -> list[int]:
         """Installed versions of ``name``, ascending ([] for an unknown model)."""
+        if not is_model_name(name):  # never a path from text that is not a model name
+            return []
         directory = self.root / name
-        if not _safe_name(name) or not directory.is_dir():
+        if not directory.is_dir():
             return []
         found = []
         for entry in directory.iterdir():
@@ -147,8 +151,8 @@ class ModelStore:
 
     def path(self, name: str, version: int) -> Path:
         """Directory of a version (whether or not it exists)."""
-        if not _safe_name(name):
-            raise NotFoundError(f"bad model name {name!r}")
+        if not is_model_name(name):
+            raise NotFoundError(f"model {name[:128]!r} is not installed (not a model name)")
         return self.root / name / str(int(version))
 
     # -- changes ---------------------------------------------------------------------------
@@ -264,8 +268,10 @@ class ModelStore:
             NotFoundError: the version is not installed.
             ConfigError: the label is not a simple word.
         """
-        if not label or not label.replace("-", "").replace("_", "").isalnum() or label.isdigit():
-            raise ConfigError(f"bad label {label!r}: use letters, digits, '-' or '_'")
+        if not is_label(label):
+            raise ConfigError(
+                f"bad label {label[:64]!r}: at most 64 letters, digits, '-' or '_', not a number"
+            )
         with self._locked():
             if version is not None and version not in self.versions(name):
                 raise NotFoundError(f"model {name!r} version {version} is not installed")
@@ -339,7 +345,7 @@ class ModelStore:
     # -- state file ------------------------------------------------------------------------
 
     def _read_state(self, name: str) -> dict:
-        if not _safe_name(name):
+        if not is_model_name(name):
             return {}
         try:
             data = json.loads((self.root / name / _STATE).read_bytes())
@@ -355,10 +361,6 @@ class ModelStore:
         write_atomic(
             self.root / name / _STATE, json.dumps(state, sort_keys=True).encode(), sync_dir=True
         )
-
-
-def _safe_name(name: str) -> bool:
-    return bool(name) and "/" not in name and not name.startswith(".") and name not in ("..",)
 
 
 def _storage(exc: OSError, what: str) -> StorageError:

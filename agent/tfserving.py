@@ -16,6 +16,7 @@ import numpy as np
 from edgeserve.agent.codec import _from_json, dumps, parse_json
 from edgeserve.agent.core import Agent
 from edgeserve.agent.httpserver import Request, Response
+from edgeserve.agent.names import check_model_name, check_version
 
 from edgeserve.errors import InferenceInputError, NotFoundError
 from edgeserve.manifest import TensorSpec
@@ -37,11 +38,10 @@ async def handle_v1(agent: Agent, request: Request, key_header: str) -> Response
     if ":" in path:
         path, _, verb = path.rpartition(":")
     parts = path.strip("/").split("/")
-    name, version = parts[0], None
-    if len(parts) == 3 and parts[1] in ("versions", "labels"):
-        version = parts[2]
-    elif len(parts) != 1:
-        raise NotFoundError(f"no route for {request.path}")
+    if len(parts) not in (1, 3) or (len(parts) == 3 and parts[1] not in ("versions", "labels")):
+        raise NotFoundError(f"no route for {request.method} {request.path}")
+    name = check_model_name(parts[0])
+    version = check_version(parts[2]) if len(parts) == 3 else None
     if verb is None and request.method == "GET":
         model = agent.resolve(name, version, "status", count=False)
         return _json(
