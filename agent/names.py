@@ -18,6 +18,8 @@ from edgeserve.errors import EdgeServeError
 __all__ = [
     "MAX_LABEL_CHARS",
     "MAX_VERSION_DIGITS",
+    "MODEL_NAME_PATTERN",
+    "VERSION_PATTERN",
     "InvalidNameError",
     "check_label",
     "check_model_name",
@@ -28,9 +30,14 @@ __all__ = [
 
 MAX_VERSION_DIGITS: Final = 18  # decimal digits; every positive int64 up to 10**18 - 1
 MAX_LABEL_CHARS: Final = 64  # characters
-_MODEL_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_VERSION_RE: Final = re.compile(rf"[0-9]{{1,{MAX_VERSION_DIGITS}}}")
-_LABEL_RE: Final = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_LABEL_CHARS}}}")
+# The same rules as regular expressions, for the OpenAPI document's path parameters.
+MODEL_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+VERSION_PATTERN: Final = (
+    rf"^(?:[0-9]{{1,{MAX_VERSION_DIGITS}}}|[A-Za-z0-9_-]*[A-Za-z_-][A-Za-z0-9_-]*)$"
+)
+_MODEL_RE: Final = re.compile(MODEL_NAME_PATTERN)
+_VERSION_RE: Final = re.compile(rf"^[0-9]{{1,{MAX_VERSION_DIGITS}}}$")
+_LABEL_RE: Final = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_LABEL_CHARS}}}$")
 _SHOWN_CHARS: Final = 40  # of a rejected name, in the error message
 
 

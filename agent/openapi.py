@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeserve.agent.names import MAX_LABEL_CHARS, MODEL_NAME_PATTERN, VERSION_PATTERN
+
 from edgeserve import __version__
 
 __all__ = ["openapi_document"]
@@ -32,13 +34,19 @@ _ERRORS = {
     "413": {"description": "Request body over the size limit.", "content": _ERR},
     "503": {"description": "Not ready, queue full or timed out.", "content": _ERR},
 }
-_MODEL = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
+# The agent's name rules (:mod:`edgeserve.agent.names`): anything else is a 400 before lookup.
+_MODEL = {
+    "name": "model_name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": MODEL_NAME_PATTERN, "maxLength": 128},
+}
 _VERSION = {
     "name": "model_version",
     "in": "path",
     "required": True,
     "description": "Version number or label.",
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": VERSION_PATTERN, "maxLength": MAX_LABEL_CHARS},
 }
 _KEY = {
     "name": "x-request-key",
@@ -223,7 +231,7 @@ def openapi_document() -> dict[str, Any]:
                     "properties": {
                         "id": {"type": "string"},
                         "parameters": {"type": "object"},
-                        "inputs": {"type": "array", "items": tensor},
+                        "inputs": {"type": "array", "items": tensor, "minItems": 1},
                         "outputs": {
                             "type": "array",
                             "items": {
