@@ -24,7 +24,7 @@ from edgeserve.agent.fleet_installer import Installer
 from edgeserve.bundle import unpack_bundle
 from edgeserve.errors import BundleError, EdgeServeError, StorageError, TransportError
 from edgeserve.manifest import Manifest
-from edgeserve.protocol import Artifact, InstallMachine, InstallState, ModelTarget
+from edgeserve.protocol import Artifact, InstallEvent, InstallMachine, InstallState, ModelTarget
 from edgeserve.trust import (
     DigestMismatchError,
     Keyring,
@@ -38,6 +38,7 @@ __all__ = ["InstallPipeline", "Outcome"]
 
 log = logging.getLogger(__name__)
 S = InstallState
+E = InstallEvent
 Outcome = tuple[InstallState, "str | None", "str | None"]  # (state, error, reason_code)
 
 
@@ -103,7 +104,9 @@ class InstallPipeline:
         Returns:
             ``(state, error, reason_code)``: ACTIVE, FAILED, REJECTED or ROLLED_BACK.
         """
-        m.advance(S.DOWNLOADING)
+        if not m.state.terminal:  # an attempt that died mid-way (machine from a past run)
+            m.handle(E.ERROR)
+        m.handle(E.START)
         try:
             if keyring is None:
                 raise VerificationError("no trusted keyring")
@@ -129,37 +132,40 @@ class InstallPipeline:
                 for version, artifact, release in wanted
             ]
             staged = [self._fetch(name, v, art, man) for v, art, man in parts]
-            m.advance(S.VERIFYING)
+            m.handle(E.DOWNLOADED)
             for bundle_dir in staged:
                 if bundle_dir is not None:
                     verify_bundle_files(bundle_dir, _manifest_of(parts, bundle_dir))
-            m.advance(S.STAGED)
+            m.handle(E.VERIFIED)
             for bundle_dir in staged:
                 if bundle_dir is not None:
                     self.installer.install(bundle_dir)
                     shutil.rmtree(bundle_dir, ignore_errors=True)
-            m.advance(S.WARMING)
-        except VerificationError as exc:
-            m.advance(S.REJECTED)
+            m.handle(E.STORED)
             self._cleanup_downloads()
-            return S.REJECTED, str(exc)[:500], reason_code(exc)
-        except BundleError as exc:
-            m.advance(S.REJECTED)
+            return self._activate(name, target, m, active)
+        except Exception as exc:
+            return self._failed(name, target, m, exc)
+
+    def _failed(self, name: str, target: ModelTarget, m: InstallMachine, exc: Exception) -> Outcome:
+        """End the install from whatever state it is in (every state has an error transition):
+        REJECTED for a trust or bundle check, FAILED (retryable) for anything else."""
+        stage = m.state.value
+        if isinstance(exc, BundleError):  # VerificationError included
+            m.handle(E.REJECT)
             self._cleanup_downloads()
-            return S.REJECTED, str(exc)[:500], "bad_bundle"
-        except (TransportError, StorageError) as exc:
-            m.advance(S.FAILED)
+            code = reason_code(exc) if isinstance(exc, VerificationError) else "bad_bundle"
+            return S.REJECTED, str(exc)[:500], code
+        if isinstance(exc, (TransportError, StorageError)):
             code = "download" if isinstance(exc, TransportError) else "storage"
-            return S.FAILED, str(exc)[:500], code
-        except EdgeServeError as exc:
-            m.advance(S.FAILED)
-            return S.FAILED, str(exc)[:500], "install"
-        except Exception as exc:  # a bug or an unexpected library error: keep the old version
-            log.exception("fleet sync: installing %s v%s failed", name, target.version)
-            m.advance(S.FAILED)
-            return S.FAILED, f"internal error: {exc}"[:500], "internal"
-        self._cleanup_downloads()
-        return self._activate(name, target, m, active)
+            message = str(exc)
+        elif isinstance(exc, EdgeServeError):
+            code, message = "install", str(exc)
+        else:  # a bug or an unexpected library error: keep the old version, say so
+            log.exception("fleet sync: installing %s v%s failed in %s", name, target.version, stage)
+            code, message = "internal", f"internal error in {stage}: {exc}"
+        m.handle(E.ERROR)
+        return S.FAILED, message[:500], code
 
     def _activate(
         self, name: str, target: ModelTarget, m: InstallMachine, active: int | None
@@ -169,14 +175,14 @@ class InstallPipeline:
             try:
                 self.installer.health_check(name, target.version)
             except Exception as exc:
-                m.advance(S.FAILED)
+                m.handle(E.ERROR)
                 return S.FAILED, f"health check failed: {exc}"[:500], "health_check"
         if active is not None and active != target.version and self.on_activating is not None:
             self.on_activating(name, target.version, active)
         try:
             self.installer.activate(name, target.version)
         except Exception as exc:  # the installer keeps the old version serving
-            m.advance(S.FAILED)
+            m.handle(E.ERROR)
             return S.FAILED, f"activation failed: {exc}"[:500], "activation"
         failed = self._check_or_roll_back(name, target, m, active)
         if failed is not None:
@@ -188,9 +194,9 @@ class InstallPipeline:
             elif self.installer.current_split(name) is not None:
                 self.installer.clear_split(name)
         except Exception as exc:
-            m.advance(S.FAILED)
+            m.handle(E.ERROR)
             return S.FAILED, f"split failed: {exc}"[:500], "split"
-        m.advance(S.ACTIVE)
+        m.handle(E.HEALTHY)
         if self.keep_previous:
             # bound the disk: keep what serves, the rollback target and the split arms
             keep = {target.version, *([active] if active is not None else [])}
@@ -219,9 +225,9 @@ class InstallPipeline:
                     self.installer.activate(name, active)
                 except Exception:
                     log.exception("fleet sync: rollback of %s to v%s failed", name, active)
-                m.advance(S.ROLLED_BACK)
+                m.handle(E.ROLL_BACK)
                 return S.ROLLED_BACK, f"health check failed: {exc}"[:500], "health_check"
-            m.advance(S.FAILED)  # re-installing the active version failed its check
+            m.handle(E.ERROR)  # re-installing the active version failed its check
             return S.FAILED, f"health check failed: {exc}"[:500], "health_check"
         return None
 
@@ -238,10 +244,13 @@ class InstallPipeline:
         Returns:
             ``(ACTIVE, None, None)`` or ``(ROLLED_BACK | FAILED, error, "health_check")``.
         """
-        failed = self._check_or_roll_back(name, target, m, previous)
+        try:
+            failed = self._check_or_roll_back(name, target, m, previous)
+        except Exception as exc:
+            return self._failed(name, target, m, exc)
         if failed is not None:
             return failed
-        m.advance(S.ACTIVE)
+        m.handle(E.HEALTHY)
         return S.ACTIVE, None, None
 
     def split_ok(self, name: str, target: ModelTarget) -> bool:

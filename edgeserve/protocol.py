@@ -39,6 +39,7 @@ from edgeserve.protocol_messages import (
 from edgeserve.protocol_states import (
     TRANSITIONS,
     IllegalTransitionError,
+    InstallEvent,
     InstallMachine,
     InstallState,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "Artifact",
     "DesiredState",
     "IllegalTransitionError",
+    "InstallEvent",
     "InstallMachine",
     "InstallState",
     "ModelStatus",

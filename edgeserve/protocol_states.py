@@ -1,12 +1,17 @@
-"""The device install state machine: one transition table (after h11's ``_state.py``).
+"""The device install state machine: one transition table keyed by (state, event), after h11's
+``_state.py`` (``EVENT_TRIGGERED_TRANSITIONS``, and ``process_error`` sending any state to ERROR).
 Part of :mod:`edgeserve.protocol`, which re-exports everything.
 
 ::
 
-    IDLE -> DOWNLOADING -> VERIFYING -> STAGED -> WARMING -> ACTIVE
-                 |             |           |         |-> FAILED | ROLLED_BACK
-                 +-> FAILED | REJECTED     +-> FAILED
-    any terminal state (IDLE, ACTIVE, FAILED, REJECTED, ROLLED_BACK) -> DOWNLOADING (new target)
+    IDLE -START-> DOWNLOADING -DOWNLOADED-> VERIFYING -VERIFIED-> STAGED -STORED-> WARMING
+    WARMING -HEALTHY-> ACTIVE        WARMING -ROLL_BACK-> ROLLED_BACK
+    any state -ERROR-> FAILED (retryable)      any state -REJECT-> REJECTED (not retryable)
+    a terminal state (IDLE, ACTIVE, FAILED, REJECTED, ROLLED_BACK) -START-> DOWNLOADING
+
+The event picks the target state; an error has a transition from every state, so whatever
+step fails, and whatever raised, the install ends in FAILED or REJECTED with its reason, never
+in an exception from the machine itself. Any other (state, event) pair raises.
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ from typing import Final
 
 from edgeserve.protocol_topics import ProtocolError
 
-__all__ = ["TRANSITIONS", "IllegalTransitionError", "InstallMachine", "InstallState"]
+__all__ = [
+    "TRANSITIONS",
+    "IllegalTransitionError",
+    "InstallEvent",
+    "InstallMachine",
+    "InstallState",
+]
 
 
 class IllegalTransitionError(ProtocolError):
@@ -43,35 +54,50 @@ class InstallState(str, Enum):
         return self in _TERMINAL
 
 
+class InstallEvent(str, Enum):
+    """What happened to an install; with the current state it picks the next one."""
+
+    START = "START"  # a new target: fetch it
+    DOWNLOADED = "DOWNLOADED"  # releases checked, artifacts fetched and unpacked
+    VERIFIED = "VERIFIED"  # every file matches the signed manifest
+    STORED = "STORED"  # in the store, not yet active
+    HEALTHY = "HEALTHY"  # activated and passed its health check
+    ROLL_BACK = "ROLL_BACK"  # activated, failed its health check, previous version restored
+    ERROR = "ERROR"  # a retryable failure (network, disk, activation, warm-up)
+    REJECT = "REJECT"  # not retryable: a trust or bundle check failed
+
+
 _S = InstallState
+_E = InstallEvent
 _TERMINAL: Final = frozenset({_S.IDLE, _S.ACTIVE, _S.FAILED, _S.REJECTED, _S.ROLLED_BACK})
-# The one transition table (after h11/_state.py). A new target starts from any terminal state.
-TRANSITIONS: Final[Mapping[InstallState, frozenset[InstallState]]] = {
-    _S.IDLE: frozenset({_S.DOWNLOADING}),
-    _S.DOWNLOADING: frozenset({_S.VERIFYING, _S.FAILED, _S.REJECTED}),
-    _S.VERIFYING: frozenset({_S.STAGED, _S.FAILED, _S.REJECTED}),
-    _S.STAGED: frozenset({_S.WARMING, _S.FAILED}),
-    _S.WARMING: frozenset({_S.ACTIVE, _S.FAILED, _S.ROLLED_BACK}),
-    _S.ACTIVE: frozenset({_S.DOWNLOADING}),
-    _S.FAILED: frozenset({_S.DOWNLOADING}),
-    _S.REJECTED: frozenset({_S.DOWNLOADING}),
-    _S.ROLLED_BACK: frozenset({_S.DOWNLOADING}),
+# The one transition table (after h11/_state.py): (state, event) -> next state.
+TRANSITIONS: Final[Mapping[tuple[InstallState, InstallEvent], InstallState]] = {
+    **{(state, _E.START): _S.DOWNLOADING for state in _TERMINAL},
+    (_S.DOWNLOADING, _E.DOWNLOADED): _S.VERIFYING,
+    (_S.VERIFYING, _E.VERIFIED): _S.STAGED,
+    (_S.STAGED, _E.STORED): _S.WARMING,
+    (_S.WARMING, _E.HEALTHY): _S.ACTIVE,
+    (_S.WARMING, _E.ROLL_BACK): _S.ROLLED_BACK,
+    # errors, from every state (h11's process_error)
+    **{(state, _E.ERROR): _S.FAILED for state in _S},
+    **{(state, _E.REJECT): _S.REJECTED for state in _S},
 }
 
 
 class InstallMachine:
-    """One model's install state; :meth:`advance` enforces :data:`TRANSITIONS`."""
+    """One model's install state; :meth:`handle` follows :data:`TRANSITIONS`."""
 
     def __init__(self, state: InstallState = InstallState.IDLE) -> None:
         self.state = state
 
-    def advance(self, new: InstallState) -> InstallState:
-        """Move to ``new``.
+    def handle(self, event: InstallEvent) -> InstallState:
+        """Apply ``event``; returns the new state.
 
         Raises:
-            IllegalTransitionError: the table does not allow ``state -> new``.
+            IllegalTransitionError: the table has no ``(state, event)`` entry.
         """
-        if new not in TRANSITIONS[self.state]:
-            raise IllegalTransitionError(f"install state {self.state.value} -> {new.value}")
+        new = TRANSITIONS.get((self.state, event))
+        if new is None:
+            raise IllegalTransitionError(f"install state {self.state.value} on {event.value}")
         self.state = new
         return new

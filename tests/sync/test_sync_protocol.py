@@ -16,6 +16,7 @@ from edgeserve.protocol import (
     Artifact,
     DesiredState,
     IllegalTransitionError,
+    InstallEvent,
     InstallMachine,
     InstallState,
     ModelStatus,
@@ -34,6 +35,7 @@ from edgeserve.protocol import (
 from edgeserve.trust import sign, sign_document, verify_document
 
 S = InstallState
+E = InstallEvent
 SHA = "a" * 64
 
 
@@ -138,30 +140,37 @@ def test_sync_reported_and_telemetry_roundtrip() -> None:
 
 def test_sync_install_machine_follows_the_table() -> None:
     m = InstallMachine()
-    for state in (
-        S.DOWNLOADING,
-        S.VERIFYING,
-        S.STAGED,
-        S.WARMING,
-        S.ACTIVE,
-        S.DOWNLOADING,
-        S.REJECTED,
-        S.DOWNLOADING,
-        S.VERIFYING,
-        S.STAGED,
-        S.WARMING,
-        S.ROLLED_BACK,
+    for event, state in (
+        (E.START, S.DOWNLOADING),
+        (E.DOWNLOADED, S.VERIFYING),
+        (E.VERIFIED, S.STAGED),
+        (E.STORED, S.WARMING),
+        (E.HEALTHY, S.ACTIVE),
+        (E.START, S.DOWNLOADING),
+        (E.REJECT, S.REJECTED),
+        (E.START, S.DOWNLOADING),
+        (E.DOWNLOADED, S.VERIFYING),
+        (E.VERIFIED, S.STAGED),
+        (E.STORED, S.WARMING),
+        (E.ROLL_BACK, S.ROLLED_BACK),
     ):
-        m.advance(state)
-    assert m.state is S.ROLLED_BACK
-    with pytest.raises(IllegalTransitionError, match="ROLLED_BACK -> ACTIVE"):
-        m.advance(S.ACTIVE)
+        assert m.handle(event) is state
+    with pytest.raises(IllegalTransitionError, match="ROLLED_BACK on HEALTHY"):
+        m.handle(E.HEALTHY)
     with pytest.raises(IllegalTransitionError):
-        InstallMachine(S.DOWNLOADING).advance(S.ACTIVE)  # never active without verification
-    # every state is in the table and only terminal states start a new install
-    assert set(TRANSITIONS) == set(S)
-    starters = {s for s, nxt in TRANSITIONS.items() if S.DOWNLOADING in nxt}
+        InstallMachine(S.DOWNLOADING).handle(E.HEALTHY)  # never active without verification
+    with pytest.raises(IllegalTransitionError):
+        InstallMachine(S.STAGED).handle(E.START)  # one install at a time
+    # only terminal states start a new install
+    starters = {state for (state, event) in TRANSITIONS if event is E.START}
     assert starters == {s for s in S if s.terminal}
+
+
+@pytest.mark.parametrize("state", list(S), ids=lambda s: s.value)
+def test_sync_install_machine_has_an_error_transition_from_every_state(state: S) -> None:
+    # h11's process_error: whatever step fails, the machine itself never raises
+    assert InstallMachine(state).handle(E.ERROR) is S.FAILED
+    assert InstallMachine(state).handle(E.REJECT) is S.REJECTED
 
 
 def test_sync_coalescer_keeps_a_rollout_within_budget() -> None:

@@ -69,6 +69,7 @@ def test_trust_protocol_exports_are_pinned() -> None:
             "Artifact",
             "DesiredState",
             "IllegalTransitionError",
+            "InstallEvent",
             "InstallMachine",
             "InstallState",
             "ModelStatus",
