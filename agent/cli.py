@@ -49,7 +49,13 @@ def install(bundle: Path, state: Path, no_activate: bool) -> None:
     store.recover()
     item = store.install(bundle, activate=not no_activate)
     active = store.active_version(item.name)
-    click.echo(f"installed {item.name} version {item.version} (active: {active})")
+    if item.copied:
+        click.echo(f"installed {item.name} version {item.version} (active: {active})")
+    else:
+        click.echo(
+            f"{item.name} version {item.version} is already installed; the given bundle was "
+            f"checked and is identical, nothing copied (active: {active})"
+        )
 
 
 @agent.command()

@@ -49,12 +49,15 @@ class InstalledVersion:
         version: version number.
         path: the version's directory in the store.
         manifest: its manifest.
+        copied: False when :meth:`ModelStore.install` found this version already installed
+            and the given bundle identical to it (checked file by file), so nothing was copied.
     """
 
     name: str
     version: int
     path: Path
     manifest: Manifest
+    copied: bool = True
 
 
 class ModelStore:
@@ -161,8 +164,10 @@ class ModelStore:
         """Check a bundle (directory or ``.tar``) and add it to the store.
 
         The copy is checked (every file's size and sha256) before it is renamed into place,
-        so a version is visible only once complete. Installing a version that is already
-        installed with the same manifest is a no-op (then activated if asked).
+        so a version is visible only once complete. For a version that is already installed
+        the given bundle is checked in full (every file against its manifest) and compared
+        with the installed one: identical, nothing is copied (``copied=False``, then activated
+        if asked); corrupt or different, it is refused and the store is left as it was.
 
         Args:
             bundle: bundle directory or ``.tar``.
@@ -181,16 +186,22 @@ class ModelStore:
         with open_bundle(bundle, check=False) as source, self._locked():
             manifest = source.manifest
             final = self.path(manifest.name, manifest.version)
-            if (final / MANIFEST_NAME).is_file():
+            copied = not (final / MANIFEST_NAME).is_file()
+            if copied:
+                self._copy_in(source, final)
+            else:
+                # Nothing will be copied, so nothing else would read the given files: check
+                # them here, or a corrupt copy of an installed version would pass as installed.
+                check_bundle(source.path)
                 existing = read_bundle(final).manifest
                 if existing.to_dict() != manifest.to_dict():
                     raise BundleError(
                         f"{manifest.name} version {manifest.version} is already installed "
                         "with different contents; versions are immutable, use a new number"
                     )
-            else:
-                self._copy_in(source, final)
-            installed = InstalledVersion(manifest.name, manifest.version, final, manifest)
+            installed = InstalledVersion(
+                manifest.name, manifest.version, final, manifest, copied=copied
+            )
             if activate:
                 self._activate_locked(manifest.name, manifest.version)
             return installed
