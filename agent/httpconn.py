@@ -123,6 +123,8 @@ class Connection(asyncio.Protocol):
         self.last = self._loop.time()
         if self._in_head:
             self._head_bytes += len(data)
+            if self.head_started is None:  # any byte starts a head (bare CRLFs included)
+                self.head_started = self.last
         try:
             self._parser.feed_data(data)
         except self._upgrade_error:
