@@ -4,6 +4,7 @@ trickled bodies, Upgrade requests, pipelined garbage."""
 from __future__ import annotations
 
 import re
+import resource
 import socket
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support.agent import AgentProcess, start_agent
-from support.hostile import endless_header, slowloris
+from support.hostile import endless_header, raise_fd_limit, slowloris
 
 pytestmark = pytest.mark.slow
 
@@ -55,10 +56,28 @@ def test_agent_hostile_slowloris_does_not_lock_out_a_normal_client(
 ) -> None:
     # 1,500 sockets against max_connections = 1024, each trickling a header byte every 2 s and
     # reconnecting when closed: the normal client's fresh connections still get answered.
+    assert raise_fd_limit(2100) >= 2000, "the test needs RLIMIT_NOFILE >= 2000 (ulimit -n)"
     result = slowloris(running_agent.port, attackers=1500, interval_s=2.0, requests=60)
     assert result.attacker_connects >= 1500
     assert result.ok_ratio >= 0.95, result
     assert running_agent.process.poll() is None
+
+
+def test_agent_hostile_agent_raises_its_open_file_limit_to_fit_max_connections(
+    state_dir: Path,
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1024 + 256:
+        pytest.fail(f"hard RLIMIT_NOFILE {hard} is below what max_connections = 1024 needs")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))  # the agent inherits 512
+    try:
+        agent = start_agent(state_dir)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with agent:
+        limits = Path(f"/proc/{agent.process.pid}/limits").read_text()
+        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+        assert int(line.split()[3]) >= 1024 + 256, line
 
 
 def test_agent_hostile_header_and_body_deadlines(state_dir: Path) -> None:
