@@ -32,13 +32,18 @@ POLICIES = ("latest", "pinned", "all")
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """HTTP server settings.
+    """HTTP and gRPC server settings.
 
     Attributes:
-        host: address to bind; loopback by default, anything else needs ``token``.
+        host: address to bind (HTTP and gRPC); loopback by default, anything else needs
+            ``token``.
         port: TCP port (0 = any free port, printed on start).
-        token: bearer token clients must send (``Authorization: Bearer ...``); "" = none.
-        max_body_bytes: largest request body accepted, in bytes (413 above).
+        grpc_port: TCP port of the gRPC API (OIP v2 ``inference.GRPCInferenceService``);
+            0 = no gRPC server (the default; needs the ``grpc`` extra).
+        token: bearer token clients must send (``Authorization: Bearer ...``, gRPC metadata
+            ``authorization``); "" = none.
+        max_body_bytes: largest request body accepted, in bytes (413 above; gRPC messages
+            above it are refused with RESOURCE_EXHAUSTED).
         max_connections: open connections at once; more are closed on accept.
         idle_timeout_s: seconds a connection may send nothing before it is closed.
         uvloop: use uvloop's event loop when it is installed.
@@ -46,6 +51,7 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = 0
     token: str = ""
     max_body_bytes: int = 64 * 1024 * 1024  # bytes
     max_connections: int = 1024
@@ -334,6 +340,8 @@ def load_config(
         raise ConfigError("[server] idle_timeout_s: must be positive")
     if server.port > 65535:
         raise ConfigError("[server] port: must be at most 65535")
+    if server.grpc_port > 65535:
+        raise ConfigError("[server] grpc_port: must be at most 65535")
     if not _is_loopback(server.host) and not server.token:
         raise ConfigError(
             f"[server] host {server.host!r} is not a loopback address: set a bearer token "

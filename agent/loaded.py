@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from edgeserve.agent.batcher import Batcher, BatchResult
+from edgeserve.agent.classification import read_labels
 from edgeserve.agent.config import ModelConfig, RuntimeConfig
 from edgeserve.agent.metrics import Metrics, VersionMetrics
 
@@ -156,7 +157,7 @@ class Totals:
 
 
 class LoadedModel:
-    """A model version ready to serve: its runtime, batcher and counters."""
+    """A model version ready to serve: its runtime, batcher, labels and counters."""
 
     def __init__(
         self,
@@ -174,6 +175,11 @@ class LoadedModel:
         self.outputs = runtime.outputs
         specs = (*runtime.inputs, *runtime.outputs)
         self.has_batch_dim = bool(specs) and all(s.has_batch_dim for s in specs)
+        # Triton's classification extension: the bundle's labels name the first output's classes
+        labels = read_labels(bundle.file_path("labels"))
+        self.labels: dict[str, tuple[str, ...]] = (
+            {self.outputs[0].name: labels} if labels is not None and self.outputs else {}
+        )
         cfg = model_cfg.batching
         self.metrics: VersionMetrics = metrics.for_version(self.name, self.version)
         self.stats = Stats()

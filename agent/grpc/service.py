@@ -1,0 +1,217 @@
+"""The RPC handlers of ``inference.GRPCInferenceService``, over the same agent as REST.
+
+Each handler does what its REST route does (:mod:`edgeserve.agent.api`, :mod:`..views`):
+``ModelInfer`` resolves the model (A/B key from the request metadata, as REST reads it from a
+header), runs through the version's batcher with its metrics, and answers raw outputs. Errors
+become gRPC status codes by whose fault they are, each with the same message REST gives
+(https://grpc.github.io/grpc/core/md_doc_statuscodes.html): bad input INVALID_ARGUMENT, unknown
+model/version NOT_FOUND, not ready / queue full / timed out UNAVAILABLE, a failing model
+INTERNAL. Methods not declared in ``inference.proto`` (shared memory, trace and log settings)
+answer UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from edgeserve.agent.codec import select_outputs, timeout_s
+from edgeserve.agent.core import Agent
+from edgeserve.agent.grpc import inference_pb2 as pb
+from edgeserve.agent.grpc import inference_pb2_grpc as pb_grpc
+from edgeserve.agent.grpc.tensors import decode_infer_request, encode_infer_response
+from edgeserve.agent.views import config_view, metadata_view, server_view, stats_view
+from google.protobuf import json_format
+
+from edgeserve.errors import (
+    ConfigError,
+    EdgeServeError,
+    InferenceInputError,
+    NotFoundError,
+    UnavailableError,
+)
+
+__all__ = ["InferenceService", "status_code"]
+
+# requests of one ModelStreamInfer stream in flight at once; the stream reads no further
+# until one finishes (back-pressure instead of an unbounded task list)
+_STREAM_IN_FLIGHT = 64
+
+
+def status_code(exc: EdgeServeError) -> grpc.StatusCode:
+    """The gRPC status for one of our errors (the counterpart of its ``http_status``)."""
+    if isinstance(exc, (InferenceInputError, ConfigError)):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, NotFoundError):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, UnavailableError):
+        return grpc.StatusCode.UNAVAILABLE
+    return grpc.StatusCode.INTERNAL
+
+
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    """The servicer; every method turns our errors into a status with the error's message."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._key_header = agent.config.key_header
+
+    # -- health and metadata ---------------------------------------------------------------
+
+    async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.agent.ready)
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: Any
+    ) -> pb.ModelReadyResponse:
+        # like Triton: an unknown model is "not ready", not an error
+        return pb.ModelReadyResponse(
+            ready=self.agent.model_ready(request.name, request.version or None)
+        )
+
+    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(**server_view())
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Any
+    ) -> pb.ModelMetadataResponse:
+        try:
+            view = metadata_view(self.agent, request.name, request.version or None)
+        except EdgeServeError as exc:
+            await _abort(context, exc)
+        return json_format.ParseDict(view, pb.ModelMetadataResponse())
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: Any
+    ) -> pb.ModelConfigResponse:
+        try:
+            view = config_view(self.agent, request.name, request.version or None)
+        except EdgeServeError as exc:
+            await _abort(context, exc)
+        return pb.ModelConfigResponse(config=json_format.ParseDict(view, pb.ModelConfig()))
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Any
+    ) -> pb.ModelStatisticsResponse:
+        try:
+            stats = stats_view(self.agent, request.name or None, request.version or None)
+        except EdgeServeError as exc:
+            await _abort(context, exc)
+        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+
+    # -- repository ------------------------------------------------------------------------
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Any
+    ) -> pb.RepositoryIndexResponse:
+        rows = self.agent.index()
+        if request.ready:
+            rows = [r for r in rows if r["state"] == "READY"]
+        return pb.RepositoryIndexResponse(
+            models=[pb.RepositoryIndexResponse.ModelIndex(**r) for r in rows]
+        )
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        try:
+            _no_load_parameters(request.parameters)
+            await self.agent.load(request.model_name)
+        except EdgeServeError as exc:
+            await _abort(context, exc)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        try:
+            await self.agent.unload(request.model_name)
+        except EdgeServeError as exc:
+            await _abort(context, exc)
+        return pb.RepositoryModelUnloadResponse()
+
+    # -- inference -------------------------------------------------------------------------
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Any
+    ) -> pb.ModelInferResponse:
+        try:
+            return await self._infer(request, context)
+        except EdgeServeError as exc:
+            await _abort(context, exc)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Triton's streaming inference: requests run concurrently (so they batch), each
+        answered when done; a failed request answers ``error_message`` and the stream goes on."""
+        done: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(_STREAM_IN_FLIGHT)
+        running: set[asyncio.Task] = set()
+
+        async def one(request: pb.ModelInferRequest) -> None:
+            try:
+                response = await self._infer(request, context)
+                await done.put(pb.ModelStreamInferResponse(infer_response=response))
+            except EdgeServeError as exc:
+                await done.put(pb.ModelStreamInferResponse(error_message=str(exc)))
+            finally:
+                slots.release()
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.create_task(one(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                if running:
+                    await asyncio.gather(*list(running))
+            finally:
+                await done.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await done.get()) is not None:
+                yield item
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
+    async def _infer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        decoded = decode_infer_request(request)
+        # resolve after decoding with no await before submit (a hot swap cannot slip between)
+        model = self.agent.resolve(
+            request.model_name, request.model_version or None, self._request_key(context)
+        )
+        result = await model.infer(decoded.inputs, timeout_s(decoded.parameters))
+        try:
+            selected = select_outputs(result.outputs, decoded, model.labels, model.has_batch_dim)
+        except InferenceInputError:
+            model.count_failure("bad_input")
+            raise
+        return encode_infer_response(model.name, model.version, selected, decoded.id)
+
+    def _request_key(self, context: Any) -> str | None:
+        for key, value in context.invocation_metadata() or ():
+            if key == self._key_header:
+                return value if isinstance(value, str) else None
+        return None
+
+
+def _no_load_parameters(parameters: Any) -> None:
+    if len(parameters):
+        raise ConfigError(
+            "repository load parameters (config or file overrides) are not supported: "
+            "install a new bundle version instead"
+        )
+
+
+async def _abort(context: Any, exc: EdgeServeError) -> Any:
+    await context.abort(status_code(exc), str(exc))
