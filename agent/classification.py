@@ -8,23 +8,20 @@ For a model with a batch dimension every row is classified on its own ([B, C] ->
 otherwise the whole tensor is one classification ([C] -> [k]). Scores are printed like C++'s
 ``std::to_string``, as Triton prints them (six decimals for floats).
 
-Labels come from the bundle's ``labels`` file (one label per line, as Triton's
-``label_filename``; ``edgeserve convert --class-labels``) and belong to the model's first output.
+Labels come from the bundle's ``labels`` file (:func:`edgeserve.bundle.read_labels`; written by
+``edgeserve convert --class-labels``) and belong to the model's first output.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeserve.errors import InferenceInputError, ModelError
+from edgeserve.errors import InferenceInputError
 
-__all__ = ["LABELS_MAX_BYTES", "classification_k", "classify", "read_labels"]
-
-LABELS_MAX_BYTES = 4 * 1024 * 1024  # bytes; a labels file bigger than this is refused
+__all__ = ["classification_k", "classify"]
 
 
 def classification_k(value: Any, output: str) -> int:
@@ -73,23 +70,3 @@ def classify(
                 text += f":{labels[index]}"
             out[r, c] = text.encode()
     return out if per_row else out.reshape(take)
-
-
-def read_labels(path: Path | None) -> tuple[str, ...] | None:
-    """Labels from a bundle's ``labels`` file: one per line, a trailing empty line ignored.
-
-    Raises:
-        ModelError: the file is too big or not UTF-8.
-    """
-    if path is None:
-        return None
-    try:
-        if path.stat().st_size > LABELS_MAX_BYTES:
-            raise ModelError(f"labels file {path.name} is over {LABELS_MAX_BYTES} bytes")
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ModelError(f"labels file {path.name} is not UTF-8") from None
-    except OSError as exc:
-        raise ModelError(f"cannot read labels file {path.name}: {exc.strerror}") from exc
-    lines = text.splitlines()
-    return tuple(line.rstrip("\r") for line in lines)

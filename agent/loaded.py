@@ -12,11 +12,10 @@ from typing import Any
 
 import numpy as np
 from edgeserve.agent.batcher import Batcher, BatchResult
-from edgeserve.agent.classification import read_labels
 from edgeserve.agent.config import ModelConfig, RuntimeConfig
 from edgeserve.agent.metrics import Metrics, VersionMetrics
 
-from edgeserve.bundle import Bundle
+from edgeserve.bundle import Bundle, read_labels
 from edgeserve.datatypes import to_numpy
 from edgeserve.errors import EdgeServeError, InferenceInputError, ModelError
 from edgeserve.manifest import TensorSpec
@@ -176,9 +175,11 @@ class LoadedModel:
         specs = (*runtime.inputs, *runtime.outputs)
         self.has_batch_dim = bool(specs) and all(s.has_batch_dim for s in specs)
         # Triton's classification extension: the bundle's labels name the first output's classes
-        labels = read_labels(bundle.file_path("labels"))
+        labels_path = bundle.file_path("labels")
         self.labels: dict[str, tuple[str, ...]] = (
-            {self.outputs[0].name: labels} if labels is not None and self.outputs else {}
+            {self.outputs[0].name: read_labels(labels_path)}
+            if labels_path is not None and self.outputs
+            else {}
         )
         cfg = model_cfg.batching
         self.metrics: VersionMetrics = metrics.for_version(self.name, self.version)
