@@ -4,8 +4,9 @@ A Raspberry Pi (Bookworm, glibc 2.36) or a Jetson (JetPack 6 / Ubuntu 22.04, gli
 able to ``pip install edgeserve[agent,tflite]`` (and ``[agent,grpc]``) without a compiler. This
 test asks pip's resolver for the whole dependency tree of the core dependencies plus the extras
 (read from pyproject.toml, so a dependency added later is checked too) with
-``--only-binary=:all:`` and the aarch64 platform tags of glibc 2.17 .. 2.28, for CPython 3.10 - 3.13. A dependency without arm64 wheels for one of
-those Pythons makes pip fail and the test with it.
+``--only-binary=:all:`` and the aarch64 platform tags of glibc 2.17 .. 2.28, for CPython
+3.10 - 3.13. A dependency without arm64 wheels for one of those Pythons makes pip fail and the
+test with it.
 
 It uses ``pip install --dry-run --report`` rather than ``pip download``: the same resolver and the
 same binary-only rule, but pip reads each wheel's metadata from PyPI (PEP 658) instead of
