@@ -145,7 +145,13 @@ def openapi_document() -> dict[str, Any]:
         "/v2/models/{model_name}/versions/{model_version}/ready": _get(
             "Model version readiness.", [_MODEL, _VERSION]
         ),
-        "/v2/models/{model_name}/config": _get("Triton-style model configuration.", [_MODEL]),
+        "/v2/models/{model_name}/config": _get(
+            "Triton's model configuration (max_batch_size, input/output dims, batching).",
+            [_MODEL],
+        ),
+        "/v2/models/{model_name}/versions/{model_version}/config": _get(
+            "Triton's model configuration of one version.", [_MODEL, _VERSION]
+        ),
         "/v2/models/stats": _get("Statistics of every loaded version (Triton extension).", []),
         "/v2/models/{model_name}/stats": _get("Statistics of a model's loaded versions.", [_MODEL]),
         "/v2/models/{model_name}/versions/{model_version}/stats": _get(
@@ -202,6 +208,15 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _resp("Predictions."), **_ERRORS},
             }
         },
+        "/v1/models/{model_name}/metadata": _get(
+            "TF Serving model metadata (the serving_default signature_def).", [_MODEL]
+        ),
+        "/v1/models/{model_name}/versions/{model_version}/metadata": _get(
+            "TF Serving metadata of a version.", [_MODEL, _VERSION]
+        ),
+        "/v1/models/{model_name}/labels/{model_version}/metadata": _get(
+            "TF Serving metadata of a labelled version.", [_MODEL, _VERSION]
+        ),
         "/metrics": _get("Prometheus text exposition.", []),
         "/openapi.json": _get("This document.", []),
     }
