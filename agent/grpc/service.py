@@ -61,25 +61,30 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     # -- health and metadata ---------------------------------------------------------------
 
     async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
+        """Always live while the process serves."""
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
+        """Ready once the agent has loaded what the store asks for."""
         return pb.ServerReadyResponse(ready=self.agent.ready)
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: Any
     ) -> pb.ModelReadyResponse:
+        """Whether a request for the model (version) would be served now."""
         # like Triton: an unknown model is "not ready", not an error
         return pb.ModelReadyResponse(
             ready=self.agent.model_ready(request.name, request.version or None)
         )
 
     async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+        """Name, version and the extensions the agent implements."""
         return pb.ServerMetadataResponse(**server_view())
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Any
     ) -> pb.ModelMetadataResponse:
+        """OIP v2 model metadata (what REST's ``GET /v2/models/{m}`` answers)."""
         try:
             view = metadata_view(self.agent, request.name, request.version or None)
         except EdgeServeError as exc:
@@ -89,6 +94,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelConfig(
         self, request: pb.ModelConfigRequest, context: Any
     ) -> pb.ModelConfigResponse:
+        """Triton's model configuration (:mod:`edgeserve.agent.tritonconfig`)."""
         try:
             view = config_view(self.agent, request.name, request.version or None)
         except EdgeServeError as exc:
@@ -98,6 +104,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: Any
     ) -> pb.ModelStatisticsResponse:
+        """Triton's statistics extension: counters since each version loaded."""
         try:
             stats = stats_view(self.agent, request.name or None, request.version or None)
         except EdgeServeError as exc:
@@ -109,6 +116,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: Any
     ) -> pb.RepositoryIndexResponse:
+        """Every installed version with its state (only ready ones on request)."""
         rows = self.agent.index()
         if request.ready:
             rows = [r for r in rows if r["state"] == "READY"]
@@ -119,6 +127,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Any
     ) -> pb.RepositoryModelLoadResponse:
+        """(Re)load a model per its policy; override parameters are refused."""
         try:
             _no_load_parameters(request.parameters)
             await self.agent.load(request.model_name)
@@ -129,6 +138,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Any
     ) -> pb.RepositoryModelUnloadResponse:
+        """Unload every version of a model until it is loaded again."""
         try:
             await self.agent.unload(request.model_name)
         except EdgeServeError as exc:
@@ -140,6 +150,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Any
     ) -> pb.ModelInferResponse:
+        """One inference through the model version's batcher."""
         try:
             return await self._infer(request, context)
         except EdgeServeError as exc:
