@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -79,6 +80,9 @@ async def serve(config: AgentConfig, *, on_ready: Any = None) -> None:
 
 async def _start_grpc(agent: Any, config: AgentConfig) -> Any:
     """Start the gRPC API; grpcio is imported only here (an agent without it stays lighter)."""
+    # gRPC's C core logs its own line for errors we report ourselves (a port in use), and
+    # stderr must carry one line per error; GRPC_VERBOSITY set by the user still wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         from edgeserve.agent.grpc.server import GrpcServer
     except ModuleNotFoundError as exc:
@@ -93,7 +97,7 @@ async def _start_grpc(agent: Any, config: AgentConfig) -> Any:
     try:
         await grpc_server.start(host, port)
     except OSError as exc:
-        raise ConfigError(f"cannot listen for gRPC on {host}:{port}: {exc}") from exc
+        raise ConfigError(f"cannot listen for gRPC on {exc}") from exc
     return grpc_server
 
 

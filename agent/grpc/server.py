@@ -62,12 +62,13 @@ class GrpcServer:
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(self._agent), server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        why = f"{address}: in use, or not an address of this machine"
         try:
             bound = server.add_insecure_port(address)
         except RuntimeError as exc:  # grpcio raises RuntimeError("Failed to bind ...")
-            raise OSError(f"cannot bind {address}") from exc
+            raise OSError(why) from exc
         if bound == 0:
-            raise OSError(f"cannot bind {address}")
+            raise OSError(why)
         await server.start()
         self._server = server
         return bound

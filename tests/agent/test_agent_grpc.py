@@ -468,3 +468,31 @@ def test_agent_grpc_token_and_message_cap(state_dir: Path) -> None:
         finally:
             client.close()
         assert agent.process.poll() is None
+
+
+@pytest.mark.parametrize("case", ["no-grpcio", "port-taken"])
+def test_agent_grpc_start_errors_are_one_line(state_dir: Path, case: str) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1] if case == "port-taken" else free_port()
+        # None in sys.modules makes `import grpc` fail as on a device without the extra
+        hide = "sys.modules['grpc'] = None; " if case == "no-grpcio" else ""
+        code = f"import sys; {hide}from edgeserve.cli import main; main()"
+        args = ["agent", "run", "--state", str(state_dir), "--port", str(free_port())]
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args, "--grpc-port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    want = "pip install 'edgeserve[grpc]'" if case == "no-grpcio" else "cannot listen for gRPC"
+    assert want in lines[0]
