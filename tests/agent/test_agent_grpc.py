@@ -12,7 +12,6 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import httpx
@@ -427,72 +426,3 @@ def test_agent_grpc_stream_infer(served: GrpcAgent) -> None:
     assert len(errors) == 1 and "unknown model" in str(errors[0])
     for i, x in enumerate(xs):
         np.testing.assert_allclose(got[str(i)], linear_reference(x), rtol=1e-5)
-
-
-def test_agent_grpc_loads_grpcio_only_when_enabled(
-    served: GrpcAgent, running_agent: AgentProcess
-) -> None:
-    def loaded(process: AgentProcess) -> bool:
-        maps = Path(f"/proc/{process.process.pid}/maps").read_text()
-        return "cygrpc" in maps
-
-    assert loaded(served.process)
-    assert not loaded(running_agent)
-
-
-def test_agent_grpc_token_and_message_cap(state_dir: Path) -> None:
-    port = free_port()
-    config = {"server": {"grpc_port": port, "token": "s3cret", "max_body_bytes": 65536}}
-    with start_agent(state_dir, config=config) as agent:
-        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
-        good = {"authorization": "Bearer s3cret"}
-        x = np.ones((1, 4), np.float32)
-        try:
-            assert client.is_server_live() and client.is_server_ready()  # probes stay open
-            for headers in (None, {"authorization": "Bearer nope"}, {"authorization": "s3cret"}):
-                with pytest.raises(InferenceServerException) as exc:
-                    client.infer("linear", [_input("x", x, "FP32")], headers=headers)
-                assert _code(exc) == "StatusCode.UNAUTHENTICATED"
-                assert "token" in exc.value.message()
-            with pytest.raises(InferenceServerException) as exc:
-                client.get_model_metadata("linear")
-            assert _code(exc) == "StatusCode.UNAUTHENTICATED"
-            y = client.infer("linear", [_input("x", x, "FP32")], headers=good).as_numpy("y")
-            np.testing.assert_allclose(y, linear_reference(x), rtol=1e-5)
-            assert client.get_model_metadata("linear", headers=good).name == "linear"
-            big = np.ones((32, 1024), np.float32)  # 128 KiB, over max_body_bytes
-            with pytest.raises(InferenceServerException) as exc:
-                client.infer("linear", [_input("x", big, "FP32")], headers=good)
-            assert _code(exc) == "StatusCode.RESOURCE_EXHAUSTED"
-            assert client.infer("linear", [_input("x", x, "FP32")], headers=good)
-        finally:
-            client.close()
-        assert agent.process.poll() is None
-
-
-@pytest.mark.parametrize("case", ["no-grpcio", "port-taken"])
-def test_agent_grpc_start_errors_are_one_line(state_dir: Path, case: str) -> None:
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1] if case == "port-taken" else free_port()
-        # None in sys.modules makes `import grpc` fail as on a device without the extra
-        hide = "sys.modules['grpc'] = None; " if case == "no-grpcio" else ""
-        code = f"import sys; {hide}from edgeserve.cli import main; main()"
-        args = ["agent", "run", "--state", str(state_dir), "--port", str(free_port())]
-        proc = subprocess.run(
-            [sys.executable, "-c", code, *args, "--grpc-port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    want = "pip install 'edgeserve[grpc]'" if case == "no-grpcio" else "cannot listen for gRPC"
-    assert want in lines[0]
