@@ -1,5 +1,7 @@
-"""HTTP routes: Open Inference Protocol v2 REST, Triton's repository extension, TF Serving's
-predict, ``/metrics`` and ``/openapi.json``, all behind one ``handle(request)`` callable.
+"""HTTP routes: Open Inference Protocol v2 REST with Triton's repository, statistics, model
+configuration and classification extensions, TF Serving's predict and metadata, ``/metrics``
+and ``/openapi.json``, all behind one ``handle(request)`` callable. What the routes say about
+models comes from :mod:`.views`, which the gRPC API (:mod:`.grpc`) shares.
 
 Status codes are Triton's: 400 for a bad request, 404 for an unknown model/version/route,
 503 when not ready, overloaded or timed out; every error body is ``{"error": "..."}``.

@@ -245,7 +245,18 @@ def openapi_document() -> dict[str, Any]:
                                 "type": "object",
                                 "properties": {
                                     "name": {"type": "string"},
-                                    "parameters": {"type": "object"},
+                                    "parameters": {
+                                        "type": "object",
+                                        "properties": {
+                                            "binary_data": {"type": "boolean"},
+                                            "classification": {
+                                                "type": "integer",
+                                                "minimum": 1,
+                                                "description": "Top-k as BYTES "
+                                                "'score:index[:label]' (Triton's extension).",
+                                            },
+                                        },
+                                    },
                                 },
                             },
                         },
