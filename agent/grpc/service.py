@@ -13,6 +13,7 @@ answer UNIMPLEMENTED.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,6 +35,8 @@ from edgeserve.errors import (
 )
 
 __all__ = ["InferenceService", "status_code"]
+
+log = logging.getLogger(__name__)
 
 # requests of one ModelStreamInfer stream in flight at once; the stream reads no further
 # until one finishes (back-pressure instead of an unbounded task list)
@@ -171,6 +174,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 await done.put(pb.ModelStreamInferResponse(infer_response=response))
             except EdgeServeError as exc:
                 await done.put(pb.ModelStreamInferResponse(error_message=str(exc)))
+            except Exception:  # a bug must not leave the client waiting for this answer
+                log.exception("stream inference failed")
+                await done.put(pb.ModelStreamInferResponse(error_message="internal error"))
             finally:
                 slots.release()
 
@@ -183,6 +189,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     task.add_done_callback(running.discard)
                 if running:
                     await asyncio.gather(*list(running))
+            except grpc.RpcError:  # the client went away mid-stream: nothing left to answer
+                log.debug("inference stream closed by the client")
             finally:
                 await done.put(None)
 

@@ -421,8 +421,17 @@ def test_agent_grpc_stream_infer(served: GrpcAgent) -> None:
             else:
                 got[result.get_response().id] = result.as_numpy("y")
         client.stop_stream()
+        # a client that cancels its stream with requests in flight leaves the agent serving
+        client.start_stream(callback=lambda result, error: None)
+        for x in xs:
+            client.async_stream_infer("linear", [_input("x", x, "FP32")])
+        client.stop_stream(cancel_requests=True)
+        assert client.is_server_live()
+        y = client.infer("linear", [_input("x", xs[0], "FP32")]).as_numpy("y")
+        np.testing.assert_allclose(y, linear_reference(xs[0]), rtol=1e-5)
     finally:
         client.close()
     assert len(errors) == 1 and "unknown model" in str(errors[0])
     for i, x in enumerate(xs):
         np.testing.assert_allclose(got[str(i)], linear_reference(x), rtol=1e-5)
+    assert "Traceback" not in served.process.log()
