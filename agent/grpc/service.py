@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from edgeserve.agent.codec import select_outputs, timeout_s
@@ -232,5 +232,7 @@ def _no_load_parameters(parameters: Any) -> None:
         )
 
 
-async def _abort(context: Any, exc: EdgeServeError) -> Any:
+async def _abort(context: Any, exc: EdgeServeError) -> NoReturn:
+    """End the RPC with the error's status and message (``context.abort`` raises)."""
     await context.abort(status_code(exc), str(exc))
+    raise exc  # not reached: abort ends the RPC by raising
