@@ -44,7 +44,8 @@ class ServerConfig:
             ``authorization``); "" = none.
         max_body_bytes: largest request body accepted, in bytes (413 above; gRPC messages
             above it are refused with RESOURCE_EXHAUSTED).
-        max_connections: open connections at once; more are closed on accept.
+        max_connections: open connections at once; more are closed on accept (gRPC: also
+            the RPCs in flight at once; more get RESOURCE_EXHAUSTED).
         idle_timeout_s: seconds a connection may send nothing before it is closed.
         uvloop: use uvloop's event loop when it is installed.
     """
