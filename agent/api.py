@@ -1,5 +1,7 @@
-"""HTTP routes: Open Inference Protocol v2 REST, Triton's repository extension, TF Serving's
-predict, ``/metrics`` and ``/openapi.json``, all behind one ``handle(request)`` callable.
+"""HTTP routes: Open Inference Protocol v2 REST with Triton's repository, statistics, model
+configuration and classification extensions, TF Serving's predict and metadata, ``/metrics``
+and ``/openapi.json``, all behind one ``handle(request)`` callable. What the routes say about
+models comes from :mod:`.views`, which the gRPC API (:mod:`.grpc`) shares.
 
 Paths arrive percent-decoded; a model name or version that could not exist is a 400 before any
 lookup (:mod:`.names`). Status codes are Triton's: 400 for a bad request, 404 for an unknown
@@ -13,13 +15,20 @@ import asyncio
 import hmac
 from typing import Any
 
-from edgeserve.agent.codec import InferRequest, decode_request, dumps, encode_response, parse_json
+from edgeserve.agent.codec import (
+    InferRequest,
+    decode_request,
+    dumps,
+    encode_response,
+    parse_json,
+    timeout_s,
+)
 from edgeserve.agent.core import Agent
 from edgeserve.agent.httpserver import Request, Response, error_response
 from edgeserve.agent.loaded import LoadedModel
 from edgeserve.agent.names import check_model_name, check_version
+from edgeserve.agent.views import config_view, metadata_view, server_view, stats_view
 
-from edgeserve import __version__
 from edgeserve.errors import EdgeServeError, InferenceInputError
 
 __all__ = ["Api"]
@@ -29,7 +38,6 @@ __all__ = ["Api"]
 _OFFLOAD_BYTES = 64 * 1024  # request body bytes
 _OFFLOAD_ELEMENTS = 16 * 1024  # output elements
 _EMPTY = Response(200, b"", "text/plain")
-_PLATFORMS = {"onnx": "onnxruntime_onnx", "ort": "onnxruntime_onnx", "tflite": "tensorflow_lite"}
 
 
 def _json(value: Any, status: int = 200) -> Response:
@@ -90,13 +98,7 @@ class Api:
         method = request.method
         if not parts or parts == [""]:
             _method(method, "GET")
-            return _json(
-                {
-                    "name": "edgeserve",
-                    "version": __version__,
-                    "extensions": ["binary_tensor_data", "model_repository", "statistics"],
-                }
-            )
+            return _json(server_view())
         if parts[0] == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
             _method(method, "GET")
             if parts[1] == "live" or self.agent.ready:
@@ -106,7 +108,7 @@ class Api:
             return await self._repository(request, parts[1:])
         if parts == ["models", "stats"]:
             _method(method, "GET")
-            return _json({"model_stats": self._stats(None, None)})
+            return _json({"model_stats": stats_view(self.agent, None, None)})
         if parts[0] == "models" and len(parts) >= 2:
             name, rest = check_model_name(parts[1]), parts[2:]
             version = None
@@ -114,7 +116,7 @@ class Api:
                 version, rest = check_version(rest[1]), rest[2:]
             if not rest:
                 _method(method, "GET")
-                return _json(self._metadata(name, version))
+                return _json(metadata_view(self.agent, name, version))
             if rest == ["ready"]:
                 _method(method, "GET")
                 if self.agent.model_ready(name, version):
@@ -126,10 +128,10 @@ class Api:
                 return await self._infer(request, name, version)
             if rest == ["stats"]:
                 _method(method, "GET")
-                return _json({"model_stats": self._stats(name, version)})
+                return _json({"model_stats": stats_view(self.agent, name, version)})
             if rest == ["config"]:
                 _method(method, "GET")
-                return _json(self._config(name, version))
+                return _json(config_view(self.agent, name, version))
         raise _HttpError(404, f"no route for {method} {request.path}")
 
     async def _infer(self, request: Request, name: str, version: str | None) -> Response:
@@ -146,9 +148,16 @@ class Api:
         model: LoadedModel = self.agent.resolve(
             name, version, request.headers.get(self._key_header)
         )
-        result = await model.infer(decoded.inputs, _timeout(decoded.parameters))
+        result = await model.infer(decoded.inputs, timeout_s(decoded.parameters))
         try:
-            args = (model.name, model.version, result.outputs, decoded)
+            args = (
+                model.name,
+                model.version,
+                result.outputs,
+                decoded,
+                model.labels,
+                model.has_batch_dim,
+            )
             if sum(a.size for a in result.outputs.values()) > _OFFLOAD_ELEMENTS:
                 loop = asyncio.get_running_loop()
                 body, headers = await loop.run_in_executor(
@@ -161,38 +170,6 @@ class Api:
             raise
         ctype = "application/octet-stream" if headers else "application/json"
         return Response(200, body, ctype, headers)
-
-    def _metadata(self, name: str, version: str | None) -> dict[str, Any]:
-        model = self.agent.resolve(name, version, "metadata", count=False)
-        versions = self.agent.loaded_versions().get(model.name, [model.version])
-        return {
-            "name": name,
-            "versions": [str(v) for v in versions],
-            "platform": _PLATFORMS.get(model.bundle.manifest.format, "unknown"),
-            "inputs": [_spec(s) for s in model.inputs],
-            "outputs": [_spec(s) for s in model.outputs],
-        }
-
-    def _stats(self, name: str | None, version: str | None) -> list[dict[str, Any]]:
-        """Triton's statistics extension: counters since each version was loaded."""
-        if name is not None and version is not None:
-            model = self.agent.resolve(name, version, "stats", count=False)
-            return [model.totals.to_triton(model.name, model.version)]
-        if name is not None and not self.agent.loaded_models(name):
-            self.agent.resolve(name, None, "stats", count=False)  # 404 or 503
-        return [m.totals.to_triton(m.name, m.version) for m in self.agent.loaded_models(name)]
-
-    def _config(self, name: str, version: str | None) -> dict[str, Any]:
-        model = self.agent.resolve(name, version, "config", count=False)
-        batcher = model.batcher
-        return {
-            "name": name,
-            "platform": _PLATFORMS.get(model.bundle.manifest.format, "unknown"),
-            "max_batch_size": batcher.max_batch_size if batcher.batching else 0,
-            "dynamic_batching": {"enabled": batcher.batching},
-            "input": [_spec(s) for s in model.inputs],
-            "output": [_spec(s) for s in model.outputs],
-        }
 
     async def _repository(self, request: Request, parts: list[str]) -> Response:
         _method(request.method, "POST")
@@ -211,20 +188,6 @@ class Api:
                 await self.agent.unload(name)
             return _EMPTY
         raise _HttpError(404, f"no route for {request.method} {request.path}")
-
-
-def _timeout(parameters: dict[str, Any]) -> float | None:
-    """Triton's per-request ``parameters.timeout`` (microseconds) as seconds."""
-    value = parameters.get("timeout")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InferenceInputError("parameters.timeout must be a positive integer (microseconds)")
-    return value / 1e6
-
-
-def _spec(spec: Any) -> dict[str, Any]:
-    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
 
 
 def _method(got: str, want: str) -> None:

@@ -138,6 +138,11 @@ def remove(name: str, version: int, state: Path) -> None:
 )
 @click.option("--host", help="Bind address (default 127.0.0.1; others need --token).")
 @click.option("--port", type=click.IntRange(0, 65535), help="TCP port (default 8000; 0 = any).")
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    help="Also serve the gRPC API (OIP v2) on this port (default off; needs edgeserve[grpc]).",
+)
 @click.option("--token", envvar="EDGESERVE_AGENT_TOKEN", help="Bearer token clients must send.")
 @click.option("--batching/--no-batching", default=None, help="Dynamic batching on or off.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="Rows per execution.")
@@ -159,6 +164,7 @@ def run(
     config_path: Path | None,
     host: str | None,
     port: int | None,
+    grpc_port: int | None,
     token: str | None,
     batching: bool | None,
     max_batch_size: int | None,
@@ -167,7 +173,7 @@ def run(
     threads: int | None,
     providers: tuple[str, ...],
 ) -> None:
-    """Serve the store's models over HTTP (OIP v2, TF Serving predict, /metrics)."""
+    """Serve the store's models over HTTP (OIP v2, TF Serving, /metrics) and optionally gRPC."""
     from edgeserve.agent.runner import run_agent
 
     if state is None and config_path is None:
@@ -178,6 +184,7 @@ def run(
         **{
             "server.host": host,
             "server.port": port,
+            "server.grpc_port": grpc_port,
             "server.token": token,
             "batching.enabled": batching,
             "batching.max_batch_size": max_batch_size,

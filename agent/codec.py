@@ -6,7 +6,8 @@ The binary extension is Triton's "Binary Tensor Data Extension"
 (https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_binary_data.md):
 the header ``Inference-Header-Content-Length`` gives the JSON part's length; raw little-endian
 tensors follow, in input order, each sized by its ``parameters.binary_data_size``; BYTES
-elements are 4-byte little-endian length prefixed. Every malformed body becomes an
+elements are 4-byte little-endian length prefixed. The gRPC API (:mod:`.grpc`) shares the
+tensor helpers and output selection. Every malformed body becomes an
 :class:`~edgeserve.errors.InferenceInputError` naming the problem (HTTP 400).
 """
 
@@ -15,16 +16,28 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from edgeserve.agent.classification import classification_k, classify
 
 from edgeserve.datatypes import DATATYPES, datatype_of, to_numpy
 from edgeserve.errors import InferenceInputError
 
-__all__ = ["InferRequest", "decode_request", "dumps", "encode_response", "parse_json"]
+__all__ = [
+    "InferRequest",
+    "check_shape",
+    "decode_request",
+    "dumps",
+    "encode_response",
+    "from_binary",
+    "parse_json",
+    "select_outputs",
+    "timeout_s",
+    "to_binary",
+]
 
 _MAX_RANK = 16
 _MAX_ELEMENTS = 1 << 28
@@ -39,6 +52,8 @@ class InferRequest:
         id: the request id, echoed in the response.
         outputs: requested output name -> wants binary; None = every output.
         binary_output: default for outputs not listed (``parameters.binary_data_output``).
+        parameters: the request's ``parameters`` (``timeout`` in microseconds).
+        classification: requested output name -> k, for Triton's classification extension.
     """
 
     inputs: dict[str, np.ndarray]
@@ -46,6 +61,7 @@ class InferRequest:
     outputs: dict[str, bool] | None = None
     binary_output: bool = False
     parameters: dict[str, Any] = field(default_factory=dict)
+    classification: dict[str, int] = field(default_factory=dict)
 
 
 try:  # orjson parses the float arrays of a request ~10x faster than the stdlib (agent extra)
@@ -115,7 +131,7 @@ def decode_request(body: bytes, header_length: str | None = None) -> InferReques
             raise InferenceInputError(f"inputs[{index}]: 'name' must be a non-empty string")
         if name in inputs:
             raise InferenceInputError(f"input {name}: given twice")
-        shape = _shape(item.get("shape"), name)
+        shape = check_shape(item.get("shape"), name)
         datatype = item.get("datatype")
         if datatype not in DATATYPES:
             raise InferenceInputError(f"input {name}: unknown datatype {datatype!r}")
@@ -131,7 +147,7 @@ def decode_request(body: bytes, header_length: str | None = None) -> InferReques
                     f"input {name}: binary_data_size {size} runs past the body's "
                     f"{len(binary)} binary bytes"
                 )
-            inputs[name] = _from_binary(binary[offset : offset + size], shape, datatype, name)
+            inputs[name] = from_binary(binary[offset : offset + size], shape, datatype, name)
             offset += size
         elif "data" in item:
             inputs[name] = _from_json(item["data"], shape, datatype, name)
@@ -142,38 +158,47 @@ def decode_request(body: bytes, header_length: str | None = None) -> InferReques
             f"{len(binary) - offset} binary bytes after the inputs are not claimed by any "
             "binary_data_size"
         )
-    outputs, binary_default = _requested_outputs(doc)
+    outputs, binary_default, classification = _requested_outputs(doc)
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InferenceInputError("'id' must be a string")
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise InferenceInputError("'parameters' must be an object")
-    return InferRequest(inputs, request_id, outputs, binary_default, params)
+    return InferRequest(inputs, request_id, outputs, binary_default, params, classification)
 
 
-def _requested_outputs(doc: Mapping[str, Any]) -> tuple[dict[str, bool] | None, bool]:
+def _requested_outputs(
+    doc: Mapping[str, Any],
+) -> tuple[dict[str, bool] | None, bool, dict[str, int]]:
     params = doc.get("parameters") or {}
     binary_default = bool(isinstance(params, dict) and params.get("binary_data_output"))
     raw = doc.get("outputs")
     if raw is None:
-        return None, binary_default
+        return None, binary_default, {}
     if not isinstance(raw, list):
         raise InferenceInputError("'outputs' must be a list")
     wanted: dict[str, bool] = {}
+    classification: dict[str, int] = {}
     for index, item in enumerate(raw):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InferenceInputError(f"outputs[{index}] must be an object with a 'name'")
         oparams = item.get("parameters") or {}
         if not isinstance(oparams, dict):
             raise InferenceInputError(f"outputs[{index}]: 'parameters' must be an object")
-        if oparams.get("classification"):
-            raise InferenceInputError("the classification extension is not supported")
+        if "classification" in oparams:
+            k = classification_k(oparams["classification"], item["name"])
+            classification[item["name"]] = k
         wanted[item["name"]] = bool(oparams.get("binary_data", binary_default))
-    return wanted, binary_default
+    return wanted, binary_default, classification
 
 
-def _shape(raw: Any, name: str) -> tuple[int, ...]:
+def check_shape(raw: Any, name: str) -> tuple[int, ...]:
+    """A request's shape for input ``name``: at most 16 non-negative dims, bounded in size.
+
+    Raises:
+        InferenceInputError: anything else.
+    """
     if not isinstance(raw, list) or len(raw) > _MAX_RANK:
         raise InferenceInputError(f"input {name}: 'shape' must be a list of at most 16 dims")
     for dim in raw:
@@ -246,7 +271,12 @@ def _flatten(data: Any, name: str) -> list[Any]:
     return out
 
 
-def _from_binary(buf: memoryview, shape: tuple[int, ...], datatype: str, name: str) -> np.ndarray:
+def from_binary(buf: memoryview, shape: tuple[int, ...], datatype: str, name: str) -> np.ndarray:
+    """An input tensor from its raw little-endian bytes (BYTES: 4-byte length prefixes).
+
+    Raises:
+        InferenceInputError: the byte count does not match the shape and datatype.
+    """
     expected = math.prod(shape)
     if datatype == "BYTES":
         items, pos = [], 0
@@ -274,11 +304,63 @@ def _from_binary(buf: memoryview, shape: tuple[int, ...], datatype: str, name: s
     return np.frombuffer(buf, dtype=dtype).astype(dtype.newbyteorder("="), copy=True).reshape(shape)
 
 
+def timeout_s(parameters: Mapping[str, Any]) -> float | None:
+    """Triton's per-request ``parameters.timeout`` (microseconds) as seconds, or None.
+
+    Raises:
+        InferenceInputError: not a positive integer.
+    """
+    value = parameters.get("timeout")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InferenceInputError("parameters.timeout must be a positive integer (microseconds)")
+    return value / 1e6
+
+
+def select_outputs(
+    outputs: Mapping[str, np.ndarray],
+    request: InferRequest,
+    labels: Mapping[str, Sequence[str]] | None = None,
+    batched: bool = True,
+) -> list[tuple[str, np.ndarray, bool]]:
+    """The outputs a request asked for, in its order, as (name, array, binary?); outputs
+    requested with ``classification`` are replaced by their top-k BYTES entries.
+
+    Args:
+        outputs: every output of the execution.
+        request: the decoded request.
+        labels: output name -> class labels (the bundle's ``labels`` file).
+        batched: the model has a batch dimension (classification per row).
+
+    Raises:
+        InferenceInputError: an unknown output was asked for, or classification of a
+            non-numeric output.
+    """
+    if request.outputs is None:
+        return [(n, a, request.binary_output) for n, a in outputs.items()]
+    unknown = sorted(set(request.outputs) - set(outputs))
+    if unknown:
+        raise InferenceInputError(
+            f"unknown output(s) {', '.join(unknown)}; model has {', '.join(outputs)}"
+        )
+    selected = []
+    for name, binary in request.outputs.items():
+        array = outputs[name]
+        k = request.classification.get(name)
+        if k is not None:
+            array = classify(array, k, (labels or {}).get(name), batched, name)
+        selected.append((name, array, binary))
+    return selected
+
+
 def encode_response(
     model_name: str,
     model_version: int,
     outputs: Mapping[str, np.ndarray],
     request: InferRequest,
+    labels: Mapping[str, Sequence[str]] | None = None,
+    batched: bool = True,
 ) -> tuple[bytes, dict[str, str]]:
     """Encode an inference response (JSON, or JSON + binary outputs when asked).
 
@@ -286,24 +368,16 @@ def encode_response(
         (body, extra headers): ``Inference-Header-Content-Length`` when binary parts follow.
 
     Raises:
-        InferenceInputError: the request asked for an output the model does not have.
+        InferenceInputError: see :func:`select_outputs`.
     """
-    if request.outputs is not None:
-        unknown = sorted(set(request.outputs) - set(outputs))
-        if unknown:
-            raise InferenceInputError(
-                f"unknown output(s) {', '.join(unknown)}; model has {', '.join(outputs)}"
-            )
-        selected = [(n, outputs[n], request.outputs[n]) for n in request.outputs]
-    else:
-        selected = [(n, a, request.binary_output) for n, a in outputs.items()]
+    selected = select_outputs(outputs, request, labels, batched)
     parts: list[bytes] = []
     out_docs = []
     for name, array, binary in selected:
         datatype = datatype_of(array.dtype)
         doc: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
-            raw = _to_binary(array, datatype)
+            raw = to_binary(array, datatype)
             doc["parameters"] = {"binary_data_size": len(raw)}
             parts.append(raw)
         elif datatype == "BYTES":
@@ -324,7 +398,8 @@ def encode_response(
     return header + b"".join(parts), {"Inference-Header-Content-Length": str(len(header))}
 
 
-def _to_binary(array: np.ndarray, datatype: str) -> bytes:
+def to_binary(array: np.ndarray, datatype: str) -> bytes:
+    """An output tensor as raw little-endian bytes (BYTES: 4-byte length prefixes)."""
     if datatype == "BYTES":
         chunks = []
         for value in array.reshape(-1):

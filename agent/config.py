@@ -34,15 +34,21 @@ POLICIES = ("latest", "pinned", "all")
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """HTTP server settings.
+    """HTTP and gRPC server settings.
 
     Attributes:
-        host: address to bind; loopback by default, anything else needs ``token``.
+        host: address to bind (HTTP and gRPC); loopback by default, anything else needs
+            ``token``.
         port: TCP port (0 = any free port, printed on start).
-        token: bearer token clients must send (``Authorization: Bearer ...``); "" = none.
-        max_body_bytes: largest request body accepted, in bytes (413 above).
+        grpc_port: TCP port of the gRPC API (OIP v2 ``inference.GRPCInferenceService``);
+            0 = no gRPC server (the default; needs the ``grpc`` extra).
+        token: bearer token clients must send (``Authorization: Bearer ...``, gRPC metadata
+            ``authorization``); "" = none.
+        max_body_bytes: largest request body accepted, in bytes (413 above; gRPC messages
+            above it are refused with RESOURCE_EXHAUSTED).
         max_connections: open connections at once; at the cap the connection that has gone
-            longest without completing a request is closed to admit the new one.
+            longest without completing a request is closed to admit the new one (gRPC: also
+            the RPCs in flight at once; more get RESOURCE_EXHAUSTED).
         max_connections_per_peer: open connections from one address; 0 = no cap. Loopback
             clients are exempt unless ``cap_loopback_peers``.
         cap_loopback_peers: apply ``max_connections_per_peer`` to loopback clients too.
@@ -56,6 +62,7 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = 0
     token: str = ""
     max_body_bytes: int = 64 * 1024 * 1024  # bytes
     max_connections: int = 1024
@@ -357,6 +364,8 @@ def load_config(
         raise ConfigError("[server] max_connections: must be at least 1")
     if server.port > 65535:
         raise ConfigError("[server] port: must be at most 65535")
+    if server.grpc_port > 65535:
+        raise ConfigError("[server] grpc_port: must be at most 65535")
     if not _is_loopback(server.host) and not server.token:
         raise ConfigError(
             f"[server] host {server.host!r} is not a loopback address: set a bearer token "

@@ -15,7 +15,7 @@ from edgeserve.agent.batcher import Batcher, BatchResult
 from edgeserve.agent.config import ModelConfig, RuntimeConfig
 from edgeserve.agent.metrics import Metrics, VersionMetrics
 
-from edgeserve.bundle import Bundle
+from edgeserve.bundle import Bundle, read_labels
 from edgeserve.datatypes import to_numpy
 from edgeserve.errors import EdgeServeError, InferenceInputError, ModelError
 from edgeserve.manifest import TensorSpec
@@ -156,7 +156,7 @@ class Totals:
 
 
 class LoadedModel:
-    """A model version ready to serve: its runtime, batcher and counters."""
+    """A model version ready to serve: its runtime, batcher, labels and counters."""
 
     def __init__(
         self,
@@ -174,6 +174,13 @@ class LoadedModel:
         self.outputs = runtime.outputs
         specs = (*runtime.inputs, *runtime.outputs)
         self.has_batch_dim = bool(specs) and all(s.has_batch_dim for s in specs)
+        # Triton's classification extension: the bundle's labels name the first output's classes
+        labels_path = bundle.file_path("labels")
+        self.labels: dict[str, tuple[str, ...]] = (
+            {self.outputs[0].name: read_labels(labels_path)}
+            if labels_path is not None and self.outputs
+            else {}
+        )
         cfg = model_cfg.batching
         self.metrics: VersionMetrics = metrics.for_version(self.name, self.version)
         self.stats = Stats()

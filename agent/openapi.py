@@ -153,7 +153,13 @@ def openapi_document() -> dict[str, Any]:
         "/v2/models/{model_name}/versions/{model_version}/ready": _get(
             "Model version readiness.", [_MODEL, _VERSION]
         ),
-        "/v2/models/{model_name}/config": _get("Triton-style model configuration.", [_MODEL]),
+        "/v2/models/{model_name}/config": _get(
+            "Triton's model configuration (max_batch_size, input/output dims, batching).",
+            [_MODEL],
+        ),
+        "/v2/models/{model_name}/versions/{model_version}/config": _get(
+            "Triton's model configuration of one version.", [_MODEL, _VERSION]
+        ),
         "/v2/models/stats": _get("Statistics of every loaded version (Triton extension).", []),
         "/v2/models/{model_name}/stats": _get("Statistics of a model's loaded versions.", [_MODEL]),
         "/v2/models/{model_name}/versions/{model_version}/stats": _get(
@@ -210,6 +216,15 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _resp("Predictions."), **_ERRORS},
             }
         },
+        "/v1/models/{model_name}/metadata": _get(
+            "TF Serving model metadata (the serving_default signature_def).", [_MODEL]
+        ),
+        "/v1/models/{model_name}/versions/{model_version}/metadata": _get(
+            "TF Serving metadata of a version.", [_MODEL, _VERSION]
+        ),
+        "/v1/models/{model_name}/labels/{model_version}/metadata": _get(
+            "TF Serving metadata of a labelled version.", [_MODEL, _VERSION]
+        ),
         "/metrics": _get("Prometheus text exposition.", []),
         "/openapi.json": _get("This document.", []),
     }
@@ -238,7 +253,18 @@ def openapi_document() -> dict[str, Any]:
                                 "type": "object",
                                 "properties": {
                                     "name": {"type": "string"},
-                                    "parameters": {"type": "object"},
+                                    "parameters": {
+                                        "type": "object",
+                                        "properties": {
+                                            "binary_data": {"type": "boolean"},
+                                            "classification": {
+                                                "type": "integer",
+                                                "minimum": 1,
+                                                "description": "Top-k as BYTES "
+                                                "'score:index[:label]' (Triton's extension).",
+                                            },
+                                        },
+                                    },
                                 },
                             },
                         },

@@ -1,4 +1,4 @@
-"""``edgeserve agent run``: the event loop, the HTTP server, the agent and fleet sync together.
+"""``edgeserve agent run``: the event loop, the HTTP (and gRPC) server, the agent and fleet sync.
 
 Imports stay lazy and few (no rich, no click work after parsing) because cold start to ready
 is a goal (0.5 s on a small device-class machine).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -27,7 +28,7 @@ async def serve(config: AgentConfig, *, on_ready: Any = None) -> None:
 
     Args:
         config: the configuration.
-        on_ready: called with ``(agent, port)`` once the agent serves.
+        on_ready: called with ``(agent, port)`` once the agent serves (``port``: HTTP's).
 
     Raises:
         ConfigError: the port cannot be bound or fleet sync is missing.
@@ -62,7 +63,10 @@ async def serve(config: AgentConfig, *, on_ready: Any = None) -> None:
             f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
         ) from exc
     sync = None
+    grpc_server = None
     try:
+        if config.server.grpc_port:
+            grpc_server = await _start_grpc(agent, config)
         # Serve /v2/health/live at once; /v2/health/ready turns 200 when start() finishes.
         await agent.start()
         if config.fleet is not None:
@@ -73,6 +77,8 @@ async def serve(config: AgentConfig, *, on_ready: Any = None) -> None:
     finally:
         if sync is not None:
             await loop.run_in_executor(None, sync.stop)
+        if grpc_server is not None:
+            await grpc_server.close()
         await server.close()
         await agent.stop()
 
@@ -97,6 +103,29 @@ def _raise_fd_limit(max_connections: int) -> None:
                 new,
                 max_connections,
             )
+
+
+async def _start_grpc(agent: Any, config: AgentConfig) -> Any:
+    """Start the gRPC API; grpcio is imported only here (an agent without it stays lighter)."""
+    # gRPC's C core logs its own line for errors we report ourselves (a port in use), and
+    # stderr must carry one line per error; GRPC_VERBOSITY set by the user still wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    try:
+        from edgeserve.agent.grpc.server import GrpcServer
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("grpc", "google"):
+            raise ConfigError(
+                "[server] grpc_port is set but grpcio is not installed: "
+                "pip install 'edgeserve[grpc]'"
+            ) from exc
+        raise
+    grpc_server = GrpcServer(agent, config.server)
+    host, port = config.server.host, config.server.grpc_port
+    try:
+        await grpc_server.start(host, port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen for gRPC on {exc}") from exc
+    return grpc_server
 
 
 def _start_sync(agent: Any, fleet: Any) -> Any:
@@ -125,9 +154,11 @@ def run_agent(config: AgentConfig) -> None:
 
     def ready(agent: Any, port: int) -> None:
         models = ", ".join(f"{n}:{v}" for n, v in sorted(agent.active_versions().items()))
+        grpc = f" grpc {config.server.host}:{config.server.grpc_port}"
         # One parseable line on stdout: tests and scripts wait for it.
         print(
-            f"edgeserve agent ready on http://{config.server.host}:{port} models [{models}]",
+            f"edgeserve agent ready on http://{config.server.host}:{port} models [{models}]"
+            + (grpc if config.server.grpc_port else ""),
             flush=True,
         )
 

@@ -2,9 +2,11 @@
 
 ``POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict`` with the row format
 (``{"instances": [...]}`` -> ``{"predictions": [...]}``) or the columnar format
-(``{"inputs": ...}`` -> ``{"outputs": ...}``), and ``GET /v1/models/{m}[/versions/{v}]`` for
-status, as documented at https://www.tensorflow.org/tfx/serving/api_rest. Errors are
-``{"error": "..."}`` like TF Serving's.
+(``{"inputs": ...}`` -> ``{"outputs": ...}``), ``GET /v1/models/{m}[/versions/{v}]`` for
+status and ``GET /v1/models/{m}[/versions/{v}|/labels/{l}]/metadata`` for the
+``serving_default`` signature_def clients read to build requests, as documented at
+https://www.tensorflow.org/tfx/serving/api_rest ("Model status API", "Model Metadata API").
+Errors are ``{"error": "..."}`` like TF Serving's.
 """
 
 from __future__ import annotations
@@ -38,11 +40,16 @@ async def handle_v1(agent: Agent, request: Request, key_header: str) -> Response
     if ":" in path:
         path, _, verb = path.rpartition(":")
     parts = path.strip("/").split("/")
+    metadata = verb is None and len(parts) > 1 and parts[-1] == "metadata"
+    if metadata:
+        parts = parts[:-1]
     if len(parts) not in (1, 3) or (len(parts) == 3 and parts[1] not in ("versions", "labels")):
         raise NotFoundError(f"no route for {request.method} {request.path}")
     name = check_model_name(parts[0])
     version = check_version(parts[2]) if len(parts) == 3 else None
-    if verb is None and request.method == "GET":
+    if metadata and request.method == "GET":
+        return _json(_metadata(agent.resolve(name, version, "metadata", count=False), name))
+    if verb is None and request.method == "GET" and not metadata:
         model = agent.resolve(name, version, "status", count=False)
         return _json(
             {
@@ -72,6 +79,53 @@ async def handle_v1(agent: Agent, request: Request, key_header: str) -> Response
     else:
         body = _encode(rows, result.outputs)
     return Response(200, body)
+
+
+# OIP datatype -> TensorFlow DataType enum name (tensorflow/core/framework/types.proto)
+_TF_DTYPES = {
+    "BOOL": "DT_BOOL",
+    "UINT8": "DT_UINT8",
+    "UINT16": "DT_UINT16",
+    "UINT32": "DT_UINT32",
+    "UINT64": "DT_UINT64",
+    "INT8": "DT_INT8",
+    "INT16": "DT_INT16",
+    "INT32": "DT_INT32",
+    "INT64": "DT_INT64",
+    "FP16": "DT_HALF",
+    "FP32": "DT_FLOAT",
+    "FP64": "DT_DOUBLE",
+    "BYTES": "DT_STRING",
+}
+
+
+def _metadata(model: Any, name: str) -> dict[str, Any]:
+    """TF Serving's GetModelMetadata response as its REST API prints it (64-bit sizes as
+    strings, the protobuf JSON mapping)."""
+
+    def info(spec: TensorSpec) -> dict[str, Any]:
+        dims = [{"size": str(d), "name": ""} for d in spec.shape]
+        return {
+            "dtype": _TF_DTYPES[spec.datatype],
+            "tensor_shape": {"dim": dims, "unknown_rank": False},
+            "name": spec.name,
+        }
+
+    signature = {
+        "inputs": {s.name: info(s) for s in model.inputs},
+        "outputs": {s.name: info(s) for s in model.outputs},
+        "method_name": "tensorflow/serving/predict",
+        "defaults": {},
+    }
+    return {
+        "model_spec": {"name": name, "signature_name": "", "version": str(model.version)},
+        "metadata": {
+            "signature_def": {
+                "signature_def": {"serving_default": signature},
+                "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap",
+            }
+        },
+    }
 
 
 def _decode(body: bytes, specs: tuple[TensorSpec, ...]) -> tuple[bool, dict[str, np.ndarray]]:

@@ -3,15 +3,21 @@
 Prints, in one run, on the same small CNN (MNIST-shaped, made here with onnx):
 
 - p50/p99 at batch 1: raw in-process runtime call vs HTTP JSON vs HTTP binary (wrk, c=1);
-- throughput and p99 at concurrency 1, 8, 32 with batching off and on (wrk);
-- idle RSS of the agent process after warm-up;
+- gRPC (``--grpc-port``) at batch 1 against HTTP binary, both from a Python client in this
+  process, alternated over rounds (median p50 and the spread), and the gRPC floor: an RPC that
+  does no model work (``ServerLive``);
+- throughput and p99 at concurrency 1, 8, 32 with batching off and on: HTTP JSON (wrk) and
+  gRPC (``benchmarks/grpc_load.py``, a multi-process Python load generator whose ceiling is
+  printed beside it);
+- idle RSS of the agent process after warm-up, without and with gRPC on;
 - cold start: process spawn to ``/v2/health/ready`` = 200 (median of 5).
 
 Usage::
 
-    .venv/bin/python benchmarks/agent.py [--seconds 5] [--model cnn|mlp]
+    .venv/bin/python benchmarks/agent.py [--seconds 5] [--model cnn|mlp] [--rounds 3]
 
-Needs ``wrk`` (Debian package) and the ``convert`` extra (onnx) to build the model.
+Needs ``wrk`` (Debian package), the ``convert`` extra (onnx) to build the model and the
+``grpc`` extra.
 """
 
 from __future__ import annotations
@@ -33,6 +39,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from grpc_load import grpc_latency, grpc_load  # noqa: E402
+
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+LIVE = "/inference.GRPCInferenceService/ServerLive"
 
 _CLI = [sys.executable, "-c", "from edgeserve.cli import main; main()"]
 
@@ -179,11 +191,58 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process in MB (``RssAnon``: its private memory only)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+class HttpClient:
+    """A minimal keep-alive HTTP/1.1 client on a raw socket: the least client-side work for a
+    like-for-like latency comparison with the gRPC client (both Python, both in this process)."""
+
+    def __init__(self, port: int, request: bytes) -> None:
+        self._sock = socket.create_connection(("127.0.0.1", port))
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._request = request
+
+    def call(self) -> None:
+        self._sock.sendall(self._request)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += self._sock.recv(65536)
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(head.decode(errors="replace"))
+        length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+        while len(rest) < length:
+            rest += self._sock.recv(65536)
+
+    def latency(self, seconds: float) -> dict[str, float]:
+        for _ in range(200):
+            self.call()
+        times = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            self.call()
+            times.append((time.perf_counter() - t0) * 1000)
+        return {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99))}
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def grpc_payload(model: str, x: np.ndarray) -> bytes:
+    """A serialized ModelInferRequest with ``x`` in raw_input_contents."""
+    from edgeserve.agent.grpc import inference_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+    request.raw_input_contents.append(x.tobytes())
+    return request.SerializeToString()
 
 
 def _lua(body_path: Path, headers: dict[str, str], path: Path) -> Path:
@@ -251,6 +310,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration per point")
     parser.add_argument("--model", choices=["cnn", "mlp"], default="cnn")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated HTTP/gRPC latency rounds")
     parser.add_argument(
         "--threads", type=int, default=None, help="runtime threads per model (default: agent's)"
     )
@@ -298,6 +358,17 @@ def main() -> None:
         ).encode()
         bin_body = work / "body.bin"
         bin_body.write_bytes(header + x.tobytes())
+        bin_request = (
+            (
+                f"POST /v2/models/{opts.model}/infer HTTP/1.1\r\nhost: bench\r\n"
+                "content-type: application/octet-stream\r\n"
+                f"inference-header-content-length: {len(header)}\r\n"
+                f"content-length: {len(header) + x.nbytes}\r\n\r\n"
+            ).encode()
+            + header
+            + x.tobytes()
+        )
+        payload = grpc_payload(opts.model, x)
         json_lua = _lua(json_body, {"Content-Type": "application/json"}, work / "json.lua")
         bin_lua = _lua(
             bin_body,
@@ -335,32 +406,91 @@ def main() -> None:
                 print(f"  {name:<25} {r['p50']:8.3f}  {r['p99']:8.3f}")
             time.sleep(1.0)
             idle = rss_mb(proc.pid)
+            anon = rss_mb(proc.pid, "RssAnon")
             off = {c: wrk(base + url, json_lua, c, opts.seconds) for c in (1, 8, 32)}
         finally:
             stop(proc)
-        proc, port, _ = start(state, "--batching", *threads)
+        # gRPC on: the same no-batching agent with --grpc-port, HTTP binary and gRPC from
+        # Python clients in this process, alternated
+        gport = free_port()
+        proc, port, _ = start(state, "--no-batching", "--grpc-port", str(gport), *threads)
+        try:
+            time.sleep(0.5)
+            base = f"http://127.0.0.1:{port}"
+            for script in (json_lua, bin_lua):  # the same traffic as the agent without gRPC
+                wrk(base + url, script, 1, 1)
+                wrk(base + url, script, 1, opts.seconds)
+            time.sleep(1.0)
+            idle_grpc_http_only = rss_mb(proc.pid)
+            target = f"127.0.0.1:{gport}"
+            http = HttpClient(port, bin_request)
+            rounds: dict[str, list[dict[str, float]]] = {"http": [], "grpc": [], "live": []}
+            try:
+                for _ in range(opts.rounds):
+                    rounds["http"].append(http.latency(opts.seconds / 2))
+                    rounds["grpc"].append(grpc_latency(target, INFER, payload, opts.seconds / 2))
+                    rounds["live"].append(grpc_latency(target, LIVE, b"", opts.seconds / 2))
+            finally:
+                http.close()
+            time.sleep(1.0)
+            idle_grpc = rss_mb(proc.pid)
+            anon_grpc = rss_mb(proc.pid, "RssAnon")
+            grpc_off = {c: grpc_load(target, INFER, payload, c, opts.seconds) for c in (1, 8, 32)}
+            ceiling = grpc_load(target, LIVE, b"", 32, opts.seconds)
+        finally:
+            stop(proc)
+        print(
+            "\ngRPC vs HTTP binary at batch 1, Python clients, "
+            f"{opts.rounds} alternated rounds: median p50 (min-max) / median p99 ms"
+        )
+        for key, name in (
+            ("http", "HTTP binary"),
+            ("grpc", "gRPC ModelInfer"),
+            ("live", "gRPC ServerLive (no model)"),
+        ):
+            p50s = [r["p50"] for r in rounds[key]]
+            p99s = [r["p99"] for r in rounds[key]]
+            print(
+                f"  {name:<27} {statistics.median(p50s):6.3f} ({min(p50s):.3f}-{max(p50s):.3f})"
+                f"   {statistics.median(p99s):6.3f}"
+            )
+
+        proc, port, _ = start(state, "--batching", "--grpc-port", str(gport), *threads)
         try:
             base = f"http://127.0.0.1:{port}"
             wrk(base + url, json_lua, 8, 1)
             on = {c: wrk(base + url, json_lua, c, opts.seconds) for c in (1, 8, 32)}
             loaded_rss = rss_mb(proc.pid)
+            target = f"127.0.0.1:{gport}"
+            grpc_on = {c: grpc_load(target, INFER, payload, c, opts.seconds) for c in (1, 8, 32)}
         finally:
             stop(proc)
-        print("\nthroughput (HTTP JSON, batch-1 requests)")
-        print("  concurrency   batching off: req/s   p99 ms  |  batching on: req/s   p99 ms")
-        for c in (1, 8, 32):
+        for title, table_off, table_on in (
+            ("HTTP JSON (wrk)", off, on),
+            ("gRPC (Python load generator)", grpc_off, grpc_on),
+        ):
+            print(f"\nthroughput ({title}, batch-1 requests)")
+            print("  concurrency   batching off: req/s   p99 ms  |  batching on: req/s   p99 ms")
+            for c in (1, 8, 32):
+                print(
+                    f"  {c:>11}   {table_off[c]['rps']:>19.0f} {table_off[c]['p99']:8.2f}  |"
+                    f" {table_on[c]['rps']:>18.0f} {table_on[c]['p99']:8.2f}"
+                )
+            errs = sum(r["errors"] for r in (*table_off.values(), *table_on.values()))
             print(
-                f"  {c:>11}   {off[c]['rps']:>19.0f} {off[c]['p99']:8.2f}  |"
-                f" {on[c]['rps']:>18.0f} {on[c]['p99']:8.2f}"
+                f"  speed-up at c=32 with batching: "
+                f"{table_on[32]['rps'] / table_off[32]['rps']:.2f}x   (errors: {errs:.0f})"
             )
-        errs = sum(r["errors"] for r in (*off.values(), *on.values()))
-        print(
-            f"  speed-up at c=32 with batching: {on[32]['rps'] / off[32]['rps']:.2f}x"
-            f"   (non-2xx responses: {errs:.0f})"
-        )
+        print(f"  load generator ceiling (ServerLive, no model, c=32): {ceiling['rps']:.0f} req/s")
         print(
             f"\nidle RSS after warm-up:    {idle:.1f} MB  (at ready, before any request: "
             f"{at_ready:.1f} MB; after the batching load: {loaded_rss:.1f} MB)"
+        )
+        print(
+            f"  with gRPC on:            {idle_grpc_http_only:.1f} MB after the same warm-up "
+            f"(+{idle_grpc_http_only - idle:.1f} MB); {idle_grpc:.1f} MB after gRPC traffic "
+            f"(+{idle_grpc - idle:.1f} MB; private {anon_grpc:.1f} MB vs {anon:.1f} MB without, "
+            f"+{anon_grpc - anon:.1f} MB)"
         )
         print(
             f"cold start to ready:       {statistics.median(colds) * 1000:.0f} ms median of 5 "

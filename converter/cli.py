@@ -36,6 +36,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     help="Validation rows (default: the calibration rows, else generated).",
 )
 @click.option("--labels", type=click.Path(path_type=Path), help=".npy class ids per row.")
+@click.option(
+    "--class-labels",
+    type=click.Path(path_type=Path),
+    help="Text file, one class name per line, for the first output (Triton classification).",
+)
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Bundle directory.")
 @click.option("--name", help="Model name (default: the file's stem).")
 @click.option(
@@ -73,6 +78,7 @@ def convert(
     calibration: Path | None,
     validation: Path | None,
     labels: Path | None,
+    class_labels: Path | None,
     output: Path | None,
     name: str | None,
     version: int,
@@ -98,6 +104,7 @@ def convert(
         calibration=calibration,
         validation=validation,
         labels=labels,
+        class_labels=class_labels,
         output=output,
         name=name,
         version=version,

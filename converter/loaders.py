@@ -228,15 +228,19 @@ def _load_tflite(path: Path, sha: str, size: int) -> SourceModel:
 
 
 def tflite_io(interp: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """Inputs and outputs of a TFLite interpreter, by tensor name (what the agent matches)."""
+    """Inputs and outputs of a TFLite interpreter, named by its signature when it has one
+    (``pixels``, not ``serving_default_pixels:0``; :func:`edgeserve.runtimes.tflite.io_names`)."""
+    from edgeserve.runtimes.tflite import io_names
 
-    def spec(d: dict[str, Any]) -> TensorSpec:
+    in_names, out_names = io_names(interp)
+
+    def spec(d: dict[str, Any], names: dict[int, str]) -> TensorSpec:
         shape = d.get("shape_signature", d["shape"])
-        return TensorSpec(d["name"], datatype_of(d["dtype"]), tuple(int(x) for x in shape))
+        return TensorSpec(names[d["index"]], datatype_of(d["dtype"]), tuple(int(x) for x in shape))
 
     return (
-        tuple(spec(d) for d in interp.get_input_details()),
-        tuple(spec(d) for d in interp.get_output_details()),
+        tuple(spec(d, in_names) for d in interp.get_input_details()),
+        tuple(spec(d, out_names) for d in interp.get_output_details()),
     )
 
 
@@ -273,12 +277,13 @@ def _saved_model_runner(
 def _tflite_runner(
     data: bytes, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
 ) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
-    from edgeserve.runtimes.tflite import interpreter_class
+    from edgeserve.runtimes.tflite import interpreter_class, io_names
 
     interp = interpreter_class()(model_content=data)
     interp.allocate_tensors()
-    index = {d["name"]: d["index"] for d in interp.get_input_details()}
-    out_index = {d["name"]: d["index"] for d in interp.get_output_details()}
+    in_names, out_names = io_names(interp)
+    index = {name: i for i, name in in_names.items()}
+    out_index = {name: i for i, name in out_names.items()}
     shapes: dict[str, tuple[int, ...]] = {}
 
     def run(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:

@@ -36,15 +36,23 @@ from edgeserve.converter.validate import (
 )
 
 from edgeserve import __version__
-from edgeserve.bundle import Bundle, write_bundle
+from edgeserve.bundle import Bundle, read_labels, write_bundle
 from edgeserve.devices import DeviceProfile, load_device
-from edgeserve.errors import ConfigError, ConversionError, EdgeServeError, StorageError
+from edgeserve.errors import (
+    BundleError,
+    ConfigError,
+    ConversionError,
+    EdgeServeError,
+    StorageError,
+)
 
 __all__ = ["ConvertOptions", "ConvertResult", "convert_model", "resolve_targets"]
 
 Progress = Callable[[str], None]
 AUTO_DEFAULT_DROP_POINTS: Final = 1.0  # accuracy points --precision auto may lose by default
 _VALIDATION_BATCH: Final = 64
+# the bundle file of --class-labels (role "labels"): the first output's class names, one per line
+CLASS_LABELS_FILE: Final = "labels.txt"
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,7 @@ class ConvertOptions:
     calibration: Path | None = None
     validation: Path | None = None
     labels: Path | None = None
+    class_labels: Path | None = None
     output: Path | None = None
     name: str | None = None
     version: int = 1
@@ -199,6 +208,7 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
         if opts.calibration
         else None
     )
+    class_labels = _class_labels(opts.class_labels, source) if opts.class_labels else None
     targets = resolve_targets(source, opts, profile, calibration is not None)
     out = opts.output or Path(f"{name}-{targets[0].name}")
     _check_output(out, opts.force)
@@ -270,9 +280,32 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
             sample_file = next(f.path for f in manifest.files if f.role == "sample")
             files[sample_file] = (references[0], "sample")
             metrics["health_check"] = {"tolerance": references[1]}
+        if class_labels is not None:
+            files[CLASS_LABELS_FILE] = (class_labels, "labels")
         final_manifest = replace(manifest, validation=_json_safe(metrics), files=())
         bundle = write_bundle(out, final_manifest, files, overwrite=opts.force)
     return ConvertResult(bundle, chosen.target, metrics, candidates)
+
+
+def _class_labels(path: Path, source: SourceModel) -> bytes:
+    """The ``labels`` file to bundle: one label per line for the first output's classes.
+
+    Raises:
+        ConfigError: unreadable, empty, or a count that differs from the first output's
+            (static) last dimension.
+    """
+    try:
+        labels = read_labels(path)
+    except BundleError as exc:
+        raise ConfigError(f"--class-labels: {exc}") from exc
+    first = source.outputs[0] if source.outputs else None
+    classes = first.shape[-1] if first is not None and first.shape else -1
+    if classes > 0 and len(labels) != classes:
+        raise ConfigError(
+            f"--class-labels: {path.name} has {len(labels)} labels but output "
+            f"{first.name if first else '?'} has {classes} classes"
+        )
+    return ("\n".join(labels) + "\n").encode("utf-8")
 
 
 def _json_safe(value: Any) -> Any:

@@ -119,10 +119,15 @@ def _converter_error(exc: BaseException, target: Target) -> Exception:
 
 
 def io_quantization(interp: Any) -> dict[str, dict[str, float]]:
-    """``{tensor name: {"scale", "zero_point"}}`` for quantized inputs/outputs of a model."""
+    """``{input/output name: {"scale", "zero_point"}}`` for quantized inputs/outputs of a
+    model, named as :func:`~edgeserve.converter.loaders.tflite_io` names them."""
+    from edgeserve.runtimes.tflite import io_names
+
+    in_names, out_names = io_names(interp)
+    names = {**in_names, **out_names}
     out: dict[str, dict[str, float]] = {}
     for d in [*interp.get_input_details(), *interp.get_output_details()]:
         scale, zero = d["quantization"]
         if np.dtype(d["dtype"]).kind in "iu" and scale:
-            out[d["name"]] = {"scale": float(scale), "zero_point": int(zero)}
+            out[names[d["index"]]] = {"scale": float(scale), "zero_point": int(zero)}
     return out

@@ -24,6 +24,7 @@ from edgeserve.errors import BundleError, StorageError
 from edgeserve.manifest import MANIFEST_MAX_BYTES, FileEntry, Manifest, check_relative_path
 
 __all__ = [
+    "LABELS_MAX_BYTES",
     "MANIFEST_NAME",
     "SIGNATURE_NAME",
     "Bundle",
@@ -33,6 +34,7 @@ __all__ = [
     "open_bundle",
     "pack_bundle",
     "read_bundle",
+    "read_labels",
     "unpack_bundle",
     "write_bundle",
 ]
@@ -40,6 +42,7 @@ __all__ = [
 MANIFEST_NAME: Final = "manifest.json"
 SIGNATURE_NAME: Final = "signature.json"
 _CHUNK: Final = 1 << 20  # bytes read per hashing step
+LABELS_MAX_BYTES: Final = 4 * 1024 * 1024  # bytes; bound of a ``labels`` file
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,30 @@ def check_bundle(path: str | os.PathLike[str], *, limits: BundleLimits = BundleL
     if problems:
         raise BundleError(f"{bundle.path}: " + "; ".join(problems))
     return bundle
+
+
+def read_labels(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Class labels from a ``labels`` file: UTF-8, one label per line, in class-index order
+    (the format of Triton's ``label_filename``); a trailing newline adds no label.
+
+    Raises:
+        BundleError: missing, over :data:`LABELS_MAX_BYTES`, not UTF-8, or empty.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size > LABELS_MAX_BYTES:
+            raise BundleError(f"labels file {path.name} is over {LABELS_MAX_BYTES} bytes")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise BundleError(f"labels file {path.name} is not UTF-8") from None
+    except OSError as exc:
+        raise BundleError(f"cannot read labels file {path}: {exc.strerror or exc}") from exc
+    labels = tuple(line.rstrip("\r") for line in text.split("\n"))
+    if labels and labels[-1] == "":
+        labels = labels[:-1]
+    if not labels:
+        raise BundleError(f"labels file {path.name} is empty")
+    return labels
 
 
 def _walk_files(root: Path) -> Iterator[str]:

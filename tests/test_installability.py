@@ -1,11 +1,12 @@
 """The device extras resolve for linux aarch64 from binary wheels only, on every Python we support.
 
 A Raspberry Pi (Bookworm, glibc 2.36) or a Jetson (JetPack 6 / Ubuntu 22.04, glibc 2.35) must be
-able to ``pip install edgeserve[agent,tflite]`` without a compiler. This test asks pip's resolver
-for the whole dependency tree of the core dependencies plus the extras (read from pyproject.toml,
-so a dependency added later is checked too) with ``--only-binary=:all:`` and the aarch64 platform
-tags of glibc 2.17 .. 2.28, for CPython 3.10 - 3.13. A dependency without arm64 wheels for one of
-those Pythons makes pip fail and the test with it.
+able to ``pip install edgeserve[agent,tflite]`` (and ``[agent,grpc]``) without a compiler. This
+test asks pip's resolver for the whole dependency tree of the core dependencies plus the extras
+(read from pyproject.toml, so a dependency added later is checked too) with
+``--only-binary=:all:`` and the aarch64 platform tags of glibc 2.17 .. 2.28, for CPython
+3.10 - 3.13. A dependency without arm64 wheels for one of those Pythons makes pip fail and the
+test with it.
 
 It uses ``pip install --dry-run --report`` rather than ``pip download``: the same resolver and the
 same binary-only rule, but pip reads each wheel's metadata from PyPI (PEP 658) instead of
@@ -40,7 +41,7 @@ else:  # pragma: no cover - exercised on 3.10
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
-EXTRA_SETS = (("agent",), ("agent", "tflite"))
+EXTRA_SETS = (("agent",), ("agent", "tflite"), ("agent", "grpc"))
 # manylinux2014 == manylinux_2_17; pip does not expand perennial manylinux tags by itself, so
 # every glibc from 2.17 to 2.28 is listed (Bookworm has 2.36, Ubuntu 22.04 has 2.35).
 PLATFORMS = ("manylinux2014_aarch64", *(f"manylinux_2_{minor}_aarch64" for minor in range(17, 29)))
@@ -194,6 +195,8 @@ def test_installability_aarch64_binary_wheels(
     assert "onnxruntime" in resolved
     if "tflite" in extras:
         assert {"ai-edge-litert", "tflite-runtime"} & set(resolved), resolved
+    if "grpc" in extras:
+        assert {"grpcio", "protobuf"} <= set(resolved), resolved
     assert not FORBIDDEN_ON_DEVICE & set(resolved), sorted(FORBIDDEN_ON_DEVICE & set(resolved))
 
 

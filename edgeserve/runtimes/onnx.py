@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeserve.errors import ConfigError, ModelError
+from edgeserve.errors import ConfigError, InferenceInputError, ModelError
 from edgeserve.manifest import Manifest, TensorSpec
 from edgeserve.runtimes.base import RuntimeOptions
 
@@ -76,10 +76,12 @@ class OnnxRuntime:
         """Run the session; outputs come back in manifest order.
 
         Raises:
+            InferenceInputError: a string (BYTES) input is not UTF-8.
             ModelError: ONNX Runtime failed on these inputs.
         """
+        feeds = {n: _strings(n, a) if a.dtype == object else a for n, a in feeds.items()}
         try:
-            results = self._session.run(self._output_names, dict(feeds))
+            results = self._session.run(self._output_names, feeds)
         except Exception as exc:
             raise ModelError(f"onnxruntime failed: {_first_line(exc)}") from exc
         return dict(zip(self._output_names, results, strict=False))
@@ -87,6 +89,22 @@ class OnnxRuntime:
     def close(self) -> None:
         """Drop the session (ONNX Runtime frees it when unreferenced)."""
         self._session = None  # type: ignore[assignment]
+
+
+def _strings(name: str, array: np.ndarray) -> np.ndarray:
+    """BYTES elements as ``str``: ONNX Runtime takes UTF-8 strings and would turn a ``bytes``
+    object into its repr (``"b'...'"``)."""
+    if not any(isinstance(v, bytes) for v in array.flat):
+        return array
+    try:
+        flat = [v.decode("utf-8") if isinstance(v, bytes) else v for v in array.flat]
+    except UnicodeDecodeError:
+        raise InferenceInputError(
+            f"input {name}: BYTES elements must be UTF-8 for an ONNX string tensor"
+        ) from None
+    out = np.empty(array.shape, dtype=object)
+    out.flat[:] = flat
+    return out
 
 
 def _first_line(exc: BaseException) -> str:

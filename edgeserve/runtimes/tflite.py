@@ -3,6 +3,14 @@
 tflite-runtime has no wheels past Python 3.11 and needs numpy<2 (and glibc 2.34 on arm64);
 LiteRT (``ai-edge-litert``) is its successor. TensorFlow itself is the last resort, for a
 laptop that has it anyway.
+
+Tensor names: a model converted from a SavedModel or Keras keeps its signature
+(``serving_default``), whose input and output names are the ones its users know (``pixels``),
+while the converted graph's tensors are named ``serving_default_pixels:0`` or
+``StatefulPartitionedCall:0``. :func:`io_names` gives the signature's names when the model has
+exactly one signature and the tensor names otherwise; the converter writes those into the
+manifest, and :class:`TfliteRuntime` finds a manifest name among both (bundles written before
+keep their tensor names).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from edgeserve.errors import ConfigError, ModelError
 from edgeserve.manifest import Manifest, TensorSpec
 from edgeserve.runtimes.base import RuntimeOptions
 
-__all__ = ["TfliteRuntime", "interpreter_class"]
+__all__ = ["TfliteRuntime", "interpreter_class", "io_names"]
 
 
 def interpreter_class() -> Any:
@@ -51,6 +59,25 @@ def interpreter_class() -> Any:
     )
 
 
+def io_names(interp: Any) -> tuple[dict[int, str], dict[int, str]]:
+    """(input, output) tensor index -> the name clients use, in the interpreter's order: the
+    signature's names when the model has exactly one signature, else the tensor names."""
+    inputs = {d["index"]: d["name"] for d in interp.get_input_details()}
+    outputs = {d["index"]: d["name"] for d in interp.get_output_details()}
+    try:
+        signatures = interp.get_signature_list()
+    except (AttributeError, ValueError, RuntimeError):  # a runtime without signature support
+        return inputs, outputs
+    if len(signatures) != 1:
+        return inputs, outputs
+    runner = interp.get_signature_runner(next(iter(signatures)))
+    sig_in = {d["index"]: n for n, d in runner.get_input_details().items()}
+    sig_out = {d["index"]: n for n, d in runner.get_output_details().items()}
+    if set(sig_in) != set(inputs) or set(sig_out) != set(outputs):
+        return inputs, outputs
+    return {i: sig_in[i] for i in inputs}, {i: sig_out[i] for i in outputs}
+
+
 class TfliteRuntime:
     """A ``.tflite`` model in a TFLite interpreter; resizes the batch dimension on demand."""
 
@@ -66,9 +93,10 @@ class TfliteRuntime:
         self.inputs: tuple[TensorSpec, ...] = manifest.inputs
         self.outputs: tuple[TensorSpec, ...] = manifest.outputs
         self.providers: tuple[str, ...] = ("tflite",)
-        details = {d["name"]: d for d in self._interp.get_input_details()}
+        in_names, out_names = io_names(self._interp)
+        details = _by_name(self._interp.get_input_details(), in_names)
         self._in_index = {spec.name: _find(details, spec.name)["index"] for spec in self.inputs}
-        out_details = {d["name"]: d for d in self._interp.get_output_details()}
+        out_details = _by_name(self._interp.get_output_details(), out_names)
         self._out_index = {
             spec.name: _find(out_details, spec.name)["index"] for spec in self.outputs
         }
@@ -106,8 +134,17 @@ class TfliteRuntime:
         self._interp = None
 
 
+def _by_name(details: list[dict[str, Any]], names: dict[int, str]) -> dict[str, dict[str, Any]]:
+    """Details by signature name and by tensor name (a manifest may use either)."""
+    found = {names[d["index"]]: d for d in details}
+    for d in details:
+        found.setdefault(d["name"], d)
+    return found
+
+
 def _find(details: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
-    """Find a tensor's details by manifest name (TFLite may prefix ``serving_default_``)."""
+    """Find a tensor's details by manifest name: a signature or tensor name, else one that
+    only differs by TFLite's ``serving_default_`` prefix or ``:0`` suffix."""
     if name in details:
         return details[name]
     for key, value in details.items():

@@ -116,7 +116,9 @@ def test_agent_batching_is_off_without_a_batch_dimension(tmp_path: Path) -> None
     ModelStore(state).install(bundle.path)
     with start_agent(state) as agent:
         config = httpx.get(f"{agent.url}/v2/models/fixed/config").json()
-        assert config["max_batch_size"] == 0 and not config["dynamic_batching"]["enabled"]
+        # Triton's config for a model without a batch dimension: full dims, no batcher
+        assert config["max_batch_size"] == 0 and "dynamic_batching" not in config
+        assert config["input"][0]["dims"] == [1, 4]
 
         async def main() -> list[httpx.Response]:
             async with httpx.AsyncClient(timeout=30) as http:

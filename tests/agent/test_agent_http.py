@@ -208,7 +208,7 @@ def test_agent_http_openapi_and_config(running_agent: AgentProcess) -> None:
     assert "/v2/models/{model_name}/infer" in doc["paths"]
     assert "/v1/models/{model_name}:predict" in doc["paths"]
     config = httpx.get(f"{running_agent.url}/v2/models/linear/config").json()
-    assert config["max_batch_size"] == 32 and config["dynamic_batching"]["enabled"] is True
+    assert config["max_batch_size"] == 32 and "dynamic_batching" in config
 
 
 def test_agent_http_serves_with_an_empty_store(tmp_path: Path) -> None:

@@ -47,7 +47,10 @@ def test_tflite_target_from_keras(
     assert v["accuracy_original"] > 0.93
     assert (v["accuracy_original"] - v["accuracy_converted"]) * 100 <= budget
 
-    # inputs are what the converted model says, including int8 I/O
+    # inputs are what the converted model says, including int8 I/O, named by its signature
+    # (the Keras input's name), not by its tensor (serving_default_pixels:0)
+    assert [s.name for s in manifest.inputs] == ["pixels"]
+    assert [s.name for s in manifest.outputs] == ["output_0"]
     expected_dtype = "INT8" if io_type == "int8" else "FP32"
     assert manifest.inputs[0].datatype == expected_dtype
     assert manifest.inputs[0].shape == (-1, 64)
@@ -95,6 +98,7 @@ def test_saved_model_and_h5_sources(digits, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     manifest = check_bundle(out).manifest
     assert manifest.source["format"] == "savedmodel"
+    assert [s.name for s in manifest.inputs] == ["pixels"]
     assert manifest.validation["accuracy_drop_points"] <= 1.0
 
 

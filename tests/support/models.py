@@ -68,3 +68,56 @@ def make_linear_bundle(
     files: dict[str, tuple[Path | bytes, str]] = {"model.onnx": (model, "model")}
     files.update(extra_files or {})
     return write_bundle(directory, manifest, files)
+
+
+def make_mixed_bundle(directory: Path, name: str = "mixed", version: int = 1) -> Bundle:
+    """An ONNX model over INT8, INT64 and string (BYTES) tensors with a batch dimension:
+    ``a_out = a`` (INT8 [-1, 2]), ``b_out = 2 * b`` (INT64 [-1, 2]), ``s_out = s`` (BYTES [-1, 1]).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["a"], ["a_out"]),
+            helper.make_node("Mul", ["b", "two"], ["b_out"]),
+            helper.make_node("Identity", ["s"], ["s_out"]),
+        ],
+        name,
+        [
+            helper.make_tensor_value_info("a", TensorProto.INT8, ["N", 2]),
+            helper.make_tensor_value_info("b", TensorProto.INT64, ["N", 2]),
+            helper.make_tensor_value_info("s", TensorProto.STRING, ["N", 1]),
+        ],
+        [
+            helper.make_tensor_value_info("a_out", TensorProto.INT8, ["N", 2]),
+            helper.make_tensor_value_info("b_out", TensorProto.INT64, ["N", 2]),
+            helper.make_tensor_value_info("s_out", TensorProto.STRING, ["N", 1]),
+        ],
+        [numpy_helper.from_array(np.array(2, dtype=np.int64), "two")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    path = directory.parent / f".{name}-{version}.onnx"
+    onnx.save(model, str(path))
+    manifest = Manifest(
+        name=name,
+        version=version,
+        format="onnx",
+        precision="fp32",
+        target="onnx-cpu-fp32",
+        providers=("CPUExecutionProvider",),
+        inputs=(
+            TensorSpec("a", "INT8", (-1, 2)),
+            TensorSpec("b", "INT64", (-1, 2)),
+            TensorSpec("s", "BYTES", (-1, 1)),
+        ),
+        outputs=(
+            TensorSpec("a_out", "INT8", (-1, 2)),
+            TensorSpec("b_out", "INT64", (-1, 2)),
+            TensorSpec("s_out", "BYTES", (-1, 1)),
+        ),
+    )
+    return write_bundle(directory, manifest, {"model.onnx": (path, "model")})

@@ -1,0 +1,238 @@
+"""The RPC handlers of ``inference.GRPCInferenceService``, over the same agent as REST.
+
+Each handler does what its REST route does (:mod:`edgeserve.agent.api`, :mod:`..views`):
+``ModelInfer`` resolves the model (A/B key from the request metadata, as REST reads it from a
+header), runs through the version's batcher with its metrics, and answers raw outputs. Errors
+become gRPC status codes by whose fault they are, each with the same message REST gives
+(https://grpc.github.io/grpc/core/md_doc_statuscodes.html): bad input INVALID_ARGUMENT, unknown
+model/version NOT_FOUND, not ready / queue full / timed out UNAVAILABLE, a failing model
+INTERNAL. Methods not declared in ``inference.proto`` (shared memory, trace and log settings)
+answer UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
+
+import grpc
+from edgeserve.agent.codec import select_outputs, timeout_s
+from edgeserve.agent.core import Agent
+from edgeserve.agent.grpc import inference_pb2 as pb
+from edgeserve.agent.grpc import inference_pb2_grpc as pb_grpc
+from edgeserve.agent.grpc.tensors import decode_infer_request, encode_infer_response
+from edgeserve.agent.views import config_view, metadata_view, server_view, stats_view
+from google.protobuf import json_format
+
+from edgeserve.errors import (
+    ConfigError,
+    EdgeServeError,
+    InferenceInputError,
+    NotFoundError,
+    UnavailableError,
+)
+
+__all__ = ["InferenceService", "status_code"]
+
+log = logging.getLogger(__name__)
+
+# requests of one ModelStreamInfer stream in flight at once; the stream reads no further
+# until one finishes (back-pressure instead of an unbounded task list)
+_STREAM_IN_FLIGHT = 64
+
+
+def status_code(exc: EdgeServeError) -> grpc.StatusCode:
+    """The gRPC status for one of our errors (the counterpart of its ``http_status``)."""
+    if isinstance(exc, (InferenceInputError, ConfigError)):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, NotFoundError):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, UnavailableError):
+        return grpc.StatusCode.UNAVAILABLE
+    return grpc.StatusCode.INTERNAL
+
+
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    """The servicer; every method turns our errors into a status with the error's message."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._key_header = agent.config.key_header
+
+    # -- health and metadata ---------------------------------------------------------------
+
+    async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
+        """Always live while the process serves."""
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
+        """Ready once the agent has loaded what the store asks for."""
+        return pb.ServerReadyResponse(ready=self.agent.ready)
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: Any
+    ) -> pb.ModelReadyResponse:
+        """Whether a request for the model (version) would be served now."""
+        # like Triton: an unknown model is "not ready", not an error
+        return pb.ModelReadyResponse(
+            ready=self.agent.model_ready(request.name, request.version or None)
+        )
+
+    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+        """Name, version and the extensions the agent implements."""
+        return pb.ServerMetadataResponse(**server_view())
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Any
+    ) -> pb.ModelMetadataResponse:
+        """OIP v2 model metadata (what REST's ``GET /v2/models/{m}`` answers)."""
+        try:
+            view = metadata_view(self.agent, request.name, request.version or None)
+        except EdgeServeError as exc:
+            await _abort(context, exc)
+        return json_format.ParseDict(view, pb.ModelMetadataResponse())
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: Any
+    ) -> pb.ModelConfigResponse:
+        """Triton's model configuration (:mod:`edgeserve.agent.tritonconfig`)."""
+        try:
+            view = config_view(self.agent, request.name, request.version or None)
+        except EdgeServeError as exc:
+            await _abort(context, exc)
+        return pb.ModelConfigResponse(config=json_format.ParseDict(view, pb.ModelConfig()))
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Any
+    ) -> pb.ModelStatisticsResponse:
+        """Triton's statistics extension: counters since each version loaded."""
+        try:
+            stats = stats_view(self.agent, request.name or None, request.version or None)
+        except EdgeServeError as exc:
+            await _abort(context, exc)
+        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+
+    # -- repository ------------------------------------------------------------------------
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Any
+    ) -> pb.RepositoryIndexResponse:
+        """Every installed version with its state (only ready ones on request)."""
+        rows = self.agent.index()
+        if request.ready:
+            rows = [r for r in rows if r["state"] == "READY"]
+        return pb.RepositoryIndexResponse(
+            models=[pb.RepositoryIndexResponse.ModelIndex(**r) for r in rows]
+        )
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        """(Re)load a model per its policy; override parameters are refused."""
+        try:
+            _no_load_parameters(request.parameters)
+            await self.agent.load(request.model_name)
+        except EdgeServeError as exc:
+            await _abort(context, exc)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        """Unload every version of a model until it is loaded again."""
+        try:
+            await self.agent.unload(request.model_name)
+        except EdgeServeError as exc:
+            await _abort(context, exc)
+        return pb.RepositoryModelUnloadResponse()
+
+    # -- inference -------------------------------------------------------------------------
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Any
+    ) -> pb.ModelInferResponse:
+        """One inference through the model version's batcher."""
+        try:
+            return await self._infer(request, context)
+        except EdgeServeError as exc:
+            await _abort(context, exc)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Triton's streaming inference: requests run concurrently (so they batch), each
+        answered when done; a failed request answers ``error_message`` and the stream goes on."""
+        done: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(_STREAM_IN_FLIGHT)
+        running: set[asyncio.Task] = set()
+
+        async def one(request: pb.ModelInferRequest) -> None:
+            try:
+                response = await self._infer(request, context)
+                await done.put(pb.ModelStreamInferResponse(infer_response=response))
+            except EdgeServeError as exc:
+                await done.put(pb.ModelStreamInferResponse(error_message=str(exc)))
+            except Exception:  # a bug must not leave the client waiting for this answer
+                log.exception("stream inference failed")
+                await done.put(pb.ModelStreamInferResponse(error_message="internal error"))
+            finally:
+                slots.release()
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.create_task(one(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                if running:
+                    await asyncio.gather(*list(running))
+            except grpc.RpcError:  # the client went away mid-stream: nothing left to answer
+                log.debug("inference stream closed by the client")
+            finally:
+                await done.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await done.get()) is not None:
+                yield item
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
+    async def _infer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        decoded = decode_infer_request(request)
+        # resolve after decoding with no await before submit (a hot swap cannot slip between)
+        model = self.agent.resolve(
+            request.model_name, request.model_version or None, self._request_key(context)
+        )
+        result = await model.infer(decoded.inputs, timeout_s(decoded.parameters))
+        try:
+            selected = select_outputs(result.outputs, decoded, model.labels, model.has_batch_dim)
+        except InferenceInputError:
+            model.count_failure("bad_input")
+            raise
+        return encode_infer_response(model.name, model.version, selected, decoded.id)
+
+    def _request_key(self, context: Any) -> str | None:
+        for key, value in context.invocation_metadata() or ():
+            if key == self._key_header:
+                return value if isinstance(value, str) else None
+        return None
+
+
+def _no_load_parameters(parameters: Any) -> None:
+    if len(parameters):
+        raise ConfigError(
+            "repository load parameters (config or file overrides) are not supported: "
+            "install a new bundle version instead"
+        )
+
+
+async def _abort(context: Any, exc: EdgeServeError) -> NoReturn:
+    """End the RPC with the error's status and message (``context.abort`` raises)."""
+    await context.abort(status_code(exc), str(exc))
+    raise exc  # not reached: abort ends the RPC by raising
