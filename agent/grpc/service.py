@@ -23,6 +23,7 @@ from edgeserve.agent.core import Agent
 from edgeserve.agent.grpc import inference_pb2 as pb
 from edgeserve.agent.grpc import inference_pb2_grpc as pb_grpc
 from edgeserve.agent.grpc.tensors import decode_infer_request, encode_infer_response
+from edgeserve.agent.names import check_model_name, check_version
 from edgeserve.agent.views import config_view, metadata_view, server_view, stats_view
 from google.protobuf import json_format
 
@@ -51,7 +52,21 @@ def status_code(exc: EdgeServeError) -> grpc.StatusCode:
         return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, UnavailableError):
         return grpc.StatusCode.UNAVAILABLE
-    return grpc.StatusCode.INTERNAL
+    return _BY_HTTP_STATUS.get(exc.http_status, grpc.StatusCode.INTERNAL)
+
+
+# any other error of ours by its HTTP status (an invalid model name is a 400)
+_BY_HTTP_STATUS = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def _checked(name: str, version: str = "") -> tuple[str, str | None]:
+    """The request's model name and version (None when empty), refused before any lookup when
+    they could not exist, under the same rules as REST paths (:mod:`edgeserve.agent.names`)."""
+    return check_model_name(name), check_version(version) if version else None
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -75,10 +90,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelReadyRequest, context: Any
     ) -> pb.ModelReadyResponse:
         """Whether a request for the model (version) would be served now."""
-        # like Triton: an unknown model is "not ready", not an error
-        return pb.ModelReadyResponse(
-            ready=self.agent.model_ready(request.name, request.version or None)
-        )
+        # like Triton: an unknown model is "not ready", not an error (an invalid name is)
+        try:
+            name, version = _checked(request.name, request.version)
+        except EdgeServeError as exc:
+            await _abort(context, exc)
+        return pb.ModelReadyResponse(ready=self.agent.model_ready(name, version))
 
     async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
         """Name, version and the extensions the agent implements."""
@@ -89,7 +106,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelMetadataResponse:
         """OIP v2 model metadata (what REST's ``GET /v2/models/{m}`` answers)."""
         try:
-            view = metadata_view(self.agent, request.name, request.version or None)
+            view = metadata_view(self.agent, *_checked(request.name, request.version))
         except EdgeServeError as exc:
             await _abort(context, exc)
         return json_format.ParseDict(view, pb.ModelMetadataResponse())
@@ -99,7 +116,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelConfigResponse:
         """Triton's model configuration (:mod:`edgeserve.agent.tritonconfig`)."""
         try:
-            view = config_view(self.agent, request.name, request.version or None)
+            view = config_view(self.agent, *_checked(request.name, request.version))
         except EdgeServeError as exc:
             await _abort(context, exc)
         return pb.ModelConfigResponse(config=json_format.ParseDict(view, pb.ModelConfig()))
@@ -109,7 +126,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelStatisticsResponse:
         """Triton's statistics extension: counters since each version loaded."""
         try:
-            stats = stats_view(self.agent, request.name or None, request.version or None)
+            name, version = (
+                _checked(request.name, request.version) if request.name else (None, None)
+            )
+            stats = stats_view(self.agent, name, version)
         except EdgeServeError as exc:
             await _abort(context, exc)
         return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
@@ -133,7 +153,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         """(Re)load a model per its policy; override parameters are refused."""
         try:
             _no_load_parameters(request.parameters)
-            await self.agent.load(request.model_name)
+            await self.agent.load(check_model_name(request.model_name))
         except EdgeServeError as exc:
             await _abort(context, exc)
         return pb.RepositoryModelLoadResponse()
@@ -143,7 +163,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelUnloadResponse:
         """Unload every version of a model until it is loaded again."""
         try:
-            await self.agent.unload(request.model_name)
+            await self.agent.unload(check_model_name(request.model_name))
         except EdgeServeError as exc:
             await _abort(context, exc)
         return pb.RepositoryModelUnloadResponse()
@@ -204,11 +224,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 task.cancel()
 
     async def _infer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        name, version = _checked(request.model_name, request.model_version)
         decoded = decode_infer_request(request)
         # resolve after decoding with no await before submit (a hot swap cannot slip between)
-        model = self.agent.resolve(
-            request.model_name, request.model_version or None, self._request_key(context)
-        )
+        model = self.agent.resolve(name, version, self._request_key(context))
         result = await model.infer(decoded.inputs, timeout_s(decoded.parameters))
         try:
             selected = select_outputs(result.outputs, decoded, model.labels, model.has_batch_dim)

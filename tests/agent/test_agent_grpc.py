@@ -435,3 +435,34 @@ def test_agent_grpc_stream_infer(served: GrpcAgent) -> None:
     for i, x in enumerate(xs):
         np.testing.assert_allclose(got[str(i)], linear_reference(x), rtol=1e-5)
     assert "Traceback" not in served.process.log()
+
+
+def test_agent_grpc_invalid_names_are_invalid_argument_on_every_method(served: GrpcAgent) -> None:
+    """The same name rules as REST: a name or version that could not exist is refused before
+    any lookup (never INTERNAL from the filesystem), on every method that takes one."""
+    long_name, bad_version = "a" * 300, "9" * 40
+    x = np.zeros((1, 4), np.float32)
+    client = served.client()
+    calls = {
+        "ready": lambda name, version: client.is_model_ready(name, version),
+        "metadata": lambda name, version: client.get_model_metadata(name, version),
+        "config": lambda name, version: client.get_model_config(name, version),
+        "stats": lambda name, version: client.get_inference_statistics(name, version),
+        "infer": lambda name, version: client.infer(
+            name, [_input("x", x, "FP32")], model_version=version
+        ),
+        "load": lambda name, version: client.load_model(name),
+        "unload": lambda name, version: client.unload_model(name),
+    }
+    try:
+        for what, call in calls.items():
+            for name, version in ((long_name, ""), ("linear", bad_version), ("../x", "")):
+                if what in ("load", "unload") and version:
+                    continue
+                with pytest.raises(InferenceServerException) as exc:
+                    call(name, version)
+                assert _code(exc) == "StatusCode.INVALID_ARGUMENT", (what, exc.value.message())
+                assert "invalid" in exc.value.message(), (what, exc.value.message())
+        assert client.is_model_ready("linear")
+    finally:
+        client.close()
