@@ -115,7 +115,13 @@ def build_app(fs: FleetServer) -> Starlette:
         return Response(fs.keyring_bytes, media_type="application/json")
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "mqtt_connected": fs.mqtt_connected})
+        return JSONResponse(
+            {
+                "status": "ok",
+                "mqtt_connected": fs.mqtt_connected,
+                "broker": fs.broker_status.to_dict(),
+            }
+        )
 
     # -- operator API -------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ Where the server is: ``--server URL --token T`` (or ``EDGESERVE_FLEET_URL`` /
 from __future__ import annotations
 
 import json
-import os
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,17 @@ class _Ctx:
             cfg = load_config(path)
             server = server or f"http://{cfg.server.host}:{cfg.server.port}"
             token = token or cfg.server.token
-        return FleetClient(server, token)
+        # a server started a moment ago in the background may not listen yet
+        return FleetClient(server, token, connect_wait_s=10.0)
+
+    def fleet_config(self) -> Any:
+        """The ``fleet.toml`` this command reads, or None when there is none."""
+        path = Path(self.config or "fleet.toml")
+        if not path.is_file():
+            return None
+        from .config import load_config
+
+        return load_config(path)
 
 
 def _echo_json(obj: Any) -> None:
@@ -66,6 +76,38 @@ def fleet(ctx: click.Context, server: str | None, token: str | None, config: str
     ctx.obj = _Ctx(server, token, config)
 
 
+@fleet.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--port", default=8700, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address.")
+@click.option(
+    "--broker-url", default="mqtt://127.0.0.1:1883", show_default=True, help="[broker] url."
+)
+def init(directory: Path, port: int, host: str, broker_url: str) -> None:
+    """Create a fleet in DIRECTORY: keys, fleet.toml (token, broker password), broker files."""
+    from .bootstrap import init_fleet
+
+    made = init_fleet(directory, host=host, port=port, broker_url=broker_url)
+    d = made.root
+    click.echo(f"fleet in {d}:")
+    click.echo(f"  {made.config}  operator token and broker password (mode 0600)")
+    click.echo(f"  {made.keys}/root.key  ROOT KEY: move it offline; only `keys rotate` needs it")
+    click.echo(f"  {made.keys}/release.key  signs releases (your release machine or CI)")
+    click.echo(f"  {made.keys}/root.json  the trust anchor every device pins")
+    click.echo(
+        f"  {made.broker.config}  Mosquitto config (also {made.broker.drop_in.name} for "
+        "/etc/mosquitto/conf.d/)"
+    )
+    for warning in made.broker.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo("next:")
+    click.echo(f"  export EDGESERVE_FLEET_CONFIG={made.config}")
+    click.echo("  edgeserve fleet serve &")
+    click.echo("  edgeserve fleet device add DEVICE --agent-config DEVICE.toml")
+    click.echo(f"  edgeserve fleet broker-config --out {made.broker.config.parent}")
+    click.echo(f"  mosquitto -c {made.broker.config} -d")
+
+
 @fleet.command()
 @click.option(
     "--config",
@@ -86,6 +128,10 @@ def serve(obj: _Ctx, config_path: str | None, embedded_broker: bool) -> None:
     from .server import FleetServer
 
     cfg = load_config(config_path or obj.config or "fleet.toml")
+    # the start line, broker outages and recoveries are shown without -v
+    status = logging.getLogger("edgeserve.fleet_server.broker_status")
+    if status.getEffectiveLevel() > logging.INFO:
+        status.setLevel(logging.INFO)
     FleetServer(cfg).serve(embedded_broker=embedded_broker)
 
 
@@ -97,7 +143,7 @@ def device() -> None:
     """Register and list devices."""
 
 
-def _agent_snippet(creds: dict[str, Any]) -> str:
+def _agent_snippet(creds: dict[str, Any], trust_anchor: str = "/etc/edgeserve/root.json") -> str:
     # keys of agent/fleet_config.py (the agent's [fleet] table)
     return (
         "[fleet]\n"
@@ -108,7 +154,7 @@ def _agent_snippet(creds: dict[str, Any]) -> str:
         f'password = "{creds["password"]}"\n'
         f'prefix = "{creds["prefix"]}"\n'
         f'server_url = "{creds["server_url"]}"\n'
-        'trust_anchor = "/etc/edgeserve/root.json"   # copy keys/root.json to the device\n'
+        f'trust_anchor = "{trust_anchor}"   # keys/root.json, copied to the device\n'
     )
 
 
@@ -116,11 +162,38 @@ def _agent_snippet(creds: dict[str, Any]) -> str:
 @click.argument("device_id")
 @click.option("--tags", default="", help="k=v,k2=v2")
 @click.option("--json", "as_json", is_flag=True, help="Print the credentials as JSON.")
+@click.option(
+    "--agent-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the device's agent.toml here (mode 0600).",
+)
+@click.option(
+    "--trust-anchor",
+    default=None,
+    help="root.json path on the device (default: this fleet's keys/root.json).",
+)
 @click.pass_obj
-def device_add(obj: _Ctx, device_id: str, tags: str, as_json: bool) -> None:
+def device_add(
+    obj: _Ctx,
+    device_id: str,
+    tags: str,
+    as_json: bool,
+    agent_config: Path | None,
+    trust_anchor: str | None,
+) -> None:
     """Register DEVICE_ID; print its broker credentials (shown once) and an agent.toml snippet."""
     with obj.client() as client:
         creds = client.add_device(device_id, selector(tags, "--tags"))
+    if trust_anchor is None:
+        cfg = obj.fleet_config()
+        anchor = cfg.keyring.parent / "root.json" if cfg is not None else None
+        trust_anchor = str(anchor) if anchor and anchor.is_file() else "/etc/edgeserve/root.json"
+    snippet = _agent_snippet(creds, trust_anchor)
+    if agent_config is not None:
+        from edgeserve.fsutil import write_atomic
+
+        write_atomic(agent_config, snippet.encode(), 0o600)
     if as_json:
         _echo_json(creds)
         return
@@ -129,7 +202,10 @@ def device_add(obj: _Ctx, device_id: str, tags: str, as_json: bool) -> None:
         f"password {creds['password']} (shown once)"
     )
     click.echo("run `edgeserve fleet broker-config --out DIR` and reload Mosquitto (SIGHUP)")
-    click.echo("\n# agent.toml\n" + _agent_snippet(creds))
+    if agent_config is not None:
+        click.echo(f"wrote {agent_config}: its agent.toml ([fleet] table)")
+    else:
+        click.echo("\n# agent.toml\n" + snippet)
 
 
 @device.command("list")
@@ -156,17 +232,35 @@ def device_list(obj: _Ctx, as_json: bool) -> None:
 # -- releases --------------------------------------------------------------------------------
 
 
-@fleet.command()
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
+class _ReleaseGroup(click.Group):
+    """``fleet release BUNDLE --key K`` uploads (the default); ``list`` and ``sign`` are
+    subcommands."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["upload", *args]
+        return super().parse_args(ctx, args)
+
+
+_key_option = click.option(
     "--key",
     "key_path",
     required=True,
     type=click.Path(dir_okay=False),
     help="Release key (keys/release.key).",
 )
+
+
+@fleet.group(cls=_ReleaseGroup)
+def release() -> None:
+    """Releases: `fleet release BUNDLE --key K` signs and uploads; list; sign only."""
+
+
+@release.command("upload")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_key_option
 @click.pass_obj
-def release(obj: _Ctx, bundle: Path, key_path: str) -> None:
+def release_upload(obj: _Ctx, bundle: Path, key_path: str) -> None:
     """Sign BUNDLE with the release key and upload it as a new, immutable release."""
     from edgeserve.trust import SigningKey
 
@@ -181,6 +275,89 @@ def release(obj: _Ctx, bundle: Path, key_path: str) -> None:
         f"released {result['model']} v{result['version']} "
         f"({result['size']} bytes, sha256 {result['sha256'][:12]}...)"
     )
+
+
+@release.command("sign")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_key_option
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also pack the signed bundle as this .tar (what the server accepts).",
+)
+def release_sign(bundle: Path, key_path: str, out: Path | None) -> None:
+    """Sign BUNDLE (writes its signature.json) without uploading: for CI that uploads later."""
+    from edgeserve.bundle import pack_bundle
+    from edgeserve.trust import SigningKey, sign_release
+
+    key = SigningKey.load(key_path)
+    sign_release(bundle, [key])
+    click.echo(f"signed {bundle} with release key {key.keyid[:12]} ({bundle / 'signature.json'})")
+    if out is not None:
+        pack_bundle(bundle, out)
+        click.echo(f"packed {out}")
+
+
+@release.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def release_list(obj: _Ctx, as_json: bool) -> None:
+    """Every release: model, version, size, sha256, when."""
+    with obj.client() as client:
+        releases = client.releases()
+    if as_json:
+        _echo_json(releases)
+        return
+    from datetime import datetime, timezone
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("model", "version", "size", "sha256", "created (UTC)")
+    for r in releases:
+        when = datetime.fromtimestamp(r["created"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(r["model"], str(r["version"]), str(r["size"]), r["sha256"][:16], when)
+    Console().print(table)
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+
+@fleet.command("audit")
+@click.option("--rollout", "rollout_id", type=int, default=None, help="Only this rollout.")
+@click.option("--subject", default=None, help="Only this subject (device:X, release:M:V, ...).")
+@click.option("--limit", default=200, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def audit(
+    obj: _Ctx, rollout_id: int | None, subject: str | None, limit: int, as_json: bool
+) -> None:
+    """The audit log, newest first: every decision, operator action and device failure."""
+    if rollout_id is not None:
+        subject = f"rollout:{rollout_id}"
+    with obj.client() as client:
+        entries = client.audit(subject, limit)
+    if as_json:
+        _echo_json(entries)
+        return
+    from datetime import datetime, timezone
+
+    for e in entries:
+        when = datetime.fromtimestamp(e["ts"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        d = e.get("detail") or {}
+        extra = []
+        if "phase" in d:
+            extra.append(f"phase {d['phase']}%")
+        if "device" in d:
+            extra.append(f"device {d['device']}")
+        if d.get("reason_code"):
+            extra.append(f"reason_code {d['reason_code']}")
+        if d.get("error"):
+            extra.append(f"error: {d['error']}")
+        tail = f" [{'; '.join(extra)}]" if extra else ""
+        click.echo(f"{when} {e['subject']} {e['action']} ({e['actor']}): {e['reason']}{tail}")
 
 
 # -- rollouts --------------------------------------------------------------------------------
@@ -456,17 +633,21 @@ def experiment_promote(obj: _Ctx, experiment_id: int | None, version: int | None
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.pass_obj
 def broker_config(obj: _Ctx, out: Path) -> None:
-    """Write a Mosquitto password file and ACL for every registered device into OUT."""
+    """Write Mosquitto's password file, ACL and config for every registered device into OUT."""
+    from .broker_config import write_mosquitto_files
+
     with obj.client() as client:
         files = client.broker_config()
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("passwords", "acl"):
-        path = out / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(files[name])
+    written = write_mosquitto_files(out, files["passwords"], files["acl"], files["url"])
+    owner = f"mode 0640, group {written.group}" if written.group else "mode 0600"
     click.echo(
-        f"wrote {out / 'passwords'} and {out / 'acl'}; in mosquitto.conf: "
-        f"password_file {out / 'passwords'} / acl_file {out / 'acl'} / "
-        "allow_anonymous false, then reload (kill -HUP)"
+        f"wrote {written.password_file}, {written.acl_file}, {written.config} and "
+        f"{written.drop_in} ({owner})"
+    )
+    for warning in written.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(
+        f"run it: mosquitto -c {written.config} -d   (as root it drops to user mosquitto); "
+        f"or for the packaged service: ln -s {written.drop_in} "
+        "/etc/mosquitto/conf.d/ && systemctl reload mosquitto (after adding devices: reload)"
     )

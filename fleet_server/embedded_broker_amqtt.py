@@ -52,7 +52,10 @@ class _Watched:
 
 class PasswordFileAuthPlugin(BaseAuthPlugin):
     """Accepts a client whose username/password match the Mosquitto password file; anonymous
-    clients only when no password file is configured (Mosquitto's ``allow_anonymous``)."""
+    clients only when no password file is configured (Mosquitto's ``allow_anonymous``). With a
+    password file the client id must be the username (Mosquitto's
+    ``use_username_as_clientid``, which renames instead; amqtt has no hook for that), so one
+    device's credentials cannot take over another device's session."""
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
@@ -65,6 +68,8 @@ class PasswordFileAuthPlugin(BaseAuthPlugin):
         if users is None:
             return True
         encoded = users.get(session.username or "")
+        if session.client_id != session.username:
+            return False
         return encoded is not None and verify_password(session.password or "", encoded)
 
     @dataclass
