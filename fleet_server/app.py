@@ -243,7 +243,10 @@ def build_app(fs: FleetServer) -> Starlette:
 
     async def audit(request: Request) -> Response:
         subject = request.query_params.get("subject")
-        entries = await run_in_threadpool(lambda: fs.store.audit_entries(subject))
+        limit = _int(request.query_params.get("limit", "200"), "limit")
+        if not 0 < limit <= 10_000:
+            raise ConfigError("limit: between 1 and 10000")
+        entries = await run_in_threadpool(lambda: fs.store.audit_entries(subject, limit))
         return JSONResponse({"entries": entries})
 
     open_ = {"auth": False}

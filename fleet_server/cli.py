@@ -457,6 +457,18 @@ def _print_status(st: dict[str, Any]) -> None:
         )
         phases.add_row(str(i + 1), f"{p}%", state)
     console.print(phases)
+    soak = st.get("soak_left_s")
+    soak_text = (
+        f"soak left {soak:.0f}s"
+        if soak is not None
+        else "soak starts once every device of the phase is active or failed"
+        if st["status"] == "running"
+        else ""
+    )
+    console.print(
+        f"phase {st['phase_percent']}% targets {st.get('phase_targets', '?')} of "
+        f"{len(st['devices'])} devices; {soak_text}"
+    )
     counts = Table(*st["counts"].keys(), title="devices")
     counts.add_row(*(str(v) for v in st["counts"].values()))
     console.print(counts)
@@ -480,6 +492,20 @@ def _print_status(st: dict[str, Any]) -> None:
     )
     gates.add_row("install timeout", "", f"{spec['install_timeout_s']:g}s")
     console.print(gates)
+    shown = [d for d in st["devices"] if d["state"] != "pending" or d.get("outcome")]
+    if shown:
+        table = Table("device", "state", "detail", "outcome", "reason", "error")
+        for d in shown[:100]:
+            o = d.get("outcome") or {}
+            table.add_row(
+                d["device"],
+                d["state"],
+                d["detail"],
+                str(o.get("state", "")),
+                str(o.get("reason_code", "")),
+                str(o.get("error", ""))[:80],
+            )
+        console.print(table)
 
 
 @rollout.command("status")

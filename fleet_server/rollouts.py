@@ -180,12 +180,49 @@ def _revert(store: Store, rollout: int, model: str, devices: Sequence[str], now:
     return set(devices)
 
 
+def _gated(gates: c.Gates, phase: int) -> dict[str, Any]:
+    return {**gates.to_dict(), "phase": phase}
+
+
+def _record_failure(
+    store: Store,
+    rollout: int,
+    spec: c.RolloutSpec,
+    device: str,
+    state: str,
+    reason_code: str,
+    error: str,
+    phase: int,
+) -> None:
+    """Keep a device failure (its own table, never touched by a revert) and audit it."""
+    store.add_device_failure(
+        rollout, device, spec.model, spec.version, state, reason_code, error, phase
+    )
+    store.audit(
+        "device",
+        "rollout.device_failed",
+        f"rollout:{rollout}",
+        f"{device}: {state} {reason_code}: {error}"[:300],
+        {
+            "device": device,
+            "state": state,
+            "reason_code": reason_code,
+            "error": error[:500],
+            "version": spec.version,
+            "phase": phase,
+        },
+    )
+
+
 def apply_decisions(
     store: Store, state: c.RolloutState, decisions: Sequence[c.Decision], gates: c.Gates, now: float
 ) -> set[str]:
     """Persist the controller's decisions; return devices whose desired state changed."""
     changed: set[str] = set()
     spec, rid, subject = state.spec, state.id, f"rollout:{state.id}"
+    # the phase each decision belongs to: NextPhase moves it, so an Assign that follows names
+    # the phase its devices enter, not the one just left
+    phase = spec.phases[min(state.phase_index, len(spec.phases) - 1)]
     with store.db.transaction():
         row = store.db.one("SELECT status FROM rollouts WHERE id = ?", (rid,))
         if row is None or row[0] != state.status:
@@ -222,13 +259,13 @@ def apply_decisions(
                     "controller",
                     "rollout.assign",
                     subject,
-                    f"{len(d.devices)} devices enter phase {gates.phase_percent}%",
-                    {"devices": list(d.devices)[:50]},
+                    f"{len(d.devices)} devices enter phase {phase}%",
+                    {"devices": list(d.devices)[:50], "phase": phase},
                 )
             elif isinstance(d, c.MarkFailed):
                 _set_devices(store, rid, [d.device], c.FAILED, d.reason, now)
-                store.audit(
-                    "controller", "rollout.device_failed", subject, d.reason, {"device": d.device}
+                _record_failure(
+                    store, rid, spec, d.device, "TIMEOUT", "install_timeout", d.reason, phase
                 )
             elif isinstance(d, c.Settled):
                 store.db.execute("UPDATE rollouts SET phase_started = ? WHERE id = ?", (d.at, rid))
@@ -237,25 +274,30 @@ def apply_decisions(
                     "UPDATE rollouts SET phase_index = ?, phase_started = NULL WHERE id = ?",
                     (d.index, rid),
                 )
+                phase = spec.phases[d.index]
                 store.audit(
                     "controller",
                     "rollout.next_phase",
                     subject,
                     d.reason,
-                    {"phase": spec.phases[d.index], "gates": gates.to_dict()},
+                    {"phase": phase, "gates": gates.to_dict()},
                 )
             elif isinstance(d, c.Complete):
                 store.db.execute(
                     "UPDATE rollouts SET status = 'completed', reason = ? WHERE id = ?",
                     (d.reason, rid),
                 )
-                store.audit("controller", "rollout.complete", subject, d.reason, gates.to_dict())
+                store.audit(
+                    "controller", "rollout.complete", subject, d.reason, _gated(gates, phase)
+                )
             elif isinstance(d, c.GateFailed):
                 reason = f"gate {d.gate} failed: {d.reason}"
                 store.db.execute(
                     "UPDATE rollouts SET status = 'paused', reason = ? WHERE id = ?", (reason, rid)
                 )
-                store.audit("controller", "rollout.gate_failed", subject, reason, gates.to_dict())
+                store.audit(
+                    "controller", "rollout.gate_failed", subject, reason, _gated(gates, phase)
+                )
             elif isinstance(d, c.Revert):
                 changed |= _revert(store, rid, spec.model, d.devices, now)
                 store.audit(
@@ -263,7 +305,7 @@ def apply_decisions(
                     "rollout.revert",
                     subject,
                     d.reason,
-                    {"devices": list(d.devices)[:50], "count": len(d.devices)},
+                    {"devices": list(d.devices)[:50], "count": len(d.devices), "phase": phase},
                 )
         store.db.execute(
             "UPDATE rollouts SET gates = ?, updated = ? WHERE id = ?",
@@ -357,6 +399,21 @@ def rollout_status(store: Store, rollout_id: int) -> dict[str, Any]:
             {"device": dev, "bucket": round(float(bucket), 3), "state": st, "detail": detail}
         )
     phases = state.spec.phases
+    percent = phases[min(state.phase_index, len(phases) - 1)]
+    failures = store.device_failures(rollout_id)
+    last_failure = {f["device"]: f for f in failures}
+    for d in devices:
+        f = last_failure.get(d["device"])
+        d["outcome"] = (
+            None
+            if f is None
+            else {k: f[k] for k in ("state", "reason_code", "error", "version", "phase", "ts")}
+        )
+    targeted = sum(1 for d in devices if d["bucket"] < percent)
+    settled_at = load_rollout(store, rollout_id).phase_settled
+    soak_left = None
+    if state.status == "running" and settled_at is not None:
+        soak_left = max(0.0, state.spec.soak_s - (time.time() - float(settled_at)))
     return {
         "id": state.id,
         "model": state.spec.model,
@@ -364,12 +421,17 @@ def rollout_status(store: Store, rollout_id: int) -> dict[str, Any]:
         "status": state.status,
         "reason": row[0],
         "phase_index": state.phase_index,
-        "phase_percent": phases[min(state.phase_index, len(phases) - 1)],
+        "phase_percent": percent,
+        # devices the current phase covers (bucket < percent), and how long it still soaks:
+        # None until every one of them is active or failed
+        "phase_targets": targeted,
+        "soak_left_s": soak_left,
         "spec": state.spec.to_dict(),
         "counts": counts,
         "installing": installing,
         "gates": json.loads(row[1]),
         "devices": devices,
+        "failures": failures,
         "created": row[2],
         "updated": row[3],
         "audit": store.audit_entries(f"rollout:{rollout_id}", limit=50),
@@ -394,14 +456,17 @@ def apply_reports(
 ) -> bool:
     """Fold reported documents into the progress of active rollouts; True if any changed."""
     active = store.db.query(
-        "SELECT id, model, version FROM rollouts WHERE status IN ('running', 'paused')"
+        "SELECT id, model, version, spec, phase_index FROM rollouts "
+        "WHERE status IN ('running', 'paused')"
     )
     if not active or not reports:
         return False
     latest = dict(reports)  # the newest report per device wins
     changed = False
     with store.db.transaction():
-        for rid, model, version in active:
+        for rid, model, version, spec_json, phase_index in active:
+            spec = c.RolloutSpec.from_dict(json.loads(spec_json))
+            phase = spec.phases[min(int(phase_index), len(spec.phases) - 1)]
             rows = store.db.query(
                 "SELECT device, state, detail FROM rollout_devices WHERE rollout = ? AND "
                 "state IN (?, ?, ?)",
@@ -416,6 +481,17 @@ def apply_reports(
                 folded = _device_state(status, int(version))
                 if folded and folded != (state, detail):
                     updates.append((folded[0], folded[1], now, rid, dev))
+                    if folded[0] == c.FAILED:
+                        _record_failure(
+                            store,
+                            int(rid),
+                            spec,
+                            dev,
+                            str(status.get("state")),
+                            str(status.get("reason_code") or "unknown"),
+                            str(status.get("error") or ""),
+                            phase,
+                        )
             store.db.executemany(
                 "UPDATE rollout_devices SET state = ?, detail = ?, updated = ? "
                 "WHERE rollout = ? AND device = ?",

@@ -3,7 +3,8 @@
 Tables: ``releases`` (immutable, monotonic versions per model), ``devices`` (tags, broker
 credential hash, presence, last reported state, desired ``seq``), ``device_targets`` (what each
 device should run, per model: the desired state is built from these rows), ``rollouts`` and
-``rollout_devices``, ``experiments``, ``audit_log`` and ``telemetry`` (one row per device, model
+``rollout_devices``, ``device_failures`` (every failure a device reported in a rollout, with its
+reason code and error; never changed by a revert), ``experiments``, ``audit_log`` and ``telemetry`` (one row per device, model
 version and telemetry window). Times are float UNIX seconds; JSON columns are TEXT.
 """
 
@@ -56,6 +57,12 @@ CREATE TABLE IF NOT EXISTS telemetry (
     window_ts DOUBLE PRECISION NOT NULL, count BIGINT NOT NULL, errors BIGINT NOT NULL,
     p50 DOUBLE PRECISION, p95 DOUBLE PRECISION, p99 DOUBLE PRECISION,
     received DOUBLE PRECISION NOT NULL, PRIMARY KEY (device, model, version, window_ts));
+CREATE TABLE IF NOT EXISTS device_failures (
+    id {serial} PRIMARY KEY, rollout INTEGER NOT NULL, device TEXT NOT NULL,
+    model TEXT NOT NULL, version INTEGER NOT NULL, state TEXT NOT NULL,
+    reason_code TEXT NOT NULL, error TEXT NOT NULL, phase INTEGER NOT NULL,
+    ts DOUBLE PRECISION NOT NULL);
+CREATE INDEX IF NOT EXISTS failures_by_rollout ON device_failures (rollout, device);
 CREATE INDEX IF NOT EXISTS telemetry_by_version ON telemetry (model, version, window_ts);
 CREATE INDEX IF NOT EXISTS audit_by_subject ON audit_log (subject);
 """
@@ -333,6 +340,47 @@ class Store:
                 "subject": r[3],
                 "reason": r[4],
                 "detail": json.loads(r[5]),
+            }
+            for r in rows
+        ]
+
+    # -- device failures --------------------------------------------------------------------
+
+    def add_device_failure(
+        self,
+        rollout: int,
+        device: str,
+        model: str,
+        version: int,
+        state: str,
+        reason_code: str,
+        error: str,
+        phase: int,
+    ) -> None:
+        """Keep one device failure of a rollout (kept after the device is reverted)."""
+        self.db.execute(
+            "INSERT INTO device_failures (rollout, device, model, version, state, reason_code, "
+            "error, phase, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rollout, device, model, version, state, reason_code, error[:500], phase, time.time()),
+        )
+
+    def device_failures(self, rollout: int) -> list[dict[str, Any]]:
+        """Every failure recorded for ``rollout``, oldest first."""
+        rows = self.db.query(
+            "SELECT device, model, version, state, reason_code, error, phase, ts "
+            "FROM device_failures WHERE rollout = ? ORDER BY id",
+            (rollout,),
+        )
+        return [
+            {
+                "device": r[0],
+                "model": r[1],
+                "version": int(r[2]),
+                "state": r[3],
+                "reason_code": r[4],
+                "error": r[5],
+                "phase": int(r[6]),
+                "ts": r[7],
             }
             for r in rows
         ]

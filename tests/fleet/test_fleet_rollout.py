@@ -175,6 +175,32 @@ def test_failing_version_is_rolled_back_automatically(
     # the devices never left v1 for good: v2 failed its health check and was rolled back
     reverted = [d["device"] for d in st["devices"] if d["state"] == "reverted"]
     assert all(fleet.installers[d].active_version("digits") == 1 for d in reverted)
+    # ... and with prune = true the failed v2 leaves their stores once the revert arrives
+    wait_for(
+        lambda: all(fleet.installers[d].installed_versions("digits") == [1] for d in reverted),
+        30,
+        "the failed v2 pruned from every reverted device",
+    )
+
+    # the audit trail says which device failed and why, also after the revert
+    status = json.loads(cli(fleet_server, "rollout", "status", str(rid), "--json"))
+    failed = {f["device"]: f for f in status["failures"]}
+    assert failed and set(failed) <= set(reverted)
+    for device, f in failed.items():
+        assert f["state"] == "ROLLED_BACK" and f["reason_code"] == "health_check"
+        assert "simulated health check failure" in f["error"]
+        entry = next(d for d in status["devices"] if d["device"] == device)
+        assert entry["state"] == "reverted"
+        assert entry["outcome"]["reason_code"] == "health_check"
+    audit = json.loads(cli(fleet_server, "audit", "--rollout", str(rid), "--json"))
+    device_failed = [e for e in audit if e["action"] == "rollout.device_failed"]
+    assert {e["detail"]["device"] for e in device_failed} == set(failed)
+    assert all(e["detail"]["reason_code"] == "health_check" for e in device_failed)
+    assert all(e["detail"]["phase"] == 40 for e in device_failed)
+    text = cli(fleet_server, "audit", "--rollout", str(rid))
+    some = next(iter(failed))
+    assert f"device {some}" in text and "reason_code health_check" in text
+    assert "simulated health check failure" in text
 
 
 def test_experiment_reports_a_verdict(
