@@ -3,9 +3,10 @@
 Tables: ``releases`` (immutable, monotonic versions per model), ``devices`` (tags, broker
 credential hash, presence, last reported state, desired ``seq``), ``device_targets`` (what each
 device should run, per model: the desired state is built from these rows), ``rollouts`` and
-``rollout_devices``, ``device_failures`` (every failure a device reported in a rollout, with its
-reason code and error; never changed by a revert), ``experiments``, ``audit_log`` and ``telemetry`` (one row per device, model
-version and telemetry window). Times are float UNIX seconds; JSON columns are TEXT.
+``rollout_devices``, ``device_failures`` (every failure a device reported in a rollout, with
+its reason code and error; never changed by a revert), ``experiments``, ``audit_log`` and
+``telemetry`` (one row per device, model version and telemetry window). Times are float UNIX
+seconds; JSON columns are TEXT.
 """
 
 from __future__ import annotations
