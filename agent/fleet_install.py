@@ -184,7 +184,9 @@ class InstallPipeline:
         sp = target.split
         try:
             if sp is not None:
-                self.installer.set_split(name, sp.a_version, sp.b_version, sp.weight_b)
+                self.installer.set_split(
+                    name, sp.a_version, sp.b_version, sp.weight_b, target.experiment
+                )
             elif self.installer.current_split(name) is not None:
                 self.installer.clear_split(name)
         except Exception as exc:

@@ -216,7 +216,11 @@ def build_app(fs: FleetServer) -> Starlette:
 
     async def experiment_report(request: Request) -> Response:
         eid = _int(request.path_params["id"], "experiment id")
-        return JSONResponse(await run_in_threadpool(ex.report, fs.store, eid))
+        text = request.query_params.get("min_effect")
+        effect = api.min_effect(text) if text else None
+        return JSONResponse(
+            await run_in_threadpool(lambda: ex.report(fs.store, eid, min_effect=effect))
+        )
 
     async def promote(request: Request) -> Response:
         eid = _int(request.path_params["id"], "experiment id")

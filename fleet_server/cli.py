@@ -559,22 +559,39 @@ def experiment() -> None:
 @click.option("--split", default=50, type=int, help="Percent of devices (or requests) on B.")
 @click.option("--on-device", is_flag=True, help="Split requests on each device instead.")
 @click.option("--selector", "sel", default="")
+@click.option(
+    "--min-effect",
+    default=None,
+    help="Smallest p50 latency difference that matters (0.5ms or 5%); below it the verdict is "
+    "'no practical difference'.",
+)
 @click.pass_obj
 def experiment_start(
-    obj: _Ctx, model: str, a: int, b: int, split: int, on_device: bool, sel: str
+    obj: _Ctx,
+    model: str,
+    a: int,
+    b: int,
+    split: int,
+    on_device: bool,
+    sel: str,
+    min_effect: str | None,
 ) -> None:
     """Start an experiment between versions A and B of MODEL."""
+    body: dict[str, Any] = {
+        "model": model,
+        "a": a,
+        "b": b,
+        "split": split,
+        "on_device": on_device,
+        "selector": selector(sel, "--selector"),
+    }
+    if min_effect:
+        from .api import min_effect as parse_effect
+
+        parse_effect(min_effect, "--min-effect")  # a bad value is an argument error here
+        body["min_effect"] = min_effect
     with obj.client() as client:
-        eid = client.start_experiment(
-            {
-                "model": model,
-                "a": a,
-                "b": b,
-                "split": split,
-                "on_device": on_device,
-                "selector": selector(sel, "--selector"),
-            }
-        )
+        eid = client.start_experiment(body)
     click.echo(
         f"experiment {eid} started: {model} v{a} vs v{b}, {split}% on B"
         f"{' (on device)' if on_device else ''}"
@@ -598,11 +615,22 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
 @experiment.command("report")
 @click.argument("experiment_id", required=False, type=int)
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--min-effect",
+    default=None,
+    help="Smallest p50 latency difference that matters (0.5ms or 5%); overrides the experiment's.",
+)
 @click.pass_obj
-def experiment_report(obj: _Ctx, experiment_id: int | None, as_json: bool) -> None:
+def experiment_report(
+    obj: _Ctx, experiment_id: int | None, as_json: bool, min_effect: str | None
+) -> None:
     """Per-arm requests, error rate, latency percentiles, intervals and the verdict."""
+    if min_effect:
+        from .api import min_effect as parse_effect
+
+        parse_effect(min_effect, "--min-effect")
     with obj.client() as client:
-        rep = client.experiment_report(_resolve_experiment(client, experiment_id))
+        rep = client.experiment_report(_resolve_experiment(client, experiment_id), min_effect)
     if as_json:
         _echo_json(rep)
         return

@@ -145,9 +145,10 @@ class FleetClient:
         """Every experiment, newest first."""
         return self.request("GET", "/api/v1/experiments")["experiments"]
 
-    def experiment_report(self, eid: int) -> dict[str, Any]:
-        """Per-arm statistics and the verdict."""
-        return self.request("GET", f"/api/v1/experiments/{eid}/report")
+    def experiment_report(self, eid: int, min_effect: str | None = None) -> dict[str, Any]:
+        """Per-arm statistics and the verdict (``min_effect`` e.g. ``0.5ms`` or ``5%``)."""
+        params = {"min_effect": min_effect} if min_effect else None
+        return self.request("GET", f"/api/v1/experiments/{eid}/report", params=params)
 
     def promote(self, eid: int, version: int | None = None) -> int:
         """Promote the winner; returns the rollout id."""

@@ -65,13 +65,14 @@ def _num(value: Any) -> float | None:
 
 def summary_row(device: str, s: Mapping[str, Any], fallback_ts: float) -> tuple[Any, ...]:
     """One telemetry summary -> ``(device, model, version, window_ts, count, errors, p50, p95,
-    p99)``.
+    p99, experiment)``.
 
     Accepted keys (the agent's ``kind: summary`` record and simpler forms): ``model``,
     ``version``, ``requests`` (or ``count``), ``error_count`` (or ``errors``, an integer or a
     per-reason mapping, or ``failures``), a window start ``window_start``/``window_ts``/``ts``
-    (UNIX seconds), and latencies either as ``latency_ms: {p50, p95, p99}`` or
-    ``p50_ms``/``p95_ms``/``p99_ms``.
+    (UNIX seconds), latencies either as ``latency_ms: {p50, p95, p99}`` or
+    ``p50_ms``/``p95_ms``/``p99_ms``, and ``experiment``, the label of the on-device split the
+    window was counted under.
 
     Raises:
         ProtocolError: a required field is missing or has the wrong type.
@@ -93,7 +94,11 @@ def summary_row(device: str, s: Mapping[str, Any], fallback_ts: float) -> tuple[
         ts = _num(s.get(key))
         if ts is not None:
             break
-    return (device, model, version, ts if ts is not None else fallback_ts, count, errors, *p)
+    label = s.get("experiment")
+    if label is not None and (not isinstance(label, str) or len(label) > 128):
+        raise ProtocolError("telemetry summary: experiment must be a string of <= 128 chars")
+    ts = ts if ts is not None else fallback_ts
+    return (device, model, version, ts, count, errors, *p, label)
 
 
 def parse_batch(

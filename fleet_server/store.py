@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS telemetry (
     device TEXT NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,
     window_ts DOUBLE PRECISION NOT NULL, count BIGINT NOT NULL, errors BIGINT NOT NULL,
     p50 DOUBLE PRECISION, p95 DOUBLE PRECISION, p99 DOUBLE PRECISION,
-    received DOUBLE PRECISION NOT NULL, PRIMARY KEY (device, model, version, window_ts));
+    received DOUBLE PRECISION NOT NULL, experiment TEXT,
+    PRIMARY KEY (device, model, version, window_ts));
 CREATE TABLE IF NOT EXISTS device_failures (
     id {serial} PRIMARY KEY, rollout INTEGER NOT NULL, device TEXT NOT NULL,
     model TEXT NOT NULL, version INTEGER NOT NULL, state TEXT NOT NULL,
@@ -108,6 +109,16 @@ class Store:
             for stmt in SCHEMA.replace("{serial}", serial).split(";"):
                 if stmt.strip():
                     db.execute(stmt)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after a store was created (CREATE TABLE IF NOT EXISTS keeps old ones)."""
+        if self.db.dialect == "sqlite":
+            cols = {r[1] for r in self.db.query("PRAGMA table_info(telemetry)")}
+            if "experiment" not in cols:
+                self.db.execute("ALTER TABLE telemetry ADD COLUMN experiment TEXT")
+        else:
+            self.db.execute("ALTER TABLE telemetry ADD COLUMN IF NOT EXISTS experiment TEXT")
 
     # -- releases ---------------------------------------------------------------------------
 
@@ -389,24 +400,36 @@ class Store:
     # -- telemetry --------------------------------------------------------------------------
 
     def add_telemetry(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Upsert ``(device, model, version, window_ts, count, errors, p50, p95, p99)`` rows."""
+        """Upsert ``(device, model, version, window_ts, count, errors, p50, p95, p99,
+        experiment)`` rows."""
         now = time.time()
         self.db.executemany(
-            "INSERT INTO telemetry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO telemetry (device, model, version, window_ts, count, errors, p50, p95, "
+            "p99, experiment, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (device, model, version, window_ts) DO UPDATE SET "
             "count = excluded.count, errors = excluded.errors, p50 = excluded.p50, "
-            "p95 = excluded.p95, p99 = excluded.p99, received = excluded.received",
+            "p95 = excluded.p95, p99 = excluded.p99, experiment = excluded.experiment, "
+            "received = excluded.received",
             [(*r, now) for r in rows],
         )
 
     def telemetry(
-        self, model: str, version: int, since: float = 0.0, devices: Sequence[str] | None = None
+        self,
+        model: str,
+        version: int,
+        since: float = 0.0,
+        devices: Sequence[str] | None = None,
+        experiment: str | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Telemetry windows ``(device, window_ts, count, errors, p50, p95, p99)``."""
+        """Telemetry windows ``(device, window_ts, count, errors, p50, p95, p99)``; with
+        ``experiment``, only the windows the devices labelled with it."""
+        where, params = "", [model, version, since]
+        if experiment is not None:
+            where, params = " AND experiment = ?", [*params, experiment]
         rows = self.db.query(
             "SELECT device, window_ts, count, errors, p50, p95, p99 FROM telemetry "
-            "WHERE model = ? AND version = ? AND window_ts >= ? ORDER BY window_ts",
-            (model, version, since),
+            f"WHERE model = ? AND version = ? AND window_ts >= ?{where} ORDER BY window_ts",
+            params,
         )
         if devices is not None:
             wanted = set(devices)
