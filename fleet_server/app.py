@@ -111,6 +111,11 @@ def build_app(fs: FleetServer) -> Starlette:
             rel["path"], media_type="application/x-tar", headers={"ETag": f'"{rel["sha256"]}"'}
         )
 
+    async def metrics(request: Request) -> Response:
+        from .metrics import CONTENT_TYPE, render
+
+        return Response(await run_in_threadpool(render, fs), media_type=CONTENT_TYPE)
+
     async def keyring(request: Request) -> Response:
         return Response(fs.keyring_bytes, media_type="application/json")
 
@@ -256,6 +261,8 @@ def build_app(fs: FleetServer) -> Starlette:
     open_ = {"auth": False}
     routes = [
         Route("/healthz", guarded(health, **open_)),
+        # counts only (no device ids), like the agent's; bind 127.0.0.1 or proxy it
+        Route("/metrics", guarded(metrics, **open_)),
         Route("/keyring.json", guarded(keyring, **open_)),
         Route(
             "/artifacts/{model}/{version}.tar", guarded(artifact, **open_), methods=["GET", "HEAD"]

@@ -127,7 +127,7 @@ def report(
     experiment: an agent closes its windows when a split starts, changes or ends, so those
     windows hold only requests routed through the split, and their per-arm counts are the
     agents' ``edgeserve_ab_requests_total``. Experiments across devices count the windows that
-    began after the experiment started.
+    began after the experiment started (less 1 s for clock differences).
 
     Args:
         store: the fleet store.
@@ -149,8 +149,9 @@ def report(
                 exp["model"], exp[arm], devices=exp["devices"], experiment=f"exp-{eid}"
             )
         else:
+            # 1 s of slack for the clocks of devices and server
             rows = store.telemetry(
-                exp["model"], exp[arm], since=exp["created"], devices=exp["devices"]
+                exp["model"], exp[arm], since=exp["created"] - 1.0, devices=exp["devices"]
             )
         arms[arm] = (exp[arm], [Window(int(r[2]), int(r[3]), r[4], r[5], r[6]) for r in rows])
     result = compare(arms["a"], arms["b"], min_requests=min_requests, min_effect=min_effect)

@@ -38,6 +38,8 @@ class IngestCounters:
 
     received: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
+    windows: int = 0  # telemetry windows ingested
+    lag_s: float = 0.0  # newest batch: largest delay from a window's end to its ingestion
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -55,6 +57,7 @@ class Batch:
     presence: list[tuple[str, str, float]] = field(default_factory=list)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)
     telemetry: list[tuple[Any, ...]] = field(default_factory=list)
+    lag_s: float | None = None
 
 
 def _num(value: Any) -> float | None:
@@ -149,6 +152,10 @@ def parse_batch(
                 if tel.device != device:
                     raise ProtocolError(f"telemetry for {tel.device!r} on {device!r}'s topic")
                 batch.telemetry.extend(summary_row(device, s, now) for s in tel.summaries)
+                ends = [_num(s.get("window_end")) for s in tel.summaries]
+                lags = [now - e for e in ends if e is not None]
+                if lags:
+                    batch.lag_s = max([*lags, batch.lag_s or 0.0])
             # our own desired messages come back on no subscription of ours; ignore others
         except ProtocolError as exc:
             counters.dropped["malformed"] += 1

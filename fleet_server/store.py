@@ -248,6 +248,50 @@ class Store:
         """``(device id, mosquitto password hash)`` for every device."""
         return [(r[0], r[1]) for r in self.db.query("SELECT id, secret_hash FROM devices")]
 
+    def presence_counts(self) -> dict[str, int]:
+        """``presence -> number of devices`` (online, offline, unknown)."""
+        return {
+            r[0]: int(r[1])
+            for r in self.db.query("SELECT presence, COUNT(*) FROM devices GROUP BY presence")
+        }
+
+    def reported_state_counts(self) -> dict[tuple[str, str], int]:
+        """``(model, install state) -> number of devices`` from the last reports."""
+        counts: dict[tuple[str, str], int] = {}
+        for (doc,) in self.db.query("SELECT reported FROM devices WHERE reported IS NOT NULL"):
+            for model, status in (json.loads(doc).get("models") or {}).items():
+                key = (model, str((status or {}).get("state")))
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def active_rollout_progress(self) -> list[dict[str, Any]]:
+        """Running and paused rollouts: id, model, version, status, phase, devices by state."""
+        out = []
+        for rid, model, version, status, index, spec in self.db.query(
+            "SELECT id, model, version, status, phase_index, spec FROM rollouts "
+            "WHERE status IN ('running', 'paused') ORDER BY id"
+        ):
+            phases = json.loads(spec)["phases"]
+            counts = {
+                r[0]: int(r[1])
+                for r in self.db.query(
+                    "SELECT state, COUNT(*) FROM rollout_devices WHERE rollout = ? GROUP BY state",
+                    (rid,),
+                )
+            }
+            out.append(
+                {
+                    "id": int(rid),
+                    "model": model,
+                    "version": int(version),
+                    "status": status,
+                    "phase_index": int(index),
+                    "phase_percent": phases[min(int(index), len(phases) - 1)],
+                    "counts": counts,
+                }
+            )
+        return out
+
     def set_presence(self, rows: Sequence[tuple[str, str, float]]) -> None:
         """Record ``(device, online|offline, ts)`` rows."""
         self.db.executemany(

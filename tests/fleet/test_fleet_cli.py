@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import subprocess
 import sys
@@ -56,7 +57,18 @@ def test_device_add_prints_a_working_agent_snippet(
     passwords = (tmp_path / "broker" / "passwords").read_text()
     assert passwords.startswith("pi-kitchen-01:$7$101$")
     assert "pattern read es/test/dev/%u/desired" in (tmp_path / "broker" / "acl").read_text()
-    assert oct((tmp_path / "broker" / "passwords").stat().st_mode)[-3:] == "600"
+    # readable by the group of the user a packaged Mosquitto drops to, by nobody else
+    st = (tmp_path / "broker" / "passwords").stat()
+    assert oct(st.st_mode)[-3:] == "640"
+    assert grp.getgrgid(st.st_gid).gr_name == "mosquitto"
+    conf = (tmp_path / "broker" / "mosquitto.conf").read_text().splitlines()
+    port = fleet_server.broker_url.rsplit(":", 1)[1]
+    assert f"listener {port} 127.0.0.1" in conf and "allow_anonymous false" in conf
+    assert "use_username_as_clientid true" in conf and "persistence true" in conf
+    drop_in = (tmp_path / "broker" / "edgeserve.conf").read_text()
+    assert "persistence_location" not in drop_in  # Debian's mosquitto.conf sets it
+    # tmp_path is below pytest's 0700 directory: the operator is told Mosquitto cannot reach it
+    assert "not searchable by user mosquitto" in files.stderr
 
 
 def test_release_command_signs_and_uploads(
@@ -103,8 +115,13 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     path.write_text('[server]\ntoken = "0123456789abcdef"\n[broker]\nfleet_name = "x"\n')
     with pytest.raises(ConfigError, match="unknown keys: fleet_name"):
         load_config(path)
+    # the server's broker account never has an empty password
+    path.write_text('[server]\ntoken = "0123456789abcdef"\n')
+    with pytest.raises(ConfigError, match=r"\[broker\] password: empty for user 'fleet-server'"):
+        load_config(path)
     path.write_text(
         f'[server]\ntoken = "0123456789abcdef"\n[keys]\nfleet_key = "{keys}/fleet.key"\n'
+        '[broker]\npassword = "server-password"\n'
     )
     cfg = load_config(path)
     assert cfg.server.database_url == f"sqlite:///{tmp_path / 'fleet-data' / 'fleet.db'}"

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from edgeserve.agent.fleet_sim import SimulatedDevice, SimulatedFleet
 from support.broker import Mosquitto
@@ -74,6 +75,18 @@ def cli(server: FleetServerProcess, *args: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def scrape(server: FleetServerProcess) -> Callable[..., float | None]:
+    """The server's /metrics as ``value(sample_name, **labels)`` (None when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return lambda name, **labels: samples.get((name, frozenset(labels.items())))
 
 
 def release(server: FleetServerProcess, tmp: Path, version: int, **kw: object) -> None:
@@ -197,6 +210,17 @@ def test_failing_version_is_rolled_back_automatically(
     assert {e["detail"]["device"] for e in device_failed} == set(failed)
     assert all(e["detail"]["reason_code"] == "health_check" for e in device_failed)
     assert all(e["detail"]["phase"] == 40 for e in device_failed)
+    # ... and Prometheus sees the same: the paused rollout, its reverted devices, the decision
+    value = scrape(fleet_server)
+    key = {"rollout": str(rid), "model": "digits", "version": "2", "status": "paused"}
+    assert value("edgeserve_fleet_rollout_phase_percent", **key) == 40
+    assert value("edgeserve_fleet_rollout_devices", **key, state="reverted") == len(reverted)
+    assert value("edgeserve_fleet_gate_decisions_total", decision="gate_failed") == 1
+    assert value("edgeserve_fleet_devices", presence="online") == N
+    assert value("edgeserve_fleet_broker_connected") == 1
+    assert (value("edgeserve_fleet_mqtt_received_total", kind="reported") or 0) > 0
+    health = httpx.get(f"{fleet_server.url}/healthz", timeout=5).json()
+    assert health["broker"]["state"] == "connected" and health["mqtt_connected"]
     text = cli(fleet_server, "audit", "--rollout", str(rid))
     some = next(iter(failed))
     assert f"device {some}" in text and "reason_code health_check" in text
