@@ -12,7 +12,8 @@ Both take the same inputs: a Mosquitto password file (``user:$7$...`` PBKDF2-SHA
 a shortcut that writes such a password file.
 
 With a password file, a username can only ever hold its own client id: Mosquitto gets
-``use_username_as_clientid true``, amqtt refuses a CONNECT whose client id is not its username.
+``use_username_as_clientid true``, and amqtt the same rule, applied (with the credentials
+checked) before amqtt touches any session (:class:`.embedded_broker_amqtt.FleetBroker`).
 So the holder of one device's credentials cannot disconnect another device by taking over its
 client id (MQTT 3.1.1 section 3.1.4, step 2).
 
