@@ -73,23 +73,31 @@ class BrokerStatus:
         if cause == "not authorised" and self.username:
             detail = f"user {self.username}: {detail}"
         with self._lock:
-            changed = self.state != cause
+            previous, lost_why = self.state, self.detail
             if self._down_since is None:
                 self._down_since = time.time()
                 self.outages += 1
             self._set(cause, detail)
-        if changed:
+        if previous == "lost":
+            log.warning(
+                "broker %s: connection lost (%s), reconnecting: %s (%s); retrying",
+                self.url,
+                lost_why,
+                cause,
+                detail,
+            )
+        elif previous != cause:
             log.warning("broker %s: %s (%s); retrying", self.url, cause, detail)
 
     def lost(self, reason: str) -> None:
-        """An established connection dropped."""
+        """An established connection dropped. Said together with the cause of the first failed
+        reconnect, or with the recovery: one line per outage, one on recovery."""
         with self._lock:
             if self.state != "connected":
                 return
             self._down_since = time.time()
             self.outages += 1
             self._set("lost", reason)
-        log.warning("broker %s: connection lost (%s); reconnecting", self.url, reason)
 
     def to_dict(self) -> dict[str, Any]:
         """``{"url", "state", "detail", "since", "outages"}`` for ``/healthz``."""
