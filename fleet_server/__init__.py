@@ -11,6 +11,7 @@ Modules, one concept each (nothing is imported here, so ``edgeserve fleet --help
   (MQTT through :mod:`edgeserve.mqtt`, which also dispatches shared subscriptions);
 - :mod:`.api` request validation; :mod:`.app` the Starlette app; :mod:`.server` wiring and
   ``serve()``; :mod:`.client` the operator API client; :mod:`.cli` ``edgeserve fleet``;
-- :mod:`.broker_config` Mosquitto password file and ACL; :mod:`.embedded_broker` a broker for
-  one machine.
+- :mod:`.broker_config` Mosquitto password file, ACL and configuration; :mod:`.embedded_broker`
+  a broker for one machine; :mod:`.broker_status` the broker connection as the operator sees it;
+- :mod:`.bootstrap` ``fleet init``; :mod:`.metrics` the Prometheus ``/metrics``.
 """

@@ -220,3 +220,40 @@ def test_serve_with_embedded_broker_starts_and_stops_cleanly(tmp_path: Path) -> 
         assert proc.wait(30) == 0
     with socket.socket() as s:  # the embedded broker went away with the server
         assert s.connect_ex(("127.0.0.1", broker_port)) != 0
+
+
+def test_release_sign_only_then_upload_elsewhere_and_list(
+    fleet_server: FleetServerProcess, tmp_path: Path
+) -> None:
+    assert fleet_server.keys is not None
+    bundle = make_linear_bundle(tmp_path / "model", name="digits", version=5)
+    key = str(fleet_server.keys / "release.key")
+    signed = run(
+        "release", "sign", str(bundle.path), "--key", key, "--out", str(tmp_path / "x.tar")
+    )
+    assert signed.returncode == 0, signed.stderr
+    assert (bundle.path / "signature.json").is_file() and (tmp_path / "x.tar").is_file()
+    with fleet_server.client() as client:
+        assert client.releases() == []  # signing uploads nothing
+        assert client.upload_release(tmp_path / "x.tar")["version"] == 5  # a CI job's upload
+    listed = op(fleet_server, "release", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [entry] = json.loads(listed.stdout)
+    assert (entry["model"], entry["version"]) == ("digits", 5)
+    table = op(fleet_server, "release", "list")
+    assert "digits" in table.stdout and entry["sha256"][:16] in table.stdout
+
+
+def test_fleet_init_writes_a_fleet_the_server_accepts(tmp_path: Path) -> None:
+    made = run("init", str(tmp_path / "fleet"))
+    assert made.returncode == 0, made.stderr
+    cfg = load_config(tmp_path / "fleet" / "fleet.toml")
+    assert len(cfg.server.token) >= 32 and len(cfg.broker.password) >= 24
+    assert oct((tmp_path / "fleet" / "fleet.toml").stat().st_mode)[-3:] == "600"
+    assert (tmp_path / "fleet" / "keys" / "root.key").is_file()
+    assert "move it offline" in made.stdout and "edgeserve fleet serve" in made.stdout
+    passwords = (tmp_path / "fleet" / "broker" / "passwords").read_text()
+    assert passwords.startswith("fleet-server:$7$")  # the server's account, no device yet
+    again = run("init", str(tmp_path / "fleet"))
+    assert again.returncode != 0 and again.stderr.count("\n") == 1
+    assert "already holds a fleet" in again.stderr
