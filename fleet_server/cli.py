@@ -322,6 +322,28 @@ def release_list(obj: _Ctx, as_json: bool) -> None:
     Console().print(table)
 
 
+# -- stats -----------------------------------------------------------------------------------
+
+
+@fleet.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def stats(obj: _Ctx, as_json: bool) -> None:
+    """MQTT messages received and dropped (by reason), desired states published, devices."""
+    with obj.client() as client:
+        st = client.stats()
+    if as_json:
+        _echo_json(st)
+        return
+    ingest = st["ingest"]
+    received = ", ".join(f"{k} {v}" for k, v in sorted(ingest["received"].items())) or "none"
+    dropped = ", ".join(f"{k} {v}" for k, v in sorted(ingest["dropped"].items())) or "none"
+    click.echo(f"devices: {st['devices']}; broker connected: {st['mqtt_connected']}")
+    click.echo(f"received: {received}")
+    click.echo(f"dropped: {dropped}")
+    click.echo(f"desired states published: {st['published']}")
+
+
 # -- audit -----------------------------------------------------------------------------------
 
 

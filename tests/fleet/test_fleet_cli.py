@@ -242,6 +242,9 @@ def test_release_sign_only_then_upload_elsewhere_and_list(
     assert (entry["model"], entry["version"]) == ("digits", 5)
     table = op(fleet_server, "release", "list")
     assert "digits" in table.stdout and entry["sha256"][:16] in table.stdout
+    stats = op(fleet_server, "stats")
+    assert stats.returncode == 0, stats.stderr
+    assert "broker connected: True" in stats.stdout and "dropped: none" in stats.stdout
 
 
 def test_fleet_init_writes_a_fleet_the_server_accepts(tmp_path: Path) -> None:
