@@ -8,9 +8,7 @@ Where the server is: ``--server URL --token T`` (or ``EDGESERVE_FLEET_URL`` /
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,46 +16,11 @@ import click
 
 from edgeserve.errors import ConfigError
 
+from . import cli_admin as admin
 from .api import parse_duration, selector
+from .cli_common import Ctx, echo_json
 
 __all__ = ["fleet"]
-
-
-class _Ctx:
-    def __init__(self, server: str | None, token: str | None, config: str | None) -> None:
-        self.server, self.token, self.config = server, token, config
-
-    def client(self) -> Any:
-        from .client import FleetClient
-
-        server, token = self.server, self.token
-        if not (server and token):
-            path = Path(self.config or "fleet.toml")
-            if not path.is_file():
-                raise ConfigError(
-                    "where is the fleet server? pass --server and --token, set "
-                    "EDGESERVE_FLEET_URL/EDGESERVE_FLEET_TOKEN, or --config"
-                )
-            from .config import load_config
-
-            cfg = load_config(path)
-            server = server or f"http://{cfg.server.host}:{cfg.server.port}"
-            token = token or cfg.server.token
-        # a server started a moment ago in the background may not listen yet
-        return FleetClient(server, token, connect_wait_s=10.0)
-
-    def fleet_config(self) -> Any:
-        """The ``fleet.toml`` this command reads, or None when there is none."""
-        path = Path(self.config or "fleet.toml")
-        if not path.is_file():
-            return None
-        from .config import load_config
-
-        return load_config(path)
-
-
-def _echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True))
 
 
 @click.group()
@@ -73,39 +36,7 @@ def _echo_json(obj: Any) -> None:
 @click.pass_context
 def fleet(ctx: click.Context, server: str | None, token: str | None, config: str | None) -> None:
     """Run the fleet server; release, roll out and experiment across devices."""
-    ctx.obj = _Ctx(server, token, config)
-
-
-@fleet.command("init")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--port", default=8700, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address.")
-@click.option(
-    "--broker-url", default="mqtt://127.0.0.1:1883", show_default=True, help="[broker] url."
-)
-def init(directory: Path, port: int, host: str, broker_url: str) -> None:
-    """Create a fleet in DIRECTORY: keys, fleet.toml (token, broker password), broker files."""
-    from .bootstrap import init_fleet
-
-    made = init_fleet(directory, host=host, port=port, broker_url=broker_url)
-    d = made.root
-    click.echo(f"fleet in {d}:")
-    click.echo(f"  {made.config}  operator token and broker password (mode 0600)")
-    click.echo(f"  {made.keys}/root.key  ROOT KEY: move it offline; only `keys rotate` needs it")
-    click.echo(f"  {made.keys}/release.key  signs releases (your release machine or CI)")
-    click.echo(f"  {made.keys}/root.json  the trust anchor every device pins")
-    click.echo(
-        f"  {made.broker.config}  Mosquitto config (also {made.broker.drop_in.name} for "
-        "/etc/mosquitto/conf.d/)"
-    )
-    for warning in made.broker.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo("next:")
-    click.echo(f"  export EDGESERVE_FLEET_CONFIG={made.config}")
-    click.echo("  edgeserve fleet serve &")
-    click.echo("  edgeserve fleet device add DEVICE --agent-config DEVICE.toml")
-    click.echo(f"  edgeserve fleet broker-config --out {made.broker.config.parent}")
-    click.echo(f"  mosquitto -c {made.broker.config} -d")
+    ctx.obj = Ctx(server, token, config)
 
 
 @fleet.command()
@@ -122,7 +53,7 @@ def init(directory: Path, port: int, host: str, broker_url: str) -> None:
     help="Also run an MQTT broker in-process on [broker] url (one-machine setups).",
 )
 @click.pass_obj
-def serve(obj: _Ctx, config_path: str | None, embedded_broker: bool) -> None:
+def serve(obj: Ctx, config_path: str | None, embedded_broker: bool) -> None:
     """Run the fleet server (HTTP API + artifacts, MQTT, rollout controller)."""
     from .config import load_config
     from .server import FleetServer
@@ -175,7 +106,7 @@ def _agent_snippet(creds: dict[str, Any], trust_anchor: str = "/etc/edgeserve/ro
 )
 @click.pass_obj
 def device_add(
-    obj: _Ctx,
+    obj: Ctx,
     device_id: str,
     tags: str,
     as_json: bool,
@@ -195,7 +126,7 @@ def device_add(
 
         write_atomic(agent_config, snippet.encode(), 0o600)
     if as_json:
-        _echo_json(creds)
+        echo_json(creds)
         return
     click.echo(
         f"device {creds['id']} registered; broker user {creds['username']}, "
@@ -211,12 +142,12 @@ def device_add(
 @device.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def device_list(obj: _Ctx, as_json: bool) -> None:
+def device_list(obj: Ctx, as_json: bool) -> None:
     """Devices, their presence and what they run."""
     with obj.client() as client:
         devices = client.devices()
     if as_json:
-        _echo_json(devices)
+        echo_json(devices)
         return
     from rich.console import Console
     from rich.table import Table
@@ -227,159 +158,6 @@ def device_list(obj: _Ctx, as_json: bool) -> None:
         tags = ",".join(f"{k}={v}" for k, v in d["tags"].items())
         table.add_row(d["id"], tags, d["presence"], models or "-", str(d["desired_seq"]))
     Console().print(table)
-
-
-# -- releases --------------------------------------------------------------------------------
-
-
-class _ReleaseGroup(click.Group):
-    """``fleet release BUNDLE --key K`` uploads (the default); ``list`` and ``sign`` are
-    subcommands."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and not args[0].startswith("-") and args[0] not in self.commands:
-            args = ["upload", *args]
-        return super().parse_args(ctx, args)
-
-
-_key_option = click.option(
-    "--key",
-    "key_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Release key (keys/release.key).",
-)
-
-
-@fleet.group(cls=_ReleaseGroup)
-def release() -> None:
-    """Releases: `fleet release BUNDLE --key K` signs and uploads; list; sign only."""
-
-
-@release.command("upload")
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@_key_option
-@click.pass_obj
-def release_upload(obj: _Ctx, bundle: Path, key_path: str) -> None:
-    """Sign BUNDLE with the release key and upload it as a new, immutable release."""
-    from edgeserve.trust import SigningKey
-
-    from .releases import prepare_release
-
-    key = SigningKey.load(key_path)
-    with tempfile.TemporaryDirectory(prefix="edgeserve-release-") as tmp:
-        tar = prepare_release(bundle, key, Path(tmp))
-        with obj.client() as client:
-            result = client.upload_release(tar)
-    click.echo(
-        f"released {result['model']} v{result['version']} "
-        f"({result['size']} bytes, sha256 {result['sha256'][:12]}...)"
-    )
-
-
-@release.command("sign")
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@_key_option
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also pack the signed bundle as this .tar (what the server accepts).",
-)
-def release_sign(bundle: Path, key_path: str, out: Path | None) -> None:
-    """Sign BUNDLE (writes its signature.json) without uploading: for CI that uploads later."""
-    from edgeserve.bundle import pack_bundle
-    from edgeserve.trust import SigningKey, sign_release
-
-    key = SigningKey.load(key_path)
-    sign_release(bundle, [key])
-    click.echo(f"signed {bundle} with release key {key.keyid[:12]} ({bundle / 'signature.json'})")
-    if out is not None:
-        pack_bundle(bundle, out)
-        click.echo(f"packed {out}")
-
-
-@release.command("list")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def release_list(obj: _Ctx, as_json: bool) -> None:
-    """Every release: model, version, size, sha256, when."""
-    with obj.client() as client:
-        releases = client.releases()
-    if as_json:
-        _echo_json(releases)
-        return
-    from datetime import datetime, timezone
-
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("model", "version", "size", "sha256", "created (UTC)")
-    for r in releases:
-        when = datetime.fromtimestamp(r["created"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(r["model"], str(r["version"]), str(r["size"]), r["sha256"][:16], when)
-    Console().print(table)
-
-
-# -- stats -----------------------------------------------------------------------------------
-
-
-@fleet.command("stats")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def stats(obj: _Ctx, as_json: bool) -> None:
-    """MQTT messages received and dropped (by reason), desired states published, devices."""
-    with obj.client() as client:
-        st = client.stats()
-    if as_json:
-        _echo_json(st)
-        return
-    ingest = st["ingest"]
-    received = ", ".join(f"{k} {v}" for k, v in sorted(ingest["received"].items())) or "none"
-    dropped = ", ".join(f"{k} {v}" for k, v in sorted(ingest["dropped"].items())) or "none"
-    click.echo(f"devices: {st['devices']}; broker connected: {st['mqtt_connected']}")
-    click.echo(f"received: {received}")
-    click.echo(f"dropped: {dropped}")
-    click.echo(f"desired states published: {st['published']}")
-
-
-# -- audit -----------------------------------------------------------------------------------
-
-
-@fleet.command("audit")
-@click.option("--rollout", "rollout_id", type=int, default=None, help="Only this rollout.")
-@click.option("--subject", default=None, help="Only this subject (device:X, release:M:V, ...).")
-@click.option("--limit", default=200, show_default=True, type=click.IntRange(1, 10000))
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def audit(
-    obj: _Ctx, rollout_id: int | None, subject: str | None, limit: int, as_json: bool
-) -> None:
-    """The audit log, newest first: every decision, operator action and device failure."""
-    if rollout_id is not None:
-        subject = f"rollout:{rollout_id}"
-    with obj.client() as client:
-        entries = client.audit(subject, limit)
-    if as_json:
-        _echo_json(entries)
-        return
-    from datetime import datetime, timezone
-
-    for e in entries:
-        when = datetime.fromtimestamp(e["ts"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        d = e.get("detail") or {}
-        extra = []
-        if "phase" in d:
-            extra.append(f"phase {d['phase']}%")
-        if "device" in d:
-            extra.append(f"device {d['device']}")
-        if d.get("reason_code"):
-            extra.append(f"reason_code {d['reason_code']}")
-        if d.get("error"):
-            extra.append(f"error: {d['error']}")
-        tail = f" [{'; '.join(extra)}]" if extra else ""
-        click.echo(f"{when} {e['subject']} {e['action']} ({e['actor']}): {e['reason']}{tail}")
 
 
 # -- rollouts --------------------------------------------------------------------------------
@@ -409,7 +187,7 @@ def _percent(value: str, what: str) -> float:
 @click.option("--install-timeout", default=None, help="Per device, e.g. 10m (server default).")
 @click.pass_obj
 def rollout_start(
-    obj: _Ctx,
+    obj: Ctx,
     model: str,
     version: int,
     sel: str,
@@ -534,12 +312,12 @@ def _print_status(st: dict[str, Any]) -> None:
 @click.argument("rollout_id", required=False, type=int)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def rollout_status(obj: _Ctx, rollout_id: int | None, as_json: bool) -> None:
+def rollout_status(obj: Ctx, rollout_id: int | None, as_json: bool) -> None:
     """Phases, per-state device counts and gate values (the active or latest rollout)."""
     with obj.client() as client:
         st = client.rollout(_resolve_rollout(client, rollout_id))
     if as_json:
-        _echo_json(st)
+        echo_json(st)
     else:
         _print_status(st)
 
@@ -548,7 +326,7 @@ def _action(name: str) -> click.Command:
     @click.argument("rollout_id", required=False, type=int)
     @click.option("--reason", default="", help="Recorded in the audit log.")
     @click.pass_obj
-    def command(obj: _Ctx, rollout_id: int | None, reason: str) -> None:
+    def command(obj: Ctx, rollout_id: int | None, reason: str) -> None:
         with obj.client() as client:
             st = client.rollout_action(_resolve_rollout(client, rollout_id), name, reason)
         click.echo(f"rollout {st['id']}: {st['status']} ({st['reason']})")
@@ -589,7 +367,7 @@ def experiment() -> None:
 )
 @click.pass_obj
 def experiment_start(
-    obj: _Ctx,
+    obj: Ctx,
     model: str,
     a: int,
     b: int,
@@ -644,7 +422,7 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
 )
 @click.pass_obj
 def experiment_report(
-    obj: _Ctx, experiment_id: int | None, as_json: bool, min_effect: str | None
+    obj: Ctx, experiment_id: int | None, as_json: bool, min_effect: str | None
 ) -> None:
     """Per-arm requests, error rate, latency percentiles, intervals and the verdict."""
     if min_effect:
@@ -654,7 +432,7 @@ def experiment_report(
     with obj.client() as client:
         rep = client.experiment_report(_resolve_experiment(client, experiment_id), min_effect)
     if as_json:
-        _echo_json(rep)
+        echo_json(rep)
         return
     from rich.console import Console
     from rich.table import Table
@@ -695,35 +473,14 @@ def experiment_report(
     "--version", "version", type=int, default=None, help="Promote this arm even without a verdict."
 )
 @click.pass_obj
-def experiment_promote(obj: _Ctx, experiment_id: int | None, version: int | None) -> None:
+def experiment_promote(obj: Ctx, experiment_id: int | None, version: int | None) -> None:
     """End the experiment and roll out the winner."""
     with obj.client() as client:
         rid = client.promote(_resolve_experiment(client, experiment_id), version)
     click.echo(f"rollout {rid} started for the winner")
 
 
-# -- broker ----------------------------------------------------------------------------------
+# -- operations without a group of their own (cli_admin.py) ------------------------------------
 
-
-@fleet.command("broker-config")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.pass_obj
-def broker_config(obj: _Ctx, out: Path) -> None:
-    """Write Mosquitto's password file, ACL and config for every registered device into OUT."""
-    from .broker_config import write_mosquitto_files
-
-    with obj.client() as client:
-        files = client.broker_config()
-    written = write_mosquitto_files(out, files["passwords"], files["acl"], files["url"])
-    owner = f"mode 0640, group {written.group}" if written.group else "mode 0600"
-    click.echo(
-        f"wrote {written.password_file}, {written.acl_file}, {written.config} and "
-        f"{written.drop_in} ({owner})"
-    )
-    for warning in written.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo(
-        f"run it: mosquitto -c {written.config} -d   (as root it drops to user mosquitto); "
-        f"or for the packaged service: ln -s {written.drop_in} "
-        "/etc/mosquitto/conf.d/ && systemctl reload mosquitto (after adding devices: reload)"
-    )
+for _command in (admin.init, admin.broker_config, admin.release, admin.audit, admin.stats):
+    fleet.add_command(_command)
