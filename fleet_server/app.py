@@ -36,6 +36,7 @@ from edgeserve.errors import (
 from . import api
 from . import experiments as ex
 from . import rollouts as r
+from .rollout_views import rollout_status
 
 if TYPE_CHECKING:
     from .server import FleetServer
@@ -192,9 +193,9 @@ def build_app(fs: FleetServer) -> Starlette:
     async def list_rollouts(request: Request) -> Response:
         return JSONResponse({"rollouts": await run_in_threadpool(fs.rollout_list)})
 
-    async def rollout_status(request: Request) -> Response:
+    async def get_rollout(request: Request) -> Response:
         rid = _int(request.path_params["id"], "rollout id")
-        return JSONResponse(await run_in_threadpool(r.rollout_status, fs.store, rid))
+        return JSONResponse(await run_in_threadpool(rollout_status, fs.store, rid))
 
     async def rollout_action(request: Request) -> Response:
         rid = _int(request.path_params["id"], "rollout id")
@@ -206,7 +207,7 @@ def build_app(fs: FleetServer) -> Starlette:
         )
         await run_in_threadpool(fs.engine.publish_desired, changed)
         fs.engine.wake()
-        return JSONResponse(await run_in_threadpool(r.rollout_status, fs.store, rid))
+        return JSONResponse(await run_in_threadpool(rollout_status, fs.store, rid))
 
     async def start_experiment(request: Request) -> Response:
         kwargs = api.experiment_request(await body_json(request))
@@ -276,7 +277,7 @@ def build_app(fs: FleetServer) -> Starlette:
         Route("/api/v1/broker-config", guarded(broker_config), methods=["GET"]),
         Route("/api/v1/rollouts", guarded(start_rollout), methods=["POST"]),
         Route("/api/v1/rollouts", guarded(list_rollouts), methods=["GET"]),
-        Route("/api/v1/rollouts/{id}", guarded(rollout_status), methods=["GET"]),
+        Route("/api/v1/rollouts/{id}", guarded(get_rollout), methods=["GET"]),
         Route("/api/v1/rollouts/{id}/{action}", guarded(rollout_action), methods=["POST"]),
         Route("/api/v1/experiments", guarded(start_experiment), methods=["POST"]),
         Route("/api/v1/experiments", guarded(list_experiments), methods=["GET"]),

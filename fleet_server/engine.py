@@ -28,6 +28,7 @@ from . import controller as c
 from . import rollouts as r
 from .desired import DesiredBuilder
 from .ingest import IngestCounters, parse_batch, store_batch
+from .rollout_views import latency_view
 from .store import Store
 
 __all__ = ["Engine"]
@@ -210,7 +211,7 @@ class Engine:
         with self._lock:
             for state in r.running_rollouts(self.store):
                 devices = r.progress(self.store, state, now)
-                decisions, gates = c.step(state, devices, r.latency_view(self.store, state), now)
+                decisions, gates = c.step(state, devices, latency_view(self.store, state), now)
                 changed = r.apply_decisions(self.store, state, decisions, gates, now)
                 for d in decisions:
                     self.decisions[_DECISION_NAMES[type(d)]] += 1

@@ -20,6 +20,7 @@ from edgeserve.fleet_server.db import open_database
 from edgeserve.fleet_server.desired import DesiredBuilder
 from edgeserve.fleet_server.engine import Engine
 from edgeserve.fleet_server.releases import ingest_release
+from edgeserve.fleet_server.rollout_views import rollout_status
 from edgeserve.fleet_server.store import Store
 from support.fleet import Postgres, postgres_bin, signed_release_tar, wait_for
 
@@ -92,7 +93,7 @@ class Harness:
         self.engine.process([(f"es/test/dev/{device}/reported", encode(rep))])
 
     def status(self, rid: int) -> dict:
-        return r.rollout_status(self.store, rid)
+        return rollout_status(self.store, rid)
 
 
 @pytest.fixture(scope="module")
