@@ -101,8 +101,9 @@ def _agent_snippet(creds: dict[str, Any], trust_anchor: str = "/etc/edgeserve/ro
 )
 @click.option(
     "--trust-anchor",
-    default=None,
-    help="root.json path on the device (default: this fleet's keys/root.json).",
+    default="/etc/edgeserve/root.json",
+    show_default=True,
+    help="Where the device finds this fleet's keys/root.json (a local file: its absolute path).",
 )
 @click.pass_obj
 def device_add(
@@ -111,15 +112,13 @@ def device_add(
     tags: str,
     as_json: bool,
     agent_config: Path | None,
-    trust_anchor: str | None,
+    trust_anchor: str,
 ) -> None:
     """Register DEVICE_ID; print its broker credentials (shown once) and an agent.toml snippet."""
     with obj.client() as client:
         creds = client.add_device(device_id, selector(tags, "--tags"))
-    if trust_anchor is None:
-        cfg = obj.fleet_config()
-        anchor = cfg.keyring.parent / "root.json" if cfg is not None else None
-        trust_anchor = str(anchor) if anchor and anchor.is_file() else "/etc/edgeserve/root.json"
+    if Path(trust_anchor).is_file():  # this machine runs the agent too: pin the real file
+        trust_anchor = str(Path(trust_anchor).resolve())
     snippet = _agent_snippet(creds, trust_anchor)
     if agent_config is not None:
         from edgeserve.fsutil import write_atomic

@@ -38,19 +38,6 @@ class Ctx:
         # a server started a moment ago in the background may not listen yet
         return FleetClient(server, token, connect_wait_s=10.0)
 
-    def fleet_config(self) -> Any:
-        """The ``fleet.toml`` this command reads, or None when there is none."""
-        path = Path(self.config or "fleet.toml")
-        if not path.is_file():
-            return None
-        from .config import load_config
-
-        return load_config(path)
-
-
-def _echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True))
-
 
 def echo_json(obj: Any) -> None:
     """Print ``obj`` as indented, sorted JSON."""
