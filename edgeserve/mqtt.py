@@ -294,7 +294,9 @@ class MqttClient:
     ) -> None:
         if reason.is_failure:
             self.last_error = str(reason)
-            log.info("mqtt %s: connection refused: %s", self.config.client_id, reason)
+            # with an on_connect_failed hook the owner says it (once per outage), else we do
+            level = logging.INFO if self._user_on_connect_failed is not None else logging.WARNING
+            log.log(level, "mqtt %s: connection refused: %s", self.config.client_id, reason)
             if self._user_on_connect_failed is not None:
                 # CONNACK return codes 4 and 5 (MQTT 3.1.1 section 3.2.2.3): bad credentials
                 denied = getattr(reason, "value", None) in (4, 5, 0x86, 0x87)
