@@ -56,6 +56,7 @@ class Agent:
         self._failed: dict[tuple[str, int], str] = {}
         self._unloaded: set[str] = set()
         self._splits: dict[str, SplitConfig] = dict(config.splits)
+        self._window_labels: dict[str, str] = {}  # model -> experiment of its open windows
         self._lock: asyncio.Lock | None = None
         self._tasks: list[asyncio.Task] = []
         self._signature: tuple = ()
@@ -189,9 +190,14 @@ class Agent:
         weight_b: float,
         *,
         model: str | None = None,
+        label: str | None = None,
     ) -> None:
         """Split unversioned requests for ``alias`` between two versions of ``model``
         (default: the model named ``alias``) by weight, sticky per request key.
+
+        The model's telemetry windows are closed first and new ones opened, labelled
+        ``label``, so that no window counts requests from before and after the split: the
+        experiment's per-arm counts are then those of ``edgeserve_ab_requests_total``.
 
         Args:
             alias: the model name clients use.
@@ -199,6 +205,7 @@ class Agent:
             b_version: arm B's version.
             weight_b: share of traffic for arm B, in [0, 1].
             model: the model whose versions are split; defaults to ``alias``.
+            label: the experiment the split belongs to (in every telemetry summary).
 
         Raises:
             ConfigError: weight out of range.
@@ -211,14 +218,32 @@ class Agent:
         for v in (a_version, b_version):
             if v not in installed:
                 raise NotFoundError(f"model {target!r} version {v} is not installed")
+        # no await between closing the windows and switching: no request runs in between
+        self._cut_windows(target, label)
         self._splits[alias] = SplitConfig(target, a_version, b_version, weight_b)
         await self.reconcile([target])
 
     async def clear_split(self, alias: str) -> None:
-        """Remove an A/B alias; its versions unload unless otherwise needed."""
+        """Remove an A/B alias (closing its telemetry windows); its versions unload unless
+        otherwise needed."""
         split = self._splits.pop(alias, None)
         if split is not None:
+            self._cut_windows(split.model, None)
             await self.reconcile([split.model])
+
+    def _cut_windows(self, name: str, label: str | None) -> None:
+        """Close the open telemetry window of every loaded version of ``name`` (into the
+        buffer) and open new ones labelled ``label``. Runs on the event loop."""
+        if label is None:
+            self._window_labels.pop(name, None)
+        else:
+            self._window_labels[name] = label
+        for model in list(self._models.get(name, {}).values()):
+            model.label = label
+            try:
+                self._flush_stats(model)
+            except EdgeServeError as exc:
+                log.error("telemetry: %s", exc)
 
     def splits(self) -> dict[str, SplitConfig]:
         """Current A/B aliases."""
@@ -407,6 +432,8 @@ class Agent:
             log.error("model %s version %s failed to load: %s", name, version, exc)
             return None
         self._failed.pop((name, version), None)
+        model.label = self._window_labels.get(name)
+        model.take_stats()  # the first window carries the label (nothing was counted yet)
         self.metrics.loaded.labels(name, str(version)).set(1)
         elapsed_ms = (time.perf_counter() - started) * 1000
         providers = ",".join(model.runtime.providers)

@@ -405,6 +405,11 @@ class DeviceSync:
                 return
             if machine.state is not S.ACTIVE:
                 self._machines[name] = InstallMachine(S.ACTIVE)
+            if target.allow_downgrade:
+                # a revert to the version that serves (it rolled back by itself): the newer
+                # versions left in the store failed or were rejected; prune them by policy
+                installed = self.installer.installed_versions(name)
+                self._pipeline.prune(name, target, {v for v in installed if v <= active})
             self._done[name] = (seq, target.version)
             self._set(name, ModelStatus(S.ACTIVE, active, target.version, self._prev(name)))
             return

@@ -190,25 +190,36 @@ class InstallPipeline:
         sp = target.split
         try:
             if sp is not None:
-                self.installer.set_split(name, sp.a_version, sp.b_version, sp.weight_b)
+                self.installer.set_split(
+                    name, sp.a_version, sp.b_version, sp.weight_b, target.experiment
+                )
             elif self.installer.current_split(name) is not None:
                 self.installer.clear_split(name)
         except Exception as exc:
             m.handle(E.ERROR)
             return S.FAILED, f"split failed: {exc}"[:500], "split"
         m.handle(E.HEALTHY)
-        if self.keep_previous:
-            # bound the disk: keep what serves, the rollback target and the split arms
-            keep = {target.version, *([active] if active is not None else [])}
-            if sp is not None:
-                keep |= {sp.a_version, sp.b_version}
-            try:
-                removed = self.installer.prune(name, keep)
-                if removed:
-                    log.info("fleet sync: removed %s versions %s", name, removed)
-            except Exception:
-                log.exception("fleet sync: pruning %s failed", name)
+        # bound the disk: keep what serves, the rollback target and the split arms; after an
+        # operator-signed downgrade (a revert) the version left behind was rejected, so it is
+        # not kept as a rollback target
+        rejected = target.allow_downgrade and active is not None and active > target.version
+        previous = [] if active is None or rejected else [active]
+        self.prune(name, target, {target.version, *previous})
         return S.ACTIVE, None, None
+
+    def prune(self, name: str, target: ModelTarget, keep: set[int]) -> None:
+        """With ``prune = true``, remove installed versions of ``name`` outside ``keep`` and
+        the target's split arms (a failure is logged: pruning never fails an install)."""
+        if not self.keep_previous:
+            return
+        if target.split is not None:
+            keep = keep | {target.split.a_version, target.split.b_version}
+        try:
+            removed = self.installer.prune(name, keep)
+            if removed:
+                log.info("fleet sync: removed %s versions %s", name, removed)
+        except Exception:
+            log.exception("fleet sync: pruning %s failed", name)
 
     def _check_or_roll_back(
         self, name: str, target: ModelTarget, m: InstallMachine, active: int | None

@@ -32,8 +32,9 @@ class Installer(Protocol):
     def health_check(self, name: str, version: int) -> None:
         """Run the bundle's sample inputs; raise when outputs are missing or not finite."""
 
-    def set_split(self, name: str, a: int, b: int, weight_b: int) -> None:
-        """On-device A/B: ``weight_b`` percent (0-100) of requests for ``name`` go to ``b``."""
+    def set_split(self, name: str, a: int, b: int, weight_b: int, label: str | None = None) -> None:
+        """On-device A/B: ``weight_b`` percent (0-100) of requests for ``name`` go to ``b``;
+        ``label`` (the experiment) marks the telemetry windows opened from now on."""
 
     def clear_split(self, name: str) -> None:
         """Remove the A/B split of ``name``."""
@@ -92,9 +93,9 @@ class AgentInstaller:
         """Run the version's sample inputs; raise ModelError when they fail."""
         self.agent.run_threadsafe(self.agent.health_check(name, version), self.timeout_s)
 
-    def set_split(self, name: str, a: int, b: int, weight_b: int) -> None:
-        """Send ``weight_b`` percent of ``name``'s requests to ``b``."""
-        coro = self.agent.set_split(name, a, b, weight_b / 100.0)
+    def set_split(self, name: str, a: int, b: int, weight_b: int, label: str | None = None) -> None:
+        """Send ``weight_b`` percent of ``name``'s requests to ``b`` (windows cut, labelled)."""
+        coro = self.agent.set_split(name, a, b, weight_b / 100.0, label=label)
         self.agent.run_threadsafe(coro, self.timeout_s)
 
     def clear_split(self, name: str) -> None:

@@ -80,8 +80,8 @@ class SimulatedInstaller:
         ):
             raise ModelError(f"{name} v{version}: simulated health check failure")
 
-    def set_split(self, name: str, a: int, b: int, weight_b: int) -> None:
-        """Send ``weight_b`` percent of ``name``'s requests to ``b``."""
+    def set_split(self, name: str, a: int, b: int, weight_b: int, label: str | None = None) -> None:
+        """Send ``weight_b`` percent of ``name``'s requests to ``b`` (no telemetry here)."""
         self.splits[name] = (a, b, weight_b)
 
     def clear_split(self, name: str) -> None:

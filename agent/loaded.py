@@ -86,6 +86,7 @@ class Stats:
     rows: int = 0
     max_batch: int = 0
     started: float = field(default_factory=time.time)
+    label: str | None = None  # the experiment this window belongs to (on-device A/B)
 
     def record_latency(self, ms: float) -> None:
         """Keep a uniform reservoir sample of latencies (bounded memory)."""
@@ -119,6 +120,7 @@ class Stats:
             "rows": self.rows,
             "batch_mean": round(self.rows / self.executions, 3) if self.executions else None,
             "batch_max": self.max_batch,
+            "experiment": self.label,
         }
 
 
@@ -183,6 +185,7 @@ class LoadedModel:
         )
         cfg = model_cfg.batching
         self.metrics: VersionMetrics = metrics.for_version(self.name, self.version)
+        self.label: str | None = None  # label of the telemetry windows opened from now on
         self.stats = Stats()
         self.totals = Totals()
         self._stats_lock = threading.Lock()
@@ -272,7 +275,7 @@ class LoadedModel:
     def take_stats(self) -> Stats:
         """Return the current telemetry window and start a new one."""
         with self._stats_lock:
-            stats, self.stats = self.stats, Stats()
+            stats, self.stats = self.stats, Stats(label=self.label)
         return stats
 
     def warm_up(self, runs: int) -> None:

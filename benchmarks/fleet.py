@@ -9,7 +9,9 @@ one shared MQTT network thread. For each N it prints:
   one phase of 100%, the server's view: rollout status ``completed`` with N active);
 - MQTT messages per device during the rollout (desired + reported + presence + telemetry on the
   device's topics, counted by a subscriber on ``es/<fleet>/dev/#``);
-- fleet server resident memory (VmRSS at the end and VmHWM, the peak).
+- fleet server resident memory (VmRSS at the end and VmHWM, the peak);
+- the fleet server's ``/metrics`` scrape time with N devices registered and reporting
+  (median and range of 11 scrapes, after the rollout), and the size of one scrape.
 
 Usage::
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+import httpx  # noqa: E402
 from support.broker import Mosquitto  # noqa: E402
 from support.fleet import (  # noqa: E402
     FleetServerProcess,
@@ -87,6 +91,18 @@ class MessageCounter:
 
     def stop(self) -> None:
         self.client.stop()
+
+
+def scrape_times(url: str, count: int) -> tuple[list[float], int]:
+    """Wall time (ms) of ``count`` GETs of ``/metrics``, and the size of the last body."""
+    times, size = [], 0
+    with httpx.Client(timeout=60) as http:
+        for _ in range(count):
+            t = time.perf_counter()
+            body = http.get(f"{url}/metrics").raise_for_status().content
+            times.append((time.perf_counter() - t) * 1000)
+            size = len(body)
+    return times, size
 
 
 def run(
@@ -153,6 +169,7 @@ def run(
         time.sleep(1.0)  # late messages of the rollout (none expected)
         counter.active = False
         msgs = sum(counter.counts.values())
+        scrapes, size = scrape_times(server.url, 11)
         return {
             "devices": n,
             "active": st["counts"]["active"],
@@ -163,6 +180,10 @@ def run(
             "server_peak_rss_mb": _proc_kib(server.process.pid, "VmHWM") / 1024,
             "register_s": register_s,
             "connect_s": connect_s,
+            "scrape_ms": statistics.median(scrapes),
+            "scrape_ms_min": min(scrapes),
+            "scrape_ms_max": max(scrapes),
+            "scrape_bytes": size,
         }
     finally:
         if counter is not None:
@@ -204,12 +225,13 @@ def main() -> None:
     print()
     print(
         f"{'devices':>8} {'converge s':>11} {'msgs/device':>12} {'server RSS MB':>14} "
-        f"{'peak RSS MB':>12}"
+        f"{'peak RSS MB':>12} {'/metrics ms (min-max)':>22}"
     )
     for r in rows:
+        scrape = f"{r['scrape_ms']:.1f} ({r['scrape_ms_min']:.1f}-{r['scrape_ms_max']:.1f})"
         print(
             f"{r['devices']:>8} {r['converge_s']:>11.1f} {r['msgs_per_device']:>12.2f} "
-            f"{r['server_rss_mb']:>14.0f} {r['server_peak_rss_mb']:>12.0f}"
+            f"{r['server_rss_mb']:>14.0f} {r['server_peak_rss_mb']:>12.0f} {scrape:>22}"
         )
     print("goals: 1,000 devices <= 60 s, <= 6 messages per device, server <= 250 MB")
 

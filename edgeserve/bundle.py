@@ -325,7 +325,9 @@ def unpack_bundle(
             for member in tar:
                 if member.isdir():
                     continue
-                if not member.isfile():
+                # a sparse member declares more bytes than the tar holds: refuse it from its
+                # header rather than write its holes out as zeros
+                if not member.isfile() or member.issparse():
                     raise BundleError(f"{tar_path}: member {member.name!r} is not a regular file")
                 check_relative_path(member.name)
                 total += member.size

@@ -37,6 +37,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from edgeserve.errors import ConfigError, TransportError
 
 __all__ = [
+    "NOT_AUTHORISED",
+    "REFUSED",
+    "UNREACHABLE",
     "MessageCallback",
     "MqttClient",
     "MqttConfig",
@@ -49,6 +52,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MessageCallback = Callable[[str, bytes, bool], None]
+# causes passed to ``on_connect_failed``: the TCP connection was refused, the broker refused
+# the credentials (CONNACK), or the broker's host cannot be reached at all
+REFUSED: Final = "refused"
+NOT_AUTHORISED: Final = "not authorised"
+UNREACHABLE: Final = "unreachable"
 _DEFAULT_PORT: Final = 1883  # IANA "mqtt"
 _DEFAULT_TLS_PORT: Final = 8883  # IANA "secure-mqtt"
 
@@ -139,11 +147,13 @@ class MqttClient:
         loop: MqttLoop | None = None,
         on_connect: Callable[[], None] | None = None,
         on_disconnect: Callable[[str], None] | None = None,
+        on_connect_failed: Callable[[str, str], None] | None = None,
     ) -> None:
         self.config = config
         self._loop = loop
         self._user_on_connect = on_connect
         self._user_on_disconnect = on_disconnect
+        self._user_on_connect_failed = on_connect_failed
         self._subs: dict[str, tuple[MessageCallback, int]] = {}
         self._acks: dict[int, Callable[[], None] | None] = {}
         self._early_acks: set[int] = set()
@@ -176,6 +186,7 @@ class MqttClient:
         client.max_queued_messages_set(config.max_queued_messages)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         self._client = client
@@ -283,7 +294,14 @@ class MqttClient:
     ) -> None:
         if reason.is_failure:
             self.last_error = str(reason)
-            log.warning("mqtt %s: connection refused: %s", self.config.client_id, reason)
+            # with an on_connect_failed hook the owner says it (once per outage), else we do
+            level = logging.INFO if self._user_on_connect_failed is not None else logging.WARNING
+            log.log(level, "mqtt %s: connection refused: %s", self.config.client_id, reason)
+            if self._user_on_connect_failed is not None:
+                # CONNACK return codes 4 and 5 (MQTT 3.1.1 section 3.2.2.3): bad credentials
+                denied = getattr(reason, "value", None) in (4, 5, 0x86, 0x87)
+                cause = NOT_AUTHORISED if denied else REFUSED
+                _safe(self._user_on_connect_failed, cause, str(reason))
             return
         self.last_error = None
         self.connects += 1
@@ -305,6 +323,21 @@ class MqttClient:
             self.last_error = str(reason)
         if was and self._user_on_disconnect is not None and not self._stopping:
             _safe(self._user_on_disconnect, str(reason))
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        # paho does not pass the socket error on; one short probe tells the causes apart
+        if self._user_on_connect_failed is None:
+            return
+        host, port = parse_broker_url(self.config.url)
+        try:
+            with socket.create_connection((host, port), timeout=2.0):
+                cause, why = UNREACHABLE, f"{host}:{port} accepts TCP but the MQTT handshake failed"
+        except ConnectionRefusedError:
+            cause, why = REFUSED, f"connection refused: nothing listens on {host}:{port}"
+        except OSError as exc:
+            cause, why = UNREACHABLE, f"{host}:{port}: {exc.strerror or exc}"
+        self.last_error = why
+        _safe(self._user_on_connect_failed, cause, why)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         with self._lock:

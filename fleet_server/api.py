@@ -13,6 +13,7 @@ from typing import Any
 from edgeserve.errors import ConfigError
 
 from .controller import RolloutSpec
+from .stats import MinEffect
 
 __all__ = [
     "device_request",
@@ -169,8 +170,9 @@ def experiment_request(body: Any) -> dict[str, Any]:
     Raises:
         ConfigError: a field is missing or out of range.
     """
-    body = _check_keys(body, {"model", "a", "b", "split", "on_device", "selector"})
+    body = _check_keys(body, {"model", "a", "b", "split", "on_device", "selector", "min_effect"})
     split = _get(body, "split", int, 50)
+    effect = body.get("min_effect")
     if not 0 < split < 100:
         raise ConfigError("split: percent of devices (or requests) on B, in (0, 100)")
     return {
@@ -180,4 +182,23 @@ def experiment_request(body: Any) -> dict[str, Any]:
         "split": split,
         "on_device": bool(_get(body, "on_device", bool, False)),
         "selector": selector(body.get("selector") or {}),
+        "min_effect": None if effect in (None, "") else min_effect(str(effect)),
     }
+
+
+def min_effect(text: str, what: str = "min_effect") -> MinEffect:
+    """``0.5ms``, ``2 ms`` or ``5%`` -> :class:`~.stats.MinEffect`.
+
+    Raises:
+        ConfigError: another form, or a negative number.
+    """
+    value = text.strip().lower().replace(" ", "")
+    unit = "pct" if value.endswith("%") else "ms" if value.endswith("ms") else None
+    number = value.rstrip("%").removesuffix("ms")
+    try:
+        amount = float(number)
+        if unit is None or not amount >= 0:
+            raise ValueError(text)
+    except ValueError:
+        raise ConfigError(f"{what}: {text!r} is not a latency like 0.5ms or 5%") from None
+    return MinEffect(**{unit: amount})

@@ -36,6 +36,7 @@ from edgeserve.errors import (
 from . import api
 from . import experiments as ex
 from . import rollouts as r
+from .rollout_views import rollout_status
 
 if TYPE_CHECKING:
     from .server import FleetServer
@@ -111,11 +112,22 @@ def build_app(fs: FleetServer) -> Starlette:
             rel["path"], media_type="application/x-tar", headers={"ETag": f'"{rel["sha256"]}"'}
         )
 
+    async def metrics(request: Request) -> Response:
+        from .metrics import CONTENT_TYPE, render
+
+        return Response(await run_in_threadpool(render, fs), media_type=CONTENT_TYPE)
+
     async def keyring(request: Request) -> Response:
         return Response(fs.keyring_bytes, media_type="application/json")
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "mqtt_connected": fs.mqtt_connected})
+        return JSONResponse(
+            {
+                "status": "ok",
+                "mqtt_connected": fs.mqtt_connected,
+                "broker": fs.broker_status.to_dict(),
+            }
+        )
 
     # -- operator API -------------------------------------------------------------------------
 
@@ -181,9 +193,9 @@ def build_app(fs: FleetServer) -> Starlette:
     async def list_rollouts(request: Request) -> Response:
         return JSONResponse({"rollouts": await run_in_threadpool(fs.rollout_list)})
 
-    async def rollout_status(request: Request) -> Response:
+    async def get_rollout(request: Request) -> Response:
         rid = _int(request.path_params["id"], "rollout id")
-        return JSONResponse(await run_in_threadpool(r.rollout_status, fs.store, rid))
+        return JSONResponse(await run_in_threadpool(rollout_status, fs.store, rid))
 
     async def rollout_action(request: Request) -> Response:
         rid = _int(request.path_params["id"], "rollout id")
@@ -195,7 +207,7 @@ def build_app(fs: FleetServer) -> Starlette:
         )
         await run_in_threadpool(fs.engine.publish_desired, changed)
         fs.engine.wake()
-        return JSONResponse(await run_in_threadpool(r.rollout_status, fs.store, rid))
+        return JSONResponse(await run_in_threadpool(rollout_status, fs.store, rid))
 
     async def start_experiment(request: Request) -> Response:
         kwargs = api.experiment_request(await body_json(request))
@@ -210,7 +222,11 @@ def build_app(fs: FleetServer) -> Starlette:
 
     async def experiment_report(request: Request) -> Response:
         eid = _int(request.path_params["id"], "experiment id")
-        return JSONResponse(await run_in_threadpool(ex.report, fs.store, eid))
+        text = request.query_params.get("min_effect")
+        effect = api.min_effect(text) if text else None
+        return JSONResponse(
+            await run_in_threadpool(lambda: ex.report(fs.store, eid, min_effect=effect))
+        )
 
     async def promote(request: Request) -> Response:
         eid = _int(request.path_params["id"], "experiment id")
@@ -237,12 +253,17 @@ def build_app(fs: FleetServer) -> Starlette:
 
     async def audit(request: Request) -> Response:
         subject = request.query_params.get("subject")
-        entries = await run_in_threadpool(lambda: fs.store.audit_entries(subject))
+        limit = _int(request.query_params.get("limit", "200"), "limit")
+        if not 0 < limit <= 10_000:
+            raise ConfigError("limit: between 1 and 10000")
+        entries = await run_in_threadpool(lambda: fs.store.audit_entries(subject, limit))
         return JSONResponse({"entries": entries})
 
     open_ = {"auth": False}
     routes = [
         Route("/healthz", guarded(health, **open_)),
+        # counts only (no device ids), like the agent's; bind 127.0.0.1 or proxy it
+        Route("/metrics", guarded(metrics, **open_)),
         Route("/keyring.json", guarded(keyring, **open_)),
         Route(
             "/artifacts/{model}/{version}.tar", guarded(artifact, **open_), methods=["GET", "HEAD"]
@@ -256,7 +277,7 @@ def build_app(fs: FleetServer) -> Starlette:
         Route("/api/v1/broker-config", guarded(broker_config), methods=["GET"]),
         Route("/api/v1/rollouts", guarded(start_rollout), methods=["POST"]),
         Route("/api/v1/rollouts", guarded(list_rollouts), methods=["GET"]),
-        Route("/api/v1/rollouts/{id}", guarded(rollout_status), methods=["GET"]),
+        Route("/api/v1/rollouts/{id}", guarded(get_rollout), methods=["GET"]),
         Route("/api/v1/rollouts/{id}/{action}", guarded(rollout_action), methods=["POST"]),
         Route("/api/v1/experiments", guarded(start_experiment), methods=["POST"]),
         Route("/api/v1/experiments", guarded(list_experiments), methods=["GET"]),

@@ -8,9 +8,7 @@ Where the server is: ``--server URL --token T`` (or ``EDGESERVE_FLEET_URL`` /
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,36 +16,11 @@ import click
 
 from edgeserve.errors import ConfigError
 
+from . import cli_admin as admin
 from .api import parse_duration, selector
+from .cli_common import Ctx, echo_json
 
 __all__ = ["fleet"]
-
-
-class _Ctx:
-    def __init__(self, server: str | None, token: str | None, config: str | None) -> None:
-        self.server, self.token, self.config = server, token, config
-
-    def client(self) -> Any:
-        from .client import FleetClient
-
-        server, token = self.server, self.token
-        if not (server and token):
-            path = Path(self.config or "fleet.toml")
-            if not path.is_file():
-                raise ConfigError(
-                    "where is the fleet server? pass --server and --token, set "
-                    "EDGESERVE_FLEET_URL/EDGESERVE_FLEET_TOKEN, or --config"
-                )
-            from .config import load_config
-
-            cfg = load_config(path)
-            server = server or f"http://{cfg.server.host}:{cfg.server.port}"
-            token = token or cfg.server.token
-        return FleetClient(server, token)
-
-
-def _echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True))
 
 
 @click.group()
@@ -63,7 +36,7 @@ def _echo_json(obj: Any) -> None:
 @click.pass_context
 def fleet(ctx: click.Context, server: str | None, token: str | None, config: str | None) -> None:
     """Run the fleet server; release, roll out and experiment across devices."""
-    ctx.obj = _Ctx(server, token, config)
+    ctx.obj = Ctx(server, token, config)
 
 
 @fleet.command()
@@ -80,12 +53,16 @@ def fleet(ctx: click.Context, server: str | None, token: str | None, config: str
     help="Also run an MQTT broker in-process on [broker] url (one-machine setups).",
 )
 @click.pass_obj
-def serve(obj: _Ctx, config_path: str | None, embedded_broker: bool) -> None:
+def serve(obj: Ctx, config_path: str | None, embedded_broker: bool) -> None:
     """Run the fleet server (HTTP API + artifacts, MQTT, rollout controller)."""
     from .config import load_config
     from .server import FleetServer
 
     cfg = load_config(config_path or obj.config or "fleet.toml")
+    # the start line, broker outages and recoveries are shown without -v
+    status = logging.getLogger("edgeserve.fleet_server.broker_status")
+    if status.getEffectiveLevel() > logging.INFO:
+        status.setLevel(logging.INFO)
     FleetServer(cfg).serve(embedded_broker=embedded_broker)
 
 
@@ -97,7 +74,7 @@ def device() -> None:
     """Register and list devices."""
 
 
-def _agent_snippet(creds: dict[str, Any]) -> str:
+def _agent_snippet(creds: dict[str, Any], trust_anchor: str = "/etc/edgeserve/root.json") -> str:
     # keys of agent/fleet_config.py (the agent's [fleet] table)
     return (
         "[fleet]\n"
@@ -108,7 +85,7 @@ def _agent_snippet(creds: dict[str, Any]) -> str:
         f'password = "{creds["password"]}"\n'
         f'prefix = "{creds["prefix"]}"\n'
         f'server_url = "{creds["server_url"]}"\n'
-        'trust_anchor = "/etc/edgeserve/root.json"   # copy keys/root.json to the device\n'
+        f'trust_anchor = "{trust_anchor}"   # keys/root.json, copied to the device\n'
     )
 
 
@@ -116,31 +93,60 @@ def _agent_snippet(creds: dict[str, Any]) -> str:
 @click.argument("device_id")
 @click.option("--tags", default="", help="k=v,k2=v2")
 @click.option("--json", "as_json", is_flag=True, help="Print the credentials as JSON.")
+@click.option(
+    "--agent-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the device's agent.toml here (mode 0600).",
+)
+@click.option(
+    "--trust-anchor",
+    default="/etc/edgeserve/root.json",
+    show_default=True,
+    help="Where the device finds this fleet's keys/root.json (a local file: its absolute path).",
+)
 @click.pass_obj
-def device_add(obj: _Ctx, device_id: str, tags: str, as_json: bool) -> None:
+def device_add(
+    obj: Ctx,
+    device_id: str,
+    tags: str,
+    as_json: bool,
+    agent_config: Path | None,
+    trust_anchor: str,
+) -> None:
     """Register DEVICE_ID; print its broker credentials (shown once) and an agent.toml snippet."""
     with obj.client() as client:
         creds = client.add_device(device_id, selector(tags, "--tags"))
+    if Path(trust_anchor).is_file():  # this machine runs the agent too: pin the real file
+        trust_anchor = str(Path(trust_anchor).resolve())
+    snippet = _agent_snippet(creds, trust_anchor)
+    if agent_config is not None:
+        from edgeserve.fsutil import write_atomic
+
+        write_atomic(agent_config, snippet.encode(), 0o600)
     if as_json:
-        _echo_json(creds)
+        echo_json(creds)
         return
     click.echo(
         f"device {creds['id']} registered; broker user {creds['username']}, "
         f"password {creds['password']} (shown once)"
     )
     click.echo("run `edgeserve fleet broker-config --out DIR` and reload Mosquitto (SIGHUP)")
-    click.echo("\n# agent.toml\n" + _agent_snippet(creds))
+    if agent_config is not None:
+        click.echo(f"wrote {agent_config}: its agent.toml ([fleet] table)")
+    else:
+        click.echo("\n# agent.toml\n" + snippet)
 
 
 @device.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def device_list(obj: _Ctx, as_json: bool) -> None:
+def device_list(obj: Ctx, as_json: bool) -> None:
     """Devices, their presence and what they run."""
     with obj.client() as client:
         devices = client.devices()
     if as_json:
-        _echo_json(devices)
+        echo_json(devices)
         return
     from rich.console import Console
     from rich.table import Table
@@ -151,36 +157,6 @@ def device_list(obj: _Ctx, as_json: bool) -> None:
         tags = ",".join(f"{k}={v}" for k, v in d["tags"].items())
         table.add_row(d["id"], tags, d["presence"], models or "-", str(d["desired_seq"]))
     Console().print(table)
-
-
-# -- releases --------------------------------------------------------------------------------
-
-
-@fleet.command()
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--key",
-    "key_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Release key (keys/release.key).",
-)
-@click.pass_obj
-def release(obj: _Ctx, bundle: Path, key_path: str) -> None:
-    """Sign BUNDLE with the release key and upload it as a new, immutable release."""
-    from edgeserve.trust import SigningKey
-
-    from .releases import prepare_release
-
-    key = SigningKey.load(key_path)
-    with tempfile.TemporaryDirectory(prefix="edgeserve-release-") as tmp:
-        tar = prepare_release(bundle, key, Path(tmp))
-        with obj.client() as client:
-            result = client.upload_release(tar)
-    click.echo(
-        f"released {result['model']} v{result['version']} "
-        f"({result['size']} bytes, sha256 {result['sha256'][:12]}...)"
-    )
 
 
 # -- rollouts --------------------------------------------------------------------------------
@@ -210,7 +186,7 @@ def _percent(value: str, what: str) -> float:
 @click.option("--install-timeout", default=None, help="Per device, e.g. 10m (server default).")
 @click.pass_obj
 def rollout_start(
-    obj: _Ctx,
+    obj: Ctx,
     model: str,
     version: int,
     sel: str,
@@ -280,6 +256,18 @@ def _print_status(st: dict[str, Any]) -> None:
         )
         phases.add_row(str(i + 1), f"{p}%", state)
     console.print(phases)
+    soak = st.get("soak_left_s")
+    soak_text = (
+        f"soak left {soak:.0f}s"
+        if soak is not None
+        else "soak starts once every device of the phase is active or failed"
+        if st["status"] == "running"
+        else ""
+    )
+    console.print(
+        f"phase {st['phase_percent']}% targets {st.get('phase_targets', '?')} of "
+        f"{len(st['devices'])} devices; {soak_text}"
+    )
     counts = Table(*st["counts"].keys(), title="devices")
     counts.add_row(*(str(v) for v in st["counts"].values()))
     console.print(counts)
@@ -303,18 +291,32 @@ def _print_status(st: dict[str, Any]) -> None:
     )
     gates.add_row("install timeout", "", f"{spec['install_timeout_s']:g}s")
     console.print(gates)
+    shown = [d for d in st["devices"] if d["state"] != "pending" or d.get("outcome")]
+    if shown:
+        table = Table("device", "state", "detail", "outcome", "reason", "error")
+        for d in shown[:100]:
+            o = d.get("outcome") or {}
+            table.add_row(
+                d["device"],
+                d["state"],
+                d["detail"],
+                str(o.get("state", "")),
+                str(o.get("reason_code", "")),
+                str(o.get("error", ""))[:80],
+            )
+        console.print(table)
 
 
 @rollout.command("status")
 @click.argument("rollout_id", required=False, type=int)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def rollout_status(obj: _Ctx, rollout_id: int | None, as_json: bool) -> None:
+def rollout_status(obj: Ctx, rollout_id: int | None, as_json: bool) -> None:
     """Phases, per-state device counts and gate values (the active or latest rollout)."""
     with obj.client() as client:
         st = client.rollout(_resolve_rollout(client, rollout_id))
     if as_json:
-        _echo_json(st)
+        echo_json(st)
     else:
         _print_status(st)
 
@@ -323,7 +325,7 @@ def _action(name: str) -> click.Command:
     @click.argument("rollout_id", required=False, type=int)
     @click.option("--reason", default="", help="Recorded in the audit log.")
     @click.pass_obj
-    def command(obj: _Ctx, rollout_id: int | None, reason: str) -> None:
+    def command(obj: Ctx, rollout_id: int | None, reason: str) -> None:
         with obj.client() as client:
             st = client.rollout_action(_resolve_rollout(client, rollout_id), name, reason)
         click.echo(f"rollout {st['id']}: {st['status']} ({st['reason']})")
@@ -356,22 +358,39 @@ def experiment() -> None:
 @click.option("--split", default=50, type=int, help="Percent of devices (or requests) on B.")
 @click.option("--on-device", is_flag=True, help="Split requests on each device instead.")
 @click.option("--selector", "sel", default="")
+@click.option(
+    "--min-effect",
+    default=None,
+    help="Smallest p50 latency difference that matters (0.5ms or 5%); below it the verdict is "
+    "'no practical difference'.",
+)
 @click.pass_obj
 def experiment_start(
-    obj: _Ctx, model: str, a: int, b: int, split: int, on_device: bool, sel: str
+    obj: Ctx,
+    model: str,
+    a: int,
+    b: int,
+    split: int,
+    on_device: bool,
+    sel: str,
+    min_effect: str | None,
 ) -> None:
     """Start an experiment between versions A and B of MODEL."""
+    body: dict[str, Any] = {
+        "model": model,
+        "a": a,
+        "b": b,
+        "split": split,
+        "on_device": on_device,
+        "selector": selector(sel, "--selector"),
+    }
+    if min_effect:
+        from .api import min_effect as parse_effect
+
+        parse_effect(min_effect, "--min-effect")  # a bad value is an argument error here
+        body["min_effect"] = min_effect
     with obj.client() as client:
-        eid = client.start_experiment(
-            {
-                "model": model,
-                "a": a,
-                "b": b,
-                "split": split,
-                "on_device": on_device,
-                "selector": selector(sel, "--selector"),
-            }
-        )
+        eid = client.start_experiment(body)
     click.echo(
         f"experiment {eid} started: {model} v{a} vs v{b}, {split}% on B"
         f"{' (on device)' if on_device else ''}"
@@ -395,13 +414,24 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
 @experiment.command("report")
 @click.argument("experiment_id", required=False, type=int)
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--min-effect",
+    default=None,
+    help="Smallest p50 latency difference that matters (0.5ms or 5%); overrides the experiment's.",
+)
 @click.pass_obj
-def experiment_report(obj: _Ctx, experiment_id: int | None, as_json: bool) -> None:
+def experiment_report(
+    obj: Ctx, experiment_id: int | None, as_json: bool, min_effect: str | None
+) -> None:
     """Per-arm requests, error rate, latency percentiles, intervals and the verdict."""
+    if min_effect:
+        from .api import min_effect as parse_effect
+
+        parse_effect(min_effect, "--min-effect")
     with obj.client() as client:
-        rep = client.experiment_report(_resolve_experiment(client, experiment_id))
+        rep = client.experiment_report(_resolve_experiment(client, experiment_id), min_effect)
     if as_json:
-        _echo_json(rep)
+        echo_json(rep)
         return
     from rich.console import Console
     from rich.table import Table
@@ -442,31 +472,14 @@ def experiment_report(obj: _Ctx, experiment_id: int | None, as_json: bool) -> No
     "--version", "version", type=int, default=None, help="Promote this arm even without a verdict."
 )
 @click.pass_obj
-def experiment_promote(obj: _Ctx, experiment_id: int | None, version: int | None) -> None:
+def experiment_promote(obj: Ctx, experiment_id: int | None, version: int | None) -> None:
     """End the experiment and roll out the winner."""
     with obj.client() as client:
         rid = client.promote(_resolve_experiment(client, experiment_id), version)
     click.echo(f"rollout {rid} started for the winner")
 
 
-# -- broker ----------------------------------------------------------------------------------
+# -- operations without a group of their own (cli_admin.py) ------------------------------------
 
-
-@fleet.command("broker-config")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.pass_obj
-def broker_config(obj: _Ctx, out: Path) -> None:
-    """Write a Mosquitto password file and ACL for every registered device into OUT."""
-    with obj.client() as client:
-        files = client.broker_config()
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("passwords", "acl"):
-        path = out / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(files[name])
-    click.echo(
-        f"wrote {out / 'passwords'} and {out / 'acl'}; in mosquitto.conf: "
-        f"password_file {out / 'passwords'} / acl_file {out / 'acl'} / "
-        "allow_anonymous false, then reload (kill -HUP)"
-    )
+for _command in (admin.init, admin.broker_config, admin.release, admin.audit, admin.stats):
+    fleet.add_command(_command)

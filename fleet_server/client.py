@@ -6,6 +6,7 @@ Server answers ``{"error": msg}`` with a 4xx/5xx status; the client raises the m
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,15 @@ class FleetClient:
         url: server base URL, e.g. ``http://127.0.0.1:8700``.
         token: the operator bearer token.
         timeout_s: per-request timeout.
+        connect_wait_s: keep retrying a refused connection this long (the CLI waits for a
+            server that was just started in the background); 0 fails at once.
     """
 
-    def __init__(self, url: str, token: str, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, url: str, token: str, timeout_s: float = 30.0, connect_wait_s: float = 0.0
+    ) -> None:
         self.url = url.rstrip("/")
+        self.connect_wait_s = connect_wait_s
         self._http = httpx.Client(
             base_url=self.url, timeout=timeout_s, headers={"Authorization": f"Bearer {token}"}
         )
@@ -74,10 +80,19 @@ class FleetClient:
             TransportError: the server cannot be reached.
             EdgeServeError: the server answered with an error (subclass by status).
         """
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise TransportError(f"fleet server {self.url}: {exc}") from exc
+        deadline = time.monotonic() + self.connect_wait_s
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+                break
+            except httpx.ConnectError as exc:
+                # nothing was sent: safe to retry, also for POST; a streamed body is not
+                # rewindable, so uploads are not retried
+                if time.monotonic() >= deadline or "content" in kwargs:
+                    raise TransportError(f"fleet server {self.url}: {exc}") from exc
+                time.sleep(0.25)
+            except httpx.HTTPError as exc:
+                raise TransportError(f"fleet server {self.url}: {exc}") from exc
         _raise_for(response)
         return response.json()
 
@@ -130,14 +145,26 @@ class FleetClient:
         """Every experiment, newest first."""
         return self.request("GET", "/api/v1/experiments")["experiments"]
 
-    def experiment_report(self, eid: int) -> dict[str, Any]:
-        """Per-arm statistics and the verdict."""
-        return self.request("GET", f"/api/v1/experiments/{eid}/report")
+    def experiment_report(self, eid: int, min_effect: str | None = None) -> dict[str, Any]:
+        """Per-arm statistics and the verdict (``min_effect`` e.g. ``0.5ms`` or ``5%``)."""
+        params = {"min_effect": min_effect} if min_effect else None
+        return self.request("GET", f"/api/v1/experiments/{eid}/report", params=params)
 
     def promote(self, eid: int, version: int | None = None) -> int:
         """Promote the winner; returns the rollout id."""
         body = {} if version is None else {"version": version}
         return int(self.request("POST", f"/api/v1/experiments/{eid}/promote", json=body)["rollout"])
+
+    def releases(self) -> list[dict[str, Any]]:
+        """Every release, newest first per model."""
+        return list(self.request("GET", "/api/v1/releases")["releases"])
+
+    def audit(self, subject: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Audit entries, newest first (``subject`` e.g. ``rollout:3``)."""
+        params: dict[str, Any] = {"limit": limit}
+        if subject:
+            params["subject"] = subject
+        return list(self.request("GET", "/api/v1/audit", params=params)["entries"])
 
     def broker_config(self) -> dict[str, str]:
         """Password file and ACL text."""

@@ -82,8 +82,9 @@ class BrokerConfig:
 
     Attributes:
         url: ``mqtt://host:port``.
-        username: the server's broker user (full access under ``prefix``).
-        password: its password (or ``password_file``).
+        username: the server's broker user (full access under ``prefix``); empty for an
+            anonymous broker.
+        password: its password (or ``password_file``); required with a username.
         prefix: topic prefix (DESIGN.md: ``es``).
         fleet: fleet name, the second topic level.
         client_id: MQTT client id of this server replica.
@@ -115,6 +116,14 @@ class BrokerConfig:
             _check_word(self.share_group, "[broker] share_group")
         if self.keepalive_s < 5 or self.max_payload_bytes < 1024:
             raise ConfigError("[broker] keepalive_s >= 5 and max_payload_bytes >= 1024 required")
+        if self.username and not self.password:
+            # an empty password can never log in to a broker with a password file: say so now
+            # instead of retrying "not authorised" forever
+            raise ConfigError(
+                f"[broker] password: empty for user {self.username!r}; set password or "
+                'password_file (`edgeserve fleet init` generates one), or username = "" for '
+                "an anonymous broker"
+            )
 
 
 @dataclass(frozen=True)

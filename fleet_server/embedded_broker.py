@@ -11,6 +11,12 @@ Both take the same inputs: a Mosquitto password file (``user:$7$...`` PBKDF2-SHA
 ``edgeserve fleet broker-config`` writes works with either broker. ``users`` (plain passwords) is
 a shortcut that writes such a password file.
 
+With a password file, a username can only ever hold its own client id: Mosquitto gets
+``use_username_as_clientid true``, and amqtt the same rule, applied (with the credentials
+checked) before amqtt touches any session (:class:`.embedded_broker_amqtt.FleetBroker`).
+So the holder of one device's credentials cannot disconnect another device by taking over its
+client id (MQTT 3.1.1 section 3.1.4, step 2).
+
 Limits of the amqtt fallback, documented: MQTT 3.1.1 only (no MQTT 5, no ``$share`` shared
 subscriptions) and retained messages kept in memory only (lost when the process exits).
 """
@@ -390,7 +396,12 @@ def _start_mosquitto(
         "log_type notice",
     ]
     if password_file is not None:
-        lines += ["allow_anonymous false", f"password_file {Path(password_file).resolve()}"]
+        lines += [
+            "allow_anonymous false",
+            f"password_file {Path(password_file).resolve()}",
+            # a username can only hold its own client id (see broker_config.mosquitto_conf_text)
+            "use_username_as_clientid true",
+        ]
     else:
         lines.append("allow_anonymous true")
     if acl_file is not None:

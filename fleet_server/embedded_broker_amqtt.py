@@ -15,6 +15,8 @@ from typing import Any
 
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BaseContext
+from amqtt.errors import AMQTTError
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from edgeserve.fleet_server.embedded_broker import (
@@ -24,7 +26,7 @@ from edgeserve.fleet_server.embedded_broker import (
     verify_password,
 )
 
-__all__ = ["AclFileTopicPlugin", "PasswordFileAuthPlugin", "run_broker"]
+__all__ = ["AclFileTopicPlugin", "FleetBroker", "PasswordFileAuthPlugin", "run_broker"]
 
 _MODULE = __name__
 
@@ -107,6 +109,69 @@ class AclFileTopicPlugin(BaseTopicPlugin):
         acl_file: str | None = None
 
 
+class FleetBroker(Broker):
+    """amqtt's broker with Mosquitto's ``use_username_as_clientid`` when clients log in.
+
+    amqtt 0.12 acts on a CONNECT's client id before it authenticates: a clean session deletes
+    the existing session of that id (its subscriptions), a persistent one adopts it, and a
+    connected one is taken over (``Broker._initialize_client_session`` and
+    ``_handle_client_session``). So device A's credentials, or none, with device B's client id
+    would cut device B off. Here the client id becomes the username first and the credentials
+    are checked before any session is touched; a refused client gets CONNACK "not authorised"
+    (MQTT 3.1.1 section 3.2.2.3, return code 5) and nothing else changes.
+    """
+
+    def __init__(self, *args: Any, username_is_client_id: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._username_is_client_id = username_is_client_id
+
+    async def _initialize_client_session(  # type: ignore[override]
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> Any:
+        if not self._username_is_client_id:
+            return await super()._initialize_client_session(
+                reader, writer, remote_address, remote_port
+            )
+        try:
+            handler, session = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager
+            )
+        except Exception as exc:  # what amqtt itself does: give up on this connection
+            await writer.close()
+            raise AMQTTError(f"not an MQTT CONNECT from {remote_address}: {exc}") from exc
+        if session.username:
+            session.client_id = session.username
+        if not await self._authenticate(session, None):  # type: ignore[arg-type]
+            handler.attach(session, reader, writer)
+            await handler.mqtt_connack_authorize(False)
+            await writer.close()
+            raise AMQTTError(f"not authorised: {session.username!r} from {remote_address}")
+        # the rest of amqtt's session setup (clean session -> fresh, else resumed)
+        if session.clean_session:
+            await self._delete_session(session.client_id)
+            session.parent = 0
+        elif session.client_id in self._sessions:
+            existing, _ = self._sessions[session.client_id]
+            for attr in (
+                "will_flag",
+                "will_message",
+                "will_topic",
+                "will_qos",
+                "keep_alive",
+                "username",
+                "password",
+            ):
+                setattr(existing, attr, getattr(session, attr))
+            session = existing
+            session.parent = 1
+        else:
+            session.parent = 0
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if session.keep_alive > 0 and isinstance(delay, int):
+            session.keep_alive += delay
+        return handler, session
+
+
 async def run_broker(
     host: str,
     port: int,
@@ -126,7 +191,9 @@ async def run_broker(
             f"{_MODULE}.AclFileTopicPlugin": {"acl_file": str(acl_file) if acl_file else None},
         },
     }
-    broker = Broker(config, loop=asyncio.get_running_loop())
+    broker = FleetBroker(
+        config, loop=asyncio.get_running_loop(), username_is_client_id=password_file is not None
+    )
     await broker.start()
     ready.set()
     try:

@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
@@ -27,6 +28,7 @@ from . import controller as c
 from . import rollouts as r
 from .desired import DesiredBuilder
 from .ingest import IngestCounters, parse_batch, store_batch
+from .rollout_views import latency_view
 from .store import Store
 
 __all__ = ["Engine"]
@@ -36,6 +38,17 @@ log = logging.getLogger(__name__)
 Publish = Callable[[str, bytes], None]
 _QUEUE_MAX = 100_000  # inbound messages held between the network thread and the ingest thread
 _BATCH_MAX = 2_000  # messages written per transaction
+
+
+_DECISION_NAMES = {
+    c.Assign: "assign",
+    c.MarkFailed: "install_timeout",
+    c.Settled: "settled",
+    c.NextPhase: "next_phase",
+    c.Complete: "complete",
+    c.GateFailed: "gate_failed",
+    c.Revert: "revert",
+}
 
 
 class Engine:
@@ -77,6 +90,7 @@ class Engine:
         self.before_tick = before_tick
         self.counters = IngestCounters()
         self.published = 0
+        self.decisions: Counter[str] = Counter()  # controller decisions by kind, since start
         self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(_QUEUE_MAX)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -164,6 +178,9 @@ class Engine:
                 self._known_at = now
                 self._known = self.store.known_devices()
         store_batch(self.store, parsed)
+        self.counters.windows += len(parsed.telemetry)
+        if parsed.lag_s is not None:
+            self.counters.lag_s = parsed.lag_s
         if parsed.reported and r.apply_reports(
             self.store, list(parsed.reported.items()), time.time()
         ):
@@ -194,8 +211,10 @@ class Engine:
         with self._lock:
             for state in r.running_rollouts(self.store):
                 devices = r.progress(self.store, state, now)
-                decisions, gates = c.step(state, devices, r.latency_view(self.store, state), now)
+                decisions, gates = c.step(state, devices, latency_view(self.store, state), now)
                 changed = r.apply_decisions(self.store, state, decisions, gates, now)
+                for d in decisions:
+                    self.decisions[_DECISION_NAMES[type(d)]] += 1
                 self._publish_locked(changed, now)
                 if any(isinstance(d, (c.NextPhase, c.Settled)) for d in decisions):
                     self._wake.set()  # a new phase may be assignable right away

@@ -18,7 +18,7 @@ from edgeserve.errors import ConfigError, NotFoundError
 
 from . import controller as c
 from .rollouts import create_rollout, matches
-from .stats import A_BETTER, B_BETTER, Window, compare
+from .stats import A_BETTER, B_BETTER, MinEffect, Window, compare
 from .store import Store, Target
 
 __all__ = ["experiment", "promote", "report", "start_experiment", "stop_experiment"]
@@ -33,8 +33,11 @@ def start_experiment(
     on_device: bool,
     selector: Mapping[str, str],
     actor: str,
+    min_effect: MinEffect | None = None,
 ) -> tuple[int, set[str]]:
     """Start an experiment; return its id and the devices whose desired state changed.
+
+    ``min_effect`` is the smallest latency difference that matters for its verdicts.
 
     Raises:
         NotFoundError: a version was never released.
@@ -74,6 +77,7 @@ def start_experiment(
             "on_device": on_device,
             "selector": dict(selector),
             "devices": devices,
+            "min_effect": None if min_effect is None else min_effect.to_dict(),
         }
         store.db.execute(
             "INSERT INTO experiments (id, model, spec, status, created) "
@@ -113,21 +117,44 @@ def experiment(store: Store, eid: int) -> dict[str, Any]:
     }
 
 
-def report(store: Store, eid: int, *, min_requests: int = 100) -> dict[str, Any]:
+def report(
+    store: Store, eid: int, *, min_requests: int = 100, min_effect: MinEffect | None = None
+) -> dict[str, Any]:
     """Per-arm request count, error rate and latency percentiles, the b - a differences with
-    95% intervals and a verdict, from telemetry since the experiment started.
+    95% intervals and a verdict.
+
+    On-device experiments count exactly the telemetry windows the agents labelled with this
+    experiment: an agent closes its windows when a split starts, changes or ends, so those
+    windows hold only requests routed through the split, and their per-arm counts are the
+    agents' ``edgeserve_ab_requests_total``. Experiments across devices count the windows that
+    began after the experiment started (less 1 s for clock differences).
+
+    Args:
+        store: the fleet store.
+        eid: the experiment.
+        min_requests: requests per arm before any verdict.
+        min_effect: the smallest latency difference that matters (default: the experiment's,
+            else none).
 
     Raises:
         NotFoundError: no such experiment.
     """
     exp = experiment(store, eid)
+    if min_effect is None and exp.get("min_effect"):
+        min_effect = MinEffect(**exp["min_effect"])
     arms = {}
     for arm in ("a", "b"):
-        rows = store.telemetry(
-            exp["model"], exp[arm], since=exp["created"] - 1.0, devices=exp["devices"]
-        )
+        if exp.get("on_device"):
+            rows = store.telemetry(
+                exp["model"], exp[arm], devices=exp["devices"], experiment=f"exp-{eid}"
+            )
+        else:
+            # 1 s of slack for the clocks of devices and server
+            rows = store.telemetry(
+                exp["model"], exp[arm], since=exp["created"] - 1.0, devices=exp["devices"]
+            )
         arms[arm] = (exp[arm], [Window(int(r[2]), int(r[3]), r[4], r[5], r[6]) for r in rows])
-    result = compare(arms["a"], arms["b"], min_requests=min_requests)
+    result = compare(arms["a"], arms["b"], min_requests=min_requests, min_effect=min_effect)
     return {
         "experiment": {k: v for k, v in exp.items() if k != "devices"},
         "devices": len(exp["devices"]),

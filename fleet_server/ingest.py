@@ -38,6 +38,8 @@ class IngestCounters:
 
     received: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
+    windows: int = 0  # telemetry windows ingested
+    lag_s: float = 0.0  # newest batch: largest delay from a window's end to its ingestion
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -55,6 +57,7 @@ class Batch:
     presence: list[tuple[str, str, float]] = field(default_factory=list)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)
     telemetry: list[tuple[Any, ...]] = field(default_factory=list)
+    lag_s: float | None = None
 
 
 def _num(value: Any) -> float | None:
@@ -65,13 +68,14 @@ def _num(value: Any) -> float | None:
 
 def summary_row(device: str, s: Mapping[str, Any], fallback_ts: float) -> tuple[Any, ...]:
     """One telemetry summary -> ``(device, model, version, window_ts, count, errors, p50, p95,
-    p99)``.
+    p99, experiment)``.
 
     Accepted keys (the agent's ``kind: summary`` record and simpler forms): ``model``,
     ``version``, ``requests`` (or ``count``), ``error_count`` (or ``errors``, an integer or a
     per-reason mapping, or ``failures``), a window start ``window_start``/``window_ts``/``ts``
-    (UNIX seconds), and latencies either as ``latency_ms: {p50, p95, p99}`` or
-    ``p50_ms``/``p95_ms``/``p99_ms``.
+    (UNIX seconds), latencies either as ``latency_ms: {p50, p95, p99}`` or
+    ``p50_ms``/``p95_ms``/``p99_ms``, and ``experiment``, the label of the on-device split the
+    window was counted under.
 
     Raises:
         ProtocolError: a required field is missing or has the wrong type.
@@ -93,7 +97,11 @@ def summary_row(device: str, s: Mapping[str, Any], fallback_ts: float) -> tuple[
         ts = _num(s.get(key))
         if ts is not None:
             break
-    return (device, model, version, ts if ts is not None else fallback_ts, count, errors, *p)
+    label = s.get("experiment")
+    if label is not None and (not isinstance(label, str) or len(label) > 128):
+        raise ProtocolError("telemetry summary: experiment must be a string of <= 128 chars")
+    ts = ts if ts is not None else fallback_ts
+    return (device, model, version, ts, count, errors, *p, label)
 
 
 def parse_batch(
@@ -144,6 +152,10 @@ def parse_batch(
                 if tel.device != device:
                     raise ProtocolError(f"telemetry for {tel.device!r} on {device!r}'s topic")
                 batch.telemetry.extend(summary_row(device, s, now) for s in tel.summaries)
+                ends = [_num(s.get("window_end")) for s in tel.summaries]
+                lags = [now - e for e in ends if e is not None]
+                if lags:
+                    batch.lag_s = max([*lags, batch.lag_s or 0.0])
             # our own desired messages come back on no subscription of ours; ignore others
         except ProtocolError as exc:
             counters.dropped["malformed"] += 1

@@ -25,7 +25,6 @@ __all__ = [
     "matches",
     "operator_action",
     "progress",
-    "rollout_status",
     "running_rollouts",
 ]
 
@@ -180,12 +179,49 @@ def _revert(store: Store, rollout: int, model: str, devices: Sequence[str], now:
     return set(devices)
 
 
+def _gated(gates: c.Gates, phase: int) -> dict[str, Any]:
+    return {**gates.to_dict(), "phase": phase}
+
+
+def _record_failure(
+    store: Store,
+    rollout: int,
+    spec: c.RolloutSpec,
+    device: str,
+    state: str,
+    reason_code: str,
+    error: str,
+    phase: int,
+) -> None:
+    """Keep a device failure (its own table, never touched by a revert) and audit it."""
+    store.add_device_failure(
+        rollout, device, spec.model, spec.version, state, reason_code, error, phase
+    )
+    store.audit(
+        "device",
+        "rollout.device_failed",
+        f"rollout:{rollout}",
+        f"{device}: {state} {reason_code}: {error}"[:300],
+        {
+            "device": device,
+            "state": state,
+            "reason_code": reason_code,
+            "error": error[:500],
+            "version": spec.version,
+            "phase": phase,
+        },
+    )
+
+
 def apply_decisions(
     store: Store, state: c.RolloutState, decisions: Sequence[c.Decision], gates: c.Gates, now: float
 ) -> set[str]:
     """Persist the controller's decisions; return devices whose desired state changed."""
     changed: set[str] = set()
     spec, rid, subject = state.spec, state.id, f"rollout:{state.id}"
+    # the phase each decision belongs to: NextPhase moves it, so an Assign that follows names
+    # the phase its devices enter, not the one just left
+    phase = spec.phases[min(state.phase_index, len(spec.phases) - 1)]
     with store.db.transaction():
         row = store.db.one("SELECT status FROM rollouts WHERE id = ?", (rid,))
         if row is None or row[0] != state.status:
@@ -222,13 +258,13 @@ def apply_decisions(
                     "controller",
                     "rollout.assign",
                     subject,
-                    f"{len(d.devices)} devices enter phase {gates.phase_percent}%",
-                    {"devices": list(d.devices)[:50]},
+                    f"{len(d.devices)} devices enter phase {phase}%",
+                    {"devices": list(d.devices)[:50], "phase": phase},
                 )
             elif isinstance(d, c.MarkFailed):
                 _set_devices(store, rid, [d.device], c.FAILED, d.reason, now)
-                store.audit(
-                    "controller", "rollout.device_failed", subject, d.reason, {"device": d.device}
+                _record_failure(
+                    store, rid, spec, d.device, "TIMEOUT", "install_timeout", d.reason, phase
                 )
             elif isinstance(d, c.Settled):
                 store.db.execute("UPDATE rollouts SET phase_started = ? WHERE id = ?", (d.at, rid))
@@ -237,25 +273,30 @@ def apply_decisions(
                     "UPDATE rollouts SET phase_index = ?, phase_started = NULL WHERE id = ?",
                     (d.index, rid),
                 )
+                phase = spec.phases[d.index]
                 store.audit(
                     "controller",
                     "rollout.next_phase",
                     subject,
                     d.reason,
-                    {"phase": spec.phases[d.index], "gates": gates.to_dict()},
+                    {"phase": phase, "gates": gates.to_dict()},
                 )
             elif isinstance(d, c.Complete):
                 store.db.execute(
                     "UPDATE rollouts SET status = 'completed', reason = ? WHERE id = ?",
                     (d.reason, rid),
                 )
-                store.audit("controller", "rollout.complete", subject, d.reason, gates.to_dict())
+                store.audit(
+                    "controller", "rollout.complete", subject, d.reason, _gated(gates, phase)
+                )
             elif isinstance(d, c.GateFailed):
                 reason = f"gate {d.gate} failed: {d.reason}"
                 store.db.execute(
                     "UPDATE rollouts SET status = 'paused', reason = ? WHERE id = ?", (reason, rid)
                 )
-                store.audit("controller", "rollout.gate_failed", subject, reason, gates.to_dict())
+                store.audit(
+                    "controller", "rollout.gate_failed", subject, reason, _gated(gates, phase)
+                )
             elif isinstance(d, c.Revert):
                 changed |= _revert(store, rid, spec.model, d.devices, now)
                 store.audit(
@@ -263,7 +304,7 @@ def apply_decisions(
                     "rollout.revert",
                     subject,
                     d.reason,
-                    {"devices": list(d.devices)[:50], "count": len(d.devices)},
+                    {"devices": list(d.devices)[:50], "count": len(d.devices), "phase": phase},
                 )
         store.db.execute(
             "UPDATE rollouts SET gates = ?, updated = ? WHERE id = ?",
@@ -334,48 +375,6 @@ def operator_action(
     return changed
 
 
-def rollout_status(store: Store, rollout_id: int) -> dict[str, Any]:
-    """Everything ``rollout status`` shows: spec, phase, per-state counts, gates, devices, log."""
-    state = load_rollout(store, rollout_id)
-    row = store.db.one(
-        "SELECT reason, gates, created, updated FROM rollouts WHERE id = ?", (rollout_id,)
-    )
-    if row is None:  # deleted between the two reads
-        raise NotFoundError(f"no rollout {rollout_id}")
-    counts = dict.fromkeys(c.DEVICE_STATES, 0)
-    installing: dict[str, int] = {}
-    devices = []
-    for dev, bucket, st, detail in store.db.query(
-        "SELECT device, bucket, state, detail FROM rollout_devices WHERE rollout = ? "
-        "ORDER BY device",
-        (rollout_id,),
-    ):
-        counts[st] = counts.get(st, 0) + 1
-        if st == c.INSTALLING:  # the agent's install state (DOWNLOADING ... WARMING)
-            installing[detail] = installing.get(detail, 0) + 1
-        devices.append(
-            {"device": dev, "bucket": round(float(bucket), 3), "state": st, "detail": detail}
-        )
-    phases = state.spec.phases
-    return {
-        "id": state.id,
-        "model": state.spec.model,
-        "version": state.spec.version,
-        "status": state.status,
-        "reason": row[0],
-        "phase_index": state.phase_index,
-        "phase_percent": phases[min(state.phase_index, len(phases) - 1)],
-        "spec": state.spec.to_dict(),
-        "counts": counts,
-        "installing": installing,
-        "gates": json.loads(row[1]),
-        "devices": devices,
-        "created": row[2],
-        "updated": row[3],
-        "audit": store.audit_entries(f"rollout:{rollout_id}", limit=50),
-    }
-
-
 def _device_state(status: Mapping[str, Any], version: int) -> tuple[str, str] | None:
     """Fold an agent's model status into a rollout device state (None: no news for us)."""
     state = status.get("state")
@@ -394,14 +393,17 @@ def apply_reports(
 ) -> bool:
     """Fold reported documents into the progress of active rollouts; True if any changed."""
     active = store.db.query(
-        "SELECT id, model, version FROM rollouts WHERE status IN ('running', 'paused')"
+        "SELECT id, model, version, spec, phase_index FROM rollouts "
+        "WHERE status IN ('running', 'paused')"
     )
     if not active or not reports:
         return False
     latest = dict(reports)  # the newest report per device wins
     changed = False
     with store.db.transaction():
-        for rid, model, version in active:
+        for rid, model, version, spec_json, phase_index in active:
+            spec = c.RolloutSpec.from_dict(json.loads(spec_json))
+            phase = spec.phases[min(int(phase_index), len(spec.phases) - 1)]
             rows = store.db.query(
                 "SELECT device, state, detail FROM rollout_devices WHERE rollout = ? AND "
                 "state IN (?, ?, ?)",
@@ -416,6 +418,17 @@ def apply_reports(
                 folded = _device_state(status, int(version))
                 if folded and folded != (state, detail):
                     updates.append((folded[0], folded[1], now, rid, dev))
+                    if folded[0] == c.FAILED:
+                        _record_failure(
+                            store,
+                            int(rid),
+                            spec,
+                            dev,
+                            str(status.get("state")),
+                            str(status.get("reason_code") or "unknown"),
+                            str(status.get("error") or ""),
+                            phase,
+                        )
             store.db.executemany(
                 "UPDATE rollout_devices SET state = ?, detail = ?, updated = ? "
                 "WHERE rollout = ? AND device = ?",
@@ -423,34 +436,3 @@ def apply_reports(
             )
             changed = changed or bool(updates)
     return changed
-
-
-def _weighted_p95(rows: Sequence[tuple[Any, ...]]) -> float | None:
-    pairs = [(float(r[5]), int(r[2])) for r in rows if r[5] is not None and int(r[2]) > 0]
-    total = sum(n for _, n in pairs)
-    return sum(v * n for v, n in pairs) / total if total else None
-
-
-def latency_view(
-    store: Store, state: c.RolloutState, baseline_window_s: float = 3600.0
-) -> c.Latency:
-    """Request-weighted p95 of the candidate (devices of this rollout, since it started) and of
-    the baseline version (the most common baseline, over the fleet, from an hour before)."""
-    if state.spec.max_latency_regression_pct is None:
-        return c.Latency()
-    row = store.db.one("SELECT created FROM rollouts WHERE id = ?", (state.id,))
-    created = float(row[0]) if row else 0.0
-    members = dict(
-        store.db.query(
-            "SELECT device, baseline FROM rollout_devices WHERE rollout = ?", (state.id,)
-        )
-    )
-    baselines = [int(b) for b in members.values() if b is not None]
-    if not baselines:
-        return c.Latency()
-    baseline = max(set(baselines), key=baselines.count)
-    cand = store.telemetry(
-        state.spec.model, state.spec.version, since=created, devices=list(members)
-    )
-    base = store.telemetry(state.spec.model, baseline, since=created - baseline_window_s)
-    return c.Latency(_weighted_p95(base), _weighted_p95(cand), len({r[0] for r in cand}))

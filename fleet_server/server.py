@@ -20,6 +20,7 @@ from edgeserve.protocol import topics
 from edgeserve.trust import Keyring, SigningKey
 
 from . import broker_config as bc
+from .broker_status import BrokerStatus
 from .config import FleetConfig
 from .db import open_database
 from .desired import DesiredBuilder
@@ -30,6 +31,7 @@ from .store import Store
 __all__ = ["FleetServer"]
 
 log = logging.getLogger(__name__)
+status_log = logging.getLogger("edgeserve.fleet_server.broker_status")
 
 
 class FleetServer:
@@ -52,6 +54,7 @@ class FleetServer:
         self.store = Store(open_database(config.server.database_url))
         self.prefix = f"{config.broker.prefix}/"
         self._embedded: Any = None
+        self.broker_status = BrokerStatus(config.broker.url, config.broker.username)
         builder = DesiredBuilder(
             self.store,
             self.fleet_key,
@@ -70,6 +73,8 @@ class FleetServer:
                 max_queued_messages=0,
             ),
             on_connect=self._on_connect,
+            on_disconnect=self.broker_status.lost,
+            on_connect_failed=self.broker_status.failed,
         )
         self.engine = Engine(
             self.store,
@@ -141,6 +146,7 @@ class FleetServer:
         self.mqtt.publish(topic, payload, qos=1, retain=True)
 
     def _on_connect(self) -> None:
+        self.broker_status.connected()
         self.engine.request_republish()
 
     def start(self) -> None:
@@ -199,6 +205,7 @@ class FleetServer:
             fleet=b.fleet,
             server_user=b.username,
             server_password=b.password,
+            url=b.url,
         )
         self._embedded.reload()
 
@@ -223,7 +230,8 @@ class FleetServer:
         return out
 
     def broker_files(self) -> dict[str, str]:
-        """The Mosquitto password file and ACL for the current devices."""
+        """The Mosquitto password file and ACL for the current devices, and the broker URL
+        (its listener goes into the generated ``mosquitto.conf``)."""
         b = self.config.broker
         entries = [*self.store.credential_hashes()]
         if b.username:
@@ -231,6 +239,7 @@ class FleetServer:
         return {
             "passwords": bc.password_file_text(entries),
             "acl": bc.acl_text(b.prefix, b.fleet, b.username),
+            "url": b.url,
         }
 
     def rollout_list(self) -> list[dict[str, Any]]:
@@ -293,7 +302,15 @@ class FleetServer:
                 lifespan="off",
             )
         )
-        log.info("fleet server on http://%s:%d", cfg.host, cfg.port)
+        who = f"as {self.config.broker.username}" if self.config.broker.username else "anonymously"
+        status_log.info(
+            "fleet server on http://%s:%d (HTTP serves now); broker %s: connecting %s, "
+            "retrying until it answers",
+            cfg.host,
+            cfg.port,
+            self.config.broker.url,
+            who,
+        )
         # uvicorn shuts down gracefully on SIGTERM and then re-raises it with the handler that
         # was installed before it started; a no-op handler lets our cleanup below run (and stop
         # an embedded broker) instead of the default action killing the process.
@@ -326,6 +343,7 @@ class FleetServer:
             fleet=b.fleet,
             server_user=b.username,
             server_password=b.password,
+            url=b.url,
         )
         return start_embedded_broker(
             host, port, password_file=files.password_file, acl_file=files.acl_file, workdir=work

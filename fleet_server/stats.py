@@ -9,8 +9,10 @@ count, an error count and latency percentiles. Devices do not ship raw latencies
 - the error-rate difference gets a Wald interval and a two-proportion z-test.
 
 Verdict: if the error-rate interval excludes 0, the arm with fewer errors is better; otherwise
-if the latency interval excludes 0, the faster arm is better; otherwise ``no difference yet``.
-Both arms need ``min_requests`` requests and two windows before any verdict.
+if the latency interval excludes 0, the faster arm is better, unless the difference is smaller
+than the minimum practical effect (:class:`MinEffect`): then ``no practical difference``;
+otherwise ``no difference yet``. Both arms need ``min_requests`` requests and two windows
+before any verdict.
 """
 
 from __future__ import annotations
@@ -21,9 +23,47 @@ from dataclasses import dataclass
 from statistics import NormalDist, fmean, variance
 from typing import Any
 
-__all__ = ["ArmSummary", "Comparison", "Window", "compare", "summarize", "t_quantile"]
+__all__ = [
+    "NO_PRACTICAL_DIFFERENCE",
+    "ArmSummary",
+    "Comparison",
+    "MinEffect",
+    "Window",
+    "compare",
+    "summarize",
+    "t_quantile",
+]
 
 A_BETTER, B_BETTER, NO_DIFFERENCE = "a better", "b better", "no difference yet"
+NO_PRACTICAL_DIFFERENCE = "no practical difference"
+
+
+@dataclass(frozen=True)
+class MinEffect:
+    """The smallest p50 latency difference that matters: ``ms`` milliseconds, or ``pct``
+    percent of arm a's p50 (``experiment report --min-effect 0.5ms`` or ``5%``)."""
+
+    ms: float | None = None
+    pct: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.ms is None) == (self.pct is None):
+            raise ValueError("min effect: give ms or pct")
+        if (self.ms or 0) < 0 or (self.pct or 0) < 0:
+            raise ValueError("min effect: must be >= 0")
+
+    def threshold_ms(self, a_p50_ms: float | None) -> float | None:
+        """The threshold in milliseconds (None when it is relative and a has no latency)."""
+        if self.ms is not None:
+            return self.ms
+        return None if a_p50_ms is None else a_p50_ms * (self.pct or 0.0) / 100.0
+
+    def to_dict(self) -> dict[str, float | None]:
+        """JSON form."""
+        return {"ms": self.ms, "pct": self.pct}
+
+    def __str__(self) -> str:
+        return f"{self.ms:g} ms" if self.ms is not None else f"{self.pct:g}%"
 
 
 @dataclass(frozen=True)
@@ -148,6 +188,7 @@ def compare(
     *,
     confidence: float = 0.95,
     min_requests: int = 100,
+    min_effect: MinEffect | None = None,
 ) -> Comparison:
     """Compare arm b with arm a.
 
@@ -156,6 +197,7 @@ def compare(
         b: ``(version, windows)`` of arm b.
         confidence: two-sided confidence level of the intervals.
         min_requests: requests each arm needs before a verdict other than "no difference yet".
+        min_effect: a latency difference below it is ``no practical difference``.
 
     Returns:
         The comparison with its verdict and the reason for it.
@@ -180,6 +222,16 @@ def compare(
     elif err_ci is not None and err_diff is not None and (err_ci[0] > 0 or err_ci[1] < 0):
         verdict = A_BETTER if err_diff > 0 else B_BETTER
         why = f"error rate differs by {err_diff:+.4f} (p={err_p:.3g})"
+    elif (lat[1] > 0 or lat[2] < 0) and (
+        (threshold := None if min_effect is None else min_effect.threshold_ms(sa.p50_ms))
+        is not None
+        and abs(lat[0]) < threshold
+    ):
+        verdict = NO_PRACTICAL_DIFFERENCE
+        why = (
+            f"p50 latency differs by {lat[0]:+.3f} ms ({confidence:.0%} CI excludes 0), "
+            f"below the minimum effect {min_effect} ({threshold:.3f} ms)"
+        )
     elif lat[1] > 0 or lat[2] < 0:
         verdict = A_BETTER if lat[0] > 0 else B_BETTER
         why = f"p50 latency differs by {lat[0]:+.3f} ms ({confidence:.0%} CI excludes 0)"

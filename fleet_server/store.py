@@ -3,8 +3,10 @@
 Tables: ``releases`` (immutable, monotonic versions per model), ``devices`` (tags, broker
 credential hash, presence, last reported state, desired ``seq``), ``device_targets`` (what each
 device should run, per model: the desired state is built from these rows), ``rollouts`` and
-``rollout_devices``, ``experiments``, ``audit_log`` and ``telemetry`` (one row per device, model
-version and telemetry window). Times are float UNIX seconds; JSON columns are TEXT.
+``rollout_devices``, ``device_failures`` (every failure a device reported in a rollout, with
+its reason code and error; never changed by a revert), ``experiments``, ``audit_log`` and
+``telemetry`` (one row per device, model version and telemetry window). Times are float UNIX
+seconds; JSON columns are TEXT.
 """
 
 from __future__ import annotations
@@ -55,7 +57,14 @@ CREATE TABLE IF NOT EXISTS telemetry (
     device TEXT NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,
     window_ts DOUBLE PRECISION NOT NULL, count BIGINT NOT NULL, errors BIGINT NOT NULL,
     p50 DOUBLE PRECISION, p95 DOUBLE PRECISION, p99 DOUBLE PRECISION,
-    received DOUBLE PRECISION NOT NULL, PRIMARY KEY (device, model, version, window_ts));
+    received DOUBLE PRECISION NOT NULL, experiment TEXT,
+    PRIMARY KEY (device, model, version, window_ts));
+CREATE TABLE IF NOT EXISTS device_failures (
+    id {serial} PRIMARY KEY, rollout INTEGER NOT NULL, device TEXT NOT NULL,
+    model TEXT NOT NULL, version INTEGER NOT NULL, state TEXT NOT NULL,
+    reason_code TEXT NOT NULL, error TEXT NOT NULL, phase INTEGER NOT NULL,
+    ts DOUBLE PRECISION NOT NULL);
+CREATE INDEX IF NOT EXISTS failures_by_rollout ON device_failures (rollout, device);
 CREATE INDEX IF NOT EXISTS telemetry_by_version ON telemetry (model, version, window_ts);
 CREATE INDEX IF NOT EXISTS audit_by_subject ON audit_log (subject);
 """
@@ -100,6 +109,16 @@ class Store:
             for stmt in SCHEMA.replace("{serial}", serial).split(";"):
                 if stmt.strip():
                     db.execute(stmt)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after a store was created (CREATE TABLE IF NOT EXISTS keeps old ones)."""
+        if self.db.dialect == "sqlite":
+            cols = {r[1] for r in self.db.query("PRAGMA table_info(telemetry)")}
+            if "experiment" not in cols:
+                self.db.execute("ALTER TABLE telemetry ADD COLUMN experiment TEXT")
+        else:
+            self.db.execute("ALTER TABLE telemetry ADD COLUMN IF NOT EXISTS experiment TEXT")
 
     # -- releases ---------------------------------------------------------------------------
 
@@ -229,6 +248,50 @@ class Store:
         """``(device id, mosquitto password hash)`` for every device."""
         return [(r[0], r[1]) for r in self.db.query("SELECT id, secret_hash FROM devices")]
 
+    def presence_counts(self) -> dict[str, int]:
+        """``presence -> number of devices`` (online, offline, unknown)."""
+        return {
+            r[0]: int(r[1])
+            for r in self.db.query("SELECT presence, COUNT(*) FROM devices GROUP BY presence")
+        }
+
+    def reported_state_counts(self) -> dict[tuple[str, str], int]:
+        """``(model, install state) -> number of devices`` from the last reports."""
+        counts: dict[tuple[str, str], int] = {}
+        for (doc,) in self.db.query("SELECT reported FROM devices WHERE reported IS NOT NULL"):
+            for model, status in (json.loads(doc).get("models") or {}).items():
+                key = (model, str((status or {}).get("state")))
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def active_rollout_progress(self) -> list[dict[str, Any]]:
+        """Running and paused rollouts: id, model, version, status, phase, devices by state."""
+        out = []
+        for rid, model, version, status, index, spec in self.db.query(
+            "SELECT id, model, version, status, phase_index, spec FROM rollouts "
+            "WHERE status IN ('running', 'paused') ORDER BY id"
+        ):
+            phases = json.loads(spec)["phases"]
+            counts = {
+                r[0]: int(r[1])
+                for r in self.db.query(
+                    "SELECT state, COUNT(*) FROM rollout_devices WHERE rollout = ? GROUP BY state",
+                    (rid,),
+                )
+            }
+            out.append(
+                {
+                    "id": int(rid),
+                    "model": model,
+                    "version": int(version),
+                    "status": status,
+                    "phase_index": int(index),
+                    "phase_percent": phases[min(int(index), len(phases) - 1)],
+                    "counts": counts,
+                }
+            )
+        return out
+
     def set_presence(self, rows: Sequence[tuple[str, str, float]]) -> None:
         """Record ``(device, online|offline, ts)`` rows."""
         self.db.executemany(
@@ -337,27 +400,80 @@ class Store:
             for r in rows
         ]
 
+    # -- device failures --------------------------------------------------------------------
+
+    def add_device_failure(
+        self,
+        rollout: int,
+        device: str,
+        model: str,
+        version: int,
+        state: str,
+        reason_code: str,
+        error: str,
+        phase: int,
+    ) -> None:
+        """Keep one device failure of a rollout (kept after the device is reverted)."""
+        self.db.execute(
+            "INSERT INTO device_failures (rollout, device, model, version, state, reason_code, "
+            "error, phase, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rollout, device, model, version, state, reason_code, error[:500], phase, time.time()),
+        )
+
+    def device_failures(self, rollout: int) -> list[dict[str, Any]]:
+        """Every failure recorded for ``rollout``, oldest first."""
+        rows = self.db.query(
+            "SELECT device, model, version, state, reason_code, error, phase, ts "
+            "FROM device_failures WHERE rollout = ? ORDER BY id",
+            (rollout,),
+        )
+        return [
+            {
+                "device": r[0],
+                "model": r[1],
+                "version": int(r[2]),
+                "state": r[3],
+                "reason_code": r[4],
+                "error": r[5],
+                "phase": int(r[6]),
+                "ts": r[7],
+            }
+            for r in rows
+        ]
+
     # -- telemetry --------------------------------------------------------------------------
 
     def add_telemetry(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Upsert ``(device, model, version, window_ts, count, errors, p50, p95, p99)`` rows."""
+        """Upsert ``(device, model, version, window_ts, count, errors, p50, p95, p99,
+        experiment)`` rows."""
         now = time.time()
         self.db.executemany(
-            "INSERT INTO telemetry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO telemetry (device, model, version, window_ts, count, errors, p50, p95, "
+            "p99, experiment, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (device, model, version, window_ts) DO UPDATE SET "
             "count = excluded.count, errors = excluded.errors, p50 = excluded.p50, "
-            "p95 = excluded.p95, p99 = excluded.p99, received = excluded.received",
+            "p95 = excluded.p95, p99 = excluded.p99, experiment = excluded.experiment, "
+            "received = excluded.received",
             [(*r, now) for r in rows],
         )
 
     def telemetry(
-        self, model: str, version: int, since: float = 0.0, devices: Sequence[str] | None = None
+        self,
+        model: str,
+        version: int,
+        since: float = 0.0,
+        devices: Sequence[str] | None = None,
+        experiment: str | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Telemetry windows ``(device, window_ts, count, errors, p50, p95, p99)``."""
+        """Telemetry windows ``(device, window_ts, count, errors, p50, p95, p99)``; with
+        ``experiment``, only the windows the devices labelled with it."""
+        where, params = "", [model, version, since]
+        if experiment is not None:
+            where, params = " AND experiment = ?", [*params, experiment]
         rows = self.db.query(
             "SELECT device, window_ts, count, errors, p50, p95, p99 FROM telemetry "
-            "WHERE model = ? AND version = ? AND window_ts >= ? ORDER BY window_ts",
-            (model, version, since),
+            f"WHERE model = ? AND version = ? AND window_ts >= ?{where} ORDER BY window_ts",
+            params,
         )
         if devices is not None:
             wanted = set(devices)

@@ -92,10 +92,15 @@ def main(workdir: Path) -> int:
         status = json.loads(
             qs.sup.run(["fleet", "rollout", "status", str(rollout_id), "--json"], quiet=True)
         )
-        qs.note("audit log:")
-        for entry in reversed(status["audit"]):
-            detail = entry.get("detail") or entry.get("reason") or ""
-            qs.note(f"  {entry.get('action')}: {json.dumps(detail)[:110]}")
+        for failure in status["failures"]:
+            qs.note(
+                f"{failure['device']} failed v{failure['version']} in phase {failure['phase']}%: "
+                f"{failure['state']} {failure['reason_code']}: {failure['error'][:90]}"
+            )
+        if not status["failures"]:
+            raise SystemExit("the rollout keeps no record of why the canary failed")
+        qs.note("audit log (edgeserve fleet audit --rollout):")
+        qs.table(qs.sup.run(["fleet", "audit", "--rollout", str(rollout_id)]))
 
         qs.step("check: every device still serves v1, predictions are right")
         qs.wait_all_active(1, timeout_s=60)

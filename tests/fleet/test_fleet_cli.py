@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import subprocess
 import sys
@@ -56,7 +57,18 @@ def test_device_add_prints_a_working_agent_snippet(
     passwords = (tmp_path / "broker" / "passwords").read_text()
     assert passwords.startswith("pi-kitchen-01:$7$101$")
     assert "pattern read es/test/dev/%u/desired" in (tmp_path / "broker" / "acl").read_text()
-    assert oct((tmp_path / "broker" / "passwords").stat().st_mode)[-3:] == "600"
+    # readable by the group of the user a packaged Mosquitto drops to, by nobody else
+    st = (tmp_path / "broker" / "passwords").stat()
+    assert oct(st.st_mode)[-3:] == "640"
+    assert grp.getgrgid(st.st_gid).gr_name == "mosquitto"
+    conf = (tmp_path / "broker" / "mosquitto.conf").read_text().splitlines()
+    port = fleet_server.broker_url.rsplit(":", 1)[1]
+    assert f"listener {port} 127.0.0.1" in conf and "allow_anonymous false" in conf
+    assert "use_username_as_clientid true" in conf and "persistence true" in conf
+    drop_in = (tmp_path / "broker" / "edgeserve.conf").read_text()
+    assert "persistence_location" not in drop_in  # Debian's mosquitto.conf sets it
+    # tmp_path is below pytest's 0700 directory: the operator is told Mosquitto cannot reach it
+    assert "not searchable by user mosquitto" in files.stderr
 
 
 def test_release_command_signs_and_uploads(
@@ -103,8 +115,13 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     path.write_text('[server]\ntoken = "0123456789abcdef"\n[broker]\nfleet_name = "x"\n')
     with pytest.raises(ConfigError, match="unknown keys: fleet_name"):
         load_config(path)
+    # the server's broker account never has an empty password
+    path.write_text('[server]\ntoken = "0123456789abcdef"\n')
+    with pytest.raises(ConfigError, match=r"\[broker\] password: empty for user 'fleet-server'"):
+        load_config(path)
     path.write_text(
         f'[server]\ntoken = "0123456789abcdef"\n[keys]\nfleet_key = "{keys}/fleet.key"\n'
+        '[broker]\npassword = "server-password"\n'
     )
     cfg = load_config(path)
     assert cfg.server.database_url == f"sqlite:///{tmp_path / 'fleet-data' / 'fleet.db'}"
@@ -203,3 +220,43 @@ def test_serve_with_embedded_broker_starts_and_stops_cleanly(tmp_path: Path) -> 
         assert proc.wait(30) == 0
     with socket.socket() as s:  # the embedded broker went away with the server
         assert s.connect_ex(("127.0.0.1", broker_port)) != 0
+
+
+def test_release_sign_only_then_upload_elsewhere_and_list(
+    fleet_server: FleetServerProcess, tmp_path: Path
+) -> None:
+    assert fleet_server.keys is not None
+    bundle = make_linear_bundle(tmp_path / "model", name="digits", version=5)
+    key = str(fleet_server.keys / "release.key")
+    signed = run(
+        "release", "sign", str(bundle.path), "--key", key, "--out", str(tmp_path / "x.tar")
+    )
+    assert signed.returncode == 0, signed.stderr
+    assert (bundle.path / "signature.json").is_file() and (tmp_path / "x.tar").is_file()
+    with fleet_server.client() as client:
+        assert client.releases() == []  # signing uploads nothing
+        assert client.upload_release(tmp_path / "x.tar")["version"] == 5  # a CI job's upload
+    listed = op(fleet_server, "release", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [entry] = json.loads(listed.stdout)
+    assert (entry["model"], entry["version"]) == ("digits", 5)
+    table = op(fleet_server, "release", "list")
+    assert "digits" in table.stdout and entry["sha256"][:16] in table.stdout
+    stats = op(fleet_server, "stats")
+    assert stats.returncode == 0, stats.stderr
+    assert "broker connected: True" in stats.stdout and "dropped: none" in stats.stdout
+
+
+def test_fleet_init_writes_a_fleet_the_server_accepts(tmp_path: Path) -> None:
+    made = run("init", str(tmp_path / "fleet"))
+    assert made.returncode == 0, made.stderr
+    cfg = load_config(tmp_path / "fleet" / "fleet.toml")
+    assert len(cfg.server.token) >= 32 and len(cfg.broker.password) >= 24
+    assert oct((tmp_path / "fleet" / "fleet.toml").stat().st_mode)[-3:] == "600"
+    assert (tmp_path / "fleet" / "keys" / "root.key").is_file()
+    assert "move it offline" in made.stdout and "edgeserve fleet serve" in made.stdout
+    passwords = (tmp_path / "fleet" / "broker" / "passwords").read_text()
+    assert passwords.startswith("fleet-server:$7$")  # the server's account, no device yet
+    again = run("init", str(tmp_path / "fleet"))
+    assert again.returncode != 0 and again.stderr.count("\n") == 1
+    assert "already holds a fleet" in again.stderr

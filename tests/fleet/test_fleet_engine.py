@@ -20,6 +20,7 @@ from edgeserve.fleet_server.db import open_database
 from edgeserve.fleet_server.desired import DesiredBuilder
 from edgeserve.fleet_server.engine import Engine
 from edgeserve.fleet_server.releases import ingest_release
+from edgeserve.fleet_server.rollout_views import rollout_status
 from edgeserve.fleet_server.store import Store
 from support.fleet import Postgres, postgres_bin, signed_release_tar, wait_for
 
@@ -92,7 +93,7 @@ class Harness:
         self.engine.process([(f"es/test/dev/{device}/reported", encode(rep))])
 
     def status(self, rid: int) -> dict:
-        return r.rollout_status(self.store, rid)
+        return rollout_status(self.store, rid)
 
 
 @pytest.fixture(scope="module")
@@ -313,3 +314,65 @@ def test_desired_state_is_re_signed_before_it_expires(h: Harness) -> None:
     fresh = h.desired("d00")
     assert fresh.seq == first.seq + 1 and fresh.expires > first.expires
     assert fresh.models == first.models
+
+
+def test_audit_names_the_phase_devices_enter(h: Harness) -> None:
+    rid = start(h, 1, phases=(25, 100))
+    h.engine.tick(time.time())
+    first = [d["device"] for d in h.status(rid)["devices"] if d["state"] == "installing"]
+    st = h.status(rid)
+    assert st["phase_percent"] == 25 and st["phase_targets"] == len(first)
+    assert st["soak_left_s"] is None  # not settled yet
+    for dev in first:
+        h.report(dev, "ACTIVE", 1, 1)
+    h.engine.tick(time.time())  # settled, zero soak: next phase and its devices assigned
+    h.engine.tick(time.time())
+    assigns = [e for e in reversed(h.status(rid)["audit"]) if e["action"] == "rollout.assign"]
+    assert [e["detail"]["phase"] for e in assigns] == [25, 100]
+    assert assigns[0]["reason"] == f"{len(first)} devices enter phase 25%"
+    assert assigns[1]["reason"] == f"{N - len(first)} devices enter phase 100%"
+    assert h.status(rid)["phase_targets"] == N
+
+
+def test_device_failure_is_kept_after_the_revert(h: Harness) -> None:
+    start(h, 1)
+    h.engine.tick(time.time())
+    for i in range(N):
+        h.report(f"d{i:02d}", "ACTIVE", 1, 1)
+    h.engine.tick(time.time())
+    rid = start(h, 2, phases=(50, 100), max_failure_pct=0.0, min_devices=1)
+    h.engine.tick(time.time())
+    canary = next(d["device"] for d in h.status(rid)["devices"] if d["state"] == "installing")
+    rep = Reported(
+        canary,
+        2,
+        "now",
+        {
+            "digits": ModelStatus(
+                state=InstallState.FAILED,
+                active=1,
+                target=2,
+                error="activation failed: output probs has NaN or infinite values",
+                reason_code="activation",
+            )
+        },
+    )
+    h.engine.process([(f"es/test/dev/{canary}/reported", encode(rep))])
+    h.engine.tick(time.time())
+    h.report(canary, "ACTIVE", 1, 1)  # the revert arrived: the device reports v1 again
+    st = h.status(rid)
+    assert st["status"] == "paused"
+    entry = next(d for d in st["devices"] if d["device"] == canary)
+    assert entry["state"] == "reverted"
+    assert entry["outcome"] == {
+        "state": "FAILED",
+        "reason_code": "activation",
+        "error": "activation failed: output probs has NaN or infinite values",
+        "version": 2,
+        "phase": 50,
+        "ts": entry["outcome"]["ts"],
+    }
+    failed = [e for e in st["audit"] if e["action"] == "rollout.device_failed"]
+    assert [e["detail"]["device"] for e in failed] == [canary]
+    assert failed[0]["detail"]["reason_code"] == "activation"
+    assert "NaN" in failed[0]["reason"]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from edgeserve.agent.fleet_sim import SimulatedDevice, SimulatedFleet
 from support.broker import Mosquitto
@@ -74,6 +75,18 @@ def cli(server: FleetServerProcess, *args: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def scrape(server: FleetServerProcess) -> Callable[..., float | None]:
+    """The server's /metrics as ``value(sample_name, **labels)`` (None when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return lambda name, **labels: samples.get((name, frozenset(labels.items())))
 
 
 def release(server: FleetServerProcess, tmp: Path, version: int, **kw: object) -> None:
@@ -175,6 +188,43 @@ def test_failing_version_is_rolled_back_automatically(
     # the devices never left v1 for good: v2 failed its health check and was rolled back
     reverted = [d["device"] for d in st["devices"] if d["state"] == "reverted"]
     assert all(fleet.installers[d].active_version("digits") == 1 for d in reverted)
+    # ... and with prune = true the failed v2 leaves their stores once the revert arrives
+    wait_for(
+        lambda: all(fleet.installers[d].installed_versions("digits") == [1] for d in reverted),
+        30,
+        "the failed v2 pruned from every reverted device",
+    )
+
+    # the audit trail says which device failed and why, also after the revert
+    status = json.loads(cli(fleet_server, "rollout", "status", str(rid), "--json"))
+    failed = {f["device"]: f for f in status["failures"]}
+    assert failed and set(failed) <= set(reverted)
+    for device, f in failed.items():
+        assert f["state"] == "ROLLED_BACK" and f["reason_code"] == "health_check"
+        assert "simulated health check failure" in f["error"]
+        entry = next(d for d in status["devices"] if d["device"] == device)
+        assert entry["state"] == "reverted"
+        assert entry["outcome"]["reason_code"] == "health_check"
+    audit = json.loads(cli(fleet_server, "audit", "--rollout", str(rid), "--json"))
+    device_failed = [e for e in audit if e["action"] == "rollout.device_failed"]
+    assert {e["detail"]["device"] for e in device_failed} == set(failed)
+    assert all(e["detail"]["reason_code"] == "health_check" for e in device_failed)
+    assert all(e["detail"]["phase"] == 40 for e in device_failed)
+    # ... and Prometheus sees the same: the paused rollout, its reverted devices, the decision
+    value = scrape(fleet_server)
+    key = {"rollout": str(rid), "model": "digits", "version": "2", "status": "paused"}
+    assert value("edgeserve_fleet_rollout_phase_percent", **key) == 40
+    assert value("edgeserve_fleet_rollout_devices", **key, state="reverted") == len(reverted)
+    assert value("edgeserve_fleet_gate_decisions_total", decision="gate_failed") == 1
+    assert value("edgeserve_fleet_devices", presence="online") == N
+    assert value("edgeserve_fleet_broker_connected") == 1
+    assert (value("edgeserve_fleet_mqtt_received_total", kind="reported") or 0) > 0
+    health = httpx.get(f"{fleet_server.url}/healthz", timeout=5).json()
+    assert health["broker"]["state"] == "connected" and health["mqtt_connected"]
+    text = cli(fleet_server, "audit", "--rollout", str(rid))
+    some = next(iter(failed))
+    assert f"device {some}" in text and "reason_code health_check" in text
+    assert "simulated health check failure" in text
 
 
 def test_experiment_reports_a_verdict(

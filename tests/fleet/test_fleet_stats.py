@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from edgeserve.fleet_server.stats import Window, compare, summarize, t_quantile
+from edgeserve.fleet_server.stats import MinEffect, Window, compare, summarize, t_quantile
 
 
 @pytest.mark.parametrize(
@@ -54,3 +54,38 @@ def test_same_distribution_is_no_difference() -> None:
 def test_too_little_data_is_no_difference() -> None:
     result = compare((3, windows(1, 10.0, 0.0, 7)), (4, windows(1, 5.0, 0.0, 8)))
     assert result.verdict == "no difference yet" and "need" in result.why
+
+
+@pytest.mark.parametrize(
+    ("effect", "verdict"),
+    [
+        (MinEffect(ms=0.5), "no practical difference"),  # 0.2 ms faster: below 0.5 ms
+        (MinEffect(pct=5.0), "no practical difference"),  # 5 % of 10 ms = 0.5 ms
+        (MinEffect(ms=0.1), "b better"),
+        (MinEffect(pct=1.0), "b better"),  # 0.1 ms
+        (None, "b better"),
+    ],
+    ids=["0.5ms", "5pct", "0.1ms", "1pct", "none"],
+)
+def test_min_effect_turns_a_negligible_win_into_no_practical_difference(
+    effect: MinEffect | None, verdict: str
+) -> None:
+    a = [Window(1000, 0, 10.0 + 0.01 * (i % 3), 18.0, 25.0) for i in range(30)]
+    b = [Window(1000, 0, 9.8 + 0.01 * (i % 3), 18.0, 25.0) for i in range(30)]
+    result = compare((3, a), (4, b), min_effect=effect)
+    _lo, hi = result.latency_ci_ms
+    assert hi < 0  # statistically clear either way
+    assert result.verdict == verdict, result.why
+
+
+def test_min_effect_parses_ms_and_percent() -> None:
+    from edgeserve.fleet_server.api import min_effect
+
+    from edgeserve.errors import ConfigError
+
+    assert min_effect("0.5ms") == MinEffect(ms=0.5)
+    assert min_effect("2 ms") == MinEffect(ms=2.0)
+    assert min_effect("5%") == MinEffect(pct=5.0)
+    for bad in ("5", "fast", "-1ms"):
+        with pytest.raises(ConfigError, match="not a latency"):
+            min_effect(bad)

@@ -23,8 +23,16 @@ def test_examples_canary_rollback(tmp_path: Path) -> None:
     out = proc.stdout
     assert proc.returncode == 0, f"{proc.stderr[-3000:]}\n{out[-3000:]}"
     assert "stopped by the fleet: rollout 2 paused: gate failure failed" in out
-    for action in ("rollout.start", "rollout.gate_failed", "rollout.revert"):
-        assert f"  {action}: " in out
+    # the audit (fleet audit --rollout 2) names the canary, its reason code and its error
+    for action in (
+        "rollout.start",
+        "rollout.device_failed",
+        "rollout.gate_failed",
+        "rollout.revert",
+    ):
+        assert f" rollout:2 {action} (" in out, out
+    assert "failed v2 in phase 10%:" in out
+    assert "reason_code " in out and "error: " in out
     for i in (1, 2, 3):
         assert f"dev-{i}: active v1, answered by v1" in out
     assert "canary rollback: v2 stopped, every device on v1" in out

@@ -1,0 +1,110 @@
+"""Read-only views of a rollout: what ``rollout status`` shows, and the latency the gate
+judges (request-weighted p95 from telemetry)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from edgeserve.errors import NotFoundError
+
+from . import controller as c
+from .rollouts import load_rollout
+from .store import Store
+
+__all__ = ["latency_view", "rollout_status"]
+
+
+def rollout_status(store: Store, rollout_id: int) -> dict[str, Any]:
+    """Everything ``rollout status`` shows: spec, phase, per-state counts, gates, devices, log."""
+    state = load_rollout(store, rollout_id)
+    row = store.db.one(
+        "SELECT reason, gates, created, updated FROM rollouts WHERE id = ?", (rollout_id,)
+    )
+    if row is None:  # deleted between the two reads
+        raise NotFoundError(f"no rollout {rollout_id}")
+    counts = dict.fromkeys(c.DEVICE_STATES, 0)
+    installing: dict[str, int] = {}
+    devices = []
+    for dev, bucket, st, detail in store.db.query(
+        "SELECT device, bucket, state, detail FROM rollout_devices WHERE rollout = ? "
+        "ORDER BY device",
+        (rollout_id,),
+    ):
+        counts[st] = counts.get(st, 0) + 1
+        if st == c.INSTALLING:  # the agent's install state (DOWNLOADING ... WARMING)
+            installing[detail] = installing.get(detail, 0) + 1
+        devices.append(
+            {"device": dev, "bucket": round(float(bucket), 3), "state": st, "detail": detail}
+        )
+    phases = state.spec.phases
+    percent = phases[min(state.phase_index, len(phases) - 1)]
+    failures = store.device_failures(rollout_id)
+    last_failure = {f["device"]: f for f in failures}
+    for d in devices:
+        f = last_failure.get(d["device"])
+        d["outcome"] = (
+            None
+            if f is None
+            else {k: f[k] for k in ("state", "reason_code", "error", "version", "phase", "ts")}
+        )
+    targeted = sum(1 for d in devices if d["bucket"] < percent)
+    settled_at = load_rollout(store, rollout_id).phase_settled
+    soak_left = None
+    if state.status == "running" and settled_at is not None:
+        soak_left = max(0.0, state.spec.soak_s - (time.time() - float(settled_at)))
+    return {
+        "id": state.id,
+        "model": state.spec.model,
+        "version": state.spec.version,
+        "status": state.status,
+        "reason": row[0],
+        "phase_index": state.phase_index,
+        "phase_percent": percent,
+        # devices the current phase covers (bucket < percent), and how long it still soaks:
+        # None until every one of them is active or failed
+        "phase_targets": targeted,
+        "soak_left_s": soak_left,
+        "spec": state.spec.to_dict(),
+        "counts": counts,
+        "installing": installing,
+        "gates": json.loads(row[1]),
+        "devices": devices,
+        "failures": failures,
+        "created": row[2],
+        "updated": row[3],
+        "audit": store.audit_entries(f"rollout:{rollout_id}", limit=50),
+    }
+
+
+def _weighted_p95(rows: Sequence[tuple[Any, ...]]) -> float | None:
+    pairs = [(float(r[5]), int(r[2])) for r in rows if r[5] is not None and int(r[2]) > 0]
+    total = sum(n for _, n in pairs)
+    return sum(v * n for v, n in pairs) / total if total else None
+
+
+def latency_view(
+    store: Store, state: c.RolloutState, baseline_window_s: float = 3600.0
+) -> c.Latency:
+    """Request-weighted p95 of the candidate (devices of this rollout, since it started) and of
+    the baseline version (the most common baseline, over the fleet, from an hour before)."""
+    if state.spec.max_latency_regression_pct is None:
+        return c.Latency()
+    row = store.db.one("SELECT created FROM rollouts WHERE id = ?", (state.id,))
+    created = float(row[0]) if row else 0.0
+    members = dict(
+        store.db.query(
+            "SELECT device, baseline FROM rollout_devices WHERE rollout = ?", (state.id,)
+        )
+    )
+    baselines = [int(b) for b in members.values() if b is not None]
+    if not baselines:
+        return c.Latency()
+    baseline = max(set(baselines), key=baselines.count)
+    cand = store.telemetry(
+        state.spec.model, state.spec.version, since=created, devices=list(members)
+    )
+    base = store.telemetry(state.spec.model, baseline, since=created - baseline_window_s)
+    return c.Latency(_weighted_p95(base), _weighted_p95(cand), len({r[0] for r in cand}))
