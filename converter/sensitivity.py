@@ -1,0 +1,134 @@
+"""Which nodes int8 hurts most: per-node error between the float and the QDQ model.
+
+Uses ONNX Runtime's QDQ debugging tools (``onnxruntime.quantization.qdq_loss_debug``): both
+models are augmented to output every intermediate tensor, run on a few validation rows, and
+each node output of the quantized model is compared with the same tensor of the float model
+(signal-to-quantization-noise ratio, dB). Error accumulates downstream, so a node is ranked by
+the SQNR it *loses* against its worst input (its own contribution), not by its raw SQNR; the
+head of a detector, where box coordinates and class scores share one Concat scale, stands out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+from edgeserve.converter.calibration import Dataset
+from edgeserve.converter.onnx_files import load_model
+from edgeserve.converter.preprocess import _cwd
+from edgeserve.converter.quiet import quiet_third_party
+
+__all__ = ["SENSITIVITY_ROWS", "NodeError", "node_sensitivity"]
+
+SENSITIVITY_ROWS: Final = 2  # rows; every intermediate tensor of both models is kept in memory
+_SKIP_OPS: Final = ("QuantizeLinear", "DequantizeLinear", "Constant", "Shape")
+
+
+@dataclass(frozen=True)
+class NodeError:
+    """One node's figures.
+
+    Attributes:
+        node: node name in the float model.
+        op_type: its op type.
+        sqnr_db: SQNR of its output, float vs quantized model (lower = worse).
+        added_db: SQNR lost against its worst input (higher = more sensitive).
+    """
+
+    node: str
+    op_type: str
+    sqnr_db: float
+    added_db: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest form (rounded)."""
+        return {
+            "node": self.node,
+            "op_type": self.op_type,
+            "sqnr_db": round(self.sqnr_db, 2),
+            "added_db": round(self.added_db, 2),
+        }
+
+
+class _Rows:
+    def __init__(self, rows: list[Mapping[str, np.ndarray]]) -> None:
+        self._rows = rows
+        self._it = iter(rows)
+
+    def get_next(self) -> Mapping[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self._rows)
+
+
+def _reader(data: Dataset) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(_Rows, CalibrationDataReader):
+        """ORT's reader protocol over a few rows."""
+
+    n = min(SENSITIVITY_ROWS, next(iter(data.values())).shape[0])
+    return Reader([{k: v[i : i + 1] for k, v in data.items()} for i in range(n)])
+
+
+def _sqnr(x: list[np.ndarray], y: list[np.ndarray]) -> float:
+    a = np.concatenate([np.asarray(t, np.float64).ravel() for t in x])
+    b = np.concatenate([np.asarray(t, np.float64).ravel() for t in y])
+    noise = float(np.sum((a - b) ** 2))
+    if not np.isfinite(noise):
+        return float("-inf")
+    if noise == 0:
+        return float("inf")
+    signal = float(np.sum(a**2))
+    return 10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf")
+
+
+def node_sensitivity(
+    float_model: Path, qdq_model: Path, data: Dataset, work: Path
+) -> list[NodeError]:
+    """Rank the float model's nodes by the error int8 adds at each (most sensitive first).
+
+    Args:
+        float_model: the pre-processed float model the quantizer read (same tensor names).
+        qdq_model: the QDQ model.
+        data: validation rows (the first :data:`SENSITIVITY_ROWS` are used).
+        work: scratch directory for the augmented models.
+    """
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    work = work.resolve()  # the CWD changes below
+    float_model, qdq_model = float_model.resolve(), qdq_model.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    with quiet_third_party(), _cwd(work):
+        modify_model_output_intermediate_tensors(str(float_model), str(work / "float-aug.onnx"))
+        modify_model_output_intermediate_tensors(str(qdq_model), str(work / "qdq-aug.onnx"))
+        float_acts = collect_activations(str(work / "float-aug.onnx"), _reader(data))
+        qdq_acts = collect_activations(str(work / "qdq-aug.onnx"), _reader(data))
+        matched = create_activation_matching(qdq_acts, float_acts)
+    sqnr: dict[str, float] = {}
+    for tensor, match in matched.items():
+        if "float" in match and "post_qdq" in match:
+            sqnr[tensor] = _sqnr(list(match["float"]), list(match["post_qdq"]))
+    model = load_model(float_model)
+    ranked: list[NodeError] = []
+    for node in model.graph.node:
+        if node.op_type in _SKIP_OPS or not node.name:
+            continue
+        outs = [sqnr[o] for o in node.output if o in sqnr]
+        if not outs:
+            continue
+        own = min(outs)
+        ins = [sqnr[i] for i in node.input if i in sqnr]
+        worst_in = min(ins) if ins else float("inf")
+        added = (worst_in - own) if np.isfinite(worst_in) else (60.0 - own)
+        ranked.append(NodeError(node.name, node.op_type, own, float(added)))
+    ranked.sort(key=lambda e: (-e.added_db if np.isfinite(e.added_db) else -1e9, e.sqnr_db))
+    return ranked
