@@ -214,7 +214,8 @@ def _build_onnx(
         extra["graph_optimization"] = "basic"
         passes.append({"pass": "ort-basic-optimization", "status": "ran", "detail": ""})
     elif target.precision == "int8":
-        batch = 1 if target.static_shapes else 16
+        fixed = source.inputs[0].shape[0] if source.inputs and source.inputs[0].shape else -1
+        batch = 1 if target.static_shapes else (fixed if fixed > 0 else 16)
         result = quantize.quantize_static_int8(
             src, out, work, target, calibration or {}, settings.calibration_method, batch,
             settings.exclusions,

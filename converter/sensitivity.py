@@ -3,7 +3,8 @@
 Uses ONNX Runtime's QDQ debugging tools (``onnxruntime.quantization.qdq_loss_debug``): both
 models are augmented to output every intermediate tensor, run on a few validation rows, and
 each node output of the quantized model is compared with the same tensor of the float model
-(signal-to-quantization-noise ratio, dB). Error accumulates downstream, so a node is ranked by
+(signal-to-quantization-noise ratio of the worst channel, dB). Error
+accumulates downstream, so a node is ranked by
 the SQNR it *loses* against its worst input (its own contribution), not by its raw SQNR; the
 head of a detector, where box coordinates and class scores share one Concat scale, stands out.
 """
@@ -75,16 +76,44 @@ def _reader(data: Dataset) -> Any:
     return Reader([{k: v[i : i + 1] for k, v in data.items()} for i in range(n)])
 
 
-def _sqnr(x: list[np.ndarray], y: list[np.ndarray]) -> float:
-    a = np.concatenate([np.asarray(t, np.float64).ravel() for t in x])
-    b = np.concatenate([np.asarray(t, np.float64).ravel() for t in y])
-    noise = float(np.sum((a - b) ** 2))
-    if not np.isfinite(noise):
+def _db(signal: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(noise > 0, 10.0 * np.log10(signal / noise), np.inf)
+
+
+def _sqnr(x: list[np.ndarray], y: list[np.ndarray], channels: int) -> float:
+    """Worst per-channel SQNR, so that one channel a shared scale wipes out (class scores
+    concatenated with pixel coordinates) is not hidden by the others' energy.
+
+    ORT's augmented models return each tensor flattened, one row per run; a row of batch 1
+    flattens channel-major, so ``channels`` (axis 1 of the tensor, 1 if unknown) splits it.
+    """
+    rows_a = [np.asarray(t, np.float64).ravel() for t in x]
+    rows_b = [np.asarray(t, np.float64).ravel() for t in y]
+    if [r.size for r in rows_a] != [r.size for r in rows_b]:
+        return float("nan")
+    if any(r.size % channels for r in rows_a):
+        channels = 1
+    a = np.concatenate([r.reshape(channels, -1) for r in rows_a], axis=1)
+    b = np.concatenate([r.reshape(channels, -1) for r in rows_b], axis=1)
+    if not np.all(np.isfinite(b)):
         return float("-inf")
-    if noise == 0:
+    signal = np.sum(a**2, axis=1)
+    noise = np.sum((a - b) ** 2, axis=1)
+    live = signal > 1e-6 * max(float(signal.max()), 1e-30)  # channels that carry a signal
+    if not live.any():
         return float("inf")
-    signal = float(np.sum(a**2))
-    return 10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf")
+    return float(np.min(_db(signal[live], noise[live])))
+
+
+def _channels(model: Any) -> dict[str, int]:
+    """Tensor name -> size of axis 1 where shape inference knows it (rank >= 2)."""
+    out: dict[str, int] = {}
+    for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]:
+        dims = v.type.tensor_type.shape.dim
+        if len(dims) >= 2 and dims[1].HasField("dim_value") and dims[1].dim_value > 0:
+            out[v.name] = int(dims[1].dim_value)
+    return out
 
 
 def node_sensitivity(
@@ -113,11 +142,20 @@ def node_sensitivity(
         float_acts = collect_activations(str(work / "float-aug.onnx"), _reader(data))
         qdq_acts = collect_activations(str(work / "qdq-aug.onnx"), _reader(data))
         matched = create_activation_matching(qdq_acts, float_acts)
+    model = load_model(float_model)
+    channels = _channels(model)
     sqnr: dict[str, float] = {}
+    # graph outputs keep their name on the DequantizeLinear output, which the matching (by
+    # QuantizeLinear/DequantizeLinear suffixes) misses: compare those by name
+    for tensor in set(float_acts) & set(qdq_acts):
+        value = _sqnr(list(float_acts[tensor]), list(qdq_acts[tensor]), channels.get(tensor, 1))
+        if not np.isnan(value):
+            sqnr[tensor] = value
     for tensor, match in matched.items():
         if "float" in match and "post_qdq" in match:
-            sqnr[tensor] = _sqnr(list(match["float"]), list(match["post_qdq"]))
-    model = load_model(float_model)
+            value = _sqnr(list(match["float"]), list(match["post_qdq"]), channels.get(tensor, 1))
+            if not np.isnan(value):
+                sqnr[tensor] = value
     ranked: list[NodeError] = []
     for node in model.graph.node:
         if node.op_type in _SKIP_OPS or not node.name:
