@@ -260,9 +260,12 @@ def direct(model: Model, src: Path, files: dict[str, Path], work: Path,
                                              "WeightSymmetric": True})  # fmt: skip
             made["int8" + pre_note] = work / "d-int8.onnx"
         except Exception as exc:
-            rows.append(Row("direct", "int8", 0, None, f"error: {str(exc)[:50]}"))
-        q.quantize_dynamic(str(pre), str(work / "d-dyn.onnx"), weight_type=q.QuantType.QInt8)
-        made["dynamic" + pre_note] = work / "d-dyn.onnx"
+            rows.append(Row("direct", "int8" + pre_note, 0, None, f"error: {str(exc)[:40]}"))
+        try:
+            q.quantize_dynamic(str(pre), str(work / "d-dyn.onnx"), weight_type=q.QuantType.QInt8)
+            made["dynamic" + pre_note] = work / "d-dyn.onnx"
+        except Exception as exc:
+            rows.append(Row("direct", "dynamic" + pre_note, 0, None, f"error: {str(exc)[:40]}"))
         fp16 = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
         onnx.save(fp16, str(work / "d-fp16.onnx"))
         made["fp16"] = work / "d-fp16.onnx"

@@ -1,4 +1,6 @@
-"""ONNX passes: shape fixing, graph optimization, quantization, fp16, ORT format, device limits.
+"""ONNX passes: shape fixing, graph optimization, fp16, ORT format, loading checks.
+
+Quantization is in :mod:`edgeserve.converter.quantize`.
 
 Each pass reads a model file and writes a new one; the pipeline chains them by the target's
 fields (:mod:`edgeserve.converter.targets`). References:
@@ -48,10 +50,6 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
-
-
-def _opset(model: Any) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def fix_input_shapes(model: Any, shapes: Mapping[str, tuple[int, ...]]) -> Any:

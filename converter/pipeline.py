@@ -22,20 +22,21 @@ import numpy as np
 from edgeserve.converter import calibration as cal
 from edgeserve.converter.build import BuildSettings, build_candidate, sample_with_references
 from edgeserve.converter.evaluate import Candidate, Fidelity, choose, evaluate, measure_latency
-from edgeserve.converter.gate import (
-    DEFAULT_MAX_DROP_POINTS,
-    DEFAULT_MIN_COSINE,
-    DEFAULT_MIN_SNR_DB,
-    Budget,
-)
+from edgeserve.converter.gate import DEFAULT_MIN_COSINE, DEFAULT_MIN_SNR_DB
 from edgeserve.converter.latency import first_batch
 from edgeserve.converter.loaders import SourceModel, load_source
 from edgeserve.converter.mixed import TOP_SENSITIVE, search_mixed
+from edgeserve.converter.outcome import (
+    budget_text,
+    fidelity_from,
+    json_safe,
+    manifest_metrics,
+    refusal_message,
+)
 from edgeserve.converter.quantize import Exclusions
 from edgeserve.converter.quiet import set_verbose
 from edgeserve.converter.sensitivity import node_sensitivity
 from edgeserve.converter.targets import TARGETS, Target, family_members, get_target, sibling
-from edgeserve.converter.tasks import TASKS, load_metric
 from edgeserve.converter.validate import run_batch_size, run_dataset
 
 from edgeserve import __version__
@@ -181,37 +182,6 @@ def _check_output(out: Path, force: bool) -> None:
         raise StorageError(f"{out}: cannot write to {parent} (permission denied)")
 
 
-def _fidelity(opts: ConvertOptions, labels: np.ndarray | None) -> Fidelity:
-    task = opts.task
-    if task is None and labels is not None and opts.metric is None:
-        task = "classify"  # labels are class ids: the classification task
-    if task is not None and task not in TASKS:
-        raise ConfigError(f"unknown --task {task!r} (known: {', '.join(TASKS)})")
-    if labels is not None and task not in ("classify", None) and opts.metric is None:
-        raise ConfigError(f"--labels are class ids for --task classify, not --task {task}")
-    metric = load_metric(opts.metric) if opts.metric else None
-    if opts.max_accuracy_drop is not None and task is None and metric is None:
-        raise ConfigError(
-            "--max-accuracy-drop is in points of a task metric: give --task, --metric or "
-            "--labels (without one, --min-cosine/--min-snr-db bound every output)"
-        )
-    budget = Budget(
-        max_drop_points=(
-            DEFAULT_MAX_DROP_POINTS if opts.max_accuracy_drop is None else opts.max_accuracy_drop
-        ),
-        min_cosine=opts.min_cosine,
-        min_snr_db=opts.min_snr_db,
-    )
-    return Fidelity(task, labels, metric, opts.metric or "", budget)
-
-
-def _budget_text(fidelity: Fidelity) -> str:
-    b = fidelity.budget
-    if fidelity.task is not None or fidelity.metric is not None:
-        return f"--max-accuracy-drop {b.max_drop_points:g} points"
-    return f"--min-cosine {b.min_cosine:g} and --min-snr-db {b.min_snr_db:g} on every output"
-
-
 def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> ConvertResult:
     """Convert, validate, gate and write a bundle.
 
@@ -259,7 +229,9 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
     else:
         validation, data_kind = cal.generate_inputs(source.inputs, shapes), "generated"
     labels = cal.load_labels(opts.labels, cal.rows(validation)) if opts.labels else None
-    fidelity = _fidelity(opts, labels)
+    fidelity = fidelity_from(
+        opts.task, opts.metric, labels, opts.max_accuracy_drop, opts.min_cosine, opts.min_snr_db
+    )
     settings = BuildSettings(
         name=name,
         version=opts.version,
@@ -292,10 +264,12 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
         if len(targets) == 1 and len(candidates) == 1:
             chosen = candidates[0]
             if chosen.failure is not None:
-                raise ConversionError(_refusal(chosen, fidelity))
+                raise ConversionError(refusal_message(chosen, fidelity))
         else:
-            chosen = choose(candidates, lambda: _budget_text(fidelity))
-        metrics = _metrics(chosen, candidates, failed, fidelity, source, original_latency, opts)
+            chosen = choose(candidates, lambda: budget_text(fidelity))
+        metrics = manifest_metrics(
+            chosen, candidates, failed, fidelity, source, original_latency, opts.threads
+        )
         metrics["data"] = data_kind
         metrics["rows"] = cal.rows(validation)
         step("writing bundle")
@@ -311,7 +285,7 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
             files[sample_file] = (references[0], "sample")
             metrics["health_check"] = {"tolerance": references[1]}
         metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
-        final_manifest = replace(manifest, validation=_json_safe(metrics), files=())
+        final_manifest = replace(manifest, validation=json_safe(metrics), files=())
         bundle = write_bundle(out, final_manifest, files, overwrite=opts.force)
     summaries = [c.summary() for c in candidates] + failed
     return ConvertResult(bundle, built.target, metrics, summaries)
@@ -371,79 +345,3 @@ def _build_all(
     if not candidates:
         raise errors[0]
     return candidates, failed
-
-
-def _refusal(candidate: Candidate, fidelity: Fidelity) -> str:
-    hint = ""
-    if candidate.sensitivity:
-        nodes = ", ".join(e["node"] for e in candidate.sensitivity[:3])
-        hint = f" (most sensitive nodes: {nodes}; try --exclude-nodes or --precision auto)"
-    loosen = (
-        "--max-accuracy-drop"
-        if fidelity.task is not None or fidelity.metric is not None
-        else "--min-cosine/--min-snr-db"
-    )
-    return (
-        f"{candidate.name} refused: {candidate.failure}; no bundle written "
-        f"(loosen with {loosen}){hint}"
-    )
-
-
-def _metrics(
-    chosen: Candidate,
-    candidates: list[Candidate],
-    failed: list[dict[str, Any]],
-    fidelity: Fidelity,
-    source: SourceModel,
-    original_latency: dict[str, float],
-    opts: ConvertOptions,
-) -> dict[str, Any]:
-    outputs = chosen.outputs
-    first = next(iter(outputs.values()))
-    errs = [o["max_abs_err"] for o in outputs.values() if o["max_abs_err"] is not None]
-    metrics: dict[str, Any] = {
-        "outputs": outputs,
-        "cosine": first["cosine"],
-        "max_abs_err": max(errs) if errs else None,
-        "budget": fidelity.budget.to_dict(),
-        "threads": opts.threads,
-        "chosen": chosen.name,
-    }
-    original: dict[str, Any] = {"size_bytes": source.size_bytes, "latency_ms": original_latency}
-    converted: dict[str, Any] = {"size_bytes": chosen.size_bytes, "latency_ms": chosen.latency}
-    if chosen.task is not None:
-        task = chosen.task.to_dict()
-        metrics["task"] = task
-        for key in ("top1_agreement", "top5_agreement", "accuracy_original", "accuracy_converted"):
-            if key in task:
-                metrics[key] = task[key]
-        if "accuracy_original" in task:
-            metrics["accuracy_drop_points"] = task["drop_points"]
-            original["accuracy"] = task["accuracy_original"]
-            converted["accuracy"] = task["accuracy_converted"]
-    metrics["original"] = original
-    metrics["converted"] = converted
-    quantized = chosen.built.options.get("quantized_nodes")
-    if quantized is not None:
-        metrics["quantized_nodes"] = quantized
-    if chosen.sensitivity or any(c.sensitivity for c in candidates):
-        metrics["sensitivity"] = chosen.sensitivity or next(
-            c.sensitivity for c in candidates if c.sensitivity
-        )
-    if len(candidates) + len(failed) > 1:
-        metrics["candidates"] = [c.summary() for c in candidates]
-    if failed:
-        metrics["failed_candidates"] = failed
-    return metrics
-
-
-def _json_safe(value: Any) -> Any:
-    """Metrics as the manifest stores them: a NaN or infinite figure (e.g. the max abs error of
-    a model whose outputs are NaN) becomes null, since JSON has neither."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

@@ -29,7 +29,14 @@ from edgeserve.converter.quiet import quiet_third_party
 
 from edgeserve.errors import ConfigError, ConversionError
 
-__all__ = ["MIN_QDQ_OPSET", "PassRecord", "name_nodes", "prepare_for_quantization", "raise_opset"]
+__all__ = [
+    "MIN_QDQ_OPSET",
+    "PassRecord",
+    "name_nodes",
+    "prepare_for_quantization",
+    "raise_opset",
+    "scratch_cwd",
+]
 
 # QuantizeLinear/DequantizeLinear with an ``axis`` (per-channel) need opset 13; ORT's quantizer
 # itself moves any model below 11 up, but per-channel QDQ at 11/12 is invalid.
@@ -57,7 +64,7 @@ class PassRecord:
 
 
 @contextlib.contextmanager
-def _cwd(path: Path) -> Iterator[None]:
+def scratch_cwd(path: Path) -> Iterator[None]:
     """Run with ``path`` as the working directory: ORT's symbolic shape inference writes
     ``sym_shape_infer_temp.onnx`` into the CWD when it fails, which must not be the user's."""
     before = Path.cwd()
@@ -138,7 +145,7 @@ def prepare_for_quantization(
     raised = work / "pre-input.onnx"
     save_model(model, raised)
     pre = work / "pre.onnx"
-    with quiet_third_party(), _cwd(work):
+    with quiet_third_party(), scratch_cwd(work):
         try:
             quant_pre_process(str(raised), str(pre), skip_symbolic_shape=False)
             passes += [

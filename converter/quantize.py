@@ -21,8 +21,8 @@ from edgeserve.converter.onnx_files import EXTERNAL_DATA_THRESHOLD_BYTES, load_m
 from edgeserve.converter.preprocess import (
     MIN_QDQ_OPSET,
     PassRecord,
-    _cwd,
     prepare_for_quantization,
+    scratch_cwd,
 )
 from edgeserve.converter.quiet import quiet_third_party
 from edgeserve.converter.targets import Target
@@ -215,7 +215,7 @@ def quantize_static_int8(
     excluded = exclude.resolve(model)
     op_types = exclude.op_types_to_quantize(STATIC_OP_TYPES)
     act, wt = q.QuantType[target.activation_type], q.QuantType[target.weight_type]
-    with quiet_third_party(), _cwd(work):
+    with quiet_third_party(), scratch_cwd(work):
         try:
             if target.static_shapes:
                 from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
@@ -271,7 +271,7 @@ def quantize_dynamic_int8(src: Path, dst: Path, work: Path, exclude: Exclusions)
     model = load_model(pre)
     excluded = exclude.resolve(model)
     op_types = exclude.op_types_to_quantize(DYNAMIC_OP_TYPES)
-    with quiet_third_party(), _cwd(work):
+    with quiet_third_party(), scratch_cwd(work):
         try:
             q.quantize_dynamic(
                 str(pre), str(dst), weight_type=q.QuantType.QInt8, op_types_to_quantize=op_types,

@@ -19,7 +19,7 @@ from typing import Any, Final
 import numpy as np
 from edgeserve.converter.calibration import Dataset
 from edgeserve.converter.onnx_files import load_model
-from edgeserve.converter.preprocess import _cwd
+from edgeserve.converter.preprocess import scratch_cwd
 from edgeserve.converter.quiet import quiet_third_party
 
 __all__ = ["SENSITIVITY_ROWS", "NodeError", "node_sensitivity"]
@@ -136,7 +136,7 @@ def node_sensitivity(
     work = work.resolve()  # the CWD changes below
     float_model, qdq_model = float_model.resolve(), qdq_model.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    with quiet_third_party(), _cwd(work):
+    with quiet_third_party(), scratch_cwd(work):
         modify_model_output_intermediate_tensors(str(float_model), str(work / "float-aug.onnx"))
         modify_model_output_intermediate_tensors(str(qdq_model), str(work / "qdq-aug.onnx"))
         float_acts = collect_activations(str(work / "float-aug.onnx"), _reader(data))
