@@ -26,6 +26,7 @@ from edgeserve.converter.gate import DEFAULT_MIN_COSINE, DEFAULT_MIN_SNR_DB
 from edgeserve.converter.latency import first_batch
 from edgeserve.converter.loaders import SourceModel, load_source
 from edgeserve.converter.mixed import TOP_SENSITIVE, search_mixed
+from edgeserve.converter.onnx_files import load_model
 from edgeserve.converter.outcome import (
     budget_text,
     fidelity_from,
@@ -327,7 +328,7 @@ def _build_all(
             continue
         candidates.append(candidate)
         qdq = candidate.built.float_model is not None and target.precision == "int8"
-        if qdq and (opts.sensitivity or auto or candidate.failure is not None):
+        if qdq and (opts.sensitivity or candidate.failure is not None):
             step(f"sensitivity of {target.name}")
             ranking = node_sensitivity(
                 candidate.built.float_model,  # type: ignore[arg-type]
@@ -341,7 +342,10 @@ def _build_all(
                 def trial(exclusions: Exclusions, where: Path, t: Target = target) -> Candidate:
                     return build(t, where, replace(settings, exclusions=exclusions))
 
-                candidates += search_mixed(ranking, settings.exclusions, trial, work / f"m{i}")
+                float_model = load_model(candidate.built.float_model)  # type: ignore[arg-type]
+                candidates += search_mixed(
+                    ranking, float_model, settings.exclusions, trial, work / f"m{i}"
+                )
     if not candidates:
         raise errors[0]
     return candidates, failed

@@ -3,10 +3,10 @@
 Uses ONNX Runtime's QDQ debugging tools (``onnxruntime.quantization.qdq_loss_debug``): both
 models are augmented to output every intermediate tensor, run on a few validation rows, and
 each node output of the quantized model is compared with the same tensor of the float model
-(signal-to-quantization-noise ratio of the worst channel, dB). Error
-accumulates downstream, so a node is ranked by
-the SQNR it *loses* against its worst input (its own contribution), not by its raw SQNR; the
-head of a detector, where box coordinates and class scores share one Concat scale, stands out.
+(signal-to-quantization-noise ratio of the worst channel, dB), and nodes are ranked by it,
+lowest first, with the SQNR each loses against its worst input as the tie-break. The worst
+channel matters: in a detector head, class scores that share one Concat scale with pixel
+coordinates are wiped out while the whole tensor's SQNR still looks fine.
 """
 
 from __future__ import annotations
@@ -22,10 +22,17 @@ from edgeserve.converter.onnx_files import load_model
 from edgeserve.converter.preprocess import scratch_cwd
 from edgeserve.converter.quiet import quiet_third_party
 
-__all__ = ["SENSITIVITY_ROWS", "NodeError", "node_sensitivity"]
+__all__ = ["SENSITIVITY_ROWS", "NodeError", "node_sensitivity", "with_shared_scale"]
 
 SENSITIVITY_ROWS: Final = 2  # rows; every intermediate tensor of both models is kept in memory
+LARGE_ROW_VALUES: Final = 1_000_000  # input values per row past which one row is used
 _SKIP_OPS: Final = ("QuantizeLinear", "DequantizeLinear", "Constant", "Shape")
+# ops whose QDQ form shares its input's scale (ORT's QDQ quantizer: data movement and Concat);
+# keeping a node in float leaves its output quantized anyway when one of these consumes it
+_SHARED_SCALE_OPS: Final = (
+    "Concat", "Split", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Resize",
+    "MaxPool", "Gather", "Slice",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -35,8 +42,8 @@ class NodeError:
     Attributes:
         node: node name in the float model.
         op_type: its op type.
-        sqnr_db: SQNR of its output, float vs quantized model (lower = worse).
-        added_db: SQNR lost against its worst input (higher = more sensitive).
+        sqnr_db: worst-channel SQNR of its output, float vs quantized model (lower = worse).
+        added_db: SQNR lost against its worst input (its own contribution).
     """
 
     node: str
@@ -72,7 +79,9 @@ def _reader(data: Dataset) -> Any:
     class Reader(_Rows, CalibrationDataReader):
         """ORT's reader protocol over a few rows."""
 
-    n = min(SENSITIVITY_ROWS, next(iter(data.values())).shape[0])
+    first = next(iter(data.values()))
+    per_row = int(np.prod(first.shape[1:]))
+    n = min(1 if per_row > LARGE_ROW_VALUES else SENSITIVITY_ROWS, first.shape[0])
     return Reader([{k: v[i : i + 1] for k, v in data.items()} for i in range(n)])
 
 
@@ -119,7 +128,7 @@ def _channels(model: Any) -> dict[str, int]:
 def node_sensitivity(
     float_model: Path, qdq_model: Path, data: Dataset, work: Path
 ) -> list[NodeError]:
-    """Rank the float model's nodes by the error int8 adds at each (most sensitive first).
+    """Rank the float model's nodes by their int8 error (most sensitive first).
 
     Args:
         float_model: the pre-processed float model the quantizer read (same tensor names).
@@ -168,5 +177,27 @@ def node_sensitivity(
         worst_in = min(ins) if ins else float("inf")
         added = (worst_in - own) if np.isfinite(worst_in) else (60.0 - own)
         ranked.append(NodeError(node.name, node.op_type, own, float(added)))
-    ranked.sort(key=lambda e: (-e.added_db if np.isfinite(e.added_db) else -1e9, e.sqnr_db))
+    ranked.sort(key=lambda e: (e.sqnr_db, -e.added_db))
     return ranked
+
+
+def with_shared_scale(model: Any, names: list[str]) -> list[str]:
+    """``names`` plus, transitively, the consumers that would re-quantize their output with a
+    shared scale (Concat, Reshape, ... in :data:`_SHARED_SCALE_OPS`), in order."""
+    by_name = {n.name: n for n in model.graph.node if n.name}
+    readers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    out = list(dict.fromkeys(names))
+    todo = list(out)
+    while todo:
+        node = by_name.get(todo.pop())
+        if node is None:
+            continue
+        for o in node.output:
+            for r in readers.get(o, []):
+                if r.op_type in _SHARED_SCALE_OPS and r.name and r.name not in out:
+                    out.append(r.name)
+                    todo.append(r.name)
+    return out
