@@ -13,9 +13,9 @@ Output conventions (the first output unless said otherwise; axis 0 = rows):
   ``[N, B, 6]`` / ``[B, 6]`` (x1, y1, x2, y2, score, class). Boxes over score 0.25 go through
   per-class NMS (IoU 0.45); the score is box F1 at IoU 0.5 against the original's boxes
   (same class), pooled over rows.
-- ``segment``: a probability map ``[N, 1, H, W]`` / ``[N, H, W]`` thresholded at 0.5 (IoU of
-  the foreground), or class scores ``[N, K, H, W]`` (K > 1, argmax; mean IoU over classes
-  present); the score is IoU against the original's mask.
+- ``segment``: a probability map ``[N, 1, H, W]`` / ``[N, H, W, 1]`` / ``[N, H, W]``
+  thresholded at 0.5 (IoU of the foreground), or class scores ``[N, K, H, W]`` (K > 1,
+  argmax; mean IoU over classes present); the score is IoU against the original's mask.
 - ``ctc``: per-step scores ``[N, T, C]``, greedy-decoded (argmax, repeats collapsed, blank =
   index 0 dropped); the score is the fraction of rows whose decoded string equals the
   original's.
@@ -256,6 +256,8 @@ def _detect(a: np.ndarray, b: np.ndarray, labels: np.ndarray | None) -> TaskScor
 
 
 def _segment(a: np.ndarray, b: np.ndarray, labels: np.ndarray | None) -> TaskScore:
+    if a.ndim == 4 and a.shape[-1] == 1 and a.shape[1] > 1:  # NHWC map (TFLite): [N, H, W, 1]
+        a, b = a[..., 0], b[..., 0]
     if a.ndim == 4 and a.shape[1] > 1:
         ma, mb = a.argmax(axis=1), b.argmax(axis=1)
         ious = []
