@@ -244,3 +244,26 @@ def test_manifest_json_records_passes_and_alternated_latency(files, tmp_path: Pa
     assert manifest["validation"]["converted"]["latency_ms"]["rounds"] == lat["rounds"]
     assert manifest["converter"]["passes"][0]["pass"] == "ort-basic-optimization"
     assert manifest["validation"]["outputs"]["y"]["snr_db"] is None  # inf: identical outputs
+
+
+@pytest.mark.slow
+def test_ort_log_is_silenced_unless_verbose(files, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", "from edgeserve.cli import main; main()", "convert",
+             str(files["seg"]), "-t", "onnx-cpu-int8", "--calibration", str(files["seg.npy"]),
+             "--task", "segment", "--max-accuracy-drop", "5", "--force",
+             "-o", str(tmp_path / "out"), *extra],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+
+    quiet = run()
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""  # symbolic inference failed inside, and nothing was printed
+    loud = run("-v")
+    assert loud.returncode == 0, loud.stderr
+    assert loud.stderr.strip()  # ORT's own log and the quantizer's warnings
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
