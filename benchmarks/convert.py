@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import numpy as np
 from edgeserve.converter import ConvertOptions, convert_model
+from edgeserve.converter.latency import first_batch, measure_alternated
 from edgeserve.converter.loaders import quiet_native_stderr
-from edgeserve.converter.validate import latency_ms, open_bundle_runner
+from edgeserve.converter.validate import open_bundle_runner
 from support.converter import (
     conv_data,
     conv_keras,
@@ -123,9 +124,8 @@ def _latency(model: dict[str, Path], out: Path, batch: int) -> float:
     quant = bundle.manifest.converter.get("options", {}).get("io_quantization", {})
     runner = open_bundle_runner(bundle, quant, threads=THREADS[0])
     try:
-        return latency_ms(runner, {bundle.manifest.inputs[0].name: np.load(model["val"])}, batch)[
-            "p50_ms"
-        ]
+        feed = first_batch({bundle.manifest.inputs[0].name: np.load(model["val"])}, batch)
+        return measure_alternated([(runner, feed)], rounds=1)[0]["p50_ms"]
     finally:
         runner.close()
 

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeserve.converter import device_check, onnx_passes, tflite_passes
+from edgeserve.converter import device_check, onnx_passes, quantize, tflite_passes
 from edgeserve.converter.calibration import Dataset
 from edgeserve.converter.loaders import SourceModel, onnx_io, quiet_native_stderr, tflite_io
+from edgeserve.converter.onnx_files import external_files, save_model
+from edgeserve.converter.quantize import Exclusions
 from edgeserve.converter.targets import Target
 
 from edgeserve.bundle import Bundle, write_bundle
@@ -49,6 +51,7 @@ class BuildSettings:
         device: device profile to check against, or None.
         source_info: the manifest ``source`` mapping.
         converter_version: edgeserve version.
+        exclusions: nodes and op types kept in float by the quantizers.
     """
 
     name: str
@@ -59,6 +62,7 @@ class BuildSettings:
     device: DeviceProfile | None
     source_info: dict[str, Any]
     converter_version: str
+    exclusions: Exclusions = field(default_factory=Exclusions)
 
 
 @dataclass
@@ -71,6 +75,7 @@ class Built:
         quant: int8 I/O quantization parameters by bundle tensor name.
         name_map: source input name -> bundle input name.
         options: recorded in the manifest's ``converter.options``.
+        float_model: the float model an int8 candidate was quantized from (sensitivity).
     """
 
     target: Target
@@ -78,24 +83,22 @@ class Built:
     quant: dict[str, dict[str, float]]
     name_map: dict[str, str]
     options: dict[str, Any] = field(default_factory=dict)
+    float_model: Path | None = None
 
 
 def _static_shapes(
     source: SourceModel, target: Target, settings: BuildSettings, data: Dataset | None
 ) -> dict[str, tuple[int, ...]]:
-    """Shapes to pin: ``--input-shape`` first, else the data's per-row shape.
-
-    Static quantization keeps a dynamic batch (axis 0) but needs the other axes known; NPU
-    targets pin the batch too (to 1 unless ``--input-shape`` says otherwise).
-    """
+    """Shapes an NPU target pins: ``--input-shape`` first, else the data's per-row shape, and
+    the batch to 1 unless ``--input-shape`` says otherwise (QNN compiles static graphs)."""
     shapes: dict[str, tuple[int, ...]] = {}
     for spec in source.inputs:
-        if spec.name in settings.shapes:
-            shapes[spec.name] = settings.shapes[spec.name]
-            continue
         dims = list(spec.shape)
         if data is not None and spec.name in data:
             dims[1:] = data[spec.name].shape[1:]
+        for axis, size in enumerate(settings.shapes.get(spec.name, ())):
+            if size != -1:
+                dims[axis] = size
         if target.static_shapes and dims and dims[0] == -1:
             dims[0] = 1
         if target.static_shapes and any(d == -1 for d in dims):
@@ -126,6 +129,7 @@ def build_candidate(
         raise ConfigError(f"{target.name} needs --calibration data (.npy or .npz)")
     options: dict[str, Any] = {"target": target.name}
     quant: dict[str, dict[str, float]] = {}
+    float_model: Path | None = None
     if target.precision == "as-is":
         model_file, inputs, outputs = _as_is(source, work)
         if settings.device is not None and target.is_tflite:
@@ -144,7 +148,9 @@ def build_candidate(
         model_file, inputs, outputs, extra = _build_onnx(
             source, target, settings, calibration, work
         )
+        float_model = extra.pop("float_model", None)
         options.update(extra)
+    passes = options.pop("passes", [])
     if quant:
         options["io_quantization"] = quant
     name_map = _match_names(source.inputs, inputs)
@@ -159,14 +165,18 @@ def build_candidate(
         inputs=inputs,
         outputs=outputs,
         source=settings.source_info,
-        converter={"version": settings.converter_version, "options": options},
+        converter={"version": settings.converter_version, "options": options, "passes": passes},
     )
-    files = {
+    files: dict[str, tuple[Path | bytes, str]] = {
         f"model{model_file.suffix}": (model_file, "model"),
         "sample.npz": (sample_npz(rows, inputs, quant), "sample"),
     }
+    if model_file.suffix == ".onnx":
+        # external data keeps the name the .onnx references, beside it in the bundle
+        for data in external_files(model_file):
+            files[data.name] = (data, "other")
     bundle = write_bundle(work / "bundle", manifest, files)
-    return Built(target, bundle, quant, name_map, options)
+    return Built(target, bundle, quant, name_map, options, float_model)
 
 
 def _build_onnx(
@@ -186,38 +196,57 @@ def _build_onnx(
     extra: dict[str, Any] = {}
     model = onnx.ModelProto()
     model.CopyFrom(source.handle)
-    if target.needs_calibration or target.static_shapes:
+    if target.static_shapes:
+        # NPU compilers (QNN) need every dimension fixed; the other targets keep the graph's
+        # dynamic dimensions and calibrate at the data's size
         shapes = _static_shapes(source, target, settings, calibration)
         model = onnx_passes.fix_input_shapes(model, shapes)
         extra["input_shapes"] = {k: list(v) for k, v in shapes.items()}
     elif settings.shapes:
         model = onnx_passes.fix_input_shapes(model, settings.shapes)
+        extra["input_shapes"] = {k: list(v) for k, v in settings.shapes.items()}
     src = work / "source.onnx"
-    onnx.save(model, str(src))
+    save_model(model, src, external=source.external_data or None)
     out = work / "model.onnx"
+    passes: list[dict[str, str]] = []
     if target.precision == "fp32":
         onnx_passes.optimize_fp32(src, out)
         extra["graph_optimization"] = "basic"
+        passes.append({"pass": "ort-basic-optimization", "status": "ran", "detail": ""})
     elif target.precision == "int8":
-        batch = 1 if target.static_shapes else 16
-        onnx_passes.quantize_static_int8(
-            src, out, work, target, calibration or {}, settings.calibration_method, batch
-        )
+        fixed = source.inputs[0].shape[0] if source.inputs and source.inputs[0].shape else -1
+        batch = 1 if target.static_shapes else (fixed if fixed > 0 else 16)
+        result = quantize.quantize_static_int8(
+            src, out, work, target, calibration or {}, settings.calibration_method, batch,
+            settings.exclusions,
+        )  # fmt: skip
+        passes += [p.to_dict() for p in result.passes]
         extra.update(
             quant_format="QDQ",
             calibration_method=settings.calibration_method,
             activation_type=target.activation_type,
             weight_type=target.weight_type,
             per_channel=target.per_channel,
+            quantized_nodes=result.quantized,
+            excluded_nodes=list(result.excluded),
+            excluded_op_types=list(settings.exclusions.op_types),
+            float_model=result.float_model,
         )
     elif target.precision == "dynamic":
-        onnx_passes.quantize_dynamic_int8(src, out, work)
-        extra["weight_type"] = "QInt8"
+        result = quantize.quantize_dynamic_int8(src, out, work, settings.exclusions)
+        passes += [p.to_dict() for p in result.passes]
+        extra.update(
+            weight_type="QInt8",
+            quantized_nodes=result.quantized,
+            excluded_nodes=list(result.excluded),
+            excluded_op_types=list(settings.exclusions.op_types),
+        )
     elif target.precision == "fp16":
         extra["fp16_converter"] = onnx_passes.to_fp16(src, out)
         extra["keep_io_types"] = True
     else:  # pragma: no cover - the table has no other precision
         raise ConfigError(f"no ONNX pass for precision {target.precision!r}")
+    extra["passes"] = passes
     if settings.device is not None:
         extra["device_check"] = device_check.check_device_limits(out, settings.device)
     onnx_passes.check_loads(out)
@@ -258,6 +287,9 @@ def _as_is(
         )
     out = work / f"model{suffix}"
     out.write_bytes(source.path.read_bytes())
+    if source.kind == "onnx":
+        for data in external_files(source.path):
+            (work / data.name).write_bytes(data.read_bytes())
     return out, source.inputs, source.outputs
 
 

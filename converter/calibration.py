@@ -121,6 +121,14 @@ def check_dataset(
                 )
         if array.shape[0] == 0:
             raise ConfigError(f"{where}: input {spec.name} has no rows")
+        if array.dtype.kind == "f":
+            bad = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise ConfigError(
+                    f"{where}: input {spec.name} row {row} has NaN or inf values "
+                    f"({int(bad.sum())} such rows)"
+                )
         counts.add(array.shape[0])
         out[spec.name] = np.ascontiguousarray(array)
     if len(counts) > 1:
@@ -145,7 +153,8 @@ def load_labels(path: Path, n_rows: int) -> np.ndarray:
 def parse_input_shapes(
     values: tuple[str, ...], inputs: tuple[TensorSpec, ...]
 ) -> dict[str, tuple[int, ...]]:
-    """Parse ``--input-shape name=1,28,28`` options (name may be omitted for one input).
+    """Parse ``--input-shape name=1,28,28`` options (name may be omitted for one input); -1
+    keeps a dimension dynamic.
 
     Raises:
         ConfigError: bad syntax, unknown input or a rank that does not match.
@@ -165,11 +174,11 @@ def parse_input_shapes(
         except ValueError:
             raise ConfigError(f"--input-shape {value}: dimensions must be integers") from None
         spec = known[name]
-        if len(shape) != len(spec.shape) or any(d < 1 for d in shape):
+        if len(shape) != len(spec.shape) or any(d < 1 and d != -1 for d in shape):
             raise ConfigError(
                 f"--input-shape {value}: {list(shape)} does not fit {list(spec.shape)}"
             )
-        if any(w not in (-1, h) for w, h in zip(spec.shape, shape, strict=True)):
+        if any(h != -1 and w not in (-1, h) for w, h in zip(spec.shape, shape, strict=True)):
             raise ConfigError(f"--input-shape {value}: model fixes {list(spec.shape)}")
         shapes[name] = shape
     return shapes

@@ -10,8 +10,16 @@ import os
 from pathlib import Path
 
 import click
+from edgeserve.converter.gate import DEFAULT_MIN_COSINE, DEFAULT_MIN_SNR_DB
 from edgeserve.converter.pipeline import ConvertOptions, convert_model
-from edgeserve.converter.report import candidates_table, report_table, targets_table
+from edgeserve.converter.report import (
+    candidates_table,
+    passes_table,
+    report_table,
+    sensitivity_table,
+    targets_table,
+)
+from edgeserve.converter.tasks import TASKS
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -57,11 +65,54 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     help="Move within the target's family; auto keeps the fastest within the budget.",
 )
 @click.option(
+    "--task",
+    type=click.Choice(list(TASKS)),
+    help="Judge fidelity in the task's terms (--labels alone implies classify).",
+)
+@click.option("--metric", help="Your own metric instead: module:function (see the README).")
+@click.option(
     "--max-accuracy-drop",
     type=click.FloatRange(min=0),
-    help="Fail (exit 1, no bundle) past this many accuracy points (top-1 without --labels).",
+    help="Refuse (exit 1, no bundle) past this many points of the task metric.  [default: 1]",
 )
-@click.option("--input-shape", "input_shapes", multiple=True, help="Pin a shape: name=1,28,28.")
+@click.option(
+    "--min-cosine",
+    type=click.FloatRange(min=-1, max=1),
+    default=DEFAULT_MIN_COSINE,
+    show_default=True,
+    help="Without a task: refuse when any output's cosine vs the original is lower.",
+)
+@click.option(
+    "--min-snr-db",
+    type=float,
+    default=DEFAULT_MIN_SNR_DB,
+    show_default=True,
+    help="Without a task: refuse when any output's SNR (dB) vs the original is lower.",
+)
+@click.option(
+    "--exclude-nodes",
+    multiple=True,
+    help="Keep nodes whose name matches this glob in float (repeatable).",
+)
+@click.option(
+    "--exclude-op-types",
+    help="Keep these op types in float: Concat,Sigmoid.",
+)
+@click.option("--sensitivity", is_flag=True, help="List the nodes int8 hurts most (static int8).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Intra-op threads for validation and timing (0 = the runtime's default).",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Show ONNX Runtime's own log and warnings.")
+@click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    help="Pin a shape: name=1,28,28 (-1 keeps a dimension dynamic).",
+)
 @click.option("--io-type", type=click.Choice(["float", "int8"]), default="float", show_default=True)
 @click.option(
     "--calibration-method",
@@ -83,7 +134,16 @@ def convert(
     name: str | None,
     version: int,
     precision: str | None,
+    task: str | None,
+    metric: str | None,
     max_accuracy_drop: float | None,
+    min_cosine: float,
+    min_snr_db: float,
+    exclude_nodes: tuple[str, ...],
+    exclude_op_types: str | None,
+    sensitivity: bool,
+    threads: int,
+    verbose: bool,
     input_shapes: tuple[str, ...],
     io_type: str,
     calibration_method: str,
@@ -114,6 +174,15 @@ def convert(
         io_type=io_type,
         calibration_method=calibration_method,
         force=force,
+        task=task,
+        metric=metric,
+        min_cosine=min_cosine,
+        min_snr_db=min_snr_db,
+        exclude_nodes=exclude_nodes,
+        exclude_op_types=tuple(t.strip() for t in (exclude_op_types or "").split(",") if t.strip()),
+        sensitivity=sensitivity,
+        threads=threads,
+        verbose=verbose,
     )
     err_console = Console(stderr=True)
     progress = Progress(
@@ -130,7 +199,15 @@ def convert(
         result = convert_model(
             options, lambda what: progress.update(task, description=what, advance=1)
         )
+    manifest = result.bundle.manifest
     if len(result.candidates) > 1:
-        console.print(candidates_table(result.candidates, result.target.name))
+        console.print(
+            candidates_table(result.candidates, result.validation.get("chosen", manifest.target))
+        )
+    passes = manifest.converter.get("passes") or []
+    if passes:
+        console.print(passes_table(passes))
+    if result.validation.get("sensitivity"):
+        console.print(sensitivity_table(result.validation["sensitivity"]))
     console.print(report_table(result.validation, result.target.name, str(result.bundle.path)))
     console.print(f"bundle written: {result.bundle.path}")

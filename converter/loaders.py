@@ -21,12 +21,21 @@ import numpy as np
 
 from edgeserve.bundle import file_sha256
 from edgeserve.datatypes import datatype_of, from_onnx_elem_type
-from edgeserve.errors import ConfigError, ModelError
+from edgeserve.errors import ConfigError, ModelError, UnsupportedOpError
 from edgeserve.manifest import TensorSpec
 
-__all__ = ["SourceModel", "load_source", "onnx_io", "quiet_native_stderr", "tflite_io"]
+__all__ = [
+    "SourceModel",
+    "check_known_ops",
+    "load_source",
+    "onnx_io",
+    "quiet_native_stderr",
+    "tflite_io",
+]
 
 KINDS: Final = ("onnx", "keras", "savedmodel", "tflite")
+# ONNX Runtime's own operator domains (contrib and NCHWc ops a pre-optimized model may carry)
+_ORT_DOMAINS: Final = ("com.microsoft", "com.microsoft.nchwc", "com.ms.internal.nhwc")
 _TFLITE_MAGIC: Final = b"TFL3"  # flatbuffer file identifier at bytes 4..8 (schema.fbs)
 
 
@@ -40,7 +49,7 @@ class SourceModel:
         inputs: input tensors as read from the model.
         outputs: output tensors as read from the model.
         sha256: hash of the file (for a directory: of its sorted relative paths and hashes).
-        size_bytes: file size (directory: total).
+        size_bytes: file size (directory: total; ONNX: with its external data files).
         handle: the loaded model (``onnx.ModelProto``, a Keras model, a SavedModel signature
             function or the ``.tflite`` bytes).
     """
@@ -52,26 +61,32 @@ class SourceModel:
     sha256: str
     size_bytes: int
     handle: Any = field(repr=False, default=None)
+    external_data: bool = False
 
-    def runner(self) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
+    def runner(self, threads: int = 0) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
         """A function running the original model: named inputs -> outputs in ``outputs`` order.
 
         ONNX runs in ONNX Runtime (CPU), Keras and SavedModel in TensorFlow, TFLite in the
         TFLite interpreter.
+
+        Args:
+            threads: intra-op threads for ONNX Runtime and TFLite (0 = the runtime's default).
+
+        Raises:
+            UnsupportedOpError: ONNX Runtime has no kernel for an op (named).
+            ModelError: ONNX Runtime refuses the model otherwise.
         """
         if self.kind == "onnx":
-            import onnxruntime as ort
+            from edgeserve.converter.onnx_passes import open_session
 
-            session = ort.InferenceSession(
-                self.handle.SerializeToString(), providers=["CPUExecutionProvider"]
-            )
+            session = open_session(self.path, threads)
             names = [o.name for o in self.outputs]
             return lambda feeds: session.run(names, dict(feeds))
         if self.kind == "keras":
             return _keras_runner(self.handle, self.inputs)
         if self.kind == "savedmodel":
             return _saved_model_runner(self.handle, self.outputs)
-        return _tflite_runner(self.handle, self.inputs, self.outputs)
+        return _tflite_runner(self.handle, self.inputs, self.outputs, threads)
 
 
 @contextmanager
@@ -157,16 +172,44 @@ def onnx_io(model: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]
 
 def _load_onnx(path: Path, sha: str, size: int) -> SourceModel:
     import onnx
+    from edgeserve.converter.onnx_files import external_files
 
     try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
+        model = onnx.load(str(path), load_external_data=False)
+        data_files = external_files(path)
+        onnx.checker.check_model(str(path) if data_files else model)
+        if data_files:
+            onnx.load_external_data_for_model(model, str(path.parent))
     except Exception as exc:  # DecodeError, ValidationError, ... - all "not a valid ONNX model"
         raise ConfigError(f"{path}: not a valid ONNX model ({_first(exc)})") from exc
     if not model.graph.node:
         raise ConfigError(f"{path}: not a valid ONNX model (empty graph)")
+    check_known_ops(model)
     inputs, outputs = onnx_io(model)
-    return SourceModel(path, "onnx", inputs, outputs, sha, size, model)
+    size += sum(f.stat().st_size for f in data_files)
+    return SourceModel(path, "onnx", inputs, outputs, sha, size, model, bool(data_files))
+
+
+def check_known_ops(model: Any) -> None:
+    """Refuse an op that neither ONNX nor ONNX Runtime's contrib domain defines.
+
+    Raises:
+        UnsupportedOpError: names the first such op, its domain and node.
+    """
+    from onnx import defs
+
+    local = {f.domain for f in getattr(model, "functions", [])}
+    for node in model.graph.node:
+        domain = node.domain or ""
+        if domain in _ORT_DOMAINS or domain in local:
+            continue
+        if domain in ("", "ai.onnx", "ai.onnx.ml") and defs.has(node.op_type, domain):
+            continue
+        where = f"domain {domain!r}" if domain else "the default domain"
+        raise UnsupportedOpError(
+            f"op {node.op_type} ({where}, node {node.name!r}) is a custom or unknown op: "
+            "no runtime the converter targets implements it"
+        )
 
 
 def _spec_from_tf(name: str, shape: Any, dtype: Any) -> TensorSpec:
@@ -275,11 +318,12 @@ def _saved_model_runner(
 
 
 def _tflite_runner(
-    data: bytes, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
+    data: bytes, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], threads: int
 ) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
     from edgeserve.runtimes.tflite import interpreter_class, io_names
 
-    interp = interpreter_class()(model_content=data)
+    with quiet_native_stderr():
+        interp = interpreter_class()(model_content=data, num_threads=threads or None)
     interp.allocate_tensors()
     in_names, out_names = io_names(interp)
     index = {name: i for i, name in in_names.items()}

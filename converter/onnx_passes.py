@@ -1,4 +1,6 @@
-"""ONNX passes: shape fixing, graph optimization, quantization, fp16, ORT format, device limits.
+"""ONNX passes: shape fixing, graph optimization, fp16, ORT format, loading checks.
+
+Quantization is in :mod:`edgeserve.converter.quantize`.
 
 Each pass reads a model file and writes a new one; the pipeline chains them by the target's
 fields (:mod:`edgeserve.converter.targets`). References:
@@ -13,7 +15,6 @@ fields (:mod:`edgeserve.converter.targets`). References:
 
 from __future__ import annotations
 
-import logging
 import re
 import warnings
 from collections.abc import Iterator, Mapping
@@ -21,29 +22,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
-from edgeserve.converter.calibration import Dataset, batches
-from edgeserve.converter.targets import Target
+from edgeserve.converter.onnx_files import EXTERNAL_DATA_THRESHOLD_BYTES, model_bytes
 
 from edgeserve.errors import ConfigError, ConversionError, ModelError, UnsupportedOpError
 
 __all__ = [
     "check_loads",
     "fix_input_shapes",
+    "open_session",
     "optimize_fp32",
-    "quantize_dynamic_int8",
-    "quantize_static_int8",
     "to_fp16",
     "to_ort_format",
 ]
 
-log = logging.getLogger(__name__)
-CALIBRATION_MAX_ROWS: Final = 512  # rows; MinMax/Entropy statistics settle well before this
-# Dynamic quantization pays off for MatMul/Gemm-heavy models; ConvInteger is far slower than
-# fp32 Conv on CPU (measured: 5.7x at batch 1 on benchmarks/convert.py's CNN), and ORT's guide
-# recommends static quantization for CNNs. So Conv stays fp32 in the dynamic target.
-DYNAMIC_OP_TYPES: Final = ("MatMul", "Gemm", "Attention", "LSTM", "GRU", "Gather")
-_MIN_QUANT_OPSET: Final = 13  # per-channel QuantizeLinear (axis attribute) needs opset 13
 _NO_KERNEL_RE: Final = re.compile(r"implementation for (\w+)\((\d+)\) node with name '([^']*)'")
 # ONNX Runtime's graph check: "Type Error: Type 'tensor(float16)' of input parameter (x) of
 # operator (Celu) in node (n) is invalid." - the op's schema does not allow that type.
@@ -59,10 +50,6 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
-
-
-def _opset(model: Any) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def fix_input_shapes(model: Any, shapes: Mapping[str, tuple[int, ...]]) -> Any:
@@ -104,6 +91,10 @@ def optimize_fp32(src: Path, dst: Path) -> None:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(dst)
+    if model_bytes(src) > EXTERNAL_DATA_THRESHOLD_BYTES:  # over protobuf's 2 GiB
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", f"{dst.name}.data"
+        )
     _session(src, options)
 
 
@@ -122,6 +113,22 @@ def to_ort_format(src: Path, dst: Path) -> None:
     options.optimized_model_filepath = str(dst)
     options.add_session_config_entry("session.save_model_format", "ORT")
     _session(src, options)
+
+
+def open_session(path: Path, threads: int = 0) -> Any:
+    """An ONNX Runtime CPU session on ``path`` with ``threads`` intra-op threads (0 = default).
+
+    Raises:
+        UnsupportedOpError: an op without a kernel (named).
+        ModelError: any other load failure.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return _session(path, options)
 
 
 def _session(
@@ -161,153 +168,6 @@ def check_loads(path: Path) -> None:
     import onnxruntime as ort
 
     _session(path, ort.SessionOptions())
-
-
-def _require_sympy() -> None:
-    try:
-        import sympy  # noqa: F401 - onnxruntime's symbolic shape inference imports it lazily
-    except ImportError as exc:
-        raise ConfigError(
-            "quantization pre-processing needs sympy (onnxruntime >= 1.31 no longer pulls it): "
-            "pip install 'edgeserve[convert]'"
-        ) from exc
-
-
-class _Reader:
-    """An ``onnxruntime.quantization.CalibrationDataReader`` over a dataset."""
-
-    def __init__(self, data: Dataset, batch: int) -> None:
-        n = min(CALIBRATION_MAX_ROWS, next(iter(data.values())).shape[0])
-        batch = min(batch, n)
-        # equal-sized batches only: the histogram calibrators (Entropy, Percentile) stack them
-        n -= n % batch
-        self._batches = batches({k: v[:n] for k, v in data.items()}, batch)
-        self._it = iter(self._batches)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        """The next calibration batch, or None when exhausted (ORT's reader protocol)."""
-        return next(self._it, None)
-
-    def rewind(self) -> None:
-        """Start over (ORT rewinds between calibration passes)."""
-        self._it = iter(self._batches)
-
-
-def _reader(data: Dataset, batch: int) -> Any:
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class Reader(_Reader, CalibrationDataReader):
-        """ORT's abstract reader, implemented by :class:`_Reader`."""
-
-    return Reader(data, batch)
-
-
-def _ensure_opset(src: Path, dst: Path) -> Path:
-    import onnx
-    from onnx import version_converter
-
-    model = onnx.load(str(src))
-    if _opset(model) >= _MIN_QUANT_OPSET:
-        return src
-    with _quiet():
-        try:
-            model = version_converter.convert_version(model, _MIN_QUANT_OPSET)
-        except Exception as exc:
-            raise ConversionError(
-                f"cannot raise opset {_opset(model)} to {_MIN_QUANT_OPSET} for quantization: {exc}"
-            ) from exc
-    onnx.save(model, str(dst))
-    return dst
-
-
-def quantize_static_int8(
-    src: Path, dst: Path, work: Path, target: Target, calibration: Dataset, method: str, batch: int
-) -> None:
-    """Static QDQ quantization, calibrated on ``calibration``.
-
-    Pre-processing (ORT's ``quant_pre_process``: symbolic shape inference and optimization)
-    runs first, as ORT's quantization guide recommends; it needs sympy.
-
-    Args:
-        src: fp32 ONNX file with the shapes static quantization needs.
-        dst: where the QDQ model goes.
-        work: scratch directory.
-        target: activation/weight types, per-channel, NPU flavour.
-        calibration: rows to calibrate on.
-        method: ``minmax`` | ``entropy`` | ``percentile``.
-        batch: rows per calibration batch (1 when the model fixes its batch to 1).
-
-    Raises:
-        ConversionError: quantization failed.
-    """
-    from onnxruntime import quantization as q
-
-    _require_sympy()
-    methods = {
-        "minmax": q.CalibrationMethod.MinMax,
-        "entropy": q.CalibrationMethod.Entropy,
-        "percentile": q.CalibrationMethod.Percentile,
-    }
-    src = _ensure_opset(src, work / "opset.onnx")
-    pre = work / "pre.onnx"
-    with _quiet():
-        try:
-            q.quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
-        except Exception as exc:  # symbolic inference fails on some graphs; quantize unprocessed
-            log.warning("quantization pre-processing skipped: %s", exc)
-            pre = src
-        act, wt = q.QuantType[target.activation_type], q.QuantType[target.weight_type]
-        try:
-            if target.static_shapes:
-                from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
-
-                config = get_qnn_qdq_config(
-                    str(pre),
-                    _reader(calibration, batch),
-                    calibrate_method=methods[method],
-                    activation_type=act,
-                    weight_type=wt,
-                    per_channel=target.per_channel,
-                )
-                q.quantize(str(pre), str(dst), config)
-            else:
-                q.quantize_static(
-                    str(pre),
-                    str(dst),
-                    _reader(calibration, batch),
-                    quant_format=q.QuantFormat.QDQ,
-                    per_channel=target.per_channel,
-                    activation_type=act,
-                    weight_type=wt,
-                    calibrate_method=methods[method],
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-                )
-        except (ConfigError, ConversionError):
-            raise
-        except Exception as exc:
-            raise ConversionError(f"static quantization failed: {_first(exc)}") from exc
-
-
-def quantize_dynamic_int8(src: Path, dst: Path, work: Path) -> None:
-    """Dynamic int8: weights quantized offline, activations at run time (no calibration)."""
-    from onnxruntime import quantization as q
-
-    _require_sympy()
-    src = _ensure_opset(src, work / "opset.onnx")
-    pre = work / "pre-dynamic.onnx"
-    with _quiet():
-        try:
-            q.quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
-            src = pre
-        except Exception as exc:
-            log.warning("quantization pre-processing skipped: %s", exc)
-        try:
-            q.quantize_dynamic(
-                str(src), str(dst), weight_type=q.QuantType.QInt8,
-                op_types_to_quantize=list(DYNAMIC_OP_TYPES),
-            )  # fmt: skip
-        except Exception as exc:
-            raise ConversionError(f"dynamic quantization failed: {_first(exc)}") from exc
 
 
 def to_fp16(src: Path, dst: Path) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,21 +20,25 @@ from typing import Any, Final
 
 import numpy as np
 from edgeserve.converter import calibration as cal
-from edgeserve.converter.build import (
-    BuildSettings,
-    Built,
-    build_candidate,
-    sample_with_references,
-)
+from edgeserve.converter.build import BuildSettings, build_candidate, sample_with_references
+from edgeserve.converter.evaluate import Candidate, Fidelity, choose, evaluate, measure_latency
+from edgeserve.converter.gate import DEFAULT_MIN_COSINE, DEFAULT_MIN_SNR_DB
+from edgeserve.converter.latency import first_batch
 from edgeserve.converter.loaders import SourceModel, load_source
-from edgeserve.converter.targets import TARGETS, Target, family_members, get_target, sibling
-from edgeserve.converter.validate import (
-    compare,
-    latency_ms,
-    open_bundle_runner,
-    run_batch_size,
-    run_dataset,
+from edgeserve.converter.mixed import TOP_SENSITIVE, search_mixed
+from edgeserve.converter.onnx_files import load_model
+from edgeserve.converter.outcome import (
+    budget_text,
+    fidelity_from,
+    json_safe,
+    manifest_metrics,
+    refusal_message,
 )
+from edgeserve.converter.quantize import Exclusions
+from edgeserve.converter.quiet import set_verbose
+from edgeserve.converter.sensitivity import node_sensitivity
+from edgeserve.converter.targets import TARGETS, Target, family_members, get_target, sibling
+from edgeserve.converter.validate import run_batch_size, run_dataset
 
 from edgeserve import __version__
 from edgeserve.bundle import Bundle, read_labels, write_bundle
@@ -49,7 +54,6 @@ from edgeserve.errors import (
 __all__ = ["ConvertOptions", "ConvertResult", "convert_model", "resolve_targets"]
 
 Progress = Callable[[str], None]
-AUTO_DEFAULT_DROP_POINTS: Final = 1.0  # accuracy points --precision auto may lose by default
 _VALIDATION_BATCH: Final = 64
 # the bundle file of --class-labels (role "labels"): the first output's class names, one per line
 CLASS_LABELS_FILE: Final = "labels.txt"
@@ -76,6 +80,15 @@ class ConvertOptions:
     calibration_method: str = "minmax"
     force: bool = False
     devices_dir: Path | None = None
+    task: str | None = None
+    metric: str | None = None
+    min_cosine: float = DEFAULT_MIN_COSINE
+    min_snr_db: float = DEFAULT_MIN_SNR_DB
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    sensitivity: bool = False
+    threads: int = 1
+    verbose: bool = False
 
 
 @dataclass
@@ -180,7 +193,7 @@ def _check_output(out: Path, force: bool) -> None:
 
 
 def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> ConvertResult:
-    """Convert, validate and write a bundle.
+    """Convert, validate, gate and write a bundle.
 
     Args:
         opts: the options.
@@ -191,12 +204,17 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
 
     Raises:
         ConfigError: bad arguments or data (exit 2).
-        UnsupportedOpError, ModelError, ConversionError: the conversion failed (exit 1).
+        UnsupportedOpError, ModelError, ConversionError: the conversion failed or the gate
+            refused every candidate (exit 1).
         StorageError: the output cannot be written (exit 1).
     """
+    started = time.perf_counter()
     step = progress or (lambda _: None)
+    set_verbose(opts.verbose)
     if opts.io_type not in ("float", "int8"):
         raise ConfigError(f"--io-type must be float or int8, not {opts.io_type!r}")
+    if opts.threads < 0:
+        raise ConfigError("--threads must be >= 0")
     step("loading model")
     source = load_source(opts.model)
     name = opts.name or _default_name(opts.model)
@@ -222,6 +240,9 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
     else:
         validation, data_kind = cal.generate_inputs(source.inputs, shapes), "generated"
     labels = cal.load_labels(opts.labels, cal.rows(validation)) if opts.labels else None
+    fidelity = fidelity_from(
+        opts.task, opts.metric, labels, opts.max_accuracy_drop, opts.min_cosine, opts.min_snr_db
+    )
     settings = BuildSettings(
         name=name,
         version=opts.version,
@@ -231,60 +252,56 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
         device=profile,
         source_info={"sha256": source.sha256, "format": source.kind, "filename": opts.model.name},
         converter_version=__version__,
+        exclusions=Exclusions(opts.exclude_nodes, opts.exclude_op_types),
     )
     step("running the original")
-    runner = source.runner()
+    runner = source.runner(opts.threads)
     batch = run_batch_size(source.inputs, _VALIDATION_BATCH)
     original = run_dataset(runner, validation, batch)
-    original_latency = latency_ms(runner, validation, run_batch_size(source.inputs, 1))
     with tempfile.TemporaryDirectory(prefix="edgeserve-convert-") as tmp:
-        results: list[tuple[Built, dict[str, Any]]] = []
-        errors: list[EdgeServeError] = []
-        failed: list[dict[str, str]] = []
-        for i, target in enumerate(targets):
-            step(f"converting to {target.name}")
-            try:
-                built = build_candidate(
-                    source, target, settings, calibration, Path(tmp) / f"c{i}", validation
-                )
-                step(f"validating {target.name}")
-                results.append((built, _validate(built, validation, original, labels, batch)))
-            except EdgeServeError as exc:
-                # --precision auto: a candidate that cannot be built is reported, not fatal
-                if len(targets) == 1:
-                    raise
-                errors.append(exc)
-                failed.append({"target": target.name, "error": " ".join(str(exc).split())})
-        if not results:
-            raise errors[0]
-        chosen, metrics, candidates = _choose(results, opts)
+        work = Path(tmp)
+        candidates, failed = _build_all(
+            source, targets, settings, calibration, validation, original, fidelity, opts, work,
+            step,
+        )  # fmt: skip
+        step("timing (alternated rounds)")
+        original_latency = measure_latency(
+            runner,
+            first_batch(validation, run_batch_size(source.inputs, 1)),
+            candidates,
+            validation,
+            opts.threads,
+        )
+        if len(targets) == 1 and len(candidates) == 1:
+            chosen = candidates[0]
+            if chosen.failure is not None:
+                raise ConversionError(refusal_message(chosen, fidelity))
+        else:
+            chosen = choose(candidates, lambda: budget_text(fidelity))
+        metrics = manifest_metrics(
+            chosen, candidates, failed, fidelity, source, original_latency, opts.threads
+        )
         metrics["data"] = data_kind
-        metrics["original"] = {
-            "size_bytes": source.size_bytes,
-            "latency_ms": original_latency,
-            **_accuracy(metrics, "accuracy_original"),
-        }
-        _check_budget(metrics, opts.max_accuracy_drop)
-        if len(targets) > 1:
-            metrics["candidates"] = candidates
-        if failed:
-            metrics["failed_candidates"] = failed
+        metrics["rows"] = cal.rows(validation)
         step("writing bundle")
-        manifest = chosen.bundle.manifest
+        built = chosen.built
+        manifest = built.bundle.manifest
         files: dict[str, tuple[Path | bytes, str]] = {
-            f.path: (chosen.bundle.path / f.path, f.role) for f in manifest.files
+            f.path: (built.bundle.path / f.path, f.role) for f in manifest.files
         }
         # the device's post-activation health check compares its outputs with these
-        references = sample_with_references(chosen.bundle)
+        references = sample_with_references(built.bundle)
         if references is not None:
             sample_file = next(f.path for f in manifest.files if f.role == "sample")
             files[sample_file] = (references[0], "sample")
             metrics["health_check"] = {"tolerance": references[1]}
         if class_labels is not None:
             files[CLASS_LABELS_FILE] = (class_labels, "labels")
-        final_manifest = replace(manifest, validation=_json_safe(metrics), files=())
+        metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
+        final_manifest = replace(manifest, validation=json_safe(metrics), files=())
         bundle = write_bundle(out, final_manifest, files, overwrite=opts.force)
-    return ConvertResult(bundle, chosen.target, metrics, candidates)
+    summaries = [c.summary() for c in candidates] + failed
+    return ConvertResult(bundle, built.target, metrics, summaries)
 
 
 def _class_labels(path: Path, source: SourceModel) -> bytes:
@@ -308,103 +325,60 @@ def _class_labels(path: Path, source: SourceModel) -> bytes:
     return ("\n".join(labels) + "\n").encode("utf-8")
 
 
-def _json_safe(value: Any) -> Any:
-    """Metrics as the manifest stores them: a NaN or infinite figure (e.g. the max abs error of
-    a model whose outputs are NaN) becomes null, since JSON has neither."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-def _accuracy(metrics: dict[str, Any], key: str) -> dict[str, Any]:
-    return {"accuracy": metrics[key]} if key in metrics else {}
-
-
-def _validate(
-    built: Built,
-    data: cal.Dataset,
+def _build_all(
+    source: SourceModel,
+    targets: list[Target],
+    settings: BuildSettings,
+    calibration: cal.Dataset | None,
+    validation: cal.Dataset,
     original: list[np.ndarray],
-    labels: np.ndarray | None,
-    batch: int,
-) -> dict[str, Any]:
-    feeds = {built.name_map[k]: v for k, v in data.items()}
-    runner = open_bundle_runner(built.bundle, built.quant)
-    try:
-        inputs = built.bundle.manifest.inputs
-        converted = run_dataset(runner, feeds, run_batch_size(inputs, batch))
-        metrics = compare(original, converted, labels)
-        lat = latency_ms(runner, feeds, run_batch_size(inputs, 1))
-    finally:
-        runner.close()
-    size = built.bundle.manifest.model_file.size
-    metrics["converted"] = {
-        "size_bytes": size,
-        "latency_ms": lat,
-        **_accuracy(metrics, "accuracy_converted"),
-    }
-    if "accuracy_original" in metrics:
-        drop = (metrics["accuracy_original"] - metrics["accuracy_converted"]) * 100.0
-        metrics["accuracy_drop_points"] = round(drop, 4)
-    elif "top1_agreement" in metrics:
-        metrics["disagreement_points"] = round((1.0 - metrics["top1_agreement"]) * 100.0, 4)
-    return metrics
+    fidelity: Fidelity,
+    opts: ConvertOptions,
+    work: Path,
+    step: Progress,
+) -> tuple[list[Candidate], list[dict[str, Any]]]:
+    """Build and judge every target; with ``--precision auto`` also the mixed-precision trials."""
+    candidates: list[Candidate] = []
+    failed: list[dict[str, Any]] = []
+    errors: list[EdgeServeError] = []
+    auto = opts.precision == "auto"
 
+    def build(target: Target, where: Path, s: BuildSettings = settings) -> Candidate:
+        step(f"converting to {target.name}")
+        built = build_candidate(source, target, s, calibration, where, validation)
+        step(f"validating {target.name}")
+        return evaluate(built, validation, original, fidelity, _VALIDATION_BATCH, opts.threads)
 
-def _drop(metrics: dict[str, Any]) -> float | None:
-    """Accuracy points lost: against labels if given, else top-1 disagreement with the original."""
-    if "accuracy_drop_points" in metrics:
-        return float(metrics["accuracy_drop_points"])
-    if "disagreement_points" in metrics:
-        return float(metrics["disagreement_points"])
-    return None
+    for i, target in enumerate(targets):
+        try:
+            candidate = build(target, work / f"c{i}")
+        except EdgeServeError as exc:
+            # --precision auto: a candidate that cannot be built is reported, not fatal
+            if len(targets) == 1:
+                raise
+            errors.append(exc)
+            failed.append({"target": target.name, "error": " ".join(str(exc).split())})
+            continue
+        candidates.append(candidate)
+        qdq = candidate.built.float_model is not None and target.precision == "int8"
+        if qdq and (opts.sensitivity or candidate.failure is not None):
+            step(f"sensitivity of {target.name}")
+            ranking = node_sensitivity(
+                candidate.built.float_model,  # type: ignore[arg-type]
+                candidate.built.bundle.path / "model.onnx",
+                {candidate.built.name_map[k]: v for k, v in validation.items()},
+                work / f"sens{i}",
+            )
+            candidate.sensitivity = [e.to_dict() for e in ranking[:TOP_SENSITIVE]]
+            if auto and candidate.failure is not None and ranking:
 
+                def trial(exclusions: Exclusions, where: Path, t: Target = target) -> Candidate:
+                    return build(t, where, replace(settings, exclusions=exclusions))
 
-def _choose(
-    results: list[tuple[Built, dict[str, Any]]], opts: ConvertOptions
-) -> tuple[Built, dict[str, Any], list[dict[str, Any]]]:
-    """Keep the fastest candidate (p50, batch 1) within the accuracy budget (``auto``)."""
-    budget = opts.max_accuracy_drop
-    if budget is None:
-        budget = AUTO_DEFAULT_DROP_POINTS
-    summary = []
-    for built, metrics in results:
-        drop = _drop(metrics)
-        summary.append(
-            {
-                "target": built.target.name,
-                "p50_ms": round(metrics["converted"]["latency_ms"]["p50_ms"], 4),
-                "size_bytes": metrics["converted"]["size_bytes"],
-                "drop_points": drop,
-                "within_budget": drop is None or drop <= budget,
-            }
-        )
-    if len(results) == 1:
-        return results[0][0], results[0][1], summary
-    passing = [i for i, s in enumerate(summary) if s["within_budget"]]
-    if not passing:
-        raise ConversionError(
-            f"no candidate precision stays within {budget} accuracy points: "
-            + ", ".join(f"{s['target']} loses {s['drop_points']}" for s in summary)
-        )
-    best = min(passing, key=lambda i: summary[i]["p50_ms"])
-    return results[best][0], results[best][1], summary
-
-
-def _check_budget(metrics: dict[str, Any], max_drop: float | None) -> None:
-    if max_drop is None:
-        return
-    drop = _drop(metrics)
-    if drop is None:
-        raise ConfigError(
-            "--max-accuracy-drop needs --labels or a classifier output (top-1) to measure"
-        )
-    if drop > max_drop:
-        what = "accuracy" if "accuracy_drop_points" in metrics else "top-1 agreement"
-        raise ConversionError(
-            f"{what} dropped {drop:.2f} points, over --max-accuracy-drop {max_drop}; "
-            "no bundle written"
-        )
+                float_model = load_model(candidate.built.float_model)  # type: ignore[arg-type]
+                candidates += search_mixed(
+                    ranking, float_model, settings.exclusions, trial, work / f"m{i}"
+                )
+    if not candidates:
+        raise errors[0]
+    return candidates, failed

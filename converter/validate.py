@@ -1,4 +1,4 @@
-"""Validation: run the original and the converted bundle on the same rows, compare, time both.
+"""Validation: run the original and the converted bundle on the same rows.
 
 The converted model runs through :func:`edgeserve.runtimes.load_runtime`, the runtime the agent
 uses, so what is measured here is what the device will run.
@@ -6,10 +6,9 @@ uses, so what is measured here is what the device will run.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 from edgeserve.converter.calibration import Dataset, batches
@@ -18,12 +17,9 @@ from edgeserve.bundle import Bundle
 from edgeserve.manifest import TensorSpec
 from edgeserve.runtimes import RuntimeOptions, load_runtime
 
-__all__ = ["Runner", "compare", "latency_ms", "open_bundle_runner", "run_batch_size", "run_dataset"]
+__all__ = ["BundleRunner", "Runner", "open_bundle_runner", "run_batch_size", "run_dataset"]
 
 Runner = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
-LATENCY_RUNS: Final = 200  # at most this many timed runs per measurement
-LATENCY_BUDGET_S: Final = 1.5  # seconds of timed runs per measurement, whichever ends first
-WARMUP_RUNS: Final = 5
 
 
 @dataclass
@@ -90,60 +86,3 @@ def run_dataset(runner: Runner, data: Dataset, batch: int) -> list[np.ndarray]:
     for chunk in batches(data, batch):
         parts.append([np.asarray(o) for o in runner(chunk)])
     return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
-
-
-def compare(
-    original: list[np.ndarray], converted: list[np.ndarray], labels: np.ndarray | None
-) -> dict[str, Any]:
-    """Agreement metrics between two sets of outputs (first output = the prediction).
-
-    Returns:
-        ``max_abs_err`` (over all float outputs), ``cosine`` (first output, flattened),
-        ``top1_agreement`` (0..1, when the first output has classes on its last axis), and
-        with labels ``accuracy_original`` / ``accuracy_converted`` (0..1).
-    """
-    errs = [
-        float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
-        for a, b in zip(original, converted, strict=True)
-        if a.size and a.shape == b.shape
-    ]
-    a = original[0].astype(np.float64).ravel()
-    b = converted[0].astype(np.float64).ravel()
-    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
-    metrics: dict[str, Any] = {
-        "rows": int(original[0].shape[0]),
-        "max_abs_err": max(errs) if errs else None,
-        "cosine": float(a @ b / denom) if denom else (1.0 if not a.any() and not b.any() else 0.0),
-    }
-    if original[0].ndim >= 2 and original[0].shape[-1] > 1:
-        top_a = original[0].reshape(original[0].shape[0], -1).argmax(axis=1)
-        top_b = converted[0].reshape(converted[0].shape[0], -1).argmax(axis=1)
-        metrics["top1_agreement"] = float(np.mean(top_a == top_b))
-        if labels is not None:
-            metrics["accuracy_original"] = float(np.mean(top_a == labels))
-            metrics["accuracy_converted"] = float(np.mean(top_b == labels))
-    return metrics
-
-
-def latency_ms(runner: Runner, data: Dataset, batch: int) -> dict[str, float]:
-    """p50/p95 latency of one call with ``batch`` rows (first rows, repeated if too few).
-
-    Bounded: at most :data:`LATENCY_RUNS` runs or :data:`LATENCY_BUDGET_S` seconds.
-    """
-    feed = {}
-    for name, array in data.items():
-        reps = -(-batch // array.shape[0])
-        feed[name] = np.concatenate([array] * reps)[:batch] if reps > 1 else array[:batch]
-    for _ in range(WARMUP_RUNS):
-        runner(feed)
-    times: list[float] = []
-    deadline = time.perf_counter() + LATENCY_BUDGET_S
-    while len(times) < LATENCY_RUNS and (len(times) < 10 or time.perf_counter() < deadline):
-        start = time.perf_counter()
-        runner(feed)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return {
-        "p50_ms": float(np.percentile(times, 50)),
-        "p95_ms": float(np.percentile(times, 95)),
-        "runs": len(times),
-    }

@@ -15,6 +15,7 @@ from support.converter import invoke_convert, load_sample
 from edgeserve.bundle import check_bundle
 from edgeserve.devices import list_devices, load_device
 from edgeserve.errors import ConfigError
+from edgeserve.runtimes import load_runtime
 
 
 def test_every_profile_loads_and_names_real_targets() -> None:
@@ -126,7 +127,7 @@ def _dynamic_model(path: Path) -> Path:
     return path
 
 
-def test_dynamic_shapes_are_fixed_from_calibration(tmp_path: Path) -> None:
+def test_static_int8_keeps_dynamic_dimensions_and_npu_pins_them(tmp_path: Path) -> None:
     source = _dynamic_model(tmp_path / "dyn.onnx")
     calib = tmp_path / "calib.npy"
     np.save(calib, np.random.default_rng(1).standard_normal((32, 64)).astype(np.float32))
@@ -134,8 +135,30 @@ def test_dynamic_shapes_are_fixed_from_calibration(tmp_path: Path) -> None:
     result = invoke_convert(source, "-t", "onnx-cpu-int8", "--calibration", calib, "-o", out)
     assert result.exit_code == 0, result.stderr
     manifest = check_bundle(out).manifest
-    assert manifest.inputs[0].shape == (-1, 64)  # batch stays dynamic, features pinned
-    assert manifest.converter["options"]["input_shapes"] == {"x": [-1, 64]}
+    assert manifest.inputs[0].shape == (-1, -1)  # calibrated at the data's size, graph kept
+    assert "input_shapes" not in manifest.converter["options"]
+    runtime = load_runtime(check_bundle(out))
+    try:  # another batch size runs; 64 is the only feature size the weight takes
+        assert runtime.run({"x": np.ones((3, 64), np.float32)})["y"].shape == (3, 10)
+    finally:
+        runtime.close()
+    npu = tmp_path / "npu"
+    result = invoke_convert(source, "-t", "onnx-npu-int8", "--calibration", calib, "-o", npu)
+    assert result.exit_code == 0, result.stderr
+    assert check_bundle(npu).manifest.inputs[0].shape == (1, 64)  # QNN needs static shapes
+
+
+def test_input_shape_minus_one_keeps_a_dimension_dynamic(tmp_path: Path) -> None:
+    source = _dynamic_model(tmp_path / "dyn.onnx")
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32))
+    out = tmp_path / "pinned"
+    result = invoke_convert(
+        source, "-t", "onnx-cpu-int8", "--calibration", calib, "--input-shape", "x=-1,64",
+        "-o", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert check_bundle(out).manifest.inputs[0].shape == (-1, 64)
 
 
 def test_npu_target_pins_every_dimension_from_input_shape(tmp_path: Path) -> None:
@@ -221,4 +244,4 @@ def test_static_int8_keeps_the_batch_axis_symbolic(tmp_path: Path) -> None:
     (x,) = [i for i in onnx.load(str(out / "model.onnx")).graph.input if i.name == "x"]
     batch, features = x.type.tensor_type.shape.dim
     assert batch.dim_param and not batch.HasField("dim_value")  # still symbolic, never -1
-    assert features.dim_value == 64
+    assert features.dim_param == "F"  # so is every other dynamic axis

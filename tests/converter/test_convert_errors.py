@@ -131,7 +131,7 @@ def test_max_accuracy_drop_exceeded_writes_nothing(digits, tmp_path: Path) -> No
         "--validation", digits.validation, "--labels", digits.labels,
         "--max-accuracy-drop", "1", "-o", out,
     )  # fmt: skip
-    _assert_one_line(result, 1, "accuracy dropped", "--max-accuracy-drop 1")
+    _assert_one_line(result, 1, "refused", "classify accuracy", "--max-accuracy-drop 1")
     _no_bundle(tmp_path)
 
 
