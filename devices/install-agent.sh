@@ -13,7 +13,8 @@
 #      tflite-runtime only where it works (aarch64, Python <= 3.11, glibc >= 2.34, with numpy<2),
 #      else ai-edge-litert (LiteRT: Python 3.10-3.13, numpy 2) through the `tflite` extra;
 #   2. creates the system user `edgeserve` (no login, no home);
-#   3. creates a virtualenv in /opt/edgeserve/venv with edgeserve[agent] and that runtime; on a
+#   3. creates a virtualenv in /opt/edgeserve/venv with edgeserve-toolkit[agent] (the
+#      distribution's name on PyPI; the command is `edgeserve`) and that runtime; on a
 #      Jetson it uses the onnxruntime-gpu build (CUDA/TensorRT providers) when it is installed
 #      system-wide or given with --ort-wheel, and says clearly when it is not;
 #   4. creates the state directory /var/lib/edgeserve (0750, owned by the service user) and
@@ -39,7 +40,8 @@ SERVICE_USER="edgeserve"
 PROFILE="auto"
 PROFILES_DIR="$SCRIPT_DIR"
 PYTHON="python3"
-PACKAGE=""            # default: the checkout this script is in, else edgeserve from the index
+DIST="edgeserve-toolkit"   # the distribution's name on PyPI (`edgeserve` there is another project)
+PACKAGE=""            # default: the checkout this script is in, else $DIST from the index
 PIP_ARGS=""
 TFLITE="auto"          # auto | litert | tflite-runtime | none
 ORT_WHEEL=""
@@ -64,7 +66,7 @@ usage: $PROG [options]
   --user NAME            service user (default $SERVICE_USER)
   --python PY            interpreter for the venv, >= 3.10 (default python3)
   --package SPEC         what to install: a name, a version spec, a wheel or a source dir
-                         (default: the source checkout this script is in, else 'edgeserve'
+                         (default: the source checkout this script is in, else '$DIST'
                          from the package index; extras are added by this script)
   --pip-args "ARGS"      extra arguments for every pip install (e.g. --index-url ...)
   --tflite KIND          auto | litert | tflite-runtime | none (default auto)
@@ -311,17 +313,19 @@ fi
 
 # the requirement for the package with our extras: a name/spec, a wheel file or a source dir
 if [ -z "$PACKAGE" ]; then
-  if grep -qs '^name = "edgeserve"' "$SCRIPT_DIR/../pyproject.toml"; then
+  if grep -qs "^name = \"$DIST\"" "$SCRIPT_DIR/../pyproject.toml"; then
     PACKAGE="$(cd "$SCRIPT_DIR/.." && pwd)"
   else
-    PACKAGE="edgeserve"
+    PACKAGE="$DIST"
   fi
 fi
 if [[ "$PACKAGE" == */* || "$PACKAGE" == *.whl || "$PACKAGE" == *.tar.gz ]]; then
   [ -e "$PACKAGE" ] || die "--package $PACKAGE: no such file or directory"
-  PKG_REQ="edgeserve[$EXTRAS] @ file://$(cd "$(dirname "$PACKAGE")" && pwd)/$(basename "$PACKAGE")"
+  PKG_REQ="${DIST}[$EXTRAS] @ file://$(cd "$(dirname "$PACKAGE")" && pwd)/$(basename "$PACKAGE")"
+elif [[ "$PACKAGE" == "$DIST" || "$PACKAGE" == "$DIST"[\<\>=!~\ ]* ]]; then
+  PKG_REQ="${DIST}[$EXTRAS]${PACKAGE#"$DIST"}"      # a version spec: edgeserve-toolkit>=0.2
 else
-  PKG_REQ="${PACKAGE/edgeserve/edgeserve[$EXTRAS]}"
+  die "--package $PACKAGE: expected $DIST (with an optional version spec), a wheel, an sdist or a source directory"
 fi
 read -r -a PIP_EXTRA <<<"$PIP_ARGS"
 
@@ -363,7 +367,7 @@ else
   DEPS_PY='import importlib.metadata as m, sys
 from pip._vendor.packaging.requirements import Requirement
 extras = sys.argv[1].split(",")
-for line in m.requires("edgeserve") or []:
+for line in m.requires(sys.argv[2]) or []:
     r = Requirement(line)
     if r.name.lower() in ("onnxruntime", "onnxruntime-gpu"):
         continue
@@ -371,9 +375,9 @@ for line in m.requires("edgeserve") or []:
         r.marker = None
         print(r)'
   if [ "$DRY_RUN" = 1 ]; then
-    echo "+ install edgeserve[$EXTRAS]'s requirements except onnxruntime"
+    echo "+ install ${DIST}[$EXTRAS]'s requirements except onnxruntime"
   else
-    mapfile -t DEPS < <("$R_VENV/bin/python" -c "$DEPS_PY" "$EXTRAS")
+    mapfile -t DEPS < <("$R_VENV/bin/python" -c "$DEPS_PY" "$EXTRAS" "$DIST")
     run "${PIP[@]}" install -q "${PIP_EXTRA[@]}" "${DEPS[@]}" "${EXTRA_REQS[@]}"
   fi
 fi
