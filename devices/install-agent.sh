@@ -24,7 +24,10 @@
 #      ProtectSystem=strict, ReadWritePaths=<state dir>, ...) and enables + starts it.
 #
 # --root DIR installs into DIR as if it were / (for images and tests): no user is created,
-# nothing is chowned, systemctl is not called.
+# nothing is chowned, systemctl is not called. --no-systemd installs into / for a system where
+# systemd is not running (a chroot, a container, an image being built): the user, ownership,
+# config and unit file as on a device, but no systemctl; start the unit's ExecStart yourself
+# or boot the system. scripts/test-devices installs this way into arm64 chroots.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -54,6 +57,7 @@ UNINSTALL=0
 PURGE=0
 START=1
 CHECK=1
+SYSTEMD=1              # 0: systemd is not running here (--no-systemd): never call systemctl
 
 usage() {
   cat <<EOF
@@ -77,6 +81,7 @@ usage: $PROG [options]
                          installed as /etc/edgeserve/root.json (what [fleet] trust_anchor names)
   --host ADDR --port N   where the agent listens (default $HOST:$PORT)
   --root DIR             install under DIR as if it were / (no user, chown or systemctl)
+  --no-systemd           install into / without calling systemctl (chroots, containers)
   --dry-run              print what would be done, change nothing
   --no-start             install but do not enable/start the service
   --no-check             skip the post-install check (edgeserve --version, providers)
@@ -107,6 +112,7 @@ while [ $# -gt 0 ]; do
     --host) HOST="${2:?}"; shift 2 ;;
     --port) PORT="${2:?}"; shift 2 ;;
     --root) ROOT="${2:?}"; shift 2 ;;
+    --no-systemd) SYSTEMD=0; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     --no-start) START=0; shift ;;
     --no-check) CHECK=0; shift ;;
@@ -154,6 +160,9 @@ write_file() {
 system() {  # system CMD...: only when installing into the real /
   if [ "$SYSTEM" = 1 ]; then run "$@"; else echo "  (skipped under --root: $*)"; fi
 }
+systemd() {  # systemd CMD...: only into the real / where systemd runs (not --no-systemd)
+  if [ "$SYSTEMD" = 1 ]; then system "$@"; else echo "  (skipped, --no-systemd: $*)"; fi
+}
 
 if [ "$SYSTEM" = 1 ] && [ "$DRY_RUN" = 0 ] && [ "$(id -u)" != 0 ]; then
   die "run as root (sudo $0 ...), or use --dry-run / --root DIR"
@@ -162,11 +171,11 @@ fi
 # ---------------------------------------------------------------- uninstall
 if [ "$UNINSTALL" = 1 ]; then
   say "stopping and removing $UNIT_NAME"
-  if [ "$SYSTEM" = 1 ] && command -v systemctl >/dev/null 2>&1; then
+  if [ "$SYSTEM" = 1 ] && [ "$SYSTEMD" = 1 ] && command -v systemctl >/dev/null 2>&1; then
     run systemctl disable --now "$UNIT_NAME" || true
   fi
   run rm -f "$R_UNIT"
-  system systemctl daemon-reload
+  systemd systemctl daemon-reload
   say "removing $VENV"
   run rm -rf "$R_VENV"
   [ -d "$R_PREFIX" ] && run rmdir --ignore-fail-on-non-empty "$R_PREFIX"
@@ -247,8 +256,8 @@ if [ -n "$P_ARCH" ] && [ "$P_ARCH" != "$ARCH" ]; then
   warn "profile $PROFILE is for $P_ARCH but this machine is $ARCH"
 fi
 case "$OS_ID:$OS_VERSION" in
-  debian:bookworm|raspbian:bookworm|ubuntu:jammy|ubuntu:22.04|ubuntu:noble|ubuntu:24.04) ;;
-  *) warn "tested on Raspberry Pi OS Bookworm and JetPack 6 (Ubuntu 22.04); this is ${OS_ID:-?} ${OS_VERSION:-?}" ;;
+  debian:bookworm|raspbian:bookworm|debian:trixie|ubuntu:jammy|ubuntu:22.04|ubuntu:noble|ubuntu:24.04) ;;
+  *) warn "tested on Raspberry Pi OS Bookworm, Debian bookworm and trixie (arm64) and JetPack 6 (Ubuntu 22.04); this is ${OS_ID:-?} ${OS_VERSION:-?}" ;;
 esac
 
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (apt install python3 python3-venv)"
@@ -453,9 +462,11 @@ if [ "$CHECK" = 1 ] && [ "$DRY_RUN" = 0 ]; then
     || die "no TFLite runtime importable in $VENV"
 fi
 
-system systemctl daemon-reload
+systemd systemctl daemon-reload
 if [ "$START" = 1 ]; then
-  system systemctl enable --now "$UNIT_NAME"
-  [ "$SYSTEM" = 1 ] && say "started: journalctl -u ${UNIT_NAME%.service} -f; curl http://$HOST:$PORT/v2/health/ready"
+  systemd systemctl enable --now "$UNIT_NAME"
+  if [ "$SYSTEM" = 1 ] && [ "$SYSTEMD" = 1 ]; then
+    say "started: journalctl -u ${UNIT_NAME%.service} -f; curl http://$HOST:$PORT/v2/health/ready"
+  fi
 fi
 say "installed edgeserve agent (profile $PROFILE) in $VENV"

@@ -252,3 +252,14 @@ def test_install_agent_bad_arguments(tmp_path: Path, args: list[str], message: s
 def test_install_agent_shellcheck_clean() -> None:
     proc = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_install_agent_no_systemd_installs_into_root_without_systemctl() -> None:
+    # a chroot or image build: user, ownership and unit as on a device, no systemctl at all
+    proc = install("--dry-run", "--no-systemd", "--profile", "rpi5", "--python", BASE_PYTHON)
+    out = proc.stdout
+    assert "+ chown -R edgeserve:edgeserve /var/lib/edgeserve" in out
+    assert "write /etc/systemd/system/edgeserve-agent.service" in out
+    assert "(skipped, --no-systemd: systemctl daemon-reload)" in out
+    assert "(skipped, --no-systemd: systemctl enable --now edgeserve-agent.service)" in out
+    assert not [line for line in out.splitlines() if line.startswith("+ systemctl")]
