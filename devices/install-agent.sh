@@ -69,8 +69,9 @@ usage: $PROG [options]
   --prefix DIR           install prefix; the venv goes to PREFIX/venv (default $PREFIX)
   --user NAME            service user (default $SERVICE_USER)
   --python PY            interpreter for the venv, >= 3.10 (default python3)
-  --package SPEC         what to install: a name, a version spec, a wheel or a source dir
-                         (default: the source checkout this script is in, else '$DIST'
+  --package SPEC         what to install: $DIST (optionally with a version spec, e.g.
+                         '$DIST>=0.2'), a wheel, an sdist or a source dir (default: the
+                         source checkout this script is in, else '$DIST'
                          from the package index; extras are added by this script)
   --pip-args "ARGS"      extra arguments for every pip install (e.g. --index-url ...)
   --tflite KIND          auto | litert | tflite-runtime | none (default auto)

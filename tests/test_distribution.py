@@ -113,7 +113,7 @@ def test_no_install_line_names_the_other_project() -> None:
         if path.suffix not in {".py", ".md", ".sh", ".toml", ".txt", ""} or not path.is_file():
             continue
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            # `edgeserve[...]` or `pip install edgeserve` as a requirement: the other project
+            # the bare name with extras, or pip-installed bare: that is the other project
             if re.search(r"(?<![\w-])edgeserve\[|pip install '?edgeserve(?![\w-])", line):
                 offenders.append(f"{rel}:{number}: {line.strip()}")
     assert offenders == []
