@@ -18,13 +18,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import httpx
+from edgeserve.agent.http_client import LazyClient, load_httpx
 
 from edgeserve.errors import StorageError, TransportError
 from edgeserve.protocol import Artifact
 from edgeserve.trust import DigestMismatchError, EndlessDataError
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["DownloadLimits", "download_artifact"]
 
@@ -51,7 +54,7 @@ class DownloadLimits:
 
 
 def download_artifact(
-    client: httpx.Client,
+    client: httpx.Client | LazyClient,
     artifact: Artifact,
     directory: Path,
     limits: DownloadLimits = DownloadLimits(),
@@ -90,7 +93,7 @@ def download_artifact(
         try:
             if _fetch(client, artifact, part, limits, progress, cancel):
                 break
-        except (httpx.TransportError, _Retry) as exc:
+        except (load_httpx().TransportError, _Retry) as exc:
             last = exc
             log.info("download %s: attempt %d failed: %s", artifact.url, attempt + 1, exc)
             continue
@@ -146,7 +149,7 @@ class _Progress:
 
 
 def _fetch(
-    client: httpx.Client,
+    client: httpx.Client | LazyClient,
     artifact: Artifact,
     part: Path,
     limits: DownloadLimits,
@@ -161,7 +164,7 @@ def _fetch(
     if offset == artifact.size:
         return True
     headers = {"Range": f"bytes={offset}-"} if offset else {}
-    timeout = httpx.Timeout(limits.timeout_s)
+    timeout = load_httpx().Timeout(limits.timeout_s)
     with client.stream("GET", artifact.url, headers=headers, timeout=timeout) as resp:
         if resp.status_code in _RETRYABLE_STATUS:
             raise _Retry(f"HTTP {resp.status_code}")

@@ -28,9 +28,8 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from edgeserve.agent.download import DownloadLimits
 from edgeserve.agent.fleet_config import FleetConfig
 from edgeserve.agent.fleet_install import InstallPipeline, Outcome
@@ -38,6 +37,7 @@ from edgeserve.agent.fleet_installer import Installer, TelemetrySource
 from edgeserve.agent.fleet_outcomes import current_outcomes, record_outcome
 from edgeserve.agent.fleet_persist import keyring_version, load_desired, load_keyring
 from edgeserve.agent.fleet_telemetry import TelemetryPublisher
+from edgeserve.agent.http_client import LazyClient
 
 from edgeserve import __version__
 from edgeserve.errors import EdgeServeError, TransportError
@@ -72,6 +72,9 @@ from edgeserve.trust import (
     write_atomic,
 )
 
+if TYPE_CHECKING:
+    import httpx
+
 __all__ = ["DeviceSync"]
 
 log = logging.getLogger(__name__)
@@ -89,7 +92,7 @@ class DeviceSync:
         config: the ``[fleet]`` settings.
         installer: what installs, activates and health-checks models.
         state_dir: the device's state directory (``fleet/`` and ``downloads/`` live there).
-        http: an httpx client to share (one is made otherwise).
+        http: an httpx client to share (otherwise one is made on the first download).
         loop: a shared :class:`MqttLoop` (simulations); None = a paho thread per device.
         executor: where installs run (shared in simulations); None = a private thread.
         telemetry: the agent's telemetry buffer, or None.
@@ -102,7 +105,7 @@ class DeviceSync:
         installer: Installer,
         state_dir: Path,
         *,
-        http: httpx.Client | None = None,
+        http: httpx.Client | LazyClient | None = None,
         loop: MqttLoop | None = None,
         executor: Executor | None = None,
         telemetry: TelemetrySource | None = None,
@@ -118,7 +121,8 @@ class DeviceSync:
         self.clock = clock
         self.agent_version = agent_version
         self._own_http = http is None
-        self._http = http or httpx.Client(follow_redirects=True)
+        # made, and httpx imported, when the first download starts
+        self._http = http or LazyClient()
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, f"fleet-{config.device}")
         self._telemetry: TelemetryPublisher | None = None

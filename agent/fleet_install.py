@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 from edgeserve.agent.download import DownloadLimits, download_artifact
 from edgeserve.agent.fleet_installer import Installer
 
@@ -33,6 +33,10 @@ from edgeserve.trust import (
     verify_bundle_files,
     verify_release,
 )
+
+if TYPE_CHECKING:
+    import httpx
+    from edgeserve.agent.http_client import LazyClient
 
 __all__ = ["InstallPipeline", "Outcome"]
 
@@ -60,7 +64,7 @@ class InstallPipeline:
     def __init__(
         self,
         installer: Installer,
-        http: httpx.Client,
+        http: httpx.Client | LazyClient,
         limits: DownloadLimits,
         downloads: Path,
         *,

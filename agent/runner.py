@@ -116,7 +116,7 @@ async def _start_grpc(agent: Any, config: AgentConfig) -> Any:
         if exc.name and exc.name.split(".")[0] in ("grpc", "google"):
             raise ConfigError(
                 "[server] grpc_port is set but grpcio is not installed: "
-                "pip install 'edgeserve[grpc]'"
+                "pip install 'edgeserve-toolkit[grpc]'"
             ) from exc
         raise
     grpc_server = GrpcServer(agent, config.server)

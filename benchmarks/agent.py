@@ -10,14 +10,16 @@ Prints, in one run, on the same small CNN (MNIST-shaped, made here with onnx):
   gRPC (``benchmarks/grpc_load.py``, a multi-process Python load generator whose ceiling is
   printed beside it);
 - idle RSS of the agent process after warm-up, without and with gRPC on;
+- idle RSS with and without fleet sync (a Mosquitto broker and an artifact server on loopback;
+  with fleet sync on, a second model arrives as a signed release through it), alternated;
 - cold start: process spawn to ``/v2/health/ready`` = 200 (median of 5).
 
 Usage::
 
-    .venv/bin/python benchmarks/agent.py [--seconds 5] [--model cnn|mlp] [--rounds 3]
+    .venv/bin/python benchmarks/agent.py [--seconds 5] [--model cnn|mlp] [--rounds 3] [--rss-only]
 
-Needs ``wrk`` (Debian package), the ``convert`` extra (onnx) to build the model and the
-``grpc`` extra.
+Needs ``wrk`` (Debian package; not with ``--rss-only``), Mosquitto (``scripts/test`` installs
+it), the ``convert`` extra (onnx) to build the model and the ``grpc`` extra.
 """
 
 from __future__ import annotations
@@ -306,6 +308,129 @@ def raw_latency(bundle: Path, shape: tuple[int, ...], n: int = 3000) -> tuple[fl
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
+def _agent_rss(config: dict, requests: list[tuple[str, bytes]], wait_for=None) -> float:
+    """Start ``agent run --config``, let ``wait_for`` run, warm up, idle, return VmRSS MB."""
+    from support.agent import write_toml
+
+    port = free_port()
+    config = {**config, "server": {"port": port}}
+    path = write_toml(Path(config["state_dir"]).parent / f"agent-{port}.toml", config)
+    proc = subprocess.Popen(
+        [*_CLI, "agent", "run", "--config", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_ready(port, proc, timeout=60)
+        if wait_for is not None:
+            wait_for()
+        import httpx
+
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for _ in range(50):
+                for url, body in requests:
+                    resp = client.post(
+                        url, content=body, headers={"content-type": "application/json"}
+                    )
+                    resp.raise_for_status()
+        time.sleep(1.5)
+        return rss_mb(proc.pid)
+    finally:
+        stop(proc)
+
+
+def fleet_rss(work: Path, bundle: Path, model: str, shape: tuple[int, ...], rounds: int = 3):
+    """Idle RSS without and with fleet sync, alternated ``rounds`` times.
+
+    Both agents serve ``model`` (installed locally) and ``linear``: installed locally without
+    fleet sync; with it, published as a signed release that fleet sync downloads, verifies and
+    activates (so httpx, paho-mqtt and cryptography have all done their work).
+    """
+    import json
+
+    from edgeserve.agent.store import ModelStore
+    from support.artifact_server import ArtifactServer
+    from support.broker import Mosquitto
+    from support.fleet_keys import make_fleet_keys, make_signed_bundle
+    from support.fleet_sync import FLEET, FleetDriver, Release, model_state
+
+    from edgeserve.bundle import read_bundle
+
+    keys = make_fleet_keys(work / "keys")
+    linear = make_signed_bundle(work / "linear", [keys.release], name="linear", seed=1)
+    broker = Mosquitto(work / "broker").start()
+    artifacts = ArtifactServer().start()
+    release = Release(read_bundle(linear.path), artifacts, work, "linear-v1")
+    driver = FleetDriver(broker.url, keys)
+    x = np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32)
+    rows = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": list(shape),
+                    "datatype": "FP32",
+                    "data": rows.ravel().tolist(),
+                }
+            ]
+        }
+    ).encode()
+    linear_body = json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": x.ravel().tolist()}]}
+    ).encode()
+    requests = [(f"/v2/models/{model}/infer", body), ("/v2/models/linear/infer", linear_body)]
+    out: dict[str, list[float]] = {"off": [], "on": []}
+    try:
+        for i in range(rounds):
+            state = work / f"rss-off-{i}"
+            ModelStore(state).install(bundle)
+            ModelStore(state).install(linear.path)
+            out["off"].append(_agent_rss({"state_dir": str(state)}, requests))
+            state = work / f"rss-on-{i}"
+            ModelStore(state).install(bundle)
+            device = f"bench-{i}"
+            fleet = {
+                "broker": broker.url,
+                "fleet": FLEET,
+                "device": device,
+                "trust_anchor": str(keys.anchor_path),
+            }
+
+            def install_through_fleet(device: str = device) -> None:
+                keyring = json.loads(keys.keyring_bytes)
+                desired = driver.desired(device, {"linear": release.target()}, keyrings=[keyring])
+                driver.publish(device, desired)
+                driver.wait_report(device, model_state("linear", "ACTIVE", 1), timeout_s=60)
+
+            rss = _agent_rss(
+                {"state_dir": str(state), "fleet": fleet},
+                requests,
+                wait_for=install_through_fleet,
+            )
+            out["on"].append(rss)
+    finally:
+        driver.close()
+        artifacts.stop()
+        broker.stop()
+    return out
+
+
+def print_fleet_rss(work: Path, bundle: Path, model: str, shape: tuple[int, ...]) -> None:
+    rss = fleet_rss(work / "fleet-rss", bundle, model, shape)
+    print(
+        f"\nidle RSS, models {model} + linear, after 50 requests each "
+        f"(median of {len(rss['off'])}, alternated, min-max):"
+    )
+    for key, label in (("off", "without fleet sync"), ("on", "with fleet sync")):
+        values = rss[key]
+        print(
+            f"  {label:<40} {statistics.median(values):5.1f} MB  "
+            f"({min(values):.1f}-{max(values):.1f})"
+        )
+    print("  (with: linear installed through fleet sync from a signed release)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration per point")
@@ -314,8 +439,11 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="runtime threads per model (default: agent's)"
     )
+    parser.add_argument(
+        "--rss-only", action="store_true", help="only idle RSS with and without fleet sync"
+    )
     opts = parser.parse_args()
-    if shutil.which("wrk") is None:
+    if shutil.which("wrk") is None and not opts.rss_only:
         sys.exit("wrk is not installed (apt-get install wrk)")
     from edgeserve.agent.store import ModelStore
 
@@ -386,6 +514,9 @@ def main() -> None:
             f"{os.cpu_count()} cores, Python {platform.python_version()}, wrk {opts.seconds:g} s "
             "per point"
         )
+        if opts.rss_only:
+            print_fleet_rss(work, bundle, opts.model, shape)
+            return
         p50, p99 = raw_latency(bundle, shape)
         print("\nlatency at batch 1          p50 ms    p99 ms")
         print(f"  raw runtime.run (in-proc) {p50:8.3f}  {p99:8.3f}")
@@ -496,6 +627,7 @@ def main() -> None:
             f"cold start to ready:       {statistics.median(colds) * 1000:.0f} ms median of 5 "
             f"(min {min(colds) * 1000:.0f}, max {max(colds) * 1000:.0f})"
         )
+        print_fleet_rss(work, bundle, opts.model, shape)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

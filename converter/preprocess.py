@@ -183,7 +183,7 @@ def _require_sympy() -> None:
     except ImportError as exc:
         raise ConfigError(
             "quantization pre-processing needs sympy (onnxruntime >= 1.31 no longer pulls it): "
-            "pip install 'edgeserve[convert]'"
+            "pip install 'edgeserve-toolkit[convert]'"
         ) from exc
 
 

@@ -13,7 +13,8 @@
 #      tflite-runtime only where it works (aarch64, Python <= 3.11, glibc >= 2.34, with numpy<2),
 #      else ai-edge-litert (LiteRT: Python 3.10-3.13, numpy 2) through the `tflite` extra;
 #   2. creates the system user `edgeserve` (no login, no home);
-#   3. creates a virtualenv in /opt/edgeserve/venv with edgeserve[agent] and that runtime; on a
+#   3. creates a virtualenv in /opt/edgeserve/venv with edgeserve-toolkit[agent] (the
+#      distribution's name on PyPI; the command is `edgeserve`) and that runtime; on a
 #      Jetson it uses the onnxruntime-gpu build (CUDA/TensorRT providers) when it is installed
 #      system-wide or given with --ort-wheel, and says clearly when it is not;
 #   4. creates the state directory /var/lib/edgeserve (0750, owned by the service user) and
@@ -23,7 +24,10 @@
 #      ProtectSystem=strict, ReadWritePaths=<state dir>, ...) and enables + starts it.
 #
 # --root DIR installs into DIR as if it were / (for images and tests): no user is created,
-# nothing is chowned, systemctl is not called.
+# nothing is chowned, systemctl is not called. --no-systemd installs into / for a system where
+# systemd is not running (a chroot, a container, an image being built): the user, ownership,
+# config and unit file as on a device, but no systemctl; start the unit's ExecStart yourself
+# or boot the system. scripts/test-devices installs this way into arm64 chroots.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,7 +43,8 @@ SERVICE_USER="edgeserve"
 PROFILE="auto"
 PROFILES_DIR="$SCRIPT_DIR"
 PYTHON="python3"
-PACKAGE=""            # default: the checkout this script is in, else edgeserve from the index
+DIST="edgeserve-toolkit"   # the distribution's name on PyPI (`edgeserve` there is another project)
+PACKAGE=""            # default: the checkout this script is in, else $DIST from the index
 PIP_ARGS=""
 TFLITE="auto"          # auto | litert | tflite-runtime | none
 ORT_WHEEL=""
@@ -52,6 +57,7 @@ UNINSTALL=0
 PURGE=0
 START=1
 CHECK=1
+SYSTEMD=1              # 0: systemd is not running here (--no-systemd): never call systemctl
 
 usage() {
   cat <<EOF
@@ -63,8 +69,9 @@ usage: $PROG [options]
   --prefix DIR           install prefix; the venv goes to PREFIX/venv (default $PREFIX)
   --user NAME            service user (default $SERVICE_USER)
   --python PY            interpreter for the venv, >= 3.10 (default python3)
-  --package SPEC         what to install: a name, a version spec, a wheel or a source dir
-                         (default: the source checkout this script is in, else 'edgeserve'
+  --package SPEC         what to install: $DIST (optionally with a version spec, e.g.
+                         '$DIST>=0.2'), a wheel, an sdist or a source dir (default: the
+                         source checkout this script is in, else '$DIST'
                          from the package index; extras are added by this script)
   --pip-args "ARGS"      extra arguments for every pip install (e.g. --index-url ...)
   --tflite KIND          auto | litert | tflite-runtime | none (default auto)
@@ -75,6 +82,7 @@ usage: $PROG [options]
                          installed as /etc/edgeserve/root.json (what [fleet] trust_anchor names)
   --host ADDR --port N   where the agent listens (default $HOST:$PORT)
   --root DIR             install under DIR as if it were / (no user, chown or systemctl)
+  --no-systemd           install into / without calling systemctl (chroots, containers)
   --dry-run              print what would be done, change nothing
   --no-start             install but do not enable/start the service
   --no-check             skip the post-install check (edgeserve --version, providers)
@@ -105,6 +113,7 @@ while [ $# -gt 0 ]; do
     --host) HOST="${2:?}"; shift 2 ;;
     --port) PORT="${2:?}"; shift 2 ;;
     --root) ROOT="${2:?}"; shift 2 ;;
+    --no-systemd) SYSTEMD=0; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     --no-start) START=0; shift ;;
     --no-check) CHECK=0; shift ;;
@@ -152,6 +161,9 @@ write_file() {
 system() {  # system CMD...: only when installing into the real /
   if [ "$SYSTEM" = 1 ]; then run "$@"; else echo "  (skipped under --root: $*)"; fi
 }
+systemd() {  # systemd CMD...: only into the real / where systemd runs (not --no-systemd)
+  if [ "$SYSTEMD" = 1 ]; then system "$@"; else echo "  (skipped, --no-systemd: $*)"; fi
+}
 
 if [ "$SYSTEM" = 1 ] && [ "$DRY_RUN" = 0 ] && [ "$(id -u)" != 0 ]; then
   die "run as root (sudo $0 ...), or use --dry-run / --root DIR"
@@ -160,11 +172,11 @@ fi
 # ---------------------------------------------------------------- uninstall
 if [ "$UNINSTALL" = 1 ]; then
   say "stopping and removing $UNIT_NAME"
-  if [ "$SYSTEM" = 1 ] && command -v systemctl >/dev/null 2>&1; then
+  if [ "$SYSTEM" = 1 ] && [ "$SYSTEMD" = 1 ] && command -v systemctl >/dev/null 2>&1; then
     run systemctl disable --now "$UNIT_NAME" || true
   fi
   run rm -f "$R_UNIT"
-  system systemctl daemon-reload
+  systemd systemctl daemon-reload
   say "removing $VENV"
   run rm -rf "$R_VENV"
   [ -d "$R_PREFIX" ] && run rmdir --ignore-fail-on-non-empty "$R_PREFIX"
@@ -245,8 +257,8 @@ if [ -n "$P_ARCH" ] && [ "$P_ARCH" != "$ARCH" ]; then
   warn "profile $PROFILE is for $P_ARCH but this machine is $ARCH"
 fi
 case "$OS_ID:$OS_VERSION" in
-  debian:bookworm|raspbian:bookworm|ubuntu:jammy|ubuntu:22.04|ubuntu:noble|ubuntu:24.04) ;;
-  *) warn "tested on Raspberry Pi OS Bookworm and JetPack 6 (Ubuntu 22.04); this is ${OS_ID:-?} ${OS_VERSION:-?}" ;;
+  debian:bookworm|raspbian:bookworm|debian:trixie|ubuntu:jammy|ubuntu:22.04|ubuntu:noble|ubuntu:24.04) ;;
+  *) warn "tested on Raspberry Pi OS Bookworm, Debian bookworm and trixie (arm64) and JetPack 6 (Ubuntu 22.04); this is ${OS_ID:-?} ${OS_VERSION:-?}" ;;
 esac
 
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (apt install python3 python3-venv)"
@@ -311,17 +323,19 @@ fi
 
 # the requirement for the package with our extras: a name/spec, a wheel file or a source dir
 if [ -z "$PACKAGE" ]; then
-  if grep -qs '^name = "edgeserve"' "$SCRIPT_DIR/../pyproject.toml"; then
+  if grep -qs "^name = \"$DIST\"" "$SCRIPT_DIR/../pyproject.toml"; then
     PACKAGE="$(cd "$SCRIPT_DIR/.." && pwd)"
   else
-    PACKAGE="edgeserve"
+    PACKAGE="$DIST"
   fi
 fi
 if [[ "$PACKAGE" == */* || "$PACKAGE" == *.whl || "$PACKAGE" == *.tar.gz ]]; then
   [ -e "$PACKAGE" ] || die "--package $PACKAGE: no such file or directory"
-  PKG_REQ="edgeserve[$EXTRAS] @ file://$(cd "$(dirname "$PACKAGE")" && pwd)/$(basename "$PACKAGE")"
+  PKG_REQ="${DIST}[$EXTRAS] @ file://$(cd "$(dirname "$PACKAGE")" && pwd)/$(basename "$PACKAGE")"
+elif [[ "$PACKAGE" == "$DIST" || "$PACKAGE" == "$DIST"[\<\>=!~\ ]* ]]; then
+  PKG_REQ="${DIST}[$EXTRAS]${PACKAGE#"$DIST"}"      # a version spec: edgeserve-toolkit>=0.2
 else
-  PKG_REQ="${PACKAGE/edgeserve/edgeserve[$EXTRAS]}"
+  die "--package $PACKAGE: expected $DIST (with an optional version spec), a wheel, an sdist or a source directory"
 fi
 read -r -a PIP_EXTRA <<<"$PIP_ARGS"
 
@@ -363,7 +377,7 @@ else
   DEPS_PY='import importlib.metadata as m, sys
 from pip._vendor.packaging.requirements import Requirement
 extras = sys.argv[1].split(",")
-for line in m.requires("edgeserve") or []:
+for line in m.requires(sys.argv[2]) or []:
     r = Requirement(line)
     if r.name.lower() in ("onnxruntime", "onnxruntime-gpu"):
         continue
@@ -371,9 +385,9 @@ for line in m.requires("edgeserve") or []:
         r.marker = None
         print(r)'
   if [ "$DRY_RUN" = 1 ]; then
-    echo "+ install edgeserve[$EXTRAS]'s requirements except onnxruntime"
+    echo "+ install ${DIST}[$EXTRAS]'s requirements except onnxruntime"
   else
-    mapfile -t DEPS < <("$R_VENV/bin/python" -c "$DEPS_PY" "$EXTRAS")
+    mapfile -t DEPS < <("$R_VENV/bin/python" -c "$DEPS_PY" "$EXTRAS" "$DIST")
     run "${PIP[@]}" install -q "${PIP_EXTRA[@]}" "${DEPS[@]}" "${EXTRA_REQS[@]}"
   fi
 fi
@@ -449,9 +463,11 @@ if [ "$CHECK" = 1 ] && [ "$DRY_RUN" = 0 ]; then
     || die "no TFLite runtime importable in $VENV"
 fi
 
-system systemctl daemon-reload
+systemd systemctl daemon-reload
 if [ "$START" = 1 ]; then
-  system systemctl enable --now "$UNIT_NAME"
-  [ "$SYSTEM" = 1 ] && say "started: journalctl -u ${UNIT_NAME%.service} -f; curl http://$HOST:$PORT/v2/health/ready"
+  systemd systemctl enable --now "$UNIT_NAME"
+  if [ "$SYSTEM" = 1 ] && [ "$SYSTEMD" = 1 ]; then
+    say "started: journalctl -u ${UNIT_NAME%.service} -f; curl http://$HOST:$PORT/v2/health/ready"
+  fi
 fi
 say "installed edgeserve agent (profile $PROFILE) in $VENV"

@@ -16,10 +16,13 @@ from typing import Any
 
 import click
 
-from edgeserve import __version__
 from edgeserve.errors import EdgeServeError
 
-__all__ = ["main", "root"]
+__all__ = ["DISTRIBUTION", "main", "root"]
+
+#: The distribution's name on PyPI (``pip install edgeserve-toolkit``); the import package and
+#: the command are ``edgeserve``.
+DISTRIBUTION = "edgeserve-toolkit"
 
 # name -> "module:attribute" of the click command; imported on first use.
 COMMANDS: dict[str, str] = {
@@ -59,7 +62,7 @@ class LazyGroup(click.Group):
                 return _missing(cmd_name)
             raise EdgeServeError(
                 f"'edgeserve {cmd_name}' needs {exc.name}, which is not installed "
-                f"(pip install 'edgeserve[all]' or the extra for this command)"
+                f"(pip install 'edgeserve-toolkit[all]' or the extra for this command)"
             ) from exc
         command: click.Command = getattr(module, attr)
         return command
@@ -125,7 +128,10 @@ def _debug_traceback() -> None:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="edgeserve")
+# name and version from the installed distribution's metadata (read only when asked)
+@click.version_option(
+    None, "--version", package_name=DISTRIBUTION, message="%(package)s %(version)s"
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def root(verbose: int) -> None:
     """edgeserve: convert a model for an edge device, serve it there, roll it out to a fleet."""

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edgeserve.errors import ConfigError
@@ -81,6 +80,8 @@ class SigningKey:
     @property
     def public_key_b64(self) -> str:
         """The raw 32-byte public key, base64."""
+        from cryptography.hazmat.primitives import serialization
+
         raw = self.private.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
@@ -101,6 +102,10 @@ class SigningKey:
         Raises:
             StorageError: the file cannot be written.
         """
+        # serialization is imported where keys are written or read, not to verify: it pulls the
+        # SSH key support (and bcrypt), 0.6 MB RSS a device that only verifies does not need
+        from cryptography.hazmat.primitives import serialization
+
         target = Path(path)
         pem = self.private.private_bytes(
             serialization.Encoding.PEM,
@@ -116,6 +121,8 @@ class SigningKey:
         Raises:
             ConfigError: missing, unreadable, or not an Ed25519 private key.
         """
+        from cryptography.hazmat.primitives import serialization
+
         source = Path(path)
         try:
             data = source.read_bytes()

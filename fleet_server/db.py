@@ -157,7 +157,7 @@ def open_database(url: str) -> Database:
             import psycopg
         except ModuleNotFoundError as exc:
             raise ConfigError(
-                "a postgresql:// database needs psycopg: pip install 'edgeserve[postgres]'"
+                "a postgresql:// database needs psycopg: pip install 'edgeserve-toolkit[postgres]'"
             ) from exc
         try:
             conn = psycopg.connect(url, autocommit=True)

@@ -428,7 +428,7 @@ def _start_amqtt(
     except ModuleNotFoundError as exc:
         raise ConfigError(
             f"no MQTT broker available: mosquitto is not installed and {exc.name} is missing "
-            "(pip install 'edgeserve[fleet]')"
+            "(pip install 'edgeserve-toolkit[fleet]')"
         ) from exc
     ready = threading.Event()
     state: dict[str, Any] = {}

@@ -35,8 +35,8 @@ def _check_installed() -> None:
         names = ", ".join(name for name, _ in missing)
         extras = ",".join(sorted({extra for _, extra in missing}))
         raise EdgeServeError(
-            f"edgeserve quickstart needs {names}: pip install 'edgeserve[{extras}]' "
-            "(or 'edgeserve[all]')"
+            f"edgeserve quickstart needs {names}: pip install 'edgeserve-toolkit[{extras}]' "
+            "(or 'edgeserve-toolkit[all]')"
         )
 
 

@@ -1,8 +1,8 @@
 """The device extras resolve for linux aarch64 from binary wheels only, on every Python we support.
 
 A Raspberry Pi (Bookworm, glibc 2.36) or a Jetson (JetPack 6 / Ubuntu 22.04, glibc 2.35) must be
-able to ``pip install edgeserve[agent,tflite]`` (and ``[agent,grpc]``) without a compiler. This
-test asks pip's resolver for the whole dependency tree of the core dependencies plus the extras
+able to ``pip install edgeserve-toolkit[agent,tflite]`` (and ``[agent,grpc]``) without a compiler.
+This test asks pip's resolver for the whole dependency tree of the core dependencies plus the extras
 (read from pyproject.toml, so a dependency added later is checked too) with
 ``--only-binary=:all:`` and the aarch64 platform tags of glibc 2.17 .. 2.28, for CPython
 3.10 - 3.13. A dependency without arm64 wheels for one of those Pythons makes pip fail and the
@@ -76,7 +76,7 @@ def _pyproject() -> dict[str, Any]:
 
 
 def _expand(extras: tuple[str, ...], project: dict[str, Any]) -> list[Requirement]:
-    """Core dependencies plus the extras, following self-references like ``edgeserve[x]``."""
+    """Core dependencies plus the extras, following self-references (``edgeserve-toolkit[x]``)."""
     name = _normalize(project["name"])
     optional: dict[str, list[str]] = project.get("optional-dependencies", {})
     out = [Requirement(line) for line in project.get("dependencies", [])]
@@ -113,7 +113,7 @@ def _target_env(python: str) -> dict[str, str]:
 
 
 def requirements_for(extras: tuple[str, ...], python: str) -> list[str]:
-    """The requirement strings edgeserve[extras] asks for on aarch64 Linux with ``python``.
+    """The requirement strings edgeserve-toolkit[extras] asks for on aarch64 Linux with ``python``.
 
     Markers are evaluated here for the target (pip would evaluate them for the running
     interpreter) and dropped from the strings handed to pip.
@@ -166,7 +166,8 @@ def resolve(extras: tuple[str, ...], python: str, workdir: Path) -> dict[str, st
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, check=False)
     if proc.returncode != 0:
         pytest.fail(
-            f"edgeserve[{','.join(extras)}] does not resolve from binary wheels for linux aarch64 "
+            f"edgeserve-toolkit[{','.join(extras)}] does not resolve from binary wheels for "
+            "linux aarch64 "
             f"and Python {python}:\n{proc.stderr.strip()[-3000:]}",
             pytrace=False,
         )
@@ -208,12 +209,12 @@ def test_installability_markers_are_evaluated_for_the_target() -> None:
 
 def test_installability_expands_self_references() -> None:
     project = {
-        "name": "edgeserve",
+        "name": "edgeserve-toolkit",
         "dependencies": ["click>=8"],
         "optional-dependencies": {
             "a": ["x>=1"],
-            "b": ["edgeserve[a]", "y"],
-            "all": ["edgeserve[b]"],
+            "b": ["edgeserve-toolkit[a]", "y"],
+            "all": ["edgeserve-toolkit[b]"],
         },
     }
     names = sorted(req.name for req in _expand(("all",), project))

@@ -50,7 +50,7 @@ class OnnxRuntime:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - agent extra always has it
             raise ConfigError(
-                "onnxruntime is not installed (pip install 'edgeserve[agent]')"
+                "onnxruntime is not installed (pip install 'edgeserve-toolkit[agent]')"
             ) from exc
         sess_options = ort.SessionOptions()
         if options.threads:

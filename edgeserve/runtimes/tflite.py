@@ -54,7 +54,7 @@ def interpreter_class() -> Any:
     except ImportError:
         pass
     raise ConfigError(
-        "no TFLite runtime installed: pip install 'edgeserve[tflite]' (ai-edge-litert) "
+        "no TFLite runtime installed: pip install 'edgeserve-toolkit[tflite]' (ai-edge-litert) "
         "or tflite-runtime"
     )
 

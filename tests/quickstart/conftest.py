@@ -53,5 +53,5 @@ def edgeserve_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
         timeout=180,
     )
-    (wheel,) = out.glob("edgeserve-*.whl")
+    (wheel,) = out.glob("edgeserve_toolkit-*.whl")
     return wheel

@@ -16,6 +16,8 @@ import pytest
 from edgeserve.agent.config import load_config
 from edgeserve.agent.fleet_config import FleetConfig
 
+from edgeserve import __version__
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "devices" / "install-agent.sh"
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
@@ -51,7 +53,7 @@ def test_install_agent_dry_run_writes_nothing(tmp_path: Path) -> None:
     assert files_under(tmp_path) == []
     out = proc.stdout
     assert "python3 -m venv" in out and "/opt/edgeserve/venv" in out
-    assert "edgeserve\\[agent\\,tflite\\]" in out  # printed with shell quoting
+    assert "edgeserve-toolkit\\[agent\\,tflite\\]" in out  # printed with shell quoting
     assert "write " + str(tmp_path / "etc/systemd/system/edgeserve-agent.service") in out
     assert "(skipped under --root: systemctl enable --now edgeserve-agent.service)" in out
 
@@ -89,7 +91,8 @@ def test_install_agent_into_root_then_uninstall(tmp_path: Path, edgeserve_wheel:
 
     venv = root / "opt/edgeserve/venv"
     assert (venv / "bin/edgeserve").exists()
-    assert list((venv / "lib").glob("python3.*/site-packages/edgeserve-0.1.0.dist-info"))
+    dist_info = f"python3.*/site-packages/edgeserve_toolkit-{__version__}.dist-info"
+    assert list((venv / "lib").glob(dist_info))
     state = root / "var/lib/edgeserve"
     assert state.is_dir() and (state.stat().st_mode & 0o777) == 0o750
 
@@ -249,3 +252,14 @@ def test_install_agent_bad_arguments(tmp_path: Path, args: list[str], message: s
 def test_install_agent_shellcheck_clean() -> None:
     proc = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_install_agent_no_systemd_installs_into_root_without_systemctl() -> None:
+    # a chroot or image build: user, ownership and unit as on a device, no systemctl at all
+    proc = install("--dry-run", "--no-systemd", "--profile", "rpi5", "--python", BASE_PYTHON)
+    out = proc.stdout
+    assert "+ chown -R edgeserve:edgeserve /var/lib/edgeserve" in out
+    assert "write /etc/systemd/system/edgeserve-agent.service" in out
+    assert "(skipped, --no-systemd: systemctl daemon-reload)" in out
+    assert "(skipped, --no-systemd: systemctl enable --now edgeserve-agent.service)" in out
+    assert not [line for line in out.splitlines() if line.startswith("+ systemctl")]
