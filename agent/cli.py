@@ -141,7 +141,10 @@ def remove(name: str, version: int, state: Path) -> None:
 @click.option(
     "--grpc-port",
     type=click.IntRange(0, 65535),
-    help="Also serve the gRPC API (OIP v2) on this port (default off; needs edgeserve-toolkit[grpc]).",
+    help=(
+        "Also serve the gRPC API (OIP v2) on this port "
+        "(default off; needs edgeserve-toolkit[grpc])."
+    ),
 )
 @click.option("--token", envvar="EDGESERVE_AGENT_TOKEN", help="Bearer token clients must send.")
 @click.option("--batching/--no-batching", default=None, help="Dynamic batching on or off.")

@@ -82,5 +82,7 @@ def test_agent_grpc_start_errors_are_one_line(state_dir: Path, case: str) -> Non
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    want = "pip install 'edgeserve-toolkit[grpc]'" if case == "no-grpcio" else "cannot listen for gRPC"
+    want = (
+        "pip install 'edgeserve-toolkit[grpc]'" if case == "no-grpcio" else "cannot listen for gRPC"
+    )
     assert want in lines[0]
