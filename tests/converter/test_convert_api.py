@@ -45,7 +45,7 @@ def test_quantization_without_sympy_says_what_to_install(
     # onnxruntime >= 1.31 no longer depends on sympy, but its quantization pre-processing
     # (symbolic shape inference) imports it; a None entry makes `import sympy` fail here.
     monkeypatch.setitem(sys.modules, "sympy", None)
-    with pytest.raises(ConfigError, match=r"sympy.*edgeserve\[convert\]"):
+    with pytest.raises(ConfigError, match=r"sympy.*edgeserve-toolkit\[convert\]"):
         convert_model(
             ConvertOptions(
                 model=digits.onnx,

@@ -15,7 +15,7 @@ from support.quickstart import run_example
 def test_examples_pytorch_to_onnx(tmp_path: Path) -> None:
     pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch to run it)")
     out = run_example("pytorch-to-onnx", tmp_path)
-    assert "onnx-cpu-int8" in out and "cosine similarity" in out
+    assert "onnx-cpu-int8" in out and "cosine / SNR" in out
     assert "installed digits-torch version 1" in out
     outputs = sorted((tmp_path / "work" / "outputs").glob("part-*.npy"))
     inputs = sorted((tmp_path / "work" / "inputs").glob("part-*.npy"))

@@ -50,7 +50,7 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     for n in range(1, 9):
         assert f"[{n}/8]" in out
     assert "$ edgeserve convert models/digits-v1.onnx --target onnx-cpu-int8" in out
-    assert "cosine similarity" in out  # the converter's table
+    assert "max abs error" in out and "cosine / SNR" in out  # the converter's table
     assert f"broker: {broker} on mqtt://127.0.0.1:" in out
 
     # outcome: v2 active on every agent, a verdict, predictions right
