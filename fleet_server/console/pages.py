@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -20,8 +21,8 @@ from edgeserve.errors import ConfigError
 from .. import api, views
 from .. import experiments as ex
 from ..rollout_views import rollout_status
-from ..rollouts import ACTIONS
-from .auth import sign_in
+from ..rollouts import ACTIONS, allowed_actions
+from .auth import FORM_MAX_BYTES, sign_in
 
 if TYPE_CHECKING:
     from ..server import FleetServer
@@ -29,6 +30,22 @@ if TYPE_CHECKING:
 __all__ = ["Pages"]
 
 TERMINAL = ("completed", "aborted", "rolled_back")
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body (what the console's forms send), at most
+    :data:`FORM_MAX_BYTES`; a field given twice keeps its first value.
+
+    Raises:
+        ConfigError: the body is larger.
+    """
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_MAX_BYTES:
+            raise ConfigError(f"form over {FORM_MAX_BYTES} bytes")
+    fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=32)
+    return {k: v[0] for k, v in fields.items()}
 
 
 def _int(value: str, what: str) -> int:
@@ -66,7 +83,7 @@ class Pages:
         return self.render(request, "login.html", next=nxt, error=None)
 
     async def login(self, request: Request) -> Response:
-        form = await request.form()
+        form = await _form(request)
         token = str(form.get("token", ""))
         nxt = self._next(request, str(form.get("next", "")))
         expected = self.fs.config.server.token.encode()
@@ -127,11 +144,12 @@ class Pages:
     async def _rollout(self, request: Request) -> dict[str, Any]:
         rid = _int(request.path_params["id"], "rollout id")
         st = await run_in_threadpool(rollout_status, self.fs.store, rid)
-        return {"r": st, "live": st["status"] not in TERMINAL}
+        live = st["status"] not in TERMINAL
+        return {"r": st, "live": live, "actions": allowed_actions(st["status"])}
 
     async def rollout(self, request: Request) -> Response:
         ctx = await self._rollout(request)
-        return self.render(request, "rollout.html", page="rollouts", actions=ACTIONS, **ctx)
+        return self.render(request, "rollout.html", page="rollouts", **ctx)
 
     async def rollout_panel(self, request: Request) -> Response:
         return self.render(request, "_rollout.html", **await self._rollout(request))
@@ -160,7 +178,7 @@ class Pages:
 
     async def do_action(self, request: Request) -> Response:
         rid, action = self._action(request)
-        form = await request.form()
+        form = await _form(request)
         reason = str(form.get("reason") or "").strip() or "operator request (console)"
         await run_in_threadpool(self.fs.rollout_action, rid, action, reason[:500])
         return RedirectResponse(f"{self.mount}/rollouts/{rid}", status_code=303)
