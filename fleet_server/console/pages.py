@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["Pages"]
 
 TERMINAL = ("completed", "aborted", "rolled_back")
+DEVICES_PER_PAGE = 100  # the fleet table pages; the summary counts every device
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -104,14 +105,21 @@ class Pages:
         tag = request.query_params.get("tag", "")
         state = request.query_params.get("state", "")
         tags = api.selector(tag, "tag")
+        page = max(1, _int(request.query_params.get("page", "1") or "1", "page"))
         devices = await run_in_threadpool(self.fs.device_list)
-        shown = views.filter_devices(devices, tags, state)
+        matching = views.filter_devices(devices, tags, state)
+        first = (page - 1) * DEVICES_PER_PAGE
         return {
             "summary": views.fleet_summary(devices),
-            "devices": shown,
+            "devices": matching[first : first + DEVICES_PER_PAGE],
+            "matching": len(matching),
+            "first": first,
+            "page_no": page,
+            "more": first + DEVICES_PER_PAGE < len(matching),
             "tag": tag,
             "state": state,
             "query": str(request.query_params),
+            "filters": urlencode({k: v for k, v in (("tag", tag), ("state", state)) if v}),
         }
 
     async def fleet(self, request: Request) -> Response:

@@ -29,6 +29,8 @@
           width: width,
           height: 300,
           scales: { x: { time: true } },
+          // the tables show UTC; so does the chart
+          tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
           axes: [{}, { label: "ms" }],
           series: [
             {},
