@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -55,6 +56,14 @@ def _size(n: Any) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+def _back(request: Request) -> str | None:
+    """Where the error page's Back link goes: the console page the request came from."""
+    ref = urlsplit(request.headers.get("referer", ""))
+    if ref.netloc == request.url.netloc and ref.path.startswith(MOUNT + "/"):
+        return ref.path + (f"?{ref.query}" if ref.query else "")
+    return None
 
 
 def templates() -> Jinja2Templates:
@@ -112,7 +121,9 @@ def build_console(fs: FleetServer) -> Starlette:
         else:
             status = getattr(exc, "status_code", 500)
             message = "no such page" if status == 404 else f"{request.method} not allowed"
-        return pages.render(request, "error.html", status=status, message=message)
+        return pages.render(
+            request, "error.html", status=status, message=message, back=_back(request)
+        )
 
     async def bug(request: Request, exc: Exception) -> Response:
         log.exception("console error on %s %s", request.method, request.url.path)

@@ -8,7 +8,8 @@ the operator token, so changing the token signs every console session out.
 :class:`ConsoleGuard` is the one check, as middleware: a page without a session redirects to
 the sign-in page, any other request without one gets ``401``; every ``POST`` must carry the
 session's CSRF token as the ``csrf`` form field (or the ``X-CSRF-Token`` header), else
-``403``: the OWASP "synchronizer token pattern", on top of ``SameSite=Strict``.
+``403``: the OWASP "synchronizer token pattern", on top of ``SameSite=Strict``. It also sets
+the console's security headers (a same-origin Content-Security-Policy, no framing).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+from starlette.datastructures import MutableHeaders
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "COOKIE",
     "FORM_MAX_BYTES",
+    "SECURITY_HEADERS",
     "ConsoleGuard",
     "session_key",
     "sign_in",
@@ -35,6 +38,17 @@ __all__ = [
 COOKIE = "edgeserve_console"
 FORM_MAX_BYTES = 16 * 1024  # bytes; the console's forms hold a token and a reason
 _OPEN = ("/login", "/static/")
+# No script, style or frame from anywhere but the console itself; no framing of the console
+# (its confirmation pages must not be clickjacked).
+SECURITY_HEADERS = (
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    ),
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+)
 
 
 def session_key(operator_token: str) -> str:
@@ -71,7 +85,24 @@ class ConsoleGuard:
         self.mount = mount
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _route_path(scope).startswith(_OPEN):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = _route_path(scope).startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS:
+                    headers.setdefault(name, value)
+                if not static:  # pages show live fleet data: never from a cache
+                    headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        await self._guarded(scope, receive, send_with_headers)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _route_path(scope).startswith(_OPEN):
             await self.app(scope, receive, send)
             return
         session = scope["session"]

@@ -174,11 +174,18 @@ def test_requests_without_session_or_with_wrong_csrf_are_refused(env: Env) -> No
         # with it, the request reaches the operator API (no such rollout yet)
         r = client.post("/rollouts/1/pause", data={"csrf": csrf})
         assert r.status_code == 404 and "no rollout 1" in r.text
+        # the console cannot be framed, loads nothing from elsewhere, and is never cached
+        page = client.get("/")
+        assert page.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["cache-control"] == "no-store"
         # a session cookie is for the console only: the JSON API still wants the bearer token
-        assert (
-            httpx.get(f"{env.server.url}/api/v1/rollouts", cookies=client.cookies).status_code
-            == 401
-        )
+        session = {"Cookie": f"edgeserve_console={client.cookies['edgeserve_console']}"}
+        api = httpx.get(f"{env.server.url}/api/v1/rollouts", headers=session)
+        assert api.status_code == 401
+        # signing out ends the session
+        assert client.post("/logout", data={"csrf": csrf}).status_code == 303
+        assert client.get("/rollouts").status_code == 303
 
 
 def test_sign_in_and_the_fleet_page_lists_the_devices(env: Env, page: Page) -> None:
@@ -200,6 +207,14 @@ def test_sign_in_and_the_fleet_page_lists_the_devices(env: Env, page: Page) -> N
     expect(page.locator("#devices tbody")).to_contain_text("no devices match")
     page.goto(f"{env.ui}/?tag=hw%3Drpi5&state=online")
     expect(rows).to_have_count(N)
+    # keyboard: a focused link keeps the focus while the table refreshes under it
+    page.locator("#dl-pi-01").focus()
+    with page.expect_response(lambda r: "/ui/fleet/panel" in r.url):
+        pass
+    page.wait_for_timeout(300)  # the swap settles
+    assert page.evaluate("document.activeElement.id") == "dl-pi-01"
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{env.ui}/devices/pi-01")
 
 
 def test_a_rollout_started_from_the_cli_completes_on_the_page(env: Env, page: Page) -> None:
