@@ -58,6 +58,8 @@ class Env:
         self.fleet = fleet
         self.tmp = tmp
         self.page: Page | None = None
+        self.errors: list[str] = []  # the browser's console errors
+        self.failed: list[tuple[int, str]] = []  # responses >= 400 the browser got
         self.ui = f"{server.url}/ui"
 
     def release(
@@ -142,6 +144,23 @@ def page(env: Env, browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     context.set_default_timeout(TIMEOUT_MS)
     p = context.new_page()
+    # a script error or a Content-Security-Policy violation shows up in the console log;
+    # failed requests are kept with their URL
+    p.on(
+        "console",
+        lambda m: (
+            env.errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    p.on("pageerror", lambda e: env.errors.append(str(e)))
+    p.on(
+        "response",
+        lambda r: (
+            env.failed.append((r.status, r.url.removeprefix(env.ui))) if r.status >= 400 else None
+        ),
+    )
     env.page = p
     yield p
     context.close()
@@ -328,8 +347,9 @@ def test_the_experiment_page_draws_its_chart_and_verdict(env: Env, page: Page) -
     expect(page.locator("#verdict")).to_have_text("b better")  # live: no reload
     chart = page.locator("#chart")
     expect(chart.locator("canvas")).to_have_count(1)
-    page.wait_for_function(
-        f"Number(document.getElementById('chart').dataset.points) >= {2 * WINDOWS}"
+    # (polled from here: the page's CSP forbids the eval a wait_for_function would need)
+    wait_for(
+        lambda: int(chart.get_attribute("data-points") or 0) >= 2 * WINDOWS, 30, "chart points"
     )
     box = chart.locator("canvas").bounding_box()
     assert box is not None and box["width"] > 200 and box["height"] > 100
@@ -408,3 +428,6 @@ def test_pages_load_fast_with_a_thousand_devices(env: Env, page: Page) -> None:
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     page.goto(f"{env.ui}/rollouts/1")
     env.shot("phone")
+    assert env.errors == []
+    # the only failed requests are the refusals the tests asked for
+    assert sorted(set(env.failed)) == [(400, "/rollouts/3/pause"), (401, "/login")]
