@@ -146,4 +146,8 @@ class ConsoleGuard:
                 "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
             )
             return RedirectResponse(f"{self.mount}/login?next={quote(target)}", status_code=303)
-        return PlainTextResponse("sign in first", 401)
+        # htmx follows HX-Redirect: a live page whose session ran out goes to the sign-in page
+        # instead of silently going stale
+        return PlainTextResponse(
+            "sign in first", 401, headers={"HX-Redirect": f"{self.mount}/login"}
+        )

@@ -171,7 +171,8 @@ def test_requests_without_session_or_with_wrong_csrf_are_refused(env: Env) -> No
         r = anon.get("/rollouts")
         assert r.status_code == 303 and r.headers["location"].startswith("/ui/login")
         assert anon.get("/experiments/1/series.json").status_code == 303
-        assert anon.get("/fleet/panel", headers={"HX-Request": "true"}).status_code == 401
+        live = anon.get("/fleet/panel", headers={"HX-Request": "true"})
+        assert live.status_code == 401 and live.headers["hx-redirect"] == "/ui/login"
         assert anon.post("/rollouts/1/pause", data={"csrf": "x"}).status_code == 401
         bad = anon.post("/login", data={"token": "wrong"})
         assert bad.status_code == 401 and "edgeserve_console" not in bad.headers.get(
@@ -428,6 +429,17 @@ def test_pages_load_fast_with_a_thousand_devices(env: Env, page: Page) -> None:
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     page.goto(f"{env.ui}/rollouts/1")
     env.shot("phone")
-    assert env.errors == []
+
+
+def test_a_live_page_whose_session_ends_goes_to_sign_in(env: Env, page: Page) -> None:
+    page.goto(f"{env.ui}/rollouts")
+    page.context.clear_cookies()  # the session is gone (expired, or the token changed)
+    expect(page).to_have_url(re.compile(r"/ui/login"))  # the next refresh sends it there
+    expect(page.locator("#token")).to_be_visible()
+    assert env.errors == []  # no script error or CSP violation on any page
     # the only failed requests are the refusals the tests asked for
-    assert sorted(set(env.failed)) == [(400, "/rollouts/3/pause"), (401, "/login")]
+    assert sorted(set(env.failed)) == [
+        (400, "/rollouts/3/pause"),
+        (401, "/login"),
+        (401, "/rollouts/panel"),
+    ]
