@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from edgeserve.errors import (
     BundleError,
@@ -33,9 +33,10 @@ from edgeserve.errors import (
     VerificationError,
 )
 
-from . import api
+from . import api, views
 from . import experiments as ex
 from . import rollouts as r
+from .console import MOUNT, build_console
 from .rollout_views import rollout_status
 
 if TYPE_CHECKING:
@@ -158,28 +159,21 @@ def build_app(fs: FleetServer) -> Starlette:
             path.unlink(missing_ok=True)
 
     async def list_releases(request: Request) -> Response:
-        return JSONResponse({"releases": await run_in_threadpool(fs.store.releases)})
+        return JSONResponse({"releases": await run_in_threadpool(views.release_details, fs.store)})
 
     async def add_device(request: Request) -> Response:
         device, tags = api.device_request(await body_json(request))
         return JSONResponse(await run_in_threadpool(fs.add_device, device, tags), status_code=201)
 
     async def list_devices(request: Request) -> Response:
-        return JSONResponse({"devices": await run_in_threadpool(fs.device_list)})
+        tags = api.selector(request.query_params.get("tag", ""), "tag")
+        state = request.query_params.get("state")
+        devices = await run_in_threadpool(fs.device_list)
+        return JSONResponse({"devices": views.filter_devices(devices, tags, state)})
 
     async def get_device(request: Request) -> Response:
-        dev = await run_in_threadpool(fs.store.device, request.path_params["device"])
-        targets = await run_in_threadpool(fs.store.targets, dev.id)
-        return JSONResponse(
-            {
-                "id": dev.id,
-                "tags": dict(dev.tags),
-                "presence": dev.presence,
-                "reported": dict(dev.reported),
-                "desired_seq": dev.desired_seq,
-                "targets": [t.__dict__ for t in targets],
-            }
-        )
+        device = request.path_params["device"]
+        return JSONResponse(await run_in_threadpool(views.device_detail, fs.store, device))
 
     async def broker_config(request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(fs.broker_files))
@@ -202,12 +196,7 @@ def build_app(fs: FleetServer) -> Starlette:
         body = await body_json(request)
         reason = str(body.get("reason") or "operator request") if isinstance(body, dict) else ""
         action = request.path_params["action"]
-        changed = await run_in_threadpool(
-            r.operator_action, fs.store, rid, action, "operator", reason
-        )
-        await run_in_threadpool(fs.engine.publish_desired, changed)
-        fs.engine.wake()
-        return JSONResponse(await run_in_threadpool(rollout_status, fs.store, rid))
+        return JSONResponse(await run_in_threadpool(fs.rollout_action, rid, action, reason))
 
     async def start_experiment(request: Request) -> Response:
         kwargs = api.experiment_request(await body_json(request))
@@ -234,16 +223,7 @@ def build_app(fs: FleetServer) -> Starlette:
         version = body.get("version") if isinstance(body, dict) else None
         if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
             raise ConfigError("version: must be an integer")
-        rid = await run_in_threadpool(
-            lambda: ex.promote(
-                fs.store,
-                eid,
-                "operator",
-                version=version,
-                install_timeout_s=fs.config.rollouts.install_timeout_s,
-            )
-        )
-        fs.engine.wake()
+        rid = await run_in_threadpool(fs.promote_experiment, eid, version)
         return JSONResponse({"rollout": rid}, status_code=201)
 
     async def stop_experiment(request: Request) -> Response:
@@ -253,10 +233,11 @@ def build_app(fs: FleetServer) -> Starlette:
 
     async def audit(request: Request) -> Response:
         subject = request.query_params.get("subject")
+        action = request.query_params.get("action")
         limit = _int(request.query_params.get("limit", "200"), "limit")
         if not 0 < limit <= 10_000:
             raise ConfigError("limit: between 1 and 10000")
-        entries = await run_in_threadpool(lambda: fs.store.audit_entries(subject, limit))
+        entries = await run_in_threadpool(lambda: fs.store.audit_entries(subject, limit, action))
         return JSONResponse({"entries": entries})
 
     open_ = {"auth": False}
@@ -285,6 +266,8 @@ def build_app(fs: FleetServer) -> Starlette:
         Route("/api/v1/experiments/{id}/promote", guarded(promote), methods=["POST"]),
         Route("/api/v1/experiments/{id}/stop", guarded(stop_experiment), methods=["POST"]),
         Route("/api/v1/audit", guarded(audit), methods=["GET"]),
+        # the operator's web console: its own session sign-in (console/auth.py)
+        Mount(MOUNT, app=build_console(fs)),
     ]
     app = Starlette(routes=routes)
 

@@ -54,7 +54,7 @@ def fleet(ctx: click.Context, server: str | None, token: str | None, config: str
 )
 @click.pass_obj
 def serve(obj: Ctx, config_path: str | None, embedded_broker: bool) -> None:
-    """Run the fleet server (HTTP API + artifacts, MQTT, rollout controller)."""
+    """Run the fleet server (HTTP API, web console at /ui/, artifacts, MQTT, controller)."""
     from .config import load_config
     from .server import FleetServer
 

@@ -18,6 +18,7 @@ from . import controller as c
 from .store import Store, Target
 
 __all__ = [
+    "allowed_actions",
     "apply_decisions",
     "apply_reports",
     "create_rollout",
@@ -313,6 +314,17 @@ def apply_decisions(
     return changed
 
 
+def allowed_actions(status: str) -> tuple[str, ...]:
+    """The operator actions a rollout in ``status`` accepts, in :data:`ACTIONS` order."""
+    allowed = {
+        "pause": ("running",),
+        "resume": ("paused",),
+        "abort": ACTIVE_STATUSES,
+        "rollback": (*ACTIVE_STATUSES, "completed", "aborted"),
+    }
+    return tuple(a for a in ACTIONS if status in allowed[a])
+
+
 def operator_action(
     store: Store, rollout_id: int, action: str, actor: str, reason: str, now: float | None = None
 ) -> set[str]:
@@ -330,13 +342,7 @@ def operator_action(
     if action not in ACTIONS:
         raise ConfigError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
     state = load_rollout(store, rollout_id)
-    allowed = {
-        "pause": ("running",),
-        "resume": ("paused",),
-        "abort": ACTIVE_STATUSES,
-        "rollback": (*ACTIVE_STATUSES, "completed", "aborted"),
-    }[action]
-    if state.status not in allowed:
+    if action not in allowed_actions(state.status):
         raise ConfigError(f"cannot {action} rollout {rollout_id}: it is {state.status}")
     new_status = {
         "pause": "paused",

@@ -270,6 +270,41 @@ class FleetServer:
             for r in rows
         ]
 
+    def rollout_action(self, rollout_id: int, action: str, reason: str) -> dict[str, Any]:
+        """Pause, resume, abort or roll back a rollout for the operator (audited), publish the
+        devices' new desired states, and return the rollout's status.
+
+        Raises:
+            ConfigError: unknown action or not allowed now.
+            NotFoundError: no such rollout.
+        """
+        from .rollout_views import rollout_status
+        from .rollouts import operator_action
+
+        changed = operator_action(self.store, rollout_id, action, "operator", reason)
+        self.engine.publish_desired(changed)
+        self.engine.wake()
+        return rollout_status(self.store, rollout_id)
+
+    def promote_experiment(self, experiment_id: int, version: int | None = None) -> int:
+        """End an experiment and roll out its winner (or ``version``); return the rollout id.
+
+        Raises:
+            ConfigError: no winner and no version, or a version outside the experiment.
+            NotFoundError: no such experiment.
+        """
+        from .experiments import promote
+
+        rid = promote(
+            self.store,
+            experiment_id,
+            "operator",
+            version=version,
+            install_timeout_s=self.config.rollouts.install_timeout_s,
+        )
+        self.engine.wake()
+        return rid
+
     def stats(self) -> dict[str, Any]:
         """Counters: MQTT ingest (received, dropped by reason), published, devices."""
         return {

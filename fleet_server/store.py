@@ -380,9 +380,20 @@ class Store:
             (time.time(), actor, action, subject, reason, _json(dict(detail or {}))),
         )
 
-    def audit_entries(self, subject: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """The newest audit entries (optionally for one subject, e.g. ``rollout:3``)."""
-        where, params = ("WHERE subject = ?", [subject]) if subject else ("", [])
+    def audit_entries(
+        self, subject: str | None = None, limit: int = 200, action: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest audit entries, optionally for one subject (e.g. ``rollout:3``) and for
+        actions starting with ``action`` (``rollout.`` or ``rollout.pause``)."""
+        clauses, params = [], []
+        if subject:
+            clauses, params = ["subject = ?"], [subject]
+        if action:
+            # LIKE with an escape character, so '_' and '%' in the filter match themselves
+            escaped = action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append("action LIKE ? ESCAPE '\\'")
+            params.append(escaped + "%")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.db.query(
             f"SELECT ts, actor, action, subject, reason, detail FROM audit_log {where} "
             "ORDER BY id DESC LIMIT ?",
@@ -441,6 +452,49 @@ class Store:
             for r in rows
         ]
 
+    def device_failures_of(self, device: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest failures ``device`` reported, in any rollout, newest first."""
+        rows = self.db.query(
+            "SELECT rollout, model, version, state, reason_code, error, phase, ts "
+            "FROM device_failures WHERE device = ? ORDER BY id DESC LIMIT ?",
+            (device, limit),
+        )
+        return [
+            {
+                "rollout": int(r[0]),
+                "model": r[1],
+                "version": int(r[2]),
+                "state": r[3],
+                "reason_code": r[4],
+                "error": r[5],
+                "phase": int(r[6]),
+                "ts": r[7],
+            }
+            for r in rows
+        ]
+
+    def device_installs(self, device: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The rollouts ``device`` took part in, newest first: what it was asked to install,
+        from which baseline, and how it ended (its ``rollout_devices`` row)."""
+        rows = self.db.query(
+            "SELECT r.id, r.model, r.version, d.baseline, d.state, d.detail, d.updated "
+            "FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout "
+            "WHERE d.device = ? ORDER BY r.id DESC LIMIT ?",
+            (device, limit),
+        )
+        return [
+            {
+                "rollout": int(r[0]),
+                "model": r[1],
+                "version": int(r[2]),
+                "baseline": None if r[3] is None else int(r[3]),
+                "state": r[4],
+                "detail": r[5],
+                "updated": r[6],
+            }
+            for r in rows
+        ]
+
     # -- telemetry --------------------------------------------------------------------------
 
     def add_telemetry(self, rows: Iterable[Sequence[Any]]) -> None:
@@ -479,6 +533,16 @@ class Store:
             wanted = set(devices)
             rows = [r for r in rows if r[0] in wanted]
         return rows
+
+    def device_telemetry(self, device: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The newest telemetry windows of ``device``, newest first."""
+        rows = self.db.query(
+            "SELECT model, version, window_ts, count, errors, p50, p95, p99, experiment "
+            "FROM telemetry WHERE device = ? ORDER BY window_ts DESC LIMIT ?",
+            (device, limit),
+        )
+        keys = ("model", "version", "window_ts", "count", "errors", "p50", "p95", "p99")
+        return [{**dict(zip(keys, r[:8], strict=True)), "experiment": r[8]} for r in rows]
 
     def prune_telemetry(self, before: float) -> None:
         """Drop telemetry windows older than ``before``."""

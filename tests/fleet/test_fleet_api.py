@@ -208,3 +208,22 @@ def test_rotated_release_key_is_used_without_a_restart(
         assert served["signed"]["version"] == 2
     finally:
         server.stop()
+
+
+def test_device_filters_history_and_audit_action_filter(fleet_server: FleetServerProcess) -> None:
+    url = fleet_server.url
+    for device, hw in (("f-1", "rpi5"), ("f-2", "jetson")):
+        body = {"id": device, "tags": {"hw": hw}}
+        assert httpx.post(f"{url}/api/v1/devices", headers=AUTH, json=body).status_code == 201
+    listed = httpx.get(f"{url}/api/v1/devices?tag=hw=jetson", headers=AUTH).json()["devices"]
+    assert [d["id"] for d in listed] == ["f-2"]
+    unknown = httpx.get(f"{url}/api/v1/devices?state=unknown", headers=AUTH).json()["devices"]
+    assert {d["id"] for d in unknown} == {"f-1", "f-2"}  # never connected
+    assert httpx.get(f"{url}/api/v1/devices?state=online", headers=AUTH).json()["devices"] == []
+    assert "tag" in _err(httpx.get(f"{url}/api/v1/devices?tag=a/b=c", headers=AUTH), 400)
+    detail = httpx.get(f"{url}/api/v1/devices/f-1", headers=AUTH).json()
+    assert detail["tags"] == {"hw": "rpi5"}
+    assert (detail["installs"], detail["failures"], detail["telemetry"]) == ([], [], [])
+    entries = httpx.get(f"{url}/api/v1/audit?action=device.", headers=AUTH).json()["entries"]
+    assert [e["subject"] for e in entries] == ["device:f-2", "device:f-1"]
+    assert httpx.get(f"{url}/api/v1/audit?action=rollout.", headers=AUTH).json()["entries"] == []
