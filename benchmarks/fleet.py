@@ -100,26 +100,33 @@ def telemetry_burst(
     for c in clients:
         c.start()
         c.wait_connected(10)
+    # paho keeps at most max_queued_messages (10,000) unacknowledged per client: publish
+    # through a window so none is refused by the load generator itself
+    window = [threading.BoundedSemaphore(2000) for _ in clients]
     acked = threading.Semaphore(0)
+
+    def publish(k: int) -> None:
+        def on_ack() -> None:
+            window[k].release()
+            acked.release()
+
+        for topic, body in payloads[k::4]:
+            window[k].acquire()
+            clients[k].publish(topic, body, on_ack=on_ack)
+
     with server.client() as api:
         received0, dropped0 = _ingested(api)
         cpu0 = _cpu_s(server.process.pid)
         t0 = time.monotonic()
-        threads = [
-            threading.Thread(
-                target=lambda k=k: [
-                    clients[k].publish(topic, body, on_ack=acked.release)
-                    for topic, body in payloads[k::4]
-                ]
-            )
-            for k in range(4)
-        ]
+        threads = [threading.Thread(target=publish, args=(k,)) for k in range(4)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        deadline = time.monotonic() + 120
         for _ in range(messages):
-            acked.acquire(timeout=120)
+            if not acked.acquire(timeout=max(deadline - time.monotonic(), 0.01)):
+                raise RuntimeError("telemetry not acknowledged by the broker within 120 s")
         published_s = time.monotonic() - t0
         wait_for(
             lambda: _ingested(api)[0] - received0 >= messages,

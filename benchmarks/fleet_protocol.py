@@ -124,6 +124,10 @@ class ProtocolDevices:
             c.stop()
 
 
+def _round(v: Any) -> Any:
+    return round(v, 3) if isinstance(v, float) else v
+
+
 def run(n: int, connections: int, workdir: Path, database: str, telemetry: int) -> dict[str, Any]:
     broker = Mosquitto(workdir / "mosquitto").start()
     server = FleetServerProcess(
@@ -172,6 +176,7 @@ def run(n: int, connections: int, workdir: Path, database: str, telemetry: int) 
             "server_rss_mb": _proc_kib(server.process.pid, "VmRSS") / 1024,
             "server_peak_rss_mb": _proc_kib(server.process.pid, "VmHWM") / 1024,
         }
+        print("rollout:", json.dumps({k: _round(v) for k, v in row.items()}), flush=True)
         if telemetry:
             row.update(telemetry_burst(broker.url, ids, telemetry, server))
         return row
