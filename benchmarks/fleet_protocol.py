@@ -21,7 +21,7 @@ verified and refused by the generator; then a telemetry ingest burst as in ``fle
 Usage::
 
     .venv/bin/python benchmarks/fleet_protocol.py --devices 1000 10000 100000
-    .venv/bin/python benchmarks/fleet_protocol.py --devices 100000 --database postgresql://...
+    .venv/bin/python benchmarks/fleet_protocol.py --devices 10000 --postgres
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fleet import MessageCounter, _cpu_s, _proc_kib, telemetry_burst  # noqa: E402
 from support.broker import Mosquitto  # noqa: E402
-from support.fleet import FleetServerProcess, signed_tar, wait_for  # noqa: E402
+from support.fleet import FleetServerProcess, Postgres, signed_tar, wait_for  # noqa: E402
 
 from edgeserve.errors import EdgeServeError  # noqa: E402
 from edgeserve.mqtt import MqttClient, MqttConfig  # noqa: E402
@@ -194,12 +194,24 @@ def main() -> None:
     parser.add_argument("--devices", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--connections", type=int, default=4, help="generator MQTT connections")
     parser.add_argument("--database", default="", help="PostgreSQL URL (default: SQLite)")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="start a throwaway PostgreSQL cluster (Debian's binaries) for each N",
+    )
     parser.add_argument("--telemetry", type=int, default=20000, help="telemetry burst (0 = none)")
     args = parser.parse_args()
     rows = []
     for n in args.devices:
         with tempfile.TemporaryDirectory(prefix=f"edgeserve-fleet-protocol-{n}-") as tmp:
-            rows.append(run(n, args.connections, Path(tmp), args.database, args.telemetry))
+            Path(tmp).chmod(0o755)  # the postgres user must reach its cluster directory
+            pg = Postgres(Path(tmp) / "pg").start() if args.postgres else None
+            try:
+                database = pg.create_database("fleet") if pg is not None else args.database
+                rows.append(run(n, args.connections, Path(tmp), database, args.telemetry))
+            finally:
+                if pg is not None:
+                    pg.stop()
         print(
             json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()})
         )
