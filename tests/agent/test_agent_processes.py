@@ -33,13 +33,16 @@ def _children(pid: int) -> list[int]:
 
 
 def _wait_children(agent: AgentProcess, n: int, timeout_s: float = 30.0) -> list[int]:
+    """The serving processes, once the supervisor printed its ready line (every process
+    serves; ``/v2/health/ready`` answers as soon as the first one does)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        kids = _children(agent.process.pid)
-        if len(kids) == n:
+        if f" processes {n} models [" in agent.log():
+            kids = _children(agent.process.pid)
+            assert len(kids) == n, kids
             return kids
         time.sleep(0.05)
-    raise AssertionError(f"supervisor has children {_children(agent.process.pid)}, not {n}")
+    raise AssertionError(f"supervisor not ready with {n} processes:\n{agent.log()}")
 
 
 def _fresh(url: str, path: str, **kw: object) -> httpx.Response:

@@ -72,6 +72,10 @@ def test_sync_agent_processes_one_process_runs_fleet_sync(
         driver.publish(DEVICE, driver.desired(DEVICE, {"linear": releases["v2"].target()}))
         driver.wait_report(DEVICE, model_state("linear", "ACTIVE", 2), timeout_s=60)
 
+        deadline = time.monotonic() + 30
+        while " processes 2 models [" not in agent.log():  # the supervisor's ready line
+            assert time.monotonic() < deadline, agent.log()
+            time.sleep(0.05)
         kids = _children(agent.process.pid)
         assert len(kids) == 2
         # sampled for 3 s: two sessions under one client id would take turns being kicked
