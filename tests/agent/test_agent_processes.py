@@ -200,3 +200,20 @@ def test_agent_processes_zero_is_a_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"\[server\] processes: must be at least 1"):
         load_config(None, {"server.processes": 0, "state_dir": str(tmp_path)})
+
+
+def test_agent_processes_share_one_telemetry_buffer_without_early_drops(tmp_path: Path) -> None:
+    from edgeserve.agent.telemetry import TelemetryBuffer
+
+    path = tmp_path / "telemetry.sqlite3"
+    syncing, other = TelemetryBuffer(path, 2000), TelemetryBuffer(path, 2000)
+    try:
+        for i in range(200):  # far more than the bound in total, acked as it goes
+            other.append({"i": i, "pad": "x" * 50})
+            pending = syncing.pending(10)
+            syncing.ack(pending[-1][0])
+        assert syncing.dropped == 0
+        assert len(syncing) == 0
+    finally:
+        syncing.close()
+        other.close()
