@@ -154,6 +154,11 @@ def remove(name: str, version: int, state: Path) -> None:
     type=click.IntRange(min=0),
     help="Microseconds to wait for a fuller batch.",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Serving processes sharing the port (default 1); one runs fleet sync and gRPC.",
+)
 @click.option("--workers", type=click.IntRange(min=1), help="Worker threads for model runs.")
 @click.option("--threads", type=click.IntRange(min=0), help="Runtime threads per model.")
 @click.option(
@@ -172,6 +177,7 @@ def run(
     batching: bool | None,
     max_batch_size: int | None,
     max_queue_delay_us: int | None,
+    processes: int | None,
     workers: int | None,
     threads: int | None,
     providers: tuple[str, ...],
@@ -189,6 +195,7 @@ def run(
             "server.port": port,
             "server.grpc_port": grpc_port,
             "server.token": token,
+            "server.processes": processes,
             "batching.enabled": batching,
             "batching.max_batch_size": max_batch_size,
             "batching.max_queue_delay_us": max_queue_delay_us,

@@ -58,6 +58,10 @@ class ServerConfig:
             408 and close after it.
         body_timeout_s: seconds a request body may stop arriving; 408 and close after it.
         uvloop: use uvloop's event loop when it is installed.
+        processes: serving processes sharing ``port`` (``SO_REUSEPORT``), each with its own
+            runtime, batcher and event loop, under one supervisor that restarts a process that
+            dies; only the first runs fleet sync and the gRPC API. 1 = one process, no
+            supervisor.
     """
 
     host: str = "127.0.0.1"
@@ -72,6 +76,7 @@ class ServerConfig:
     header_timeout_s: float = 10.0  # seconds
     body_timeout_s: float = 10.0  # seconds
     uvloop: bool = True
+    processes: int = 1
 
 
 @dataclass(frozen=True)
@@ -360,6 +365,8 @@ def load_config(
     for key in ("idle_timeout_s", "header_timeout_s", "body_timeout_s"):
         if getattr(server, key) <= 0:
             raise ConfigError(f"[server] {key}: must be positive")
+    if server.processes < 1:
+        raise ConfigError("[server] processes: must be at least 1")
     if server.max_connections < 1:
         raise ConfigError("[server] max_connections: must be at least 1")
     if server.port > 65535:

@@ -141,15 +141,26 @@ class HttpServer:
 
     # lifecycle -------------------------------------------------------------------------
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Bind and start accepting; returns the bound port (useful with port 0).
+
+        Args:
+            host: address to bind.
+            port: TCP port (0 = any).
+            reuse_port: set ``SO_REUSEPORT`` so several processes share the port, the kernel
+                spreading new connections over them.
 
         Raises:
             OSError: the address cannot be bound.
         """
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: Connection(self), host, port, reuse_address=True, backlog=1024
+            lambda: Connection(self),
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            backlog=1024,
         )
         self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
         return int(self._server.sockets[0].getsockname()[1])

@@ -6,10 +6,17 @@ prefix and Prometheus' base units (seconds): average batch size is
 ``edgeserve_inference_count_total / edgeserve_inference_exec_count_total``.
 Process memory and CPU come from prometheus_client's ``ProcessCollector``
 (``process_resident_memory_bytes``, ``process_cpu_seconds_total``).
+
+With several serving processes (``[server] processes``) the supervisor sets
+``PROMETHEUS_MULTIPROC_DIR`` and prometheus_client's multiprocess mode keeps each process's
+values in a file there; ``/metrics`` from any process reports the sums over all of them
+(gauges: pending requests summed over live processes, model readiness their maximum). The
+``process_*`` families are then left out: they would describe only the answering process.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +78,9 @@ class Metrics:
         disable_created_metrics()
 
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
+        self._multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+        if not self._multiprocess_dir:
+            ProcessCollector(registry=self.registry)
         mv = ("model", "version")
         r = self.registry
         self._success = Counter(
@@ -117,7 +126,11 @@ class Metrics:
             registry=r,
         )
         self._pending = Gauge(
-            "edgeserve_pending_requests", "Requests queued or executing.", mv, registry=r
+            "edgeserve_pending_requests",
+            "Requests queued or executing.",
+            mv,
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.ab_requests = Counter(
             "edgeserve_ab_requests",
@@ -130,6 +143,7 @@ class Metrics:
             "1 when a model version is loaded and ready.",
             mv,
             registry=r,
+            multiprocess_mode="livemax",
         )
 
     def for_version(self, model: str, version: int) -> VersionMetrics:
@@ -149,6 +163,12 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        registry = self.registry
+        if self._multiprocess_dir:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self._multiprocess_dir)
+        return generate_latest(registry), CONTENT_TYPE_LATEST

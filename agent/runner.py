@@ -18,17 +18,20 @@ from edgeserve.agent.config import AgentConfig
 
 from edgeserve.errors import ConfigError
 
-__all__ = ["run_agent", "serve"]
+__all__ = ["run_agent", "run_process", "serve"]
 
 log = logging.getLogger(__name__)
 
 
-async def serve(config: AgentConfig, *, on_ready: Any = None) -> None:
+async def serve(config: AgentConfig, *, on_ready: Any = None, shared_port: bool = False) -> None:
     """Run the agent until SIGTERM/SIGINT.
 
     Args:
         config: the configuration.
         on_ready: called with ``(agent, port)`` once the agent serves (``port``: HTTP's).
+        shared_port: one of several serving processes on the port (``SO_REUSEPORT``): the
+            port is bound only once the models are loaded, so the kernel never hands a
+            connection to a process that is still starting (or restarting).
 
     Raises:
         ConfigError: the port cannot be bound or fleet sync is missing.
@@ -56,19 +59,27 @@ async def serve(config: AgentConfig, *, on_ready: Any = None) -> None:
         # not available on Windows, nor off the main thread (an embedding application)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    try:
-        port = await server.start(config.server.host, config.server.port)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
-        ) from exc
+
+    async def listen() -> int:
+        try:
+            return await server.start(
+                config.server.host, config.server.port, reuse_port=shared_port
+            )
+        except OSError as exc:
+            where = f"{config.server.host}:{config.server.port}"
+            raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+
+    # One process alone serves /v2/health/live at once; /v2/health/ready turns 200 when
+    # start() finishes.
+    port = 0 if shared_port else await listen()
     sync = None
     grpc_server = None
     try:
         if config.server.grpc_port:
             grpc_server = await _start_grpc(agent, config)
-        # Serve /v2/health/live at once; /v2/health/ready turns 200 when start() finishes.
         await agent.start()
+        if shared_port:
+            port = await listen()
         if config.fleet is not None:
             sync = _start_sync(agent, config.fleet)
         if on_ready is not None:
@@ -142,7 +153,24 @@ def _start_sync(agent: Any, fleet: Any) -> Any:
 
 
 def run_agent(config: AgentConfig) -> None:
-    """Block serving ``config`` on uvloop when available (faster), else asyncio's loop."""
+    """Block serving ``config``: in this process, or with ``[server] processes`` above 1 under
+    a supervisor (:mod:`edgeserve.agent.supervisor`) that runs that many serving processes."""
+    if config.server.processes > 1:
+        from edgeserve.agent.supervisor import supervise
+
+        supervise(config)
+        return
+    run_process(config)
+
+
+def run_process(config: AgentConfig, *, shared_port: bool = False) -> None:
+    """Block serving ``config`` in this process on uvloop when available (faster), else
+    asyncio's loop; prints one ready line on stdout.
+
+    Args:
+        config: the configuration.
+        shared_port: one of several processes on the port (see :func:`serve`).
+    """
     loop_factory = asyncio.new_event_loop
     if config.server.uvloop:
         try:
@@ -169,7 +197,7 @@ def run_agent(config: AgentConfig) -> None:
     loop = loop_factory()
     try:
         asyncio.set_event_loop(loop)
-        loop.run_until_complete(serve(config, on_ready=ready))
+        loop.run_until_complete(serve(config, on_ready=ready, shared_port=shared_port))
     finally:
         loop.close()
         sys.stdout.flush()

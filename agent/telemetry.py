@@ -75,6 +75,12 @@ class TelemetryBuffer:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                # Re-read the size under the write lock: with several serving processes on
+                # one buffer, the others' appends and fleet sync's acks change it too.
+                row = self._db.execute(
+                    "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM records"
+                ).fetchone()
+                self._bytes = int(row[0])
                 dropped = 0
                 if size > self.max_bytes:
                     dropped = 1

@@ -14,9 +14,15 @@ Prints, in one run, on the same small CNN (MNIST-shaped, made here with onnx):
   with fleet sync on, a second model arrives as a signed release through it), alternated;
 - cold start: process spawn to ``/v2/health/ready`` = 200 (median of 5).
 
+With ``--processes 1,2`` it prints instead, for each process count (alternated over
+``--rounds``): req/s and p99 at 32 connections (HTTP JSON, batching on), how busy the machine's
+cores were (``/proc/stat``) and how much of them the agent's processes used (their
+``/proc/<pid>/stat`` CPU time), and the RSS of each serving process and of the supervisor.
+
 Usage::
 
     .venv/bin/python benchmarks/agent.py [--seconds 5] [--model cnn|mlp] [--rounds 3] [--rss-only]
+    .venv/bin/python benchmarks/agent.py --processes 1,2 [--seconds 5] [--rounds 3]
 
 Needs ``wrk`` (Debian package; not with ``--rss-only``), Mosquitto (``scripts/test`` installs
 it), the ``convert`` extra (onnx) to build the model and the ``grpc`` extra.
@@ -292,6 +298,82 @@ def wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, f
     return result
 
 
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores from /proc/stat (busy = all but idle and iowait)."""
+    cols = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    total = sum(cols[:8])  # guest time is already counted in user
+    return total - cols[3] - cols[4], total
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (float(fields[11]) + float(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def processes_comparison(
+    state: Path, url: str, script: Path, counts: list[int], seconds: float, rounds: int
+) -> None:
+    """Throughput, CPU use and RSS per process at c=32 for each process count, alternated."""
+    results: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
+    rss: dict[int, list[float]] = {}
+    for _ in range(rounds):
+        for n in counts:
+            proc, port, _ = start(state, "--batching", "--processes", str(n))
+            try:
+                pids = (_children(proc.pid) if n > 1 else []) or [proc.pid]
+                base = f"http://127.0.0.1:{port}"
+                wrk(base + url, script, 32, 1)  # warm every process's connections
+                everyone = [proc.pid, *pids] if n > 1 else pids
+                cpu0 = sum(_cpu_s(p) for p in everyone)
+                busy0, total0 = _machine_busy()
+                t0 = time.perf_counter()
+                r = wrk(base + url, script, 32, seconds)
+                wall = time.perf_counter() - t0
+                busy1, total1 = _machine_busy()
+                cpu1 = sum(_cpu_s(p) for p in everyone)
+                r["busy"] = (busy1 - busy0) / (total1 - total0) * 100
+                r["agent_cpu"] = (cpu1 - cpu0) / (wall * (os.cpu_count() or 1)) * 100
+                results[n].append(r)
+                rss[n] = [rss_mb(p) for p in pids] + ([rss_mb(proc.pid)] if n > 1 else [])
+            finally:
+                stop(proc)
+    base_rps = statistics.median(r["rps"] for r in results[counts[0]])
+    print(
+        f"\nprocesses at c=32 (HTTP JSON, batching on, wrk -t2), {rounds} alternated rounds: "
+        "median (min-max)"
+    )
+    print("  processes   req/s                  vs first   p99 ms   cores busy   agent CPU")
+    for n in counts:
+        rps = [r["rps"] for r in results[n]]
+        med = statistics.median(rps)
+        print(
+            f"  {n:>9}   {med:>6.0f} ({min(rps):.0f}-{max(rps):.0f})"
+            f"{'':>{max(0, 13 - len(f'{min(rps):.0f}-{max(rps):.0f}'))}}"
+            f"{med / base_rps:>6.2f}x  {statistics.median(r['p99'] for r in results[n]):7.2f}"
+            f"   {statistics.median(r['busy'] for r in results[n]):9.0f} %"
+            f"   {statistics.median(r['agent_cpu'] for r in results[n]):8.0f} %"
+        )
+    print(
+        "  RSS after the load (MB): "
+        + "; ".join(
+            f"{n} process{'es' if n > 1 else ''}: "
+            + (
+                ", ".join(f"{v:.1f}" for v in rss[n][:-1]) + f" + supervisor {rss[n][-1]:.1f}"
+                if n > 1
+                else f"{rss[n][0]:.1f}"
+            )
+            for n in counts
+        )
+    )
+    errors = sum(r["errors"] for rs in results.values() for r in rs)
+    print(f"  non-2xx responses: {errors:.0f}")
+
+
 def raw_latency(bundle: Path, shape: tuple[int, ...], n: int = 3000) -> tuple[float, float]:
     from edgeserve.bundle import read_bundle
     from edgeserve.runtimes import RuntimeOptions, load_runtime
@@ -442,6 +524,11 @@ def main() -> None:
     parser.add_argument(
         "--rss-only", action="store_true", help="only idle RSS with and without fleet sync"
     )
+    parser.add_argument(
+        "--processes",
+        default="",
+        help="compare serving process counts at c=32 only, e.g. 1,2 (see the docstring)",
+    )
     opts = parser.parse_args()
     if shutil.which("wrk") is None and not opts.rss_only:
         sys.exit("wrk is not installed (apt-get install wrk)")
@@ -507,6 +594,15 @@ def main() -> None:
             work / "bin.lua",
         )
         url = f"/v2/models/{opts.model}/infer"
+        if opts.processes:
+            counts = [int(n) for n in opts.processes.split(",")]
+            print(
+                f"edgeserve agent benchmark — model {opts.model}, {platform.machine()}, "
+                f"{os.cpu_count()} cores, Python {platform.python_version()}, wrk "
+                f"{opts.seconds:g} s per point"
+            )
+            processes_comparison(state, url, json_lua, counts, opts.seconds, opts.rounds)
+            return
         threads = ["--threads", str(opts.threads)] if opts.threads is not None else []
 
         print(

@@ -12,17 +12,25 @@ one shared MQTT network thread. For each N it prints:
 - fleet server resident memory (VmRSS at the end and VmHWM, the peak);
 - the fleet server's ``/metrics`` scrape time with N devices registered and reporting
   (median and range of 11 scrapes, after the rollout), and the size of one scrape.
+- the fleet server's own CPU time (user + system of its process, all threads, from
+  ``/proc/<pid>/stat``) per converged device, next to the wall time: the simulated devices
+  share the machine's cores with the server, so wall time alone says little about the server;
+- telemetry ingest after the rollout: ``--telemetry`` QoS 1 telemetry messages (one agent
+  summary each, in the agent's record format) published as the registered devices over 4
+  connections, timed until the server counts every one received (``/api/v1/stats``), with the
+  server's CPU seconds per message and the messages it dropped.
 
 Usage::
 
     .venv/bin/python benchmarks/fleet.py                 # N = 100 and 1000
-    .venv/bin/python benchmarks/fleet.py --devices 1000 --device-procs 2
+    .venv/bin/python benchmarks/fleet.py --devices 1000 --device-procs 2 --telemetry 20000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -30,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +54,104 @@ from support.fleet import (  # noqa: E402
 )
 
 from edgeserve.mqtt import MqttClient, MqttConfig  # noqa: E402
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and all its threads (/proc/<pid>/stat fields
+    14 and 15, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ingested(client: object) -> tuple[int, int]:
+    """(telemetry messages received, messages dropped) as the server counts them."""
+    ingest = client.stats()["ingest"]  # type: ignore[attr-defined]
+    return int(ingest["received"].get("telemetry", 0)), int(ingest["dropped_total"])
+
+
+def telemetry_burst(
+    url: str, devices: list[str], messages: int, server: FleetServerProcess
+) -> dict[str, float]:
+    """Publish ``messages`` telemetry messages as ``devices`` (round robin, 4 connections, QoS
+    1) and time the server's ingest of them; returns the figures."""
+    from edgeserve.protocol import Telemetry, encode, topics
+    from edgeserve.trust import format_time
+
+    assert server.process is not None
+    now = time.time()
+    stamp = format_time(datetime.now(timezone.utc))
+    payloads = []
+    for i in range(messages):
+        device = devices[i % len(devices)]
+        summary = {
+            "kind": "summary",
+            "model": "digits",
+            "version": 1,
+            "window_start": round(now - 60 + i * 1e-3, 3),
+            "window_end": round(now + i * 1e-3, 3),
+            "requests": 100,
+            "errors": {},
+            "error_count": 0,
+            "latency_ms": {"p50": 0.3, "p95": 0.5, "p99": 0.9},
+            "executions": 40,
+            "rows": 100,
+            "batch_mean": 2.5,
+            "batch_max": 8,
+        }
+        message = Telemetry(device, stamp, (summary,), 0)
+        payloads.append((topics("es/", "bench", device).telemetry, encode(message)))
+    clients = [MqttClient(MqttConfig(url=url, client_id=f"bench-telemetry-{k}")) for k in range(4)]
+    for c in clients:
+        c.start()
+        c.wait_connected(10)
+    # paho keeps at most max_queued_messages (10,000) unacknowledged per client: publish
+    # through a window so none is refused by the load generator itself
+    window = [threading.BoundedSemaphore(2000) for _ in clients]
+    acked = threading.Semaphore(0)
+
+    def publish(k: int) -> None:
+        def on_ack() -> None:
+            window[k].release()
+            acked.release()
+
+        for topic, body in payloads[k::4]:
+            window[k].acquire()
+            clients[k].publish(topic, body, on_ack=on_ack)
+
+    with server.client() as api:
+        received0, dropped0 = _ingested(api)
+        cpu0 = _cpu_s(server.process.pid)
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=publish, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        deadline = time.monotonic() + 120
+        for _ in range(messages):
+            if not acked.acquire(timeout=max(deadline - time.monotonic(), 0.01)):
+                raise RuntimeError("telemetry not acknowledged by the broker within 120 s")
+        published_s = time.monotonic() - t0
+        wait_for(
+            lambda: _ingested(api)[0] - received0 >= messages,
+            300,
+            "telemetry received",
+            interval_s=0.05,
+        )
+        ingest_s = time.monotonic() - t0
+        cpu = _cpu_s(server.process.pid) - cpu0
+        received, dropped = _ingested(api)
+    for c in clients:
+        c.stop()
+    return {
+        "telemetry_msgs": messages,
+        "telemetry_publish_s": published_s,
+        "telemetry_ingest_s": ingest_s,
+        "telemetry_msgs_per_s": messages / ingest_s,
+        "telemetry_cpu_ms_per_msg": cpu / messages * 1000,
+        "telemetry_received": received - received0,
+        "telemetry_dropped": dropped - dropped0,
+    }
 
 
 def _proc_kib(pid: int, key: str) -> int:
@@ -106,7 +213,7 @@ def scrape_times(url: str, count: int) -> tuple[list[float], int]:
 
 
 def run(
-    n: int, device_procs: int, workers: int, workdir: Path, phases: list[int]
+    n: int, device_procs: int, workers: int, workdir: Path, phases: list[int], telemetry: int
 ) -> dict[str, float]:
     """One measurement with ``n`` devices; returns the figures."""
     broker = Mosquitto(workdir / "mosquitto").start()
@@ -154,7 +261,9 @@ def run(
         counter = MessageCounter(broker.url)
         time.sleep(1.0)  # let presence messages of the connection storm settle
         counter.active = True
+        assert server.process is not None
         with server.client() as client:
+            cpu0 = _cpu_s(server.process.pid)
             t0 = time.monotonic()
             rid = client.start_rollout(
                 {"model": "digits", "version": 1, "phases": phases, "soak": 0, "max_failure_pct": 5}
@@ -166,14 +275,23 @@ def run(
                 interval_s=0.1,
             )
             converge_s = time.monotonic() - t0
+            converge_cpu_s = _cpu_s(server.process.pid) - cpu0
         time.sleep(1.0)  # late messages of the rollout (none expected)
         counter.active = False
         msgs = sum(counter.counts.values())
         scrapes, size = scrape_times(server.url, 11)
+        burst = (
+            telemetry_burst(broker.url, [d for d, _ in creds], telemetry, server)
+            if telemetry
+            else {}
+        )
         return {
             "devices": n,
             "active": st["counts"]["active"],
             "converge_s": converge_s,
+            "server_cpu_s": converge_cpu_s,
+            "server_cpu_ms_per_device": converge_cpu_s / n * 1000,
+            **burst,
             "msgs_per_device": msgs / n,
             **{f"msgs_{k}": v / n for k, v in counter.counts.items()},
             "server_rss_mb": _proc_kib(server.process.pid, "VmRSS") / 1024,
@@ -207,6 +325,12 @@ def main() -> None:
     parser.add_argument("--device-procs", type=int, default=2, help="device processes")
     parser.add_argument("--workers", type=int, default=8, help="install threads per process")
     parser.add_argument("--phases", default="100", help="rollout phases, e.g. 10,50,100")
+    parser.add_argument(
+        "--telemetry",
+        type=int,
+        default=5000,
+        help="telemetry messages published after the rollout to time ingest (0 = none)",
+    )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -216,7 +340,7 @@ def main() -> None:
     for n in args.devices:
         with tempfile.TemporaryDirectory(prefix=f"edgeserve-fleet-bench-{n}-") as tmp:
             phases = [int(p) for p in args.phases.split(",")]
-            row = run(n, args.device_procs, args.workers, Path(tmp), phases)
+            row = run(n, args.device_procs, args.workers, Path(tmp), phases, args.telemetry)
         rows.append(row)
         print(
             json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
@@ -224,15 +348,30 @@ def main() -> None:
         )
     print()
     print(
-        f"{'devices':>8} {'converge s':>11} {'msgs/device':>12} {'server RSS MB':>14} "
-        f"{'peak RSS MB':>12} {'/metrics ms (min-max)':>22}"
+        f"{'devices':>8} {'converge s':>11} {'server CPU s':>13} {'CPU ms/device':>14} "
+        f"{'msgs/device':>12} {'server RSS MB':>14} {'peak RSS MB':>12} "
+        f"{'/metrics ms (min-max)':>22}"
     )
     for r in rows:
         scrape = f"{r['scrape_ms']:.1f} ({r['scrape_ms_min']:.1f}-{r['scrape_ms_max']:.1f})"
         print(
-            f"{r['devices']:>8} {r['converge_s']:>11.1f} {r['msgs_per_device']:>12.2f} "
+            f"{r['devices']:>8} {r['converge_s']:>11.1f} {r['server_cpu_s']:>13.2f} "
+            f"{r['server_cpu_ms_per_device']:>14.2f} {r['msgs_per_device']:>12.2f} "
             f"{r['server_rss_mb']:>14.0f} {r['server_peak_rss_mb']:>12.0f} {scrape:>22}"
         )
+    if any("telemetry_msgs" in r for r in rows):
+        print(
+            f"\n{'devices':>8} {'telemetry msgs':>15} {'ingest s':>9} {'msgs/s':>8} "
+            f"{'CPU ms/msg':>11} {'received':>9} {'dropped':>8}"
+        )
+        for r in rows:
+            if "telemetry_msgs" in r:
+                print(
+                    f"{r['devices']:>8} {r['telemetry_msgs']:>15} "
+                    f"{r['telemetry_ingest_s']:>9.2f} {r['telemetry_msgs_per_s']:>8.0f} "
+                    f"{r['telemetry_cpu_ms_per_msg']:>11.3f} {r['telemetry_received']:>9} "
+                    f"{r['telemetry_dropped']:>8}"
+                )
     print("goals: 1,000 devices <= 60 s, <= 6 messages per device, server <= 250 MB")
 
 

@@ -1,0 +1,233 @@
+"""Large-N rollout at the protocol level: Mosquitto + the fleet server (a process) + N devices
+simulated as messages, many devices per MQTT connection.
+
+``benchmarks/fleet.py`` runs every device's real sync (threads, store, downloads), so one
+machine holds ~20,000 devices at most and they take the cores from the server. Here each
+device is only its protocol: a generator process holds ``--connections`` MQTT connections as a
+privileged test client (the benchmark's broker is anonymous, so one client may use every
+device's topics; a production broker would give this account an ACL for ``es/<fleet>/dev/#``),
+subscribes to ``es/<fleet>/dev/+/desired`` and, for each retained desired document, does what a
+device does with it before installing: verifies the fleet signature against the keyring
+(itself verified against the pinned ``root.json``), checks fleet, device, expiry and that
+``seq`` is new, then reports ``DOWNLOADING`` and ``ACTIVE`` for the target (the two reports a
+real device sends), QoS 1, retained. Downloads and model loads are left out: that is the
+device's cost, not the server's.
+
+Prints, for each N: registration and the rollout's wall time to ``completed``, messages per
+device (counted by a subscriber on ``es/<fleet>/dev/#``), the server's CPU seconds (all
+threads, ``/proc/<pid>/stat``) per converged device, its RSS (end and peak), signatures
+verified and refused by the generator; then a telemetry ingest burst as in ``fleet.py``.
+
+Usage::
+
+    .venv/bin/python benchmarks/fleet_protocol.py --devices 1000 10000 100000
+    .venv/bin/python benchmarks/fleet_protocol.py --devices 10000 --postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from fleet import MessageCounter, _cpu_s, _proc_kib, telemetry_burst  # noqa: E402
+from support.broker import Mosquitto  # noqa: E402
+from support.fleet import FleetServerProcess, Postgres, signed_tar, wait_for  # noqa: E402
+
+from edgeserve.errors import EdgeServeError  # noqa: E402
+from edgeserve.mqtt import MqttClient, MqttConfig  # noqa: E402
+
+FLEET = "bench"
+
+
+class ProtocolDevices:
+    """N devices as protocol: verify each desired document, answer with two reports."""
+
+    def __init__(self, url: str, keys: Path, connections: int) -> None:
+        from edgeserve.trust import TrustAnchor, verify_keyring
+
+        now = datetime.now(timezone.utc)
+        anchor = TrustAnchor.load(keys / "root.json")
+        self.keyring = verify_keyring((keys / "keyring.json").read_bytes(), None, anchor, now=now)
+        self.seq: dict[str, int] = {}
+        self.active: dict[str, int] = {}
+        self.verified = 0
+        self.refused = 0
+        self._lock = threading.Lock()
+        self.clients = [
+            MqttClient(MqttConfig(url=url, client_id=f"bench-devices-{k}"))
+            for k in range(connections)
+        ]
+        # one subscription (on the first connection) receives every device's desired state;
+        # replies go out round robin over all connections
+        self.clients[0].subscribe(f"es/{FLEET}/dev/+/desired", self._on_desired)
+        self._next = 0
+        for c in self.clients:
+            c.start()
+            c.wait_connected(10)
+
+    def _on_desired(self, topic: str, payload: bytes, retained: bool) -> None:
+        from edgeserve.protocol import (
+            DesiredState,
+            InstallState,
+            ModelStatus,
+            Reported,
+            encode,
+            parse_topic,
+            topics,
+        )
+        from edgeserve.trust import format_time, verify_document
+
+        now = datetime.now(timezone.utc)
+        try:
+            fleet, device, _kind = parse_topic("es/", topic)
+            doc = verify_document(payload, self.keyring, now, "desired")
+            desired = DesiredState.from_dict(doc)
+            if desired.fleet != fleet or desired.device != device:
+                raise ValueError("document for another device")
+            if desired.seq <= self.seq.get(device, 0):
+                return  # a replay or the retained copy of one already applied
+        except (EdgeServeError, ValueError):  # refused and counted, as a device reports it
+            with self._lock:
+                self.refused += 1
+            return
+        with self._lock:
+            self.verified += 1
+            self.seq[device] = desired.seq
+            client = self.clients[self._next % len(self.clients)]
+            self._next += 1
+        t = topics("es/", fleet, device).reported
+        stamp = format_time(now)
+        for name, target in desired.models.items():
+            previous = self.active.get(device)
+            for state, active in (
+                (InstallState.DOWNLOADING, previous),
+                (InstallState.ACTIVE, target.version),
+            ):
+                status = ModelStatus(state, active=active, target=target.version)
+                report = Reported(device, desired.seq, stamp, {name: status}, "bench")
+                client.publish(t, encode(report), retain=True)
+            self.active[device] = target.version
+
+    def stop(self) -> None:
+        for c in self.clients:
+            c.stop()
+
+
+def _round(v: Any) -> Any:
+    return round(v, 3) if isinstance(v, float) else v
+
+
+def run(n: int, connections: int, workdir: Path, database: str, telemetry: int) -> dict[str, Any]:
+    broker = Mosquitto(workdir / "mosquitto").start()
+    server = FleetServerProcess(
+        workdir / "server", broker.url, tick_s=0.5, fleet=FLEET, database=database
+    )
+    devices = counter = None
+    try:
+        server.start(timeout_s=60)
+        assert server.keys is not None and server.process is not None
+        with server.client() as client:
+            client.upload_release(signed_tar(workdir / "rel", server.keys, version=1))
+            t = time.monotonic()
+            ids = [f"dev-{i:06d}" for i in range(n)]
+            for device in ids:
+                client.add_device(device, {"hw": "sim"})
+            register_s = time.monotonic() - t
+        devices = ProtocolDevices(broker.url, server.keys, connections)
+        counter = MessageCounter(broker.url)  # es/bench/dev/#
+        counter.active = True
+        with server.client() as client:
+            cpu0 = _cpu_s(server.process.pid)
+            t0 = time.monotonic()
+            rid = client.start_rollout(
+                {"model": "digits", "version": 1, "phases": [100], "soak": 0, "max_failure_pct": 5}
+            )
+            st = wait_for(
+                lambda: (s := client.rollout(rid))["status"] == "completed" and s,
+                1800,
+                "rollout completed",
+                interval_s=0.5,
+            )
+            converge_s = time.monotonic() - t0
+            cpu = _cpu_s(server.process.pid) - cpu0
+        time.sleep(1.0)
+        counter.active = False
+        row: dict[str, Any] = {
+            "devices": n,
+            "active": st["counts"]["active"],
+            "register_s": register_s,
+            "converge_s": converge_s,
+            "server_cpu_s": cpu,
+            "server_cpu_ms_per_device": cpu / n * 1000,
+            "msgs_per_device": sum(counter.counts.values()) / n,
+            "verified": devices.verified,
+            "refused": devices.refused,
+            "server_rss_mb": _proc_kib(server.process.pid, "VmRSS") / 1024,
+            "server_peak_rss_mb": _proc_kib(server.process.pid, "VmHWM") / 1024,
+        }
+        print("rollout:", json.dumps({k: _round(v) for k, v in row.items()}), flush=True)
+        if telemetry:
+            row.update(telemetry_burst(broker.url, ids, telemetry, server))
+        return row
+    finally:
+        if counter is not None:
+            counter.stop()
+        if devices is not None:
+            devices.stop()
+        server.stop()
+        broker.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--devices", type=int, nargs="*", default=[1000, 10000])
+    parser.add_argument("--connections", type=int, default=4, help="generator MQTT connections")
+    parser.add_argument("--database", default="", help="PostgreSQL URL (default: SQLite)")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="start a throwaway PostgreSQL cluster (Debian's binaries) for each N",
+    )
+    parser.add_argument("--telemetry", type=int, default=20000, help="telemetry burst (0 = none)")
+    args = parser.parse_args()
+    rows = []
+    for n in args.devices:
+        with tempfile.TemporaryDirectory(prefix=f"edgeserve-fleet-protocol-{n}-") as tmp:
+            Path(tmp).chmod(0o755)  # the postgres user must reach its cluster directory
+            pg = Postgres(Path(tmp) / "pg").start() if args.postgres else None
+            try:
+                database = pg.create_database("fleet") if pg is not None else args.database
+                rows.append(run(n, args.connections, Path(tmp), database, args.telemetry))
+            finally:
+                if pg is not None:
+                    pg.stop()
+        print(
+            json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()})
+        )
+    print(
+        f"\n{'devices':>8} {'register s':>11} {'converge s':>11} {'CPU ms/device':>14} "
+        f"{'msgs/device':>12} {'RSS MB':>7} {'peak MB':>8} {'telemetry msg/s':>16}"
+    )
+    for r in rows:
+        print(
+            f"{r['devices']:>8} {r['register_s']:>11.1f} {r['converge_s']:>11.1f} "
+            f"{r['server_cpu_ms_per_device']:>14.2f} {r['msgs_per_device']:>12.2f} "
+            f"{r['server_rss_mb']:>7.0f} {r['server_peak_rss_mb']:>8.0f} "
+            f"{r.get('telemetry_msgs_per_s', float('nan')):>16.0f}"
+        )
+    print("goals: converged <= 120 s, <= 6 messages per device, RSS <= 500 MB, >= 5,000 msg/s")
+
+
+if __name__ == "__main__":
+    main()

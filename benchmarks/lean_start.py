@@ -1,0 +1,196 @@
+"""Lean start: idle RSS and cold start of ``edgeserve agent run`` against a bare server.
+
+The bare server is the least a Python model server can be: the standard library's
+``http.server`` and an ONNX Runtime session (one intra-op thread, as the agent's default) on
+the same model, answering ``/v2/health/ready`` and OIP v2 JSON ``infer``. Both are started
+alternately over ``--rounds`` rounds; each round measures spawn to the first
+``/v2/health/ready`` 200 (cold start), RSS at ready, and RSS after 200 JSON requests and a
+second of rest (idle RSS). Prints medians with the spread, and where the agent's start time
+goes (``-X importtime`` of the agent's start path, largest imports).
+
+Usage::
+
+    .venv/bin/python benchmarks/lean_start.py [--model cnn|mlp] [--rounds 5]
+
+Needs the ``convert`` extra (onnx) to build the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from agent import build_bundle, free_port, rss_mb, wait_ready  # noqa: E402
+
+_CLI = [sys.executable, "-c", "from edgeserve.cli import main; main()"]
+
+BARE = """
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+import numpy as np
+import onnxruntime as ort
+
+options = ort.SessionOptions()
+options.intra_op_num_threads = 1
+session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+name = session.get_inputs()[0].name
+session.run(None, {name: np.zeros([1, *session.get_inputs()[0].shape[1:]], np.float32)})
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, code, body):
+        self.send_response(code)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self.reply(200 if self.path == "/v2/health/ready" else 404, b"{}")
+
+    def do_POST(self):
+        doc = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        tensor = doc["inputs"][0]
+        x = np.asarray(tensor["data"], np.float32).reshape(tensor["shape"])
+        (y,) = session.run(None, {name: x})
+        out = {"outputs": [{"name": "y", "datatype": "FP32", "shape": list(y.shape),
+                            "data": y.ravel().tolist()}]}
+        self.reply(200, json.dumps(out).encode())
+
+
+HTTPServer(("127.0.0.1", int(sys.argv[2])), Handler).serve_forever()
+"""
+
+
+def _measure(cmd: list[str], port: int, body: bytes, url: str) -> dict[str, float]:
+    import http.client
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        cold = wait_ready(port, proc) - t0
+        time.sleep(0.3)
+        at_ready = rss_mb(proc.pid)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for _ in range(200):
+            conn.request("POST", url, body, {"content-type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"{cmd[0]}: {resp.status}")
+        conn.close()
+        time.sleep(1.0)
+        return {"cold_ms": cold * 1000, "ready_mb": at_ready, "idle_mb": rss_mb(proc.pid)}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _importtime(state: Path) -> list[tuple[int, str]]:
+    """Cumulative import time (µs) of the agent's start path, top-level packages first."""
+    code = (
+        "from edgeserve.agent.config import load_config\n"
+        "import edgeserve.agent.runner, edgeserve.agent.core, edgeserve.agent.api\n"
+        "import edgeserve.agent.httpserver, edgeserve.agent.loaded\n"
+        "from edgeserve.runtimes import load_runtime\n"
+        "import onnxruntime\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True
+    ).stderr
+    rows = []
+    for line in out.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        _, cumulative, name = line[len("import time:") :].split("|")
+        if cumulative.strip().isdigit() and not name.startswith("   "):
+            rows.append((int(cumulative), name.strip()))
+    return sorted(rows, reverse=True)[:8]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["cnn", "mlp"], default="cnn")
+    parser.add_argument("--rounds", type=int, default=5)
+    opts = parser.parse_args()
+    from edgeserve.agent.store import ModelStore
+
+    work = Path(tempfile.mkdtemp(prefix="edgeserve-lean-"))
+    try:
+        bundle = build_bundle(work, opts.model)
+        state = work / "state"
+        ModelStore(state).install(bundle)
+        shape = (1, 1, 28, 28) if opts.model == "cnn" else (1, 256)
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        body = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "shape": list(shape),
+                        "datatype": "FP32",
+                        "data": x.ravel().tolist(),
+                    }
+                ]
+            }
+        ).encode()
+        url = f"/v2/models/{opts.model}/infer"
+        bare_py = work / "bare.py"
+        bare_py.write_text(BARE)
+        results: dict[str, list[dict[str, float]]] = {"bare": [], "agent": []}
+        for _ in range(opts.rounds):
+            port = free_port()
+            cmd = [sys.executable, str(bare_py), str(bundle / "model.onnx"), str(port)]
+            results["bare"].append(_measure(cmd, port, body, url))
+            port = free_port()
+            cmd = [*_CLI, "agent", "run", "--state", str(state), "--port", str(port)]
+            results["agent"].append(_measure(cmd, port, body, url))
+        print(f"lean start — model {opts.model}, {opts.rounds} alternated rounds, median (min-max)")
+        print("                          cold start ms        RSS at ready MB     idle RSS MB")
+        for key, title in (("bare", "stdlib http.server + ORT"), ("agent", "edgeserve agent run")):
+            cells = []
+            for field in ("cold_ms", "ready_mb", "idle_mb"):
+                vals = [r[field] for r in results[key]]
+                fmt = "{:.0f}" if field == "cold_ms" else "{:.1f}"
+                cells.append(
+                    f"{fmt.format(statistics.median(vals))} "
+                    f"({fmt.format(min(vals))}-{fmt.format(max(vals))})"
+                )
+            print(f"  {title:<24} {cells[0]:<20} {cells[1]:<19} {cells[2]}")
+        med = {
+            k: {f: statistics.median(r[f] for r in rs) for f in rs[0]} for k, rs in results.items()
+        }
+        print(
+            f"  agent - bare: cold start {med['agent']['cold_ms'] - med['bare']['cold_ms']:+.0f}"
+            f" ms, idle RSS {med['agent']['idle_mb'] - med['bare']['idle_mb']:+.1f} MB"
+        )
+        print("\nagent start path, largest imports (cumulative ms):")
+        for micros, name in _importtime(state):
+            print(f"  {micros / 1000:7.1f}  {name}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
