@@ -188,12 +188,13 @@ def _build_onnx(
 ) -> tuple[Path, tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, Any]]:
     import onnx
 
-    if source.kind != "onnx":
-        raise ConfigError(
-            f"{source.kind} -> ONNX is not built in (tf2onnx pins old TensorFlow/numpy): export "
-            "ONNX yourself or pick a tflite-* target"
-        )
+    onnx_source = source if source.kind == "onnx" else source.onnx
+    if onnx_source is None:  # the pipeline exports a non-ONNX source before building
+        raise ConfigError(f"{source.kind} -> ONNX: the model was not exported to ONNX")
     extra: dict[str, Any] = {}
+    if onnx_source.export_info:
+        extra["onnx_export"] = dict(onnx_source.export_info)
+    source = onnx_source
     model = onnx.ModelProto()
     model.CopyFrom(source.handle)
     if target.static_shapes:
