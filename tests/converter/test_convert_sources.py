@@ -85,7 +85,7 @@ def test_exported_program_to_onnx_int8(digits, digits_pt2_path: Path, tmp_path: 
     assert {f.role for f in manifest.files} == {"model", "sample"}
 
 
-def test_torch_module_factory_to_onnx_fp16(
+def test_torch_module_factory_to_onnx_int8(
     digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -94,11 +94,11 @@ def test_torch_module_factory_to_onnx_fp16(
     np.save(tmp_path / "example.npy", np.load(digits.calibration)[:2])
     out = tmp_path / "bundle"
     result = _convert(
-        digits, "--torch", spec, "--example-input", "example.npy", "-t", "onnx-gpu-fp16",
+        digits, "--torch", spec, "--example-input", "example.npy", "-t", "onnx-cpu-int8",
         "-o", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    manifest = _check_onnx_bundle(digits, out, "onnx-gpu-fp16", "torch", "torch.onnx")
+    manifest = _check_onnx_bundle(digits, out, "onnx-cpu-int8", "torch", "torch.onnx")
     assert manifest.name == "make" and manifest.source["filename"] == spec
 
 
@@ -130,6 +130,14 @@ def test_torch_option_errors(tmp_path: Path, args: list[str], words: str) -> Non
     result = invoke_convert(*args, "-t", "onnx-cpu-fp32", "-o", tmp_path / "out")
     assert result.exit_code == 2, result.output
     assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_torch_to_tflite_without_litert_torch_says_how(digits, digits_pt2_path: Path, tmp_path):
+    # litert-torch lives in a venv of its own (pyproject.toml, convert-torch-tflite)
+    result = invoke_convert(digits_pt2_path, "-t", "tflite-fp32", "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "convert-torch-tflite" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_not_an_exported_program(tmp_path: Path) -> None:
