@@ -154,7 +154,7 @@ def load_source(path: Path) -> SourceModel:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return _load_onnx(path, sha, size)
-    if suffix in (".keras", ".h5"):
+    if suffix in (".keras", ".h5", ".hdf5"):
         return _load_keras(path, sha, size)
     if suffix == ".tflite":
         return _load_tflite(path, sha, size)
@@ -165,7 +165,7 @@ def load_source(path: Path) -> SourceModel:
         inputs, outputs = exported_io(program)
         return SourceModel(path, "torch", inputs, outputs, sha, size, program)
     raise ConfigError(
-        f"{path}: not a model the converter reads (expected .onnx, .keras, .h5, .pt2, "
+        f"{path}: not a model the converter reads (expected .onnx, .keras, .h5, .hdf5, .pt2, "
         ".tflite or a SavedModel directory)"
     )
 
