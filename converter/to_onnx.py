@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from edgeserve.converter.loaders import SourceModel, load_source, quiet_native_stderr
+from edgeserve.converter.torch_source import named_module
 
 from edgeserve.errors import ConfigError, ConversionError
 
@@ -137,7 +138,8 @@ def _torch_to_onnx(source: SourceModel, out: Path) -> dict[str, Any]:
     try:
         with _quiet():
             torch.onnx.export(
-                program.module(), args, str(out), dynamo=False, opset_version=TORCH_OPSET,
+                named_module(program, in_names), args, str(out), dynamo=False,
+                opset_version=TORCH_OPSET,
                 input_names=in_names, output_names=out_names, dynamic_axes=dynamic,
             )  # fmt: skip
     except Exception as exc:

@@ -23,7 +23,7 @@ from edgeserve.datatypes import datatype_of
 from edgeserve.errors import ConfigError, ModelError
 from edgeserve.manifest import TensorSpec
 
-__all__ = ["exported_io", "load_pt2", "load_torch_module", "torch_runner"]
+__all__ = ["exported_io", "load_pt2", "load_torch_module", "named_module", "torch_runner"]
 
 TORCH_HELP = "PyTorch sources need torch: pip install torch (CPU wheel) 'edgeserve[convert-torch]'"
 
@@ -157,6 +157,35 @@ def torch_runner(
         return [t.detach().numpy() for t in _leaves(out)]
 
     return run
+
+
+def named_module(program: Any, names: list[str]) -> Any:
+    """A module running ``program`` whose ``forward`` takes the inputs by name.
+
+    An ExportedProgram's module takes its inputs flattened and refuses ``train()``/``eval()``,
+    which exporters call: this one is always in eval mode, and converters that name a model's
+    inputs after ``forward``'s parameters (litert-torch's signature) see the real names.
+
+    Raises:
+        ConfigError: an input name that is not a Python identifier.
+    """
+    torch = _torch()
+    if not all(n.isidentifier() for n in names):
+        raise ConfigError(f"PyTorch input names {names} are not Python identifiers")
+    args = ", ".join(names)
+    namespace: dict[str, Any] = {}
+    exec(f"def forward(self, {args}):\n    return self.inner({args})\n", namespace)
+
+    def train(self: Any, mode: bool = True) -> Any:
+        return self  # always eval: the program was exported in eval mode
+
+    cls = type(
+        "NamedProgram", (torch.nn.Module,), {"forward": namespace["forward"], "train": train}
+    )
+    wrapper = cls()
+    wrapper.inner = program.module()
+    wrapper.training = False
+    return wrapper
 
 
 def _leaves(out: Any) -> list[Any]:

@@ -25,6 +25,7 @@ from typing import Any, Final
 from edgeserve.converter.calibration import Dataset
 from edgeserve.converter.loaders import SourceModel, quiet_native_stderr
 from edgeserve.converter.targets import Target
+from edgeserve.converter.torch_source import named_module
 
 from edgeserve.errors import ConfigError, ConversionError
 
@@ -59,7 +60,7 @@ def torch_to_tflite(source: SourceModel, target: Target, calibration: Dataset | 
     }
     try:
         with _quiet():
-            module = _named(source.handle.module(), [s.name for s in source.inputs])
+            module = named_module(source.handle, [s.name for s in source.inputs])
             edge = litert_torch.convert(module, (), sample_kwargs=sample)
             data = bytes(edge.model_content())
     except Exception as exc:
@@ -72,22 +73,6 @@ def torch_to_tflite(source: SourceModel, target: Target, calibration: Dataset | 
     except Exception as exc:
         what = f"ai-edge-quantizer ({target.precision})"
         raise ConversionError(f"{what} failed: {_first(exc)}") from exc
-
-
-def _named(graph_module: Any, names: list[str]) -> Any:
-    """A module whose ``forward`` takes the inputs by their names (an ExportedProgram's module
-    takes them flattened), so that the TFLite signature is named after them, not ``args_0``."""
-    import torch
-
-    if not all(n.isidentifier() for n in names):
-        raise ConfigError(f"PyTorch input names {names} are not Python identifiers")
-    args = ", ".join(names)
-    namespace: dict[str, Any] = {}
-    exec(f"def forward(self, {args}):\n    return self.inner({args})\n", namespace)
-    wrapper = type("Named", (torch.nn.Module,), {"forward": namespace["forward"]})()
-    wrapper.inner = graph_module
-    wrapper.training = False  # (an ExportedProgram module refuses train()/eval())
-    return wrapper
 
 
 def _quantize(

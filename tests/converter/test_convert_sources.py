@@ -4,6 +4,7 @@ by the gate against the original framework, with the bundle served by the agent'
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,19 @@ def test_torch_module_factory_to_onnx_int8(
     assert result.exit_code == 0, result.stderr
     manifest = _check_onnx_bundle(digits, out, "onnx-cpu-int8", "torch", "torch.onnx")
     assert manifest.name == "make" and manifest.source["filename"] == spec
+
+
+def test_without_onnxscript_the_legacy_exporter_runs(
+    digits, digits_pt2_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import onnxscript -> ImportError
+    out = tmp_path / "bundle"
+    result = _convert(digits, digits_pt2_path, "-t", "onnx-cpu-fp32", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    manifest = _check_onnx_bundle(digits, out, "onnx-cpu-fp32", "torch", "torch.onnx (legacy")
+    assert manifest.converter["options"]["onnx_export"]["dynamo_error"] == (
+        "onnxscript is not installed"
+    )
 
 
 def test_the_gate_judges_an_exported_model(digits, digits_pt2_path: Path, tmp_path: Path):
