@@ -208,6 +208,7 @@ class Row:
     runner: Any = None
     feed: dict[str, np.ndarray] = field(default_factory=dict)
     latency: dict[str, float] = field(default_factory=dict)
+    cosine: float | None = None  # the first output's cosine against the original (validation)
 
 
 def _gate(validation: dict[str, Any], task: TaskScore) -> str:
@@ -241,7 +242,7 @@ def ours(model: Model, src: Path, files: dict[str, Path], work: Path) -> list[Ro
         name = bundle.manifest.inputs[0].name
         feed = first_batch({name: np.load(files["val"])}, 1)
         row = Row("edgeserve", target, v["converted"]["size_bytes"], score, _gate(v, score),
-                  runner, feed)  # fmt: skip
+                  runner, feed, cosine=v.get("cosine"))  # fmt: skip
         row.target += f" ({time.perf_counter() - start:.0f}s)"
         rows.append(row)
     if LITERT and model.litert_targets:
@@ -274,7 +275,8 @@ def _litert_rows(model: Model, src: Path, files: dict[str, Path], work: Path) ->
         name = bundle.manifest.inputs[0].name
         feed = first_batch({name: np.load(files["val"])}, 1)
         row = Row("edgeserve", f"{target} ({time.perf_counter() - start:.0f}s)",
-                  v["converted"]["size_bytes"], score, _gate(v, score), runner, feed)  # fmt: skip
+                  v["converted"]["size_bytes"], score, _gate(v, score), runner, feed,
+                  cosine=v.get("cosine"))  # fmt: skip
         rows.append(row)
     return rows
 
@@ -416,7 +418,7 @@ def bench(model: Model, rows_n: int) -> None:
               f"--task {model.task}, {rows_n} rows; fp32 original p50 {base['p50_ms']:.1f} "
               f"± {base['spread_ms']:.1f} ms)")  # fmt: skip
         print(f"{'route':<10} {'target':<34} {'size x':>7} {'latency x':>14} "
-              f"{'metric':<24} {'vs fp32':>8} {'gate':>8}")  # fmt: skip
+              f"{'metric':<24} {'vs fp32':>8} {'gate':>8} {'cosine':>8}")  # fmt: skip
         for r in table:
             lat = "-"
             if r.latency:
@@ -425,8 +427,9 @@ def bench(model: Model, rows_n: int) -> None:
             size = f"{r.size / source.size_bytes:.2f}" if r.size else "-"
             metric = r.score.metric if r.score else "-"
             value = f"{r.score.score:.3f}" if r.score else "-"
+            cos = f"{r.cosine:.5f}" if r.cosine is not None else "-"
             print(f"{r.route:<10} {r.target:<34} {size:>7} {lat:>14} {metric:<24} {value:>8} "
-                  f"{r.gate:>8}")  # fmt: skip
+                  f"{r.gate:>8} {cos:>8}")  # fmt: skip
             if hasattr(r.runner, "close"):
                 r.runner.close()
         for budget in model.auto_budgets:
