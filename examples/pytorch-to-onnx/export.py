@@ -1,8 +1,9 @@
-"""Train a small PyTorch CNN on scikit-learn's 8x8 digits and export it to ONNX.
+"""Train a small PyTorch CNN on scikit-learn's 8x8 digits and save it with torch.export.
 
     python export.py OUT_DIR
 
-writes OUT_DIR/model.onnx (dynamic batch dimension), calibration.npy, validation.npy,
+writes OUT_DIR/model.pt2 (an ExportedProgram, dynamic batch dimension; `edgeserve convert`
+exports it to ONNX itself), calibration.npy, validation.npy,
 labels.npy, and OUT_DIR/inputs/part-*.npy + OUT_DIR/inputs/labels-*.npy: a folder of input
 files for the batch job, as a camera or a sensor would leave them.
 """
@@ -28,22 +29,16 @@ class DigitsCNN(nn.Module):
         )  # fmt: skip
         self.head = nn.Linear(32 * 4 * 4, 10)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.head(self.features(x).flatten(1)), dim=1)
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.head(self.features(image).flatten(1)), dim=1)
 
 
 def export(model: nn.Module, path: Path) -> None:
-    example = torch.zeros(1, 1, 8, 8)
-    kwargs = {
-        "input_names": ["image"],
-        "output_names": ["probabilities"],
-        "dynamic_axes": {"image": {0: "batch"}, "probabilities": {0: "batch"}},
-        "opset_version": 17,
-    }
-    try:  # the TorchScript exporter: no extra dependency (torch >= 2.9 defaults to dynamo)
-        torch.onnx.export(model, (example,), str(path), dynamo=False, **kwargs)
-    except TypeError:  # torch < 2.5 has no `dynamo` argument
-        torch.onnx.export(model, (example,), str(path), **kwargs)
+    """The model as a torch.export ExportedProgram whose batch dimension is dynamic (the
+    bundle's input `image` takes any number of rows)."""
+    example = (torch.zeros(2, 1, 8, 8),)
+    program = torch.export.export(model, example, dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(path))
 
 
 def main(out: Path) -> None:
@@ -67,7 +62,7 @@ def main(out: Path) -> None:
     with torch.no_grad():
         accuracy = float((model(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean())
     out.mkdir(parents=True, exist_ok=True)
-    export(model, out / "model.onnx")
+    export(model, out / "model.pt2")
     np.save(out / "calibration.npy", x_train[:256])
     np.save(out / "validation.npy", x_test)
     np.save(out / "labels.npy", y_test.astype(np.int64))
@@ -77,7 +72,7 @@ def main(out: Path) -> None:
         np.save(inputs / f"part-{n:03d}.npy", x_test[start : start + 100])
         np.save(out / f"labels-{n:03d}.npy", y_test[start : start + 100])
     print(
-        f"exported {out / 'model.onnx'}: test accuracy {accuracy:.2%}; "
+        f"exported {out / 'model.pt2'}: test accuracy {accuracy:.2%}; "
         f"{n + 1} input files in {inputs}"
     )
 

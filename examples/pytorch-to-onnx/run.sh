@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PyTorch -> ONNX export -> onnx-cpu-int8 -> batch job over a folder of inputs.
+# PyTorch (torch.export) -> onnx-cpu-int8 -> batch job over a folder of inputs.
 #   examples/pytorch-to-onnx/run.sh [WORK_DIR]     (needs torch: pip install torch)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -9,11 +9,11 @@ if [ $# -ge 1 ]; then WORK="$1"; CLEAN=""; else WORK="$(mktemp -d -t edgeserve-t
 mkdir -p "$WORK/outputs"
 trap '[ -z "$CLEAN" ] || rm -rf "$CLEAN"' EXIT
 
-echo "== 1. train a small CNN in PyTorch and export it to ONNX"
+echo "== 1. train a small CNN in PyTorch and save it with torch.export (model.pt2)"
 "$PYTHON" "$HERE/export.py" "$WORK"
 
-echo "== 2. convert: static int8 QDQ for the CPU, calibrated, checked against the export"
-edgeserve convert "$WORK/model.onnx" --target onnx-cpu-int8 --name digits-torch --version 1 \
+echo "== 2. convert: ONNX (torch.onnx), static int8 QDQ for the CPU, checked against PyTorch"
+edgeserve convert "$WORK/model.pt2" --target onnx-cpu-int8 --name digits-torch --version 1 \
   --calibration "$WORK/calibration.npy" --validation "$WORK/validation.npy" \
   --labels "$WORK/labels.npy" --max-accuracy-drop 2 --output "$WORK/bundle" --force
 

@@ -110,20 +110,13 @@ def test_tflite_as_is_and_device_pick(digits, digits_keras_path: Path, tmp_path:
     assert result.exit_code == 0, result.stderr
     assert (out / "model.tflite").read_bytes() == (first / "model.tflite").read_bytes()
 
-    # rpi5 prefers onnx-cpu-int8, which a Keras model cannot reach: the next, tflite-int8
+    # rpi5 prefers onnx-cpu-int8, which a Keras model now reaches (through tf2onnx)
     out = tmp_path / "rpi5"
     result = invoke_convert(
         digits_keras_path, "--device", "rpi5", "--calibration", digits.calibration, "-o", out
     )
     assert result.exit_code == 0, result.stderr
-    assert check_bundle(out).manifest.target == "tflite-int8"
-
-
-def test_keras_to_onnx_is_refused_with_a_way_out(digits_keras_path: Path, tmp_path: Path) -> None:
-    result = invoke_convert(digits_keras_path, "-t", "onnx-cpu-fp32", "-o", tmp_path / "x")
-    assert result.exit_code == 2
-    assert "tflite" in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "x").exists()
+    assert check_bundle(out).manifest.target == "onnx-cpu-int8"
 
 
 def test_an_op_without_a_tflite_builtin_is_named(tmp_path: Path) -> None:

@@ -1,6 +1,5 @@
-"""examples/pytorch-to-onnx runs as written: export -> onnx-cpu-int8 -> batch job over a folder.
-
-PyTorch is not a dependency of any extra; without it this test skips and says so."""
+"""examples/pytorch-to-onnx runs as written: torch.export -> onnx-cpu-int8 -> batch job over a
+folder (scripts/test installs torch's CPU wheel)."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from support.quickstart import run_example
 
 @pytest.mark.slow
 def test_examples_pytorch_to_onnx(tmp_path: Path) -> None:
-    pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch to run it)")
     out = run_example("pytorch-to-onnx", tmp_path)
     assert "onnx-cpu-int8" in out and "cosine / SNR" in out
     assert "installed digits-torch version 1" in out
