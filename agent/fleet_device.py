@@ -1,6 +1,6 @@
 """The device side of fleet sync: one :class:`DeviceSync` per device, many per process.
 
-Flow (issue 4, "Agent sync"; states from :mod:`edgeserve.protocol`)::
+Flow (states from :mod:`edgeserve.protocol`)::
 
     MQTT desired (retained) --> verify keyring chain + fleet signature + device + seq
         --> persist (desired.json, atomically) --> for each model target:

@@ -1,8 +1,8 @@
 """A bounded on-disk telemetry buffer that survives restarts, ``kill -9`` and being offline.
 
 Records are JSON objects appended with increasing integer ids. When the buffer's bytes would
-pass ``max_bytes``, the oldest records are dropped first and the drop is counted (DESIGN.md,
-Telemetry). Fleet sync reads :meth:`TelemetryBuffer.pending`, publishes, then
+pass ``max_bytes``, the oldest records are dropped first and the drop is counted.
+Fleet sync reads :meth:`TelemetryBuffer.pending`, publishes, then
 :meth:`TelemetryBuffer.ack`\\ s what the broker accepted.
 
 Storage is SQLite from the standard library (no server) in WAL mode with ``synchronous=NORMAL``:

@@ -3,7 +3,7 @@
 Supported sources: ONNX (``.onnx``), Keras (``.keras``, ``.h5``), TensorFlow SavedModel
 directories, PyTorch (a ``torch.export`` ``.pt2``, or a module from a factory:
 :func:`load_torch`), and ready-made ``.tflite`` files. Input and output names, datatypes and shapes
-are always read from the model itself (issue 2, "Inputs").
+are always read from the model itself.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def _quiet() -> Iterator[None]:
 def fix_input_shapes(model: Any, shapes: Mapping[str, tuple[int, ...]]) -> Any:
     """Pin dynamic input dimensions, then redo shape inference.
 
-    Static quantization and NPU compilers need known shapes (issue 2, "Known traps").
+    Static quantization and NPU compilers need known shapes.
 
     Args:
         model: an ``onnx.ModelProto`` (changed in place and returned).

@@ -1,7 +1,7 @@
 """The ``edgeserve`` command: lazy registration of each component's group, one error boundary.
 
 Commands are imported only when invoked, so ``edgeserve agent run`` never imports TensorFlow or
-onnx tooling (DESIGN.md, dependency rules). Every :class:`~edgeserve.errors.EdgeServeError`
+onnx tooling. Every :class:`~edgeserve.errors.EdgeServeError`
 becomes one line on stderr and its ``exit_code``; anything unexpected becomes one line and
 exit 1, with the traceback only when ``EDGESERVE_DEBUG=1`` (after click's ``Command.main``).
 """

@@ -1,6 +1,6 @@
 """The bundle manifest: what a model is, how it was made and which files make it up.
 
-``manifest.json`` fields (DESIGN.md, "The bundle"):
+``manifest.json`` fields:
 
 - ``name``: model name, ``[A-Za-z0-9][A-Za-z0-9_.-]*``, at most 128 characters;
 - ``version``: positive integer, monotonic per name;

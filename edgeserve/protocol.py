@@ -2,7 +2,7 @@
 coalescing. Plain data and functions, no paho import (after h11's ``_events.py``/``_state.py``);
 :mod:`edgeserve.mqtt` moves the bytes.
 
-Topics (prefix configurable, default ``es/``; DESIGN.md "Fleet sync")::
+Topics (prefix configurable, default ``es/``)::
 
     es/<fleet>/dev/<device>/desired     retained, QoS 1: fleet-signed DesiredState envelope
     es/<fleet>/dev/<device>/reported    retained, QoS 1: Reported (what the device runs)

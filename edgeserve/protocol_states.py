@@ -36,7 +36,7 @@ class IllegalTransitionError(ProtocolError):
 
 
 class InstallState(str, Enum):
-    """Where one model's install stands on a device (DESIGN.md, Fleet sync)."""
+    """Where one model's install stands on a device."""
 
     IDLE = "IDLE"
     DOWNLOADING = "DOWNLOADING"

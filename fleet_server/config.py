@@ -85,7 +85,7 @@ class BrokerConfig:
         username: the server's broker user (full access under ``prefix``); empty for an
             anonymous broker.
         password: its password (or ``password_file``); required with a username.
-        prefix: topic prefix (DESIGN.md: ``es``).
+        prefix: topic prefix (default ``es``).
         fleet: fleet name, the second topic level.
         client_id: MQTT client id of this server replica.
         share_group: shared-subscription group (``$share/<group>/...``, MQTT 5.0 §4.8.2) so

@@ -4,7 +4,7 @@ No I/O here (after h11's sans-I/O design): :mod:`.engine` loads a snapshot from 
 :func:`step`, and applies the decisions (desired state, audit log). That keeps every rule below
 testable with plain data and a chosen ``now``.
 
-Rules (DESIGN.md, "Rollouts and experiments"):
+Rules:
 
 - Devices matching the selector get a stable bucket ``hash(device, rollout)`` in [0, 100);
   phase ``p`` covers buckets ``< p``.

@@ -45,7 +45,7 @@ EXTRA_SETS = (("agent",), ("agent", "tflite"), ("agent", "grpc"))
 # manylinux2014 == manylinux_2_17; pip does not expand perennial manylinux tags by itself, so
 # every glibc from 2.17 to 2.28 is listed (Bookworm has 2.36, Ubuntu 22.04 has 2.35).
 PLATFORMS = ("manylinux2014_aarch64", *(f"manylinux_2_{minor}_aarch64" for minor in range(17, 29)))
-# Distributions the device must never pull (DESIGN.md, dependency rules).
+# Distributions the device must never pull (the agent's dependency rules).
 FORBIDDEN_ON_DEVICE = {
     "tensorflow",
     "tensorflow-cpu",

@@ -16,7 +16,7 @@ from edgeserve.bundle import check_bundle
 from edgeserve.runtimes import load_runtime
 
 ONNX_TARGETS = [n for n, t in TARGETS.items() if not t.is_tflite and t.precision != "as-is"]
-# Accuracy budgets from issue 2 (points); targets not named there must still stay within 1.
+# Accuracy budgets (points); targets not named here must still stay within 1.
 BUDGET = {"onnx-cpu-int8": 1.0, "onnx-gpu-fp16": 0.2}
 
 

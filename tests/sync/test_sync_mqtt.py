@@ -176,7 +176,7 @@ def test_sync_mqtt_shared_subscription_dispatches_by_plain_filter(mosquitto: Mos
 
 def test_sync_mqtt_tls_with_client_certificate_identity(tmp_path: Path) -> None:
     """mqtts:// with a client certificate whose CN is the device id (Mosquitto
-    ``use_identity_as_username``; DESIGN.md: identity by username/password or client cert)."""
+    ``use_identity_as_username``; identity by username/password or client cert)."""
     import os
 
     from support.broker import free_port, mosquitto_binary, wait_for_port

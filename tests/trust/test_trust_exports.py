@@ -93,7 +93,7 @@ def test_trust_protocol_exports_are_pinned() -> None:
 
 
 def test_trust_protocol_has_no_paho_import() -> None:
-    """Sans I/O (STYLE.md 1): only edgeserve.mqtt imports paho."""
+    """Sans I/O: only edgeserve.mqtt imports paho."""
     import pathlib
 
     root = pathlib.Path(protocol.__file__).parent
