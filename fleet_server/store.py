@@ -438,19 +438,7 @@ class Store:
             "FROM device_failures WHERE rollout = ? ORDER BY id",
             (rollout,),
         )
-        return [
-            {
-                "device": r[0],
-                "model": r[1],
-                "version": int(r[2]),
-                "state": r[3],
-                "reason_code": r[4],
-                "error": r[5],
-                "phase": int(r[6]),
-                "ts": r[7],
-            }
-            for r in rows
-        ]
+        return [{"device": r[0], **_failure(r[1:])} for r in rows]
 
     def device_failures_of(self, device: str, limit: int = 50) -> list[dict[str, Any]]:
         """The newest failures ``device`` reported, in any rollout, newest first."""
@@ -459,19 +447,7 @@ class Store:
             "FROM device_failures WHERE device = ? ORDER BY id DESC LIMIT ?",
             (device, limit),
         )
-        return [
-            {
-                "rollout": int(r[0]),
-                "model": r[1],
-                "version": int(r[2]),
-                "state": r[3],
-                "reason_code": r[4],
-                "error": r[5],
-                "phase": int(r[6]),
-                "ts": r[7],
-            }
-            for r in rows
-        ]
+        return [{"rollout": int(r[0]), **_failure(r[1:])} for r in rows]
 
     def device_installs(self, device: str, limit: int = 50) -> list[dict[str, Any]]:
         """The rollouts ``device`` took part in, newest first: what it was asked to install,
@@ -572,3 +548,18 @@ class Store:
 
 
 Row = tuple[Any, ...]
+
+
+def _failure(row: Any) -> dict[str, Any]:
+    """A ``device_failures`` row from ``model`` on (model, version, state, reason_code, error,
+    phase, ts) as the API shows it."""
+    model, version, state, reason_code, error, phase, ts = row
+    return {
+        "model": model,
+        "version": int(version),
+        "state": state,
+        "reason_code": reason_code,
+        "error": error,
+        "phase": int(phase),
+        "ts": ts,
+    }
