@@ -4,6 +4,7 @@
 
     EdgeServeError                 root; the CLI turns it into one line and an exit code
     ├── ConfigError                a setting or argument is wrong (exit 2)
+    │   └── ConflictError          the request clashes with the current state (HTTP 409)
     ├── BundleError                a bundle is malformed, incomplete or corrupt
     │   └── VerificationError      a signature, hash, version or expiry check failed
     ├── ModelError                 a model file cannot be read, converted or run
@@ -23,6 +24,7 @@ from __future__ import annotations
 __all__ = [
     "BundleError",
     "ConfigError",
+    "ConflictError",
     "ConversionError",
     "EdgeServeError",
     "InferenceInputError",
@@ -51,6 +53,13 @@ class ConfigError(EdgeServeError):
 
     exit_code = 2
     http_status = 400
+
+
+class ConflictError(ConfigError):
+    """The request is well formed but clashes with the current state: the name is taken, or
+    another rollout or experiment of the model is active."""
+
+    http_status = 409
 
 
 class BundleError(EdgeServeError):

@@ -254,10 +254,7 @@ class Engine:
         messages. At server start, documents are rebuilt for every device with targets."""
         with self._lock:
             if not self._last_payload:
-                devices = {
-                    row[0]
-                    for row in self.store.db.query("SELECT DISTINCT device FROM device_targets")
-                }
+                devices = self.store.targeted_devices()
                 self._publish_locked(devices)
                 return
             for device, payload in sorted(self._last_payload.items()):

@@ -9,12 +9,10 @@ arms are told apart in telemetry by model version, and :func:`report` compares t
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from edgeserve.errors import ConfigError, NotFoundError
+from edgeserve.errors import ConfigError, ConflictError, NotFoundError
 
 from . import controller as c
 from .rollouts import create_rollout, matches
@@ -47,17 +45,14 @@ def start_experiment(
         raise ConfigError("an experiment needs two different versions and 0 < split < 100")
     store.release(model, a)
     store.release(model, b)
-    now = time.time()
-    with store.db.transaction():
-        busy = store.db.one(
-            "SELECT 'rollout', id FROM rollouts WHERE model = ? AND status IN "
-            "('running', 'paused') UNION ALL SELECT 'experiment', id FROM experiments "
-            "WHERE model = ? AND status = 'running'",
-            (model, model),
-        )
-        if busy:
-            raise ConfigError(f"{busy[0]} {busy[1]} of {model} is active; finish it first")
-        eid = store.next_id("experiments")
+    with store.transaction():
+        rollout = store.active_rollout_of(model)
+        if rollout is not None:
+            raise ConflictError(f"rollout {rollout} of {model} is active; finish it first")
+        running = store.running_experiment_of(model)
+        if running is not None:
+            raise ConflictError(f"experiment {running} of {model} is active; finish it first")
+        eid = store.next_experiment_id()
         devices = [d.id for d in store.devices() if matches(d.tags, selector)]
         if not devices:
             raise ConfigError(f"no device matches selector {dict(selector)}")
@@ -79,11 +74,7 @@ def start_experiment(
             "devices": devices,
             "min_effect": None if min_effect is None else min_effect.to_dict(),
         }
-        store.db.execute(
-            "INSERT INTO experiments (id, model, spec, status, created) "
-            "VALUES (?, ?, ?, 'running', ?)",
-            (eid, model, json.dumps(spec), now),
-        )
+        store.add_experiment(eid, model, spec)
         store.audit(
             actor,
             "experiment.start",
@@ -100,20 +91,17 @@ def experiment(store: Store, eid: int) -> dict[str, Any]:
     Raises:
         NotFoundError: no such experiment.
     """
-    row = store.db.one(
-        "SELECT id, model, spec, status, created, ended, rollout FROM experiments WHERE id = ?",
-        (eid,),
-    )
+    row = store.experiment_row(eid)
     if row is None:
         raise NotFoundError(f"no experiment {eid}")
     return {
-        "id": int(row[0]),
-        "model": row[1],
-        **json.loads(row[2]),
-        "status": row[3],
-        "created": row[4],
-        "ended": row[5],
-        "rollout": row[6],
+        "id": row.id,
+        "model": row.model,
+        **row.spec,
+        "status": row.status,
+        "created": row.created,
+        "ended": row.ended,
+        "rollout": row.rollout,
     }
 
 
@@ -171,9 +159,7 @@ def stop_experiment(store: Store, eid: int, actor: str, status: str = "stopped")
     exp = experiment(store, eid)
     if exp["status"] != "running":
         raise ConfigError(f"experiment {eid} is {exp['status']}")
-    store.db.execute(
-        "UPDATE experiments SET status = ?, ended = ? WHERE id = ?", (status, time.time(), eid)
-    )
+    store.end_experiment(eid, status)
     store.audit(actor, f"experiment.{status}", f"experiment:{eid}", "operator request")
 
 
@@ -216,7 +202,7 @@ def promote(
         install_timeout_s=install_timeout_s,
     )
     rid = create_rollout(store, spec, actor)
-    store.db.execute("UPDATE experiments SET rollout = ? WHERE id = ?", (rid, eid))
+    store.set_experiment_rollout(eid, rid)
     store.audit(
         actor,
         "experiment.promote",

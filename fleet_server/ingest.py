@@ -166,7 +166,7 @@ def parse_batch(
 def store_batch(store: Store, batch: Batch) -> None:
     """Write a parsed batch in one transaction."""
     now = time.time()
-    with store.db.transaction():
+    with store.transaction():
         store.set_presence(batch.presence)
         store.set_reported([(d, doc, now) for d, doc in batch.reported.items()])
         store.add_telemetry(batch.telemetry)

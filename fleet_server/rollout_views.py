@@ -3,7 +3,6 @@ judges (request-weighted p95 from telemetry)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,20 +18,14 @@ __all__ = ["latency_view", "rollout_status"]
 
 def rollout_status(store: Store, rollout_id: int) -> dict[str, Any]:
     """Everything ``rollout status`` shows: spec, phase, per-state counts, gates, devices, log."""
-    state = load_rollout(store, rollout_id)
-    row = store.db.one(
-        "SELECT reason, gates, created, updated FROM rollouts WHERE id = ?", (rollout_id,)
-    )
-    if row is None:  # deleted between the two reads
+    row = store.rollout(rollout_id)
+    if row is None:
         raise NotFoundError(f"no rollout {rollout_id}")
+    state = load_rollout(store, rollout_id)
     counts = dict.fromkeys(c.DEVICE_STATES, 0)
     installing: dict[str, int] = {}
     devices = []
-    for dev, bucket, st, detail in store.db.query(
-        "SELECT device, bucket, state, detail FROM rollout_devices WHERE rollout = ? "
-        "ORDER BY device",
-        (rollout_id,),
-    ):
+    for dev, bucket, st, detail in store.rollout_devices(rollout_id):
         counts[st] = counts.get(st, 0) + 1
         if st == c.INSTALLING:  # the agent's install state (DOWNLOADING ... WARMING)
             installing[detail] = installing.get(detail, 0) + 1
@@ -60,7 +53,7 @@ def rollout_status(store: Store, rollout_id: int) -> dict[str, Any]:
         "model": state.spec.model,
         "version": state.spec.version,
         "status": state.status,
-        "reason": row[0],
+        "reason": row.reason,
         "phase_index": state.phase_index,
         "phase_percent": percent,
         # devices the current phase covers (bucket < percent), and how long it still soaks:
@@ -70,11 +63,11 @@ def rollout_status(store: Store, rollout_id: int) -> dict[str, Any]:
         "spec": state.spec.to_dict(),
         "counts": counts,
         "installing": installing,
-        "gates": json.loads(row[1]),
+        "gates": row.gates,
         "devices": devices,
         "failures": failures,
-        "created": row[2],
-        "updated": row[3],
+        "created": row.created,
+        "updated": row.updated,
         "audit": store.audit_entries(f"rollout:{rollout_id}", limit=50),
     }
 
@@ -92,13 +85,9 @@ def latency_view(
     the baseline version (the most common baseline, over the fleet, from an hour before)."""
     if state.spec.max_latency_regression_pct is None:
         return c.Latency()
-    row = store.db.one("SELECT created FROM rollouts WHERE id = ?", (state.id,))
-    created = float(row[0]) if row else 0.0
-    members = dict(
-        store.db.query(
-            "SELECT device, baseline FROM rollout_devices WHERE rollout = ?", (state.id,)
-        )
-    )
+    row = store.rollout(state.id)
+    created = float(row.created) if row else 0.0
+    members = store.rollout_members(state.id)
     baselines = [int(b) for b in members.values() if b is not None]
     if not baselines:
         return c.Latency()

@@ -7,15 +7,14 @@ publishes for those (keeping MQTT out of the database code).
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from edgeserve.errors import ConfigError, NotFoundError
+from edgeserve.errors import ConfigError, ConflictError, NotFoundError
 
 from . import controller as c
-from .store import Store, Target
+from .store import ACTIVE_STATUSES, RolloutRow, Store, Target
 
 __all__ = [
     "allowed_actions",
@@ -29,7 +28,6 @@ __all__ = [
     "running_rollouts",
 ]
 
-ACTIVE_STATUSES = ("running", "paused")
 ACTIONS = ("pause", "resume", "abort", "rollback")
 
 
@@ -50,49 +48,35 @@ def load_rollout(store: Store, rollout_id: int) -> c.RolloutState:
     Raises:
         NotFoundError: no such rollout.
     """
-    row = store.db.one(
-        "SELECT id, spec, status, phase_index, phase_started FROM rollouts WHERE id = ?",
-        (rollout_id,),
-    )
+    row = store.rollout(rollout_id)
     if row is None:
         raise NotFoundError(f"no rollout {rollout_id}")
+    return _state(row)
+
+
+def _state(row: RolloutRow) -> c.RolloutState:
     return c.RolloutState(
-        int(row[0]), c.RolloutSpec.from_dict(json.loads(row[1])), row[2], int(row[3]), row[4]
+        row.id, c.RolloutSpec.from_dict(row.spec), row.status, row.phase_index, row.phase_started
     )
 
 
 def running_rollouts(store: Store) -> list[c.RolloutState]:
     """Rollouts with status ``running``."""
-    rows = store.db.query("SELECT id FROM rollouts WHERE status = 'running' ORDER BY id")
-    return [load_rollout(store, int(r[0])) for r in rows]
+    return [_state(r) for r in reversed(store.rollouts(("running",)))]
 
 
 def _enroll(store: Store, rollout: int, spec: c.RolloutSpec, now: float) -> None:
     """Add devices that match the selector and are not yet part of the rollout (devices
     registered mid-rollout join it; their bucket decides their phase)."""
-    known = {
-        r[0]
-        for r in store.db.query("SELECT device FROM rollout_devices WHERE rollout = ?", (rollout,))
-    }
+    known = store.rollout_members(rollout)
     targets = store.target_versions(spec.model)
     rows = []
     for dev in store.devices():
         if dev.id in known or not matches(dev.tags, spec.selector):
             continue
         baseline = _active_version(dev.reported, spec.model) or targets.get(dev.id)
-        rows.append(
-            (
-                rollout,
-                dev.id,
-                c.bucket(dev.id, f"rollout:{rollout}"),
-                baseline,
-                None,
-                c.PENDING,
-                "",
-                now,
-            )
-        )
-    store.db.executemany("INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        rows.append((dev.id, c.bucket(dev.id, f"rollout:{rollout}"), baseline))
+    store.add_rollout_devices(rollout, rows, c.PENDING, now)
 
 
 def create_rollout(store: Store, spec: c.RolloutSpec, actor: str, now: float | None = None) -> int:
@@ -110,30 +94,20 @@ def create_rollout(store: Store, spec: c.RolloutSpec, actor: str, now: float | N
         or not (spec.phases[0] > 0 and spec.phases[-1] == 100)
     ):
         raise ConfigError("phases must increase strictly and end at 100, e.g. 5,25,100")
-    with store.db.transaction():
-        busy = store.db.one(
-            "SELECT id FROM rollouts WHERE model = ? AND status IN ('running', 'paused')",
-            (spec.model,),
-        )
-        if busy:
-            raise ConfigError(
-                f"rollout {busy[0]} of {spec.model} is still active; abort or finish it first"
+    with store.transaction():
+        busy = store.active_rollout_of(spec.model)
+        if busy is not None:
+            raise ConflictError(
+                f"rollout {busy} of {spec.model} is still active; abort or finish it first"
             )
-        exp = store.db.one(
-            "SELECT id FROM experiments WHERE model = ? AND status = 'running'", (spec.model,)
-        )
-        if exp:
-            raise ConfigError(
-                f"experiment {exp[0]} of {spec.model} is still active; promote or stop it first"
+        exp = store.running_experiment_of(spec.model)
+        if exp is not None:
+            raise ConflictError(
+                f"experiment {exp} of {spec.model} is still active; promote or stop it first"
             )
-        rid = store.next_id("rollouts")
-        store.db.execute(
-            "INSERT INTO rollouts (id, model, version, spec, status, phase_index, phase_started,"
-            " created, updated) VALUES (?, ?, ?, ?, 'running', 0, NULL, ?, ?)",
-            (rid, spec.model, spec.version, json.dumps(spec.to_dict()), now, now),
-        )
+        rid = store.add_rollout(spec.model, spec.version, spec.to_dict(), now)
         _enroll(store, rid, spec, now)
-        if not store.db.one("SELECT 1 FROM rollout_devices WHERE rollout = ?", (rid,)):
+        if not store.rollout_members(rid):
             raise ConfigError(f"no device matches selector {dict(spec.selector)}")
         store.audit(actor, "rollout.start", f"rollout:{rid}", "operator request", spec.to_dict())
     return rid
@@ -142,41 +116,16 @@ def create_rollout(store: Store, spec: c.RolloutSpec, actor: str, now: float | N
 def progress(store: Store, state: c.RolloutState, now: float) -> list[c.DeviceProgress]:
     """Enroll newly matching devices, then every device's progress."""
     _enroll(store, state.id, state.spec, now)
-    rows = store.db.query(
-        "SELECT device, bucket, state, assigned FROM rollout_devices WHERE rollout = ? "
-        "ORDER BY bucket",
-        (state.id,),
-    )
-    return [c.DeviceProgress(r[0], float(r[1]), r[2], r[3]) for r in rows]
-
-
-def _set_devices(
-    store: Store,
-    rollout: int,
-    devices: Iterable[str],
-    state: str,
-    detail: str,
-    now: float,
-    assigned: bool = False,
-) -> None:
-    extra = ", assigned = ?" if assigned else ""
-    params: list[Any] = [state, detail, now] + ([now] if assigned else [])
-    store.db.executemany(
-        f"UPDATE rollout_devices SET state = ?, detail = ?, updated = ?{extra} "
-        "WHERE rollout = ? AND device = ?",
-        [(*params, rollout, d) for d in devices],
-    )
+    return [c.DeviceProgress(*r) for r in store.rollout_progress(state.id)]
 
 
 def _revert(store: Store, rollout: int, model: str, devices: Sequence[str], now: float) -> set[str]:
     """Point devices back at their baseline (operator-signed downgrade) or drop the model."""
-    baselines = dict(
-        store.db.query("SELECT device, baseline FROM rollout_devices WHERE rollout = ?", (rollout,))
-    )
+    baselines = store.rollout_members(rollout)
     for d in devices:
         base = baselines.get(d)
         store.set_target(d, Target(model, int(base), allow_downgrade=True) if base else None, model)
-    _set_devices(store, rollout, devices, c.REVERTED, "reverted to baseline", now)
+    store.set_rollout_devices(rollout, devices, c.REVERTED, "reverted to baseline", now)
     return set(devices)
 
 
@@ -223,23 +172,18 @@ def apply_decisions(
     # the phase each decision belongs to: NextPhase moves it, so an Assign that follows names
     # the phase its devices enter, not the one just left
     phase = spec.phases[min(state.phase_index, len(spec.phases) - 1)]
-    with store.db.transaction():
-        row = store.db.one("SELECT status FROM rollouts WHERE id = ?", (rid,))
-        if row is None or row[0] != state.status:
+    with store.transaction():
+        row = store.rollout(rid)
+        if row is None or row.status != state.status:
             return changed  # an operator paused/aborted it meanwhile: drop stale decisions
         for d in decisions:
             if isinstance(d, c.Assign):
-                current = dict(
-                    store.db.query(
-                        "SELECT device, baseline FROM rollout_devices WHERE rollout = ?", (rid,)
-                    )
-                )
+                current = store.rollout_members(rid)
                 wanted = set(d.devices)
                 already = {
                     dev.id
-                    for dev in store.devices()
-                    if dev.id in wanted
-                    and _device_state(
+                    for dev in store.devices_in(list(wanted))
+                    if _device_state(
                         (dev.reported.get("models") or {}).get(spec.model) or {}, spec.version
                     )
                     == (c.ACTIVE, "active")
@@ -250,10 +194,12 @@ def apply_decisions(
                     store.set_target(dev, Target(spec.model, spec.version, downgrade), spec.model)
                 # A device already running the version may not report again (reports are
                 # coalesced by state), so it counts as active from the start.
-                _set_devices(
-                    store, rid, wanted - already, c.INSTALLING, "assigned", now, assigned=True
+                store.set_rollout_devices(
+                    rid, wanted - already, c.INSTALLING, "assigned", now, assigned=True
                 )
-                _set_devices(store, rid, already, c.ACTIVE, "already active", now, assigned=True)
+                store.set_rollout_devices(
+                    rid, already, c.ACTIVE, "already active", now, assigned=True
+                )
                 changed.update(d.devices)
                 store.audit(
                     "controller",
@@ -263,17 +209,14 @@ def apply_decisions(
                     {"devices": list(d.devices)[:50], "phase": phase},
                 )
             elif isinstance(d, c.MarkFailed):
-                _set_devices(store, rid, [d.device], c.FAILED, d.reason, now)
+                store.set_rollout_devices(rid, [d.device], c.FAILED, d.reason, now)
                 _record_failure(
                     store, rid, spec, d.device, "TIMEOUT", "install_timeout", d.reason, phase
                 )
             elif isinstance(d, c.Settled):
-                store.db.execute("UPDATE rollouts SET phase_started = ? WHERE id = ?", (d.at, rid))
+                store.set_phase_settled(rid, d.at)
             elif isinstance(d, c.NextPhase):
-                store.db.execute(
-                    "UPDATE rollouts SET phase_index = ?, phase_started = NULL WHERE id = ?",
-                    (d.index, rid),
-                )
+                store.set_phase(rid, d.index)
                 phase = spec.phases[d.index]
                 store.audit(
                     "controller",
@@ -283,18 +226,13 @@ def apply_decisions(
                     {"phase": phase, "gates": gates.to_dict()},
                 )
             elif isinstance(d, c.Complete):
-                store.db.execute(
-                    "UPDATE rollouts SET status = 'completed', reason = ? WHERE id = ?",
-                    (d.reason, rid),
-                )
+                store.set_rollout_status(rid, "completed", d.reason)
                 store.audit(
                     "controller", "rollout.complete", subject, d.reason, _gated(gates, phase)
                 )
             elif isinstance(d, c.GateFailed):
                 reason = f"gate {d.gate} failed: {d.reason}"
-                store.db.execute(
-                    "UPDATE rollouts SET status = 'paused', reason = ? WHERE id = ?", (reason, rid)
-                )
+                store.set_rollout_status(rid, "paused", reason)
                 store.audit(
                     "controller", "rollout.gate_failed", subject, reason, _gated(gates, phase)
                 )
@@ -307,10 +245,7 @@ def apply_decisions(
                     d.reason,
                     {"devices": list(d.devices)[:50], "count": len(d.devices), "phase": phase},
                 )
-        store.db.execute(
-            "UPDATE rollouts SET gates = ?, updated = ? WHERE id = ?",
-            (json.dumps(gates.to_dict()), now, rid),
-        )
+        store.set_gates(rid, gates.to_dict(), now)
     return changed
 
 
@@ -351,25 +286,14 @@ def operator_action(
         "rollback": "rolled_back",
     }[action]
     changed: set[str] = set()
-    with store.db.transaction():
+    with store.transaction():
         if action == "resume":
-            store.db.execute(
-                "UPDATE rollout_devices SET state = ?, assigned = NULL WHERE rollout = ? AND "
-                "state IN (?, ?)",
-                (c.PENDING, rollout_id, c.REVERTED, c.FAILED),
-            )
+            store.reset_rollout_devices(rollout_id, (c.REVERTED, c.FAILED), c.PENDING)
         if action == "rollback":
-            touched = [
-                r[0]
-                for r in store.db.query(
-                    "SELECT device FROM rollout_devices WHERE rollout = ? AND state IN (?, ?, ?)",
-                    (rollout_id, c.INSTALLING, c.ACTIVE, c.FAILED),
-                )
-            ]
+            touched = store.rollout_devices_in(rollout_id, (c.INSTALLING, c.ACTIVE, c.FAILED))
             changed = _revert(store, rollout_id, state.spec.model, touched, now)
-        store.db.execute(
-            "UPDATE rollouts SET status = ?, reason = ?, updated = ? WHERE id = ?",
-            (new_status, f"{action} by {actor}: {reason}", now, rollout_id),
+        store.set_rollout_status(
+            rollout_id, new_status, f"{action} by {actor}: {reason}", updated=now
         )
         store.audit(
             actor,
@@ -398,22 +322,19 @@ def apply_reports(
     store: Store, reports: Sequence[tuple[str, Mapping[str, Any]]], now: float
 ) -> bool:
     """Fold reported documents into the progress of active rollouts; True if any changed."""
-    active = store.db.query(
-        "SELECT id, model, version, spec, phase_index FROM rollouts "
-        "WHERE status IN ('running', 'paused')"
-    )
+    active = store.rollouts(ACTIVE_STATUSES)
     if not active or not reports:
         return False
     latest = dict(reports)  # the newest report per device wins
     changed = False
-    with store.db.transaction():
-        for rid, model, version, spec_json, phase_index in active:
-            spec = c.RolloutSpec.from_dict(json.loads(spec_json))
-            phase = spec.phases[min(int(phase_index), len(spec.phases) - 1)]
-            rows = store.db.query(
-                "SELECT device, state, detail FROM rollout_devices WHERE rollout = ? AND "
-                "state IN (?, ?, ?)",
-                (rid, c.INSTALLING, c.ACTIVE, c.FAILED),
+    with store.transaction():
+        for row in reversed(active):  # oldest first
+            rid, model, version = row.id, row.model, row.version
+            spec = c.RolloutSpec.from_dict(row.spec)
+            phase = row.phase_percent
+            # only the devices of this batch: a report batch is small, a rollout may be large
+            rows = store.rollout_device_states(
+                rid, list(latest), (c.INSTALLING, c.ACTIVE, c.FAILED)
             )
             updates = []
             for dev, state, detail in rows:
@@ -423,7 +344,7 @@ def apply_reports(
                     continue
                 folded = _device_state(status, int(version))
                 if folded and folded != (state, detail):
-                    updates.append((folded[0], folded[1], now, rid, dev))
+                    updates.append((dev, folded[0], folded[1]))
                     if folded[0] == c.FAILED:
                         _record_failure(
                             store,
@@ -435,10 +356,6 @@ def apply_reports(
                             str(status.get("error") or ""),
                             phase,
                         )
-            store.db.executemany(
-                "UPDATE rollout_devices SET state = ?, detail = ?, updated = ? "
-                "WHERE rollout = ? AND device = ?",
-                updates,
-            )
+            store.update_rollout_device_states(rid, updates, now)
             changed = changed or bool(updates)
     return changed

@@ -6,7 +6,6 @@ The library is usable without the CLI: ``FleetServer(load_config(path))`` then `
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 from collections.abc import Mapping
@@ -22,11 +21,11 @@ from edgeserve.trust import Keyring, SigningKey
 from . import broker_config as bc
 from .broker_status import BrokerStatus
 from .config import FleetConfig
-from .db import open_database
 from .desired import DesiredBuilder
 from .engine import Engine
 from .releases import ingest_release
 from .store import Store
+from .store.db import open_database
 
 __all__ = ["FleetServer"]
 
@@ -160,7 +159,7 @@ class FleetServer:
         """Stop MQTT, the engine and the store."""
         self.mqtt.stop()
         self.engine.stop()
-        self.store.db.close()
+        self.store.close()
 
     # -- operations used by the API -----------------------------------------------------
 
@@ -244,30 +243,25 @@ class FleetServer:
 
     def rollout_list(self) -> list[dict[str, Any]]:
         """Every rollout, newest first."""
-        rows = self.store.db.query(
-            "SELECT id, model, version, status, phase_index, spec, reason FROM rollouts "
-            "ORDER BY id DESC"
-        )
         return [
             {
-                "id": int(i),
-                "model": m,
-                "version": int(v),
-                "status": s,
-                "phase_percent": json.loads(sp)["phases"][int(p)],
-                "reason": why,
+                "id": r.id,
+                "model": r.model,
+                "version": r.version,
+                "status": r.status,
+                "phase_percent": r.phase_percent,
+                "reason": r.reason,
             }
-            for i, m, v, s, p, sp, why in rows
+            for r in self.store.rollouts()
         ]
 
     def experiment_list(self) -> list[dict[str, Any]]:
         """Every experiment, newest first."""
         from .experiments import experiment
 
-        rows = self.store.db.query("SELECT id FROM experiments ORDER BY id DESC")
         return [
-            {k: v for k, v in experiment(self.store, int(r[0])).items() if k != "devices"}
-            for r in rows
+            {k: v for k, v in experiment(self.store, eid).items() if k != "devices"}
+            for eid in self.store.experiment_ids()
         ]
 
     def rollout_action(self, rollout_id: int, action: str, reason: str) -> dict[str, Any]:

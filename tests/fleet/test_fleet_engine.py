@@ -16,12 +16,12 @@ import pytest
 from edgeserve.fleet_server import controller as c
 from edgeserve.fleet_server import experiments as ex
 from edgeserve.fleet_server import rollouts as r
-from edgeserve.fleet_server.db import open_database
 from edgeserve.fleet_server.desired import DesiredBuilder
 from edgeserve.fleet_server.engine import Engine
 from edgeserve.fleet_server.releases import ingest_release
 from edgeserve.fleet_server.rollout_views import rollout_status
 from edgeserve.fleet_server.store import Store
+from edgeserve.fleet_server.store.db import open_database
 from support.fleet import Postgres, postgres_bin, signed_release_tar, wait_for
 
 from edgeserve.keys_cli import load_keyring

@@ -1,0 +1,175 @@
+"""Queries on ``devices`` and ``device_targets``: registration, presence, reported state, what
+each device should run and the ``seq`` of its desired state."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from edgeserve.errors import ConflictError, NotFoundError
+
+from .base import Queries, chunks, placeholders
+from .records import DeviceRow, Row, Target, to_json
+
+__all__ = ["DeviceQueries"]
+
+_DEVICE_COLS = "id, tags, presence, reported, reported_at, desired_seq, created"
+
+
+def _device(row: Row) -> DeviceRow:
+    return DeviceRow(
+        id=row[0],
+        tags=json.loads(row[1]),
+        presence=row[2],
+        reported=json.loads(row[3]) if row[3] else {},
+        reported_at=row[4],
+        desired_seq=int(row[5]),
+        created=row[6],
+    )
+
+
+class DeviceQueries(Queries):
+    """Devices and their desired targets."""
+
+    def add_device(self, device: str, tags: Mapping[str, str], secret_hash: str) -> None:
+        """Register a device.
+
+        Raises:
+            ConflictError: the id is taken.
+        """
+        with self.db.transaction():
+            if self.db.one("SELECT 1 FROM devices WHERE id = ?", (device,)):
+                raise ConflictError(f"device {device!r} already exists")
+            self.db.execute(
+                "INSERT INTO devices (id, tags, secret_hash, created) VALUES (?, ?, ?, ?)",
+                (device, to_json(dict(tags)), secret_hash, time.time()),
+            )
+
+    def devices(self) -> list[DeviceRow]:
+        """Every device, by id."""
+        rows = self.db.query(f"SELECT {_DEVICE_COLS} FROM devices ORDER BY id")
+        return [_device(r) for r in rows]
+
+    def devices_in(self, ids: Sequence[str]) -> list[DeviceRow]:
+        """The devices among ``ids`` (unknown ids skipped), by id."""
+        out: list[DeviceRow] = []
+        for part in chunks(sorted(set(ids))):
+            rows = self.db.query(
+                f"SELECT {_DEVICE_COLS} FROM devices WHERE id IN ({placeholders(len(part))}) "
+                "ORDER BY id",
+                part,
+            )
+            out.extend(_device(r) for r in rows)
+        return out
+
+    def device(self, device: str) -> DeviceRow:
+        """One device.
+
+        Raises:
+            NotFoundError: unknown device.
+        """
+        row = self.db.one(f"SELECT {_DEVICE_COLS} FROM devices WHERE id = ?", (device,))
+        if row is None:
+            raise NotFoundError(f"no device {device!r}")
+        return _device(row)
+
+    def known_devices(self) -> set[str]:
+        """Ids of every registered device."""
+        return {r[0] for r in self.db.query("SELECT id FROM devices")}
+
+    def credential_hashes(self) -> list[tuple[str, str]]:
+        """``(device id, mosquitto password hash)`` for every device."""
+        return [(r[0], r[1]) for r in self.db.query("SELECT id, secret_hash FROM devices")]
+
+    def presence_counts(self) -> dict[str, int]:
+        """``presence -> number of devices`` (online, offline, unknown)."""
+        return {
+            r[0]: int(r[1])
+            for r in self.db.query("SELECT presence, COUNT(*) FROM devices GROUP BY presence")
+        }
+
+    def reported_state_counts(self) -> dict[tuple[str, str], int]:
+        """``(model, install state) -> number of devices`` from the last reports."""
+        counts: dict[tuple[str, str], int] = {}
+        for (doc,) in self.db.query("SELECT reported FROM devices WHERE reported IS NOT NULL"):
+            for model, status in (json.loads(doc).get("models") or {}).items():
+                key = (model, str((status or {}).get("state")))
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def set_presence(self, rows: Sequence[tuple[str, str, float]]) -> None:
+        """Record ``(device, online|offline, ts)`` rows."""
+        self.db.executemany(
+            "UPDATE devices SET presence = ?, presence_at = ? WHERE id = ?",
+            [(p, ts, d) for d, p, ts in rows],
+        )
+
+    def set_reported(self, rows: Sequence[tuple[str, Mapping[str, Any], float]]) -> None:
+        """Record each device's latest reported document."""
+        self.db.executemany(
+            "UPDATE devices SET reported = ?, reported_at = ? WHERE id = ?",
+            [(to_json(doc), ts, d) for d, doc, ts in rows],
+        )
+
+    # -- desired state ----------------------------------------------------------------------
+
+    def targets(self, device: str) -> list[Target]:
+        """What ``device`` should run, per model."""
+        rows = self.db.query(
+            "SELECT model, version, allow_downgrade, split, experiment FROM device_targets "
+            "WHERE device = ? ORDER BY model",
+            (device,),
+        )
+        return [
+            Target(r[0], int(r[1]), bool(r[2]), json.loads(r[3]) if r[3] else None, r[4])
+            for r in rows
+        ]
+
+    def target_versions(self, model: str) -> dict[str, int]:
+        """``device -> version`` currently desired for ``model``."""
+        rows = self.db.query("SELECT device, version FROM device_targets WHERE model = ?", (model,))
+        return {r[0]: int(r[1]) for r in rows}
+
+    def targeted_devices(self) -> set[str]:
+        """Every device with at least one target."""
+        return {r[0] for r in self.db.query("SELECT DISTINCT device FROM device_targets")}
+
+    def set_target(self, device: str, target: Target | None, model: str) -> None:
+        """Set (or with None, remove) what ``device`` should run for ``model``."""
+        self.db.execute(
+            "DELETE FROM device_targets WHERE device = ? AND model = ?", (device, model)
+        )
+        if target is not None:
+            self.db.execute(
+                "INSERT INTO device_targets VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    device,
+                    model,
+                    target.version,
+                    int(target.allow_downgrade),
+                    to_json(target.split) if target.split else None,
+                    target.experiment,
+                ),
+            )
+
+    def bump_seq(self, device: str, expires: float) -> int:
+        """Next desired ``seq`` for ``device`` (monotonic, persisted before publishing)."""
+        with self.db.transaction():
+            self.db.execute(
+                "UPDATE devices SET desired_seq = desired_seq + 1, desired_expires = ? "
+                "WHERE id = ?",
+                (expires, device),
+            )
+            row = self.db.one("SELECT desired_seq FROM devices WHERE id = ?", (device,))
+        if row is None:
+            raise NotFoundError(f"no device {device!r}")
+        return int(row[0])
+
+    def expiring(self, before: float) -> list[str]:
+        """Devices whose published desired state expires before ``before``."""
+        rows = self.db.query(
+            "SELECT id FROM devices WHERE desired_seq > 0 AND desired_expires < ?", (before,)
+        )
+        return [r[0] for r in rows]
