@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeserve.bundle import MANIFEST_NAME, SIGNATURE_NAME, file_sha256, pack_bundle
-from edgeserve.errors import BundleError, ConfigError, StorageError, VerificationError
+from edgeserve.errors import (
+    BundleError,
+    ConfigError,
+    ConflictError,
+    StorageError,
+    VerificationError,
+)
 from edgeserve.manifest import MANIFEST_MAX_BYTES, Manifest, canonical_json, check_relative_path
 from edgeserve.trust import Keyring, SigningKey, sign_release, verify_release
 from edgeserve.trust_errors import DigestMismatchError, MixAndMatchError
@@ -193,6 +199,7 @@ def ingest_release(store: Store, artifacts: Path, upload: Path, keyring: Keyring
         BundleError: not a valid bundle tar.
         VerificationError: unsigned, wrongly signed, or the files are not the signed ones.
         ConfigError: the version is not above the latest release of the model.
+        ConflictError: another upload stored this version first.
         StorageError: the artifact cannot be stored (the message names the release, the log
             the path).
     """
@@ -210,7 +217,7 @@ def ingest_release(store: Store, artifacts: Path, upload: Path, keyring: Keyring
         target.parent.mkdir(parents=True, exist_ok=True)
         os.link(upload, target)  # exclusive: fails if another upload got there first
     except FileExistsError:
-        raise ConfigError(
+        raise ConflictError(
             f"{model} v{version} already has an artifact; releases are immutable"
         ) from None
     except OSError as exc:

@@ -314,7 +314,7 @@ class FleetServer:
         """Run until SIGINT/SIGTERM: MQTT + engine in threads, uvicorn in this thread."""
         import uvicorn
 
-        from .app import build_app
+        from .web import build_app
 
         broker = None
         if embedded_broker:
