@@ -4,7 +4,8 @@
 
     EdgeServeError                 root; the CLI turns it into one line and an exit code
     ├── ConfigError                a setting or argument is wrong (exit 2)
-    │   └── ConflictError          the request clashes with the current state (HTTP 409)
+    │   ├── ConflictError          the request clashes with the current state (HTTP 409)
+    │   └── TransitionError        an event a state machine does not take in its state
     ├── BundleError                a bundle is malformed, incomplete or corrupt
     │   └── VerificationError      a signature, hash, version or expiry check failed
     ├── ModelError                 a model file cannot be read, converted or run
@@ -31,6 +32,7 @@ __all__ = [
     "ModelError",
     "NotFoundError",
     "StorageError",
+    "TransitionError",
     "TransportError",
     "UnavailableError",
     "UnsupportedOpError",
@@ -60,6 +62,11 @@ class ConflictError(ConfigError):
     another rollout or experiment of the model is active."""
 
     http_status = 409
+
+
+class TransitionError(ConfigError):
+    """A state machine was given an event its current state does not take (e.g. resuming a
+    running rollout)."""
 
 
 class BundleError(EdgeServeError):

@@ -12,7 +12,7 @@ from typing import Any
 
 from edgeserve.errors import ConfigError
 
-from .controller import RolloutSpec
+from .rollout.controller import RolloutSpec
 from .stats import MinEffect
 
 __all__ = [

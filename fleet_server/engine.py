@@ -24,11 +24,11 @@ from datetime import datetime, timezone
 
 from edgeserve.protocol import fleet_filter, topics
 
-from . import controller as c
-from . import rollouts as r
+from . import rollout as r
 from .desired import DesiredBuilder
 from .ingest import IngestCounters, parse_batch, store_batch
-from .rollout_views import latency_view
+from .rollout import controller as c
+from .rollout.views import latency_view
 from .store import Store
 
 __all__ = ["Engine"]

@@ -14,8 +14,8 @@ from typing import Any
 
 from edgeserve.errors import ConfigError, ConflictError, NotFoundError
 
-from . import controller as c
-from .rollouts import create_rollout, matches
+from .rollout import controller as c
+from .rollout import create_rollout, matches
 from .stats import A_BETTER, B_BETTER, MinEffect, Window, compare
 from .store import Store, Target
 

@@ -272,8 +272,8 @@ class FleetServer:
             ConfigError: unknown action or not allowed now.
             NotFoundError: no such rollout.
         """
-        from .rollout_views import rollout_status
-        from .rollouts import operator_action
+        from .rollout import operator_action
+        from .rollout.views import rollout_status
 
         changed = operator_action(self.store, rollout_id, action, "operator", reason)
         self.engine.publish_desired(changed)

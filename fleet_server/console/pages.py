@@ -20,8 +20,8 @@ from edgeserve.errors import ConfigError
 
 from .. import api, views
 from .. import experiments as ex
-from ..rollout_views import rollout_status
-from ..rollouts import ACTIONS, allowed_actions
+from ..rollout import ACTIONS, allowed_actions
+from ..rollout.views import rollout_status
 from .auth import FORM_MAX_BYTES, sign_in
 
 if TYPE_CHECKING:

@@ -23,8 +23,8 @@ from edgeserve.errors import BundleError, ConfigError
 
 from .. import api, views
 from .. import experiments as ex
-from .. import rollouts as r
-from ..rollout_views import rollout_status
+from .. import rollout as r
+from ..rollout.views import rollout_status
 from .errors import error_response
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from edgeserve.fleet_server import controller as c
+from edgeserve.fleet_server.rollout import controller as c
 
 
 def spec(**kw: object) -> c.RolloutSpec:

@@ -13,13 +13,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from edgeserve.fleet_server import controller as c
 from edgeserve.fleet_server import experiments as ex
-from edgeserve.fleet_server import rollouts as r
+from edgeserve.fleet_server import rollout as r
 from edgeserve.fleet_server.desired import DesiredBuilder
 from edgeserve.fleet_server.engine import Engine
 from edgeserve.fleet_server.releases import ingest_release
-from edgeserve.fleet_server.rollout_views import rollout_status
+from edgeserve.fleet_server.rollout import controller as c
+from edgeserve.fleet_server.rollout.views import rollout_status
 from edgeserve.fleet_server.store import Store
 from edgeserve.fleet_server.store.db import open_database
 from support.fleet import Postgres, postgres_bin, signed_release_tar, wait_for

@@ -9,9 +9,9 @@ from typing import Any
 
 from edgeserve.errors import NotFoundError
 
+from ..store import Store
 from . import controller as c
-from .rollouts import load_rollout
-from .store import Store
+from .start import load_rollout
 
 __all__ = ["latency_view", "rollout_status"]
 

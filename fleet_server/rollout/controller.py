@@ -39,6 +39,7 @@ __all__ = [
     "RolloutState",
     "Settled",
     "bucket",
+    "device_state",
     "step",
 ]
 
@@ -51,6 +52,19 @@ PENDING, INSTALLING, ACTIVE, FAILED, REVERTED = (
     "reverted",
 )
 DEVICE_STATES = (PENDING, INSTALLING, ACTIVE, FAILED, REVERTED)
+
+
+def device_state(status: Mapping[str, Any], version: int) -> tuple[str, str] | None:
+    """Fold an agent's model status into a rollout device state (None: no news for us)."""
+    state = status.get("state")
+    if status.get("active") == version and state == "ACTIVE":
+        return ACTIVE, "active"
+    if status.get("target") == version and state in ("FAILED", "REJECTED", "ROLLED_BACK"):
+        why = status.get("reason_code") or status.get("error") or ""
+        return FAILED, f"{state}: {why}"[:200]
+    if status.get("target") == version:
+        return INSTALLING, str(state)
+    return None
 
 
 def bucket(device: str, scope: str) -> float:
