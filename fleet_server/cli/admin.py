@@ -1,5 +1,5 @@
 """``edgeserve fleet`` operations: ``init``, ``broker-config``, ``release`` (upload, sign,
-list), ``audit`` and ``stats``. Registered on the ``fleet`` group by :mod:`.cli`."""
+list), ``audit`` and ``stats``. Registered on the ``fleet`` group by the package."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import Ctx, echo_json
+from .common import Ctx, echo_json
 
 __all__ = ["audit", "broker_config", "init", "release", "stats"]
 
@@ -22,7 +22,7 @@ __all__ = ["audit", "broker_config", "init", "release", "stats"]
 )
 def init(directory: Path, port: int, host: str, broker_url: str) -> None:
     """Create a fleet in DIRECTORY: keys, fleet.toml (token, broker password), broker files."""
-    from .bootstrap import init_fleet
+    from ..bootstrap import init_fleet
 
     made = init_fleet(directory, host=host, port=port, broker_url=broker_url)
     d = made.root
@@ -80,7 +80,7 @@ def release_upload(obj: Ctx, bundle: Path, key_path: str) -> None:
     """Sign BUNDLE with the release key and upload it as a new, immutable release."""
     from edgeserve.trust import SigningKey
 
-    from .releases import prepare_release
+    from ..releases import prepare_release
 
     key = SigningKey.load(key_path)
     with tempfile.TemporaryDirectory(prefix="edgeserve-release-") as tmp:
@@ -204,7 +204,7 @@ def audit(obj: Ctx, rollout_id: int | None, subject: str | None, limit: int, as_
 @click.pass_obj
 def broker_config(obj: Ctx, out: Path) -> None:
     """Write Mosquitto's password file, ACL and config for every registered device into OUT."""
-    from .broker_config import write_mosquitto_files
+    from ..broker_config import write_mosquitto_files
 
     with obj.client() as client:
         files = client.broker_config()

@@ -20,7 +20,7 @@ class Ctx:
         self.server, self.token, self.config = server, token, config
 
     def client(self) -> Any:
-        from .client import FleetClient
+        from ..client import FleetClient
 
         server, token = self.server, self.token
         if not (server and token):
@@ -30,7 +30,7 @@ class Ctx:
                     "where is the fleet server? pass --server and --token, set "
                     "EDGESERVE_FLEET_URL/EDGESERVE_FLEET_TOKEN, or --config"
                 )
-            from .config import load_config
+            from ..config import load_config
 
             cfg = load_config(path)
             server = server or f"http://{cfg.server.host}:{cfg.server.port}"
