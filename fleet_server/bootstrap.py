@@ -4,7 +4,7 @@
   (``edgeserve keys init``); the root key signs only keyrings and belongs offline;
 - ``fleet.toml`` (mode 0600): a generated operator token and broker password;
 - ``broker/``: the Mosquitto password file (the server's account), ACL and configuration
-  (:func:`.broker_config.write_broker_files`), so the broker can start before any device exists.
+  (:func:`.broker.files.write_broker_files`), so the broker can start before any device exists.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from edgeserve.errors import StorageError
 from edgeserve.fsutil import write_atomic
 
-from . import broker_config as bc
+from .broker import files as bc
 from .config import load_config
 
 __all__ = ["FleetDir", "init_fleet"]

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .broker_status import STATES
+from .broker.status import STATES
 
 if TYPE_CHECKING:
     from .server import FleetServer

@@ -18,8 +18,8 @@ from edgeserve.mqtt import MqttClient, MqttConfig
 from edgeserve.protocol import topics
 from edgeserve.trust import Keyring, SigningKey
 
-from . import broker_config as bc
-from .broker_status import BrokerStatus
+from .broker import acl, files, passwords
+from .broker.status import BrokerStatus
 from .config import FleetConfig
 from .desired import DesiredBuilder
 from .engine import Engine
@@ -30,7 +30,7 @@ from .store.db import open_database
 __all__ = ["FleetServer"]
 
 log = logging.getLogger(__name__)
-status_log = logging.getLogger("edgeserve.fleet_server.broker_status")
+status_log = logging.getLogger("edgeserve.fleet_server.broker.status")
 
 
 class FleetServer:
@@ -170,8 +170,8 @@ class FleetServer:
 
     def add_device(self, device: str, tags: Mapping[str, str]) -> dict[str, Any]:
         """Register a device; return its one-time credentials and agent config snippet."""
-        password = bc.new_password()
-        self.store.add_device(device, tags, bc.hash_password(password))
+        password = passwords.new_password()
+        self.store.add_device(device, tags, passwords.hash_password(password))
         self.store.audit(
             "operator", "device.add", f"device:{device}", "operator request", {"tags": dict(tags)}
         )
@@ -197,7 +197,7 @@ class FleetServer:
         b = self.config.broker
         if self._embedded is None or not b.username:
             return
-        bc.write_broker_files(
+        files.write_broker_files(
             self.config.server.data_dir / "broker",
             self.store.credential_hashes(),
             prefix=b.prefix,
@@ -234,10 +234,10 @@ class FleetServer:
         b = self.config.broker
         entries = [*self.store.credential_hashes()]
         if b.username:
-            entries.append((b.username, bc.hash_password(b.password)))
+            entries.append((b.username, passwords.hash_password(b.password)))
         return {
-            "passwords": bc.password_file_text(entries),
-            "acl": bc.acl_text(b.prefix, b.fleet, b.username),
+            "passwords": passwords.password_file_text(entries),
+            "acl": acl.acl_text(b.prefix, b.fleet, b.username),
             "url": b.url,
         }
 
@@ -353,7 +353,7 @@ class FleetServer:
 
     def _start_embedded_broker(self) -> Any:
         try:
-            from .embedded_broker import start_embedded_broker
+            from .broker.embedded import start_embedded_broker
         except ImportError as exc:
             raise ConfigError("--embedded-broker is not available in this build") from exc
         from edgeserve.mqtt import parse_broker_url
@@ -365,7 +365,7 @@ class FleetServer:
         if not b.username:  # no server credentials configured: an anonymous local broker
             return start_embedded_broker(host, port, workdir=work)
         # Devices registered later are added by _refresh_embedded_broker.
-        files = bc.write_broker_files(
+        written = files.write_broker_files(
             work,
             self.store.credential_hashes(),
             prefix=b.prefix,
@@ -375,5 +375,5 @@ class FleetServer:
             url=b.url,
         )
         return start_embedded_broker(
-            host, port, password_file=files.password_file, acl_file=files.acl_file, workdir=work
+            host, port, password_file=written.password_file, acl_file=written.acl_file, workdir=work
         )

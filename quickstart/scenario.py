@@ -193,7 +193,7 @@ class Quickstart:
         """Step 3: keys, broker, fleet server, devices, agents."""
         self.step(f"start an MQTT broker, a fleet server and {self.n_agents} agents")
         self.sup.run(["keys", "init", "--out", "keys"])
-        from edgeserve.fleet_server.embedded_broker import start_embedded_broker
+        from edgeserve.fleet_server.broker.embedded import start_embedded_broker
 
         broker_dir = self.workdir / "broker"
         if self.broker_url:
@@ -253,7 +253,7 @@ class Quickstart:
         self.note(", ".join(f"{a.device}: {a.url}" for a in self.agents))
 
     def _restart_broker_with_auth(self, auth_dir: Path) -> None:
-        from edgeserve.fleet_server.embedded_broker import start_embedded_broker
+        from edgeserve.fleet_server.broker.embedded import start_embedded_broker
 
         # the two files `edgeserve fleet broker-config --out DIR` writes
         password_file, acl_file = auth_dir / "passwords", auth_dir / "acl"

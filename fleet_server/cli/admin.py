@@ -204,7 +204,7 @@ def audit(obj: Ctx, rollout_id: int | None, subject: str | None, limit: int, as_
 @click.pass_obj
 def broker_config(obj: Ctx, out: Path) -> None:
     """Write Mosquitto's password file, ACL and config for every registered device into OUT."""
-    from ..broker_config import write_mosquitto_files
+    from ..broker.files import write_mosquitto_files
 
     with obj.client() as client:
         files = client.broker_config()

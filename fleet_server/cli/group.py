@@ -48,7 +48,7 @@ def serve(obj: Ctx, config_path: str | None, embedded_broker: bool) -> None:
 
     cfg = load_config(config_path or obj.config or "fleet.toml")
     # the start line, broker outages and recoveries are shown without -v
-    status = logging.getLogger("edgeserve.fleet_server.broker_status")
+    status = logging.getLogger("edgeserve.fleet_server.broker.status")
     if status.getEffectiveLevel() > logging.INFO:
         status.setLevel(logging.INFO)
     FleetServer(cfg).serve(embedded_broker=embedded_broker)

@@ -12,11 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from edgeserve.fleet_server.broker_config import (
-    check_password,
-    hash_password,
-    write_broker_files,
-)
+from edgeserve.fleet_server.broker.files import write_broker_files
+from edgeserve.fleet_server.broker.passwords import hash_password, verify_password
 from support.broker import Mosquitto
 
 PASSWORDS = {"dev-a": "pw-a-123456", "dev-b": "pw-b-123456"}
@@ -25,12 +22,12 @@ SERVER = ("fleet-server", "server-pw-123")
 
 def test_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
     hashed = hash_password("secret", salt=bytes(12))
-    assert hashed.startswith("$7$101$") and check_password("secret", hashed)
-    assert not check_password("wrong", hashed)
+    assert hashed.startswith("$7$101$") and verify_password("secret", hashed)
+    assert not verify_password("wrong", hashed)
     pwfile = tmp_path / "pw"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(pwfile), "alice", "secret"], check=True)
     theirs = pwfile.read_text().strip().split(":", 1)[1]
-    assert check_password("secret", theirs)  # same algorithm as mosquitto_passwd
+    assert verify_password("secret", theirs)  # same algorithm as mosquitto_passwd
 
 
 def _sub(port: int, user: str, topic: str, wait_s: float = 1.5) -> subprocess.CompletedProcess:

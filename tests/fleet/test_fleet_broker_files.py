@@ -20,8 +20,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from edgeserve.fleet_server.broker_config import hash_password, write_broker_files
-from edgeserve.fleet_server.embedded_broker import EmbeddedBroker, start_embedded_broker
+from edgeserve.fleet_server.broker.embedded import EmbeddedBroker, start_embedded_broker
+from edgeserve.fleet_server.broker.files import write_broker_files
+from edgeserve.fleet_server.broker.passwords import hash_password
 from support.broker import free_port, mosquitto_binary, wait_for_port
 
 pytestmark = pytest.mark.slow

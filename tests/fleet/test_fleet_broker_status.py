@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from edgeserve.fleet_server.broker_config import write_broker_files
+from edgeserve.fleet_server.broker.files import write_broker_files
 from support.broker import Mosquitto
 from support.fleet import SERVER_PASSWORD, SERVER_USER, FleetServerProcess, wait_for
 

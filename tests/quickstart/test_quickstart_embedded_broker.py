@@ -11,15 +11,13 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from edgeserve.fleet_server.embedded_broker import (
+from edgeserve.fleet_server.broker.acl import acl_allows, parse_acl
+from edgeserve.fleet_server.broker.embedded import (
     EmbeddedBroker,
-    acl_allows,
-    hash_password,
     mosquitto_binary,
-    parse_acl,
     start_embedded_broker,
-    verify_password,
 )
+from edgeserve.fleet_server.broker.passwords import hash_password, verify_password
 
 from edgeserve.errors import ConfigError
 
@@ -202,7 +200,7 @@ def test_quickstart_embedded_broker_with_edgeserve_mqtt_adapter(kind: str) -> No
 def test_quickstart_embedded_broker_reload_picks_up_new_devices(kind: str, tmp_path: Path) -> None:
     """After `fleet device add` rewrites the password file and ACL, reload() lets the new
     device in without restarting the broker (retained messages stay)."""
-    from edgeserve.fleet_server.embedded_broker import write_password_file
+    from edgeserve.fleet_server.broker.passwords import write_password_file
 
     acl = tmp_path / "acl"
     acl.write_text(ACL)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from edgeserve.fleet_server.embedded_broker import mosquitto_binary
+from edgeserve.fleet_server.broker.embedded import mosquitto_binary
 from support.broker import Mosquitto
 from support.quickstart import processes_mentioning
 

@@ -1,6 +1,6 @@
 """The amqtt side of the embedded broker: plugins that read Mosquitto's password and ACL files.
 
-Imported only when Mosquitto is not installed (see :mod:`edgeserve.fleet_server.embedded_broker`).
+Imported only when Mosquitto is not installed (see :mod:`edgeserve.fleet_server.broker.embedded`).
 amqtt loads plugins by dotted path and hands each its ``Config`` dataclass (amqtt 0.12 plugin API).
 """
 
@@ -19,12 +19,8 @@ from amqtt.errors import AMQTTError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
-from edgeserve.fleet_server.embedded_broker import (
-    acl_allows,
-    parse_acl,
-    read_password_file,
-    verify_password,
-)
+from edgeserve.fleet_server.broker.acl import acl_allows, parse_acl
+from edgeserve.fleet_server.broker.passwords import read_password_file, verify_password
 
 __all__ = ["AclFileTopicPlugin", "FleetBroker", "PasswordFileAuthPlugin", "run_broker"]
 

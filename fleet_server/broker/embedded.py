@@ -13,7 +13,7 @@ a shortcut that writes such a password file.
 
 With a password file, a username can only ever hold its own client id: Mosquitto gets
 ``use_username_as_clientid true``, and amqtt the same rule, applied (with the credentials
-checked) before amqtt touches any session (:class:`.embedded_broker_amqtt.FleetBroker`).
+checked) before amqtt touches any session (:class:`.amqtt_broker.FleetBroker`).
 So the holder of one device's credentials cannot disconnect another device by taking over its
 client id (MQTT 3.1.1 section 3.1.4, step 2).
 
@@ -24,11 +24,7 @@ subscriptions) and retained messages kept in memory only (lost when the process 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -43,196 +39,12 @@ from typing import Any, Literal
 
 from edgeserve.errors import ConfigError, UnavailableError
 
-__all__ = [
-    "AclRule",
-    "EmbeddedBroker",
-    "acl_allows",
-    "hash_password",
-    "mosquitto_binary",
-    "parse_acl",
-    "read_password_file",
-    "start_embedded_broker",
-    "verify_password",
-    "write_password_file",
-]
+from .passwords import write_password_file
+
+__all__ = ["EmbeddedBroker", "mosquitto_binary", "start_embedded_broker"]
 
 Kind = Literal["auto", "mosquitto", "amqtt"]
-_PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default for $7$ (mosquitto 2.0, password_mosq.c)
-_SALT_BYTES = 12
 _START_TIMEOUT_S = 10.0
-
-
-# -- password file (mosquitto_passwd formats) ---------------------------------------------------
-
-
-def hash_password(password: str, *, salt: bytes | None = None) -> str:
-    """A Mosquitto ``$7$`` (PBKDF2-HMAC-SHA512, 101 iterations) password hash.
-
-    Args:
-        password: the plain password.
-        salt: 12 random bytes unless given (tests).
-
-    Returns:
-        ``$7$101$<base64 salt>$<base64 hash>``, as mosquitto_passwd writes it.
-    """
-    salt = salt if salt is not None else secrets.token_bytes(_SALT_BYTES)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _PBKDF2_ITERATIONS, 64)
-    salt_b64, digest_b64 = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
-    return f"$7${_PBKDF2_ITERATIONS}${salt_b64}${digest_b64}"
-
-
-def verify_password(password: str, encoded: str) -> bool:
-    """Check a password against a ``$7$`` or ``$6$`` Mosquitto hash (constant-time compare).
-
-    Args:
-        password: what the client sent.
-        encoded: the hash from the password file.
-
-    Returns:
-        True when it matches; False for a mismatch or a format this function does not know.
-    """
-    parts = encoded.split("$")
-    try:
-        if len(parts) == 5 and parts[1] == "7":
-            iterations, salt, expected = int(parts[2]), _b64(parts[3]), _b64(parts[4])
-            got = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, len(expected))
-            return hmac.compare_digest(got, expected)
-        if len(parts) == 4 and parts[1] == "6":
-            salt, expected = _b64(parts[2]), _b64(parts[3])
-            return hmac.compare_digest(hashlib.sha512(password.encode() + salt).digest(), expected)
-    except ValueError:
-        return False
-    return False
-
-
-def _b64(text: str) -> bytes:
-    """Strict base64 decode (raises ValueError on garbage)."""
-    try:
-        return base64.b64decode(text, validate=True)
-    except Exception as exc:  # binascii.Error is a ValueError subclass; be explicit anyway
-        raise ValueError(str(exc)) from exc
-
-
-def read_password_file(path: Path) -> dict[str, str]:
-    """``{user: hash}`` from a Mosquitto password file (``#`` comments and blank lines skipped)."""
-    users: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text().splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, sep, encoded = line.partition(":")
-        if not sep or not user:
-            raise ConfigError(f"{path}:{number}: expected 'user:hash'")
-        users[user] = encoded
-    return users
-
-
-def write_password_file(path: Path, users: Mapping[str, str]) -> Path:
-    """Write ``users`` (plain passwords) as a Mosquitto password file, mode 0600."""
-    text = "".join(f"{user}:{hash_password(pw)}\n" for user, pw in sorted(users.items()))
-    path.write_text(text)
-    path.chmod(0o600)
-    return path
-
-
-# -- ACL file (mosquitto.conf(5) acl_file semantics) --------------------------------------------
-
-
-@dataclass(frozen=True)
-class AclRule:
-    """One ``topic``/``pattern`` line: which access, to what, for whom (None = everyone)."""
-
-    access: str  # "read" | "write" | "readwrite"
-    topic: str
-    user: str | None
-    is_pattern: bool
-
-
-def parse_acl(text: str) -> list[AclRule]:
-    """Parse a Mosquitto ACL file.
-
-    Raises:
-        ConfigError: a line that is not ``user``, ``topic`` or ``pattern``.
-    """
-    rules: list[AclRule] = []
-    user: str | None = None
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        word, _, rest = line.partition(" ")
-        rest = rest.strip()
-        if word == "user":
-            user = rest
-            continue
-        if word not in ("topic", "pattern") or not rest:
-            raise ConfigError(f"ACL line {number}: expected user/topic/pattern, got {line!r}")
-        access, _, topic = rest.partition(" ")
-        if access not in ("read", "write", "readwrite", "deny"):
-            access, topic = "readwrite", rest
-        # `pattern` lines apply to every client; `topic` lines to the current `user` block
-        # (before any `user` line: to anonymous clients) - mosquitto.conf(5).
-        rules.append(
-            AclRule(access, topic.strip(), None if word == "pattern" else user, word == "pattern")
-        )
-    return rules
-
-
-def _levels_match(topic: str, pattern: str, *, filter_subset: bool) -> bool:
-    """MQTT topic matching (MQTT 3.1.1 section 4.7). With ``filter_subset``, ``topic`` is itself a
-    subscription filter and must be covered by ``pattern`` (a ``+`` in it only by ``+``/``#``)."""
-    t_levels, p_levels = topic.split("/"), pattern.split("/")
-    for i, p in enumerate(p_levels):
-        if p == "#":
-            return True
-        if i >= len(t_levels):
-            return False
-        t = t_levels[i]
-        if filter_subset and t == "#":
-            return False
-        if p == "+":
-            continue
-        if t != p or (filter_subset and t == "+"):
-            return False
-    return len(t_levels) == len(p_levels)
-
-
-def acl_allows(
-    rules: list[AclRule],
-    *,
-    user: str | None,
-    client_id: str,
-    topic: str,
-    write: bool,
-    subscribe: bool = False,
-) -> bool:
-    """Whether the ACL grants ``user`` write (publish) or read (subscribe/receive) on ``topic``.
-
-    ``%u`` and ``%c`` in patterns become the username and client id; a pattern with ``%u`` never
-    matches an anonymous client (mosquitto behaviour). ``deny`` lines win over grants.
-    """
-    wanted = "write" if write else "read"
-    granted = False
-    for rule in rules:
-        if rule.user is not None and rule.user != user:
-            continue
-        if not rule.is_pattern and rule.user is None and user is not None:
-            continue  # topic lines before any `user` line apply to anonymous clients only
-        pattern = rule.topic
-        if rule.is_pattern:
-            if "%u" in pattern and user is None:
-                continue
-            pattern = pattern.replace("%u", user or "").replace("%c", client_id)
-        if not _levels_match(topic, pattern, filter_subset=subscribe):
-            continue
-        if rule.access == "deny":
-            return False
-        if rule.access in (wanted, "readwrite"):
-            granted = True
-    return granted
-
-
-# -- the broker handle --------------------------------------------------------------------------
 
 
 def mosquitto_binary() -> str | None:
@@ -399,7 +211,7 @@ def _start_mosquitto(
         lines += [
             "allow_anonymous false",
             f"password_file {Path(password_file).resolve()}",
-            # a username can only hold its own client id (see broker_config.mosquitto_conf_text)
+            # a username can only hold its own client id (see files.mosquitto_conf_text)
             "use_username_as_clientid true",
         ]
     else:
@@ -424,7 +236,7 @@ def _start_amqtt(
     host: str, port: int, wd: Path, password_file: Path | None, acl_file: Path | None
 ) -> EmbeddedBroker:
     try:
-        from edgeserve.fleet_server.embedded_broker_amqtt import run_broker
+        from .amqtt_broker import run_broker
     except ModuleNotFoundError as exc:
         raise ConfigError(
             f"no MQTT broker available: mosquitto is not installed and {exc.name} is missing "
