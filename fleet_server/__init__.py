@@ -1,18 +1,26 @@
-"""The fleet server: releases, MQTT desired state, rollouts and experiments.
+"""The fleet server: signed releases, desired state over MQTT, staged rollouts, A/B
+experiments and a web console.
 
-Modules, one concept each (nothing is imported here, so ``edgeserve fleet --help`` stays fast):
+A release's way to a device, by folder and module (nothing is imported here, so
+``edgeserve fleet --help`` stays fast):
 
-- :mod:`.config` ``fleet.toml``; :mod:`.db` SQLite/PostgreSQL handle; :mod:`.store` schema and
-  queries;
-- :mod:`.releases` verify and store signed bundles; :mod:`.desired` build and sign desired state;
-- :mod:`.controller` the rollout controller as a pure function; :mod:`.rollouts` its state in
-  the store, :mod:`.rollout_views` what ``rollout status`` shows; :mod:`.stats` and
-  :mod:`.experiments` A/B statistics and experiments;
-- :mod:`.ingest` parse inbound MQTT; :mod:`.engine` ingest + controller loop + publishing
-  (MQTT through :mod:`edgeserve.mqtt`, which also dispatches shared subscriptions);
-- :mod:`.api` request validation; :mod:`.app` the Starlette app; :mod:`.server` wiring and
-  ``serve()``; :mod:`.client` the operator API client; :mod:`.cli` ``edgeserve fleet``;
-- :mod:`.broker_config` Mosquitto password file, ACL and configuration; :mod:`.embedded_broker`
-  a broker for one machine; :mod:`.broker_status` the broker connection as the operator sees it;
-- :mod:`.bootstrap` ``fleet init``; :mod:`.metrics` the Prometheus ``/metrics``.
+1. **upload**: ``web/`` (the Starlette app: ``app`` route table, ``handlers``, ``auth``,
+   ``errors``) receives the bundle; ``releases`` verifies its signatures and stores it in
+   ``store/`` (every SQL statement, SQLite or PostgreSQL, behind one ``Store`` facade).
+2. **rollout**: ``rollout/`` starts it (``start``), its ``controller`` decides phase by phase
+   which devices get it and whether the gates hold, ``decisions`` persists that, and
+   ``lifecycle`` is the rollout's status table.
+3. **desired state over MQTT**: ``desired`` builds and signs each device's document;
+   ``engine`` runs the controller loop and publishes through ``broker/`` (password file, ACL,
+   an embedded broker for one machine, the connection ``status``).
+4. **reports**: ``ingest`` parses what devices publish; ``rollout/reports`` folds their
+   install states into the rollout; telemetry feeds the latency gate (``rollout/views``).
+5. **rollback**: a failed gate or ``rollout/operator`` (pause, resume, abort, rollback)
+   reverts the devices to their baselines; the next desired state says so.
+
+Beside that path: ``experiments`` and ``stats`` (A/B tests between two versions), ``views``
+(device and release pages), ``api`` (request validation), ``server`` (wiring and
+``serve()``), ``client`` (the operator API client), ``cli/`` (``edgeserve fleet``),
+``console/`` (the web console at ``/ui``), ``config`` (``fleet.toml``), ``bootstrap``
+(``fleet init``) and ``metrics`` (Prometheus ``/metrics``).
 """

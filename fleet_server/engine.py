@@ -7,7 +7,7 @@ Threads (each bounded, none blocking the MQTT network thread):
   (full -> dropped and counted);
 - ``ingest`` drains the queue in batches, parses (:mod:`.ingest`), writes one transaction per
   batch and wakes the controller when a rollout's devices changed;
-- ``controller`` runs :func:`.controller.step` for every running rollout on each wake-up or
+- ``controller`` runs :func:`.rollout.controller.step` for every running rollout on each wake-up or
   every ``tick_s``, applies the decisions, and re-signs/publishes desired state for the devices
   they touched; it also re-signs documents approaching expiry and prunes old telemetry.
 """

@@ -25,12 +25,11 @@ from .devices import DeviceQueries
 from .experiments import ExperimentQueries
 from .records import DeviceRow, ExperimentRow, RolloutRow, Target
 from .releases import ReleaseQueries
-from .rollouts import ACTIVE_STATUSES, RolloutQueries
+from .rollouts import RolloutQueries
 from .schema import SCHEMA, create_schema
 from .telemetry import TelemetryQueries
 
 __all__ = [
-    "ACTIVE_STATUSES",
     "SCHEMA",
     "DeviceRow",
     "ExperimentRow",

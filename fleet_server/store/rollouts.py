@@ -11,8 +11,9 @@ from typing import Any
 from .base import Queries, chunks, placeholders
 from .records import RolloutRow, Row, failure
 
-__all__ = ["ACTIVE_STATUSES", "RolloutQueries"]
+__all__ = ["RolloutQueries"]
 
+# running or paused: the statuses that hold a model (rollout/lifecycle.py draws them all)
 ACTIVE_STATUSES = ("running", "paused")
 
 _ROLLOUT_COLS = (
