@@ -140,5 +140,8 @@ def test_readme_operator_walkthrough_runs_as_written(workdir: Path) -> None:
     assert "fleet server on http://127.0.0.1:8700" in output
     assert "broker mqtt://127.0.0.1:1883: refused" in output, output
     assert "broker mqtt://127.0.0.1:1883: connected again as fleet-server" in output, output
+    # under the logger name the README shows
+    logged = "edgeserve.fleet_server.broker.status: broker mqtt://127.0.0.1:1883: connected again"
+    assert logged in output and logged in README.read_text(), output
     health = httpx.get("http://127.0.0.1:8700/healthz", timeout=5).json()
     assert health["broker"]["state"] == "connected"
