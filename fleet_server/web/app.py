@@ -1,5 +1,6 @@
-"""The Starlette application: one route table, errors mapped by type, the operator token
-checked by route middleware on every ``/api/v1`` route.
+"""The Starlette application: one route table; on every JSON route, route middleware maps
+errors by type (:mod:`.errors`) and, on every ``/api/v1`` route, checks the operator token
+(:mod:`.auth`).
 
 Open (no token): ``/healthz``, ``/metrics`` (counts only, no device ids, like the agent's;
 bind 127.0.0.1 or proxy it), ``/keyring.json`` and ``/artifacts/...`` (both signed; a device
@@ -13,13 +14,14 @@ from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from ..console import MOUNT, build_console
 from .auth import BearerAuth
-from .errors import EXCEPTION_HANDLERS
+from .errors import APP_HANDLERS, ROUTE_HANDLERS
 from .handlers import Handlers
 
 if TYPE_CHECKING:
@@ -33,16 +35,20 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 def routes(fs: FleetServer) -> list[BaseRoute]:
     """The route table of one fleet server."""
     h = Handlers(fs)
-    auth = [Middleware(BearerAuth, token=fs.config.server.token)]
+    errors = [Middleware(ExceptionMiddleware, handlers=ROUTE_HANDLERS)]
+    auth = [*errors, Middleware(BearerAuth, token=fs.config.server.token)]
+
+    def open_(path: str, endpoint: Endpoint, methods: list[str] | None = None) -> Route:
+        return Route(path, endpoint, methods=methods, middleware=errors)
 
     def api(path: str, endpoint: Endpoint, method: str) -> Route:
         return Route(f"/api/v1{path}", endpoint, methods=[method], middleware=auth)
 
     return [
-        Route("/healthz", h.health),
-        Route("/metrics", h.metrics),
-        Route("/keyring.json", h.keyring),
-        Route("/artifacts/{model}/{version}.tar", h.artifact, methods=["GET", "HEAD"]),
+        open_("/healthz", h.health),
+        open_("/metrics", h.metrics),
+        open_("/keyring.json", h.keyring),
+        open_("/artifacts/{model}/{version}.tar", h.artifact, ["GET", "HEAD"]),
         api("/stats", h.stats, "GET"),
         api("/releases", h.upload_release, "POST"),
         api("/releases", h.list_releases, "GET"),
@@ -66,4 +72,4 @@ def routes(fs: FleetServer) -> list[BaseRoute]:
 
 def build_app(fs: FleetServer) -> Starlette:
     """The Starlette application of one fleet server."""
-    return Starlette(routes=routes(fs), exception_handlers=EXCEPTION_HANDLERS)
+    return Starlette(routes=routes(fs), exception_handlers=APP_HANDLERS)

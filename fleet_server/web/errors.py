@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from edgeserve.errors import BundleError, EdgeServeError
 
-__all__ = ["EXCEPTION_HANDLERS", "error_response"]
+__all__ = ["APP_HANDLERS", "ROUTE_HANDLERS", "error_response"]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,13 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return error_response(500, f"internal error: {type(exc).__name__}")
 
 
-EXCEPTION_HANDLERS = {
+# Per route (an ExceptionMiddleware around each JSON route): our errors, and a bug as one
+# line. Handled there, before the response starts, so a bug is answered and logged once
+# (a catch-all on the application would answer, then re-raise it to the server).
+ROUTE_HANDLERS = {
     EdgeServeError: edgeserve_error,
     BundleError: bundle_error,
-    404: http_error,
-    405: http_error,
     Exception: internal_error,
 }
+# On the application: requests that match no route or no method.
+APP_HANDLERS = {404: http_error, 405: http_error}

@@ -9,9 +9,10 @@ from typing import Any
 
 import httpx
 from edgeserve.fleet_server.web.auth import BearerAuth
-from edgeserve.fleet_server.web.errors import EXCEPTION_HANDLERS
+from edgeserve.fleet_server.web.errors import APP_HANDLERS, ROUTE_HANDLERS
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -41,18 +42,22 @@ def _app() -> Starlette:
     async def ok(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
-    auth = [Middleware(BearerAuth, token="s3cret")]
+    handled = [Middleware(ExceptionMiddleware, handlers=ROUTE_HANDLERS)]
+    auth = [*handled, Middleware(BearerAuth, token="s3cret")]
     return Starlette(
-        routes=[Route("/fail/{kind}", fail), Route("/api", ok, middleware=auth)],
-        exception_handlers=EXCEPTION_HANDLERS,
+        routes=[
+            Route("/fail/{kind}", fail, middleware=handled),
+            Route("/api", ok, middleware=auth),
+        ],
+        exception_handlers=APP_HANDLERS,
     )
 
 
 class Client:
     """Requests straight into the ASGI app (no server, no network)."""
 
-    def __init__(self, app: Starlette) -> None:
-        self.transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    def __init__(self, app: Starlette, *, raise_app_exceptions: bool = False) -> None:
+        self.transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         async def go() -> httpx.Response:
@@ -69,7 +74,7 @@ class Client:
 
 
 def test_errors_map_by_type() -> None:
-    client = Client(_app())
+    client = Client(_app(), raise_app_exceptions=True)  # a bug is answered, not re-raised
     expected = {
         "conflict": 409,
         "config": 400,
