@@ -1,4 +1,4 @@
-"""Resumable, size-capped, hash-checked artifact downloads with httpx.
+"""Resumable, size-capped, hash-checked artifact downloads over HTTP.
 
 A download goes to ``<dir>/<sha256>.part`` and is renamed to ``<sha256>.tar`` only once its
 length and sha256 match the (fleet-signed) artifact, so a ``kill -9`` leaves a ``.part`` that the
@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from edgeserve.agent.http_client import LazyClient, load_httpx
+from edgeserve.agent.http_client import HTTPClient, HTTPFailure
 
 from edgeserve.errors import StorageError, TransportError
 from edgeserve.protocol import Artifact
@@ -54,7 +55,7 @@ class DownloadLimits:
 
 
 def download_artifact(
-    client: httpx.Client | LazyClient,
+    client: httpx.Client | HTTPClient,
     artifact: Artifact,
     directory: Path,
     limits: DownloadLimits = DownloadLimits(),
@@ -93,7 +94,7 @@ def download_artifact(
         try:
             if _fetch(client, artifact, part, limits, progress, cancel):
                 break
-        except (load_httpx().TransportError, _Retry) as exc:
+        except _retryable() as exc:
             last = exc
             log.info("download %s: attempt %d failed: %s", artifact.url, attempt + 1, exc)
             continue
@@ -117,6 +118,13 @@ def download_artifact(
 
 class _Retry(Exception):
     """A retryable HTTP answer (5xx, 429, a short body)."""
+
+
+def _retryable() -> tuple[type[Exception], ...]:
+    """What a retry may cure: a retryable answer, or the client's network failures (the
+    agent's :class:`HTTPClient`, or httpx's when a caller, like the simulator, passes one)."""
+    httpx = sys.modules.get("httpx")
+    return (_Retry, HTTPFailure) + ((httpx.TransportError,) if httpx is not None else ())
 
 
 class _Progress:
@@ -149,7 +157,7 @@ class _Progress:
 
 
 def _fetch(
-    client: httpx.Client | LazyClient,
+    client: httpx.Client | HTTPClient,
     artifact: Artifact,
     part: Path,
     limits: DownloadLimits,
@@ -164,8 +172,7 @@ def _fetch(
     if offset == artifact.size:
         return True
     headers = {"Range": f"bytes={offset}-"} if offset else {}
-    timeout = load_httpx().Timeout(limits.timeout_s)
-    with client.stream("GET", artifact.url, headers=headers, timeout=timeout) as resp:
+    with client.stream("GET", artifact.url, headers=headers, timeout=limits.timeout_s) as resp:
         if resp.status_code in _RETRYABLE_STATUS:
             raise _Retry(f"HTTP {resp.status_code}")
         if resp.status_code == 416:  # our range starts past the end: start over

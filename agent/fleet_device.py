@@ -37,7 +37,7 @@ from edgeserve.agent.fleet_installer import Installer, TelemetrySource
 from edgeserve.agent.fleet_outcomes import current_outcomes, record_outcome
 from edgeserve.agent.fleet_persist import keyring_version, load_desired, load_keyring
 from edgeserve.agent.fleet_telemetry import TelemetryPublisher
-from edgeserve.agent.http_client import LazyClient
+from edgeserve.agent.http_client import HTTPClient
 
 from edgeserve import __version__
 from edgeserve.errors import EdgeServeError, TransportError
@@ -92,7 +92,7 @@ class DeviceSync:
         config: the ``[fleet]`` settings.
         installer: what installs, activates and health-checks models.
         state_dir: the device's state directory (``fleet/`` and ``downloads/`` live there).
-        http: an httpx client to share (otherwise one is made on the first download).
+        http: an HTTP client to share (otherwise the agent's own, :class:`HTTPClient`).
         loop: a shared :class:`MqttLoop` (simulations); None = a paho thread per device.
         executor: where installs run (shared in simulations); None = a private thread.
         telemetry: the agent's telemetry buffer, or None.
@@ -105,7 +105,7 @@ class DeviceSync:
         installer: Installer,
         state_dir: Path,
         *,
-        http: httpx.Client | LazyClient | None = None,
+        http: httpx.Client | HTTPClient | None = None,
         loop: MqttLoop | None = None,
         executor: Executor | None = None,
         telemetry: TelemetrySource | None = None,
@@ -121,8 +121,7 @@ class DeviceSync:
         self.clock = clock
         self.agent_version = agent_version
         self._own_http = http is None
-        # made, and httpx imported, when the first download starts
-        self._http = http or LazyClient()
+        self._http = http or HTTPClient()
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, f"fleet-{config.device}")
         self._telemetry: TelemetryPublisher | None = None

@@ -36,7 +36,7 @@ from edgeserve.trust import (
 
 if TYPE_CHECKING:
     import httpx
-    from edgeserve.agent.http_client import LazyClient
+    from edgeserve.agent.http_client import HTTPClient
 
 __all__ = ["InstallPipeline", "Outcome"]
 
@@ -51,7 +51,7 @@ class InstallPipeline:
 
     Args:
         installer: the store and runtime.
-        http: the shared httpx client.
+        http: the shared HTTP client.
         limits: download bounds.
         downloads: where ``.part``/``.tar`` files and unpacked bundles live.
         clock_slack_s: tolerated clock error for expiry checks.
@@ -64,7 +64,7 @@ class InstallPipeline:
     def __init__(
         self,
         installer: Installer,
-        http: httpx.Client | LazyClient,
+        http: httpx.Client | HTTPClient,
         limits: DownloadLimits,
         downloads: Path,
         *,

@@ -6,6 +6,12 @@ section 4.2). A key's id is the sha256 hex digest of its raw 32-byte public key,
 cannot claim an id for a key that is not its own.
 
 :func:`verify_envelope` is pure: bytes and trusted keys in, the signed object out.
+
+Keys are made, stored (PEM PKCS#8) and used to sign with ``cryptography``; signatures are
+verified with PyNaCl (libsodium), which is what a device does. Both are PyCA's; the split is for
+the device's memory: verifying through ``cryptography`` maps its 8 MB Rust extension into the
+agent, PyNaCl adds 1.6 MB (RSS after one verify, measured beside numpy: 33.6 vs 26.6 MB). So
+``cryptography`` is imported only where a key is generated, loaded, saved or signs.
 """
 
 from __future__ import annotations
@@ -18,10 +24,10 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+import nacl.exceptions
+import nacl.signing
 
 from edgeserve.errors import ConfigError
 from edgeserve.fsutil import write_atomic
@@ -33,6 +39,9 @@ from edgeserve.trust_errors import (
     ThresholdError,
     WrongSignerError,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = [
     "ENVELOPE_MAX_BYTES",
@@ -122,6 +131,7 @@ class SigningKey:
             ConfigError: missing, unreadable, or not an Ed25519 private key.
         """
         from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         source = Path(path)
         try:
@@ -139,6 +149,8 @@ class SigningKey:
 
 def generate_key() -> SigningKey:
     """A new random Ed25519 signing key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return SigningKey(Ed25519PrivateKey.generate())
 
 
@@ -220,6 +232,16 @@ def parse_envelope(
     return signed, parsed
 
 
+def _signature_matches(public_raw: bytes, signature: bytes, payload: bytes) -> bool:
+    """Whether ``signature`` is the Ed25519 signature of ``payload`` by ``public_raw``."""
+    try:
+        nacl.signing.VerifyKey(public_raw).verify(payload, signature)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
+        # ValueError: a signature that is not 64 bytes, or a key libsodium refuses
+        return False
+    return True
+
+
 def verify_envelope(
     data: bytes | Mapping[str, Any],
     trusted_keys: Mapping[str, str],
@@ -261,12 +283,10 @@ def verify_envelope(
         pub_b64 = trusted_keys.get(keyid)
         if pub_b64 is None or keyid in valid:
             continue
-        try:
-            Ed25519PublicKey.from_public_bytes(_public_raw(pub_b64)).verify(raw_sig, payload)
-        except InvalidSignature:
+        if _signature_matches(_public_raw(pub_b64), raw_sig, payload):
+            valid.add(keyid)
+        else:
             invalid.add(keyid)
-            continue
-        valid.add(keyid)
     if len(valid) >= threshold:
         return signed
     if invalid - valid:

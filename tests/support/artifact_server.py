@@ -23,6 +23,7 @@ class Fault:
         status: answer this status instead (e.g. 503), ``status_times`` times.
         rate: send at most this many body bytes per second (a slow link), ``rate_times``
             requests.
+        redirect: answer 302 with this ``Location`` instead.
     """
 
     cut_after: int | None = None
@@ -33,6 +34,7 @@ class Fault:
     status_times: int = 1
     rate: int | None = None
     rate_times: int = 1
+    redirect: str | None = None
 
 
 @dataclass
@@ -69,6 +71,12 @@ class ArtifactServer:
                 fault = owner.faults.get(path, Fault())
                 if body is None:
                     self.send_error(404)
+                    return
+                if fault.redirect is not None:
+                    self.send_response(302)
+                    self.send_header("Location", fault.redirect)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 if fault.status is not None and fault.status_times > 0:
                     fault.status_times -= 1

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import httpx
 import pytest
 from edgeserve.agent.download import DownloadLimits, download_artifact
 from edgeserve.agent.fleet_config import FleetConfig
+from edgeserve.agent.http_client import HTTPClient
 from support.artifact_server import ArtifactServer, Fault
 
 from edgeserve.errors import ConfigError, TransportError
@@ -31,11 +31,11 @@ def test_sync_download_resumes_a_leftover_part_with_range(
 ) -> None:
     art = _artifact(artifacts)
     (tmp_path / f"{art.sha256}.part").write_bytes(DATA[:40_000])  # what a kill -9 left
-    with httpx.Client() as client:
+    with HTTPClient() as client:
         path = download_artifact(client, art, tmp_path, FAST)
     assert path.read_bytes() == DATA and path.name == f"{art.sha256}.tar"
     assert artifacts.requests == [("a.tar", "bytes=40000-")]
-    with httpx.Client() as client:  # already there: no request
+    with HTTPClient() as client:  # already there: no request
         assert download_artifact(client, art, tmp_path, FAST) == path
     assert len(artifacts.requests) == 1
 
@@ -46,13 +46,13 @@ def test_sync_download_starts_over_when_range_is_ignored(
     art = _artifact(artifacts)
     artifacts.faults["a.tar"] = Fault(ignore_range=True)
     (tmp_path / f"{art.sha256}.part").write_bytes(b"garbage" * 100)
-    with httpx.Client() as client:
+    with HTTPClient() as client:
         assert download_artifact(client, art, tmp_path, FAST).read_bytes() == DATA
 
 
 def test_sync_download_errors_name_the_problem(artifacts: ArtifactServer, tmp_path: Path) -> None:
     art = _artifact(artifacts)
-    with httpx.Client() as client:
+    with HTTPClient() as client:
         with pytest.raises(EndlessDataError, match="over the 1000 byte limit"):
             download_artifact(client, art, tmp_path, DownloadLimits(max_bytes=1000))
         assert artifacts.requests == []  # refused before any byte moved
@@ -66,6 +66,40 @@ def test_sync_download_errors_name_the_problem(artifacts: ArtifactServer, tmp_pa
         artifacts.faults["a.tar"] = Fault(status=503, status_times=5)
         with pytest.raises(TransportError, match="gave up after 3 attempts"):
             download_artifact(client, art, tmp_path, FAST)
+
+
+def test_sync_download_follows_http_redirects_only(
+    artifacts: ArtifactServer, tmp_path: Path
+) -> None:
+    art = _artifact(artifacts)
+    artifacts.files["moved.tar"] = DATA
+    artifacts.faults["moved.tar"] = Fault(redirect=art.url)
+    moved = Artifact(artifacts.url("moved.tar"), art.sha256, art.size)
+    client = HTTPClient()
+    assert download_artifact(client, moved, tmp_path, FAST).read_bytes() == DATA
+    assert [path for path, _ in artifacts.requests] == ["moved.tar", "a.tar"]
+    secret = tmp_path / "secret"
+    secret.write_bytes(DATA)
+    artifacts.faults["moved.tar"] = Fault(redirect=f"file://{secret}")
+    with pytest.raises(TransportError, match="redirect refused"):
+        download_artifact(client, moved, tmp_path / "other", FAST)
+    with (
+        pytest.raises(TransportError, match="not an http"),
+        client.stream("GET", f"file://{secret}"),
+    ):
+        pass
+    assert not (tmp_path / "other" / f"{art.sha256}.tar").exists()
+
+
+def test_sync_download_refused_connection_is_retried_then_named(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    art = Artifact(f"http://127.0.0.1:{port}/a.tar", "0" * 64, 10)
+    with pytest.raises(TransportError, match=r"gave up after 3 attempts: .*refused"):
+        download_artifact(HTTPClient(), art, tmp_path, FAST)
 
 
 def _table(**kw: object) -> dict[str, object]:
@@ -104,9 +138,9 @@ def test_sync_download_cancel_keeps_the_part_for_later(
     artifacts.faults["a.tar"] = Fault(rate=len(DATA) // 2)
     cancel = threading.Event()
     threading.Timer(0.3, cancel.set).start()
-    with httpx.Client() as client, pytest.raises(TransportError, match="cancelled"):
+    with HTTPClient() as client, pytest.raises(TransportError, match="cancelled"):
         download_artifact(client, art, tmp_path, FAST, cancel=cancel)
     part = tmp_path / f"{art.sha256}.part"
     assert 0 < part.stat().st_size < len(DATA)
-    with httpx.Client() as client:  # resumed later
+    with HTTPClient() as client:  # resumed later
         assert download_artifact(client, art, tmp_path, FAST).read_bytes() == DATA

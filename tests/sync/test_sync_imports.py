@@ -1,5 +1,5 @@
-"""Fleet sync imports what it uses when it uses it: no HTTP client (httpx) until a download
-starts, and never httpx's command-line client (rich, pygments) in the agent."""
+"""Fleet sync imports what it uses: downloads go through the standard library, so httpx (and
+its command-line client's rich and pygments) never load in the agent, before or after one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from edgeserve.agent.http_client import LazyClient
+from edgeserve.agent.http_client import HTTPClient
 
 
 def _python(code: str) -> str:
@@ -27,27 +27,25 @@ def test_sync_imports_no_http_client_before_a_download() -> None:
     assert out == "[]"
 
 
-def test_lazy_client_loads_httpx_without_its_command_line_client() -> None:
+def test_http_client_requests_without_httpx() -> None:
     out = _python(
         "import sys\n"
-        "from edgeserve.agent.http_client import LazyClient\n"
-        "client = LazyClient()\n"
-        "before = 'httpx' in sys.modules\n"
+        "from edgeserve.agent.http_client import HTTPClient\n"
+        "client = HTTPClient()\n"
         "try:\n"
         "    with client.stream('GET', 'http://127.0.0.1:9/') as resp:\n"
         "        pass\n"
         "except Exception as exc:\n"
         "    kind = type(exc).__name__\n"
         "client.close()\n"
-        "print(before, kind, 'rich' in sys.modules, 'pygments' in sys.modules,"
-        " 'httpx._main' in sys.modules)"
+        "print(kind, [m for m in ('httpx', 'rich', 'pygments') if m in sys.modules])"
     )
     # a real request was attempted (refused: nothing listens on port 9)
-    assert out == "False ConnectError False False False"
+    assert out == "HTTPFailure []"
 
 
-def test_lazy_client_refuses_requests_once_closed() -> None:
-    client = LazyClient()
+def test_http_client_refuses_requests_once_closed() -> None:
+    client = HTTPClient()
     client.close()
-    with pytest.raises(RuntimeError, match="closed"):
-        client.stream("GET", "http://127.0.0.1:9/")
+    with pytest.raises(RuntimeError, match="closed"), client.stream("GET", "http://127.0.0.1:9/"):
+        pass

@@ -6,6 +6,8 @@ import base64
 import hashlib
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,6 +76,34 @@ def test_trust_tampered_content_raises_signature_error() -> None:
     with pytest.raises(SignatureError, match="modified after signing") as err:
         verify_envelope(canonical_json(envelope), _trusted(key), 1, role="release")
     assert reason_code(err.value) == "bad_signature"
+
+
+def test_trust_truncated_signature_raises_signature_error() -> None:
+    key = generate_key()
+    envelope = sign({"version": 3}, [key])
+    raw = base64.b64decode(envelope["signatures"][0]["sig"])
+    envelope["signatures"][0]["sig"] = base64.b64encode(raw[:40]).decode()
+    with pytest.raises(SignatureError):
+        verify_envelope(canonical_json(envelope), _trusted(key), 1, role="release")
+
+
+def test_trust_verifying_does_not_load_cryptography(tmp_path: Path) -> None:
+    """A device only verifies: that path must not map cryptography's Rust extension."""
+    key = generate_key()
+    envelope = tmp_path / "envelope.json"
+    envelope.write_bytes(canonical_json(sign({"version": 1}, [key])))
+    code = (
+        "import sys\n"
+        "from edgeserve.trust import verify_envelope\n"
+        f"data = open({str(envelope)!r}, 'rb').read()\n"
+        f"print(verify_envelope(data, {_trusted(key)!r}, 1, role='fleet'),"
+        " any(m.split('.')[0] == 'cryptography' for m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "{'version': 1} False"
 
 
 def test_trust_wrong_signer_raises_wrong_signer_error() -> None:
