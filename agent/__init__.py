@@ -20,11 +20,11 @@ __all__ = [
 ]
 
 _WHERE = {
-    "Agent": "edgeserve.agent.core",
+    "Agent": "edgeserve.agent.serving.core",
     "AgentConfig": "edgeserve.agent.config",
     "InstalledVersion": "edgeserve.agent.store",
     "ModelStore": "edgeserve.agent.store",
-    "TelemetryBuffer": "edgeserve.agent.telemetry",
+    "TelemetryBuffer": "edgeserve.agent.serving.telemetry",
     "load_config": "edgeserve.agent.config",
     "run_agent": "edgeserve.agent.runner",
 }

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from edgeserve.agent.download import DownloadLimits, download_artifact
-from edgeserve.agent.fleet_config import FleetConfig
+from edgeserve.agent.sync.config import FleetConfig
+from edgeserve.agent.sync.download import DownloadLimits, download_artifact
 from support.artifact_server import ArtifactServer, Fault
 
 from edgeserve.errors import ConfigError, TransportError

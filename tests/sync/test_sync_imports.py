@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from edgeserve.agent.http_client import LazyClient
+from edgeserve.agent.sync.http_client import LazyClient
 
 
 def _python(code: str) -> str:
@@ -21,7 +21,7 @@ def _python(code: str) -> str:
 def test_sync_imports_no_http_client_before_a_download() -> None:
     out = _python(
         "import sys\n"
-        "import edgeserve.agent.runner, edgeserve.agent.sync, edgeserve.agent.fleet_device\n"
+        "import edgeserve.agent.runner, edgeserve.agent.sync, edgeserve.agent.sync.device\n"
         "print(sorted(m for m in ('httpx', 'rich', 'pygments', 'bcrypt') if m in sys.modules))"
     )
     assert out == "[]"
@@ -30,7 +30,7 @@ def test_sync_imports_no_http_client_before_a_download() -> None:
 def test_lazy_client_loads_httpx_without_its_command_line_client() -> None:
     out = _python(
         "import sys\n"
-        "from edgeserve.agent.http_client import LazyClient\n"
+        "from edgeserve.agent.sync.http_client import LazyClient\n"
         "client = LazyClient()\n"
         "before = 'httpx' in sys.modules\n"
         "try:\n"

@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-from edgeserve.agent.fleet_config import FleetConfig
+from edgeserve.agent.sync.config import FleetConfig
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,12 +1,13 @@
 """HTTP routes: Open Inference Protocol v2 REST with Triton's repository, statistics, model
 configuration and classification extensions, TF Serving's predict and metadata, ``/metrics``
 and ``/openapi.json``, all behind one ``handle(request)`` callable. What the routes say about
-models comes from :mod:`.views`, which the gRPC API (:mod:`.grpc`) shares.
+models comes from :mod:`edgeserve.agent.serving.views`, which the gRPC API
+(:mod:`edgeserve.agent.grpc`) shares.
 
 Paths arrive percent-decoded; a model name or version that could not exist is a 400 before any
-lookup (:mod:`.names`). Status codes are Triton's: 400 for a bad request, 404 for an unknown
-model/version/route, 503 when not ready, overloaded or timed out; every error body is
-``{"error": "..."}``.
+lookup (:mod:`edgeserve.agent.names`). Status codes are Triton's: 400 for a bad request, 404
+for an unknown model/version/route, 503 when not ready, overloaded or timed out; every error
+body is ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import hmac
 from typing import Any
 
-from edgeserve.agent.codec import (
+from edgeserve.agent.http.codec import (
     InferRequest,
     decode_request,
     dumps,
@@ -23,11 +24,11 @@ from edgeserve.agent.codec import (
     parse_json,
     timeout_s,
 )
-from edgeserve.agent.core import Agent
-from edgeserve.agent.httpserver import Request, Response, error_response
-from edgeserve.agent.loaded import LoadedModel
+from edgeserve.agent.http.server import Request, Response, error_response
 from edgeserve.agent.names import check_model_name, check_version
-from edgeserve.agent.views import config_view, metadata_view, server_view, stats_view
+from edgeserve.agent.serving.core import Agent
+from edgeserve.agent.serving.loaded import LoadedModel
+from edgeserve.agent.serving.views import config_view, metadata_view, server_view, stats_view
 
 from edgeserve.errors import EdgeServeError, InferenceInputError
 
@@ -80,7 +81,7 @@ class Api:
         if path.startswith("/v2"):
             return await self._v2(request, path[3:].strip("/").split("/") if path != "/v2" else [])
         if path.startswith("/v1/models/"):
-            from edgeserve.agent.tfserving import handle_v1
+            from edgeserve.agent.http.tfserving import handle_v1
 
             return await handle_v1(self.agent, request, self._key_header)
         if path == "/metrics":
@@ -89,7 +90,7 @@ class Api:
             return Response(200, body, ctype)
         if path in ("/openapi.json", "/v2/openapi.json"):
             _method(method, "GET")
-            from edgeserve.agent.openapi import openapi_document
+            from edgeserve.agent.http.openapi import openapi_document
 
             return _json(openapi_document())
         raise _HttpError(404, f"no route for {method} {path}")

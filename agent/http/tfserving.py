@@ -15,10 +15,10 @@ import asyncio
 from typing import Any
 
 import numpy as np
-from edgeserve.agent.codec import _from_json, dumps, parse_json
-from edgeserve.agent.core import Agent
-from edgeserve.agent.httpserver import Request, Response
+from edgeserve.agent.http.codec import _from_json, dumps, parse_json
+from edgeserve.agent.http.server import Request, Response
 from edgeserve.agent.names import check_model_name, check_version
+from edgeserve.agent.serving.core import Agent
 
 from edgeserve.errors import InferenceInputError, NotFoundError
 from edgeserve.manifest import TensorSpec

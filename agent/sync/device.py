@@ -14,7 +14,7 @@ Flow (states from :mod:`edgeserve.protocol`)::
 Nothing touches the store before the release signature, the artifact hash and every file
 hash passed. The MQTT thread only hands payloads over; a worker (a shared executor) does the
 work, so neither serving nor the network loop waits on a download. What the device runs goes
-through an :class:`~edgeserve.agent.fleet_installer.Installer` (the real agent, or a stand-in
+through an :class:`~edgeserve.agent.sync.agent_adapter.Installer` (the real agent, or a stand-in
 for simulations).
 """
 
@@ -30,14 +30,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeserve.agent.download import DownloadLimits
-from edgeserve.agent.fleet_config import FleetConfig
-from edgeserve.agent.fleet_install import InstallPipeline, Outcome
-from edgeserve.agent.fleet_installer import Installer, TelemetrySource
-from edgeserve.agent.fleet_outcomes import current_outcomes, record_outcome
-from edgeserve.agent.fleet_persist import keyring_version, load_desired, load_keyring
-from edgeserve.agent.fleet_telemetry import TelemetryPublisher
-from edgeserve.agent.http_client import LazyClient
+from edgeserve.agent.sync.agent_adapter import Installer, TelemetrySource
+from edgeserve.agent.sync.config import FleetConfig
+from edgeserve.agent.sync.download import DownloadLimits
+from edgeserve.agent.sync.http_client import LazyClient
+from edgeserve.agent.sync.install_pipeline import InstallPipeline, Outcome
+from edgeserve.agent.sync.state import (
+    current_outcomes,
+    keyring_version,
+    load_desired,
+    load_keyring,
+    record_outcome,
+)
+from edgeserve.agent.sync.telemetry import TelemetryPublisher
 
 from edgeserve import __version__
 from edgeserve.errors import EdgeServeError, TransportError
@@ -448,7 +453,7 @@ class DeviceSync:
 
     def _restore_outcomes(self) -> None:
         """Rolled-back targets of the current desired state stay done after a restart; an
-        activation the agent died in is health-checked first (:mod:`.fleet_outcomes`)."""
+        activation the agent died in is health-checked first (:mod:`.state`)."""
         if self.desired is None:
             return
         rolled_back, self._unchecked = current_outcomes(self.dir, self.desired)

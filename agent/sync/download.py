@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from edgeserve.agent.http_client import LazyClient, load_httpx
+from edgeserve.agent.sync.http_client import LazyClient, load_httpx
 
 from edgeserve.errors import StorageError, TransportError
 from edgeserve.protocol import Artifact

@@ -5,8 +5,8 @@ converted model's own outputs on those inputs under ``expected:<output name>``, 
 tolerance for comparing them in the manifest's ``validation.health_check.tolerance`` (see
 :mod:`edgeserve.manifest`). A version that loads and warms up (it runs, outputs are finite)
 but computes something else on this device (a broken execution provider or kernel, a model
-or sample from another build) is then caught by :meth:`edgeserve.agent.core.Agent.health_check`
-and rolled back by fleet sync.
+or sample from another build) is then caught by
+:meth:`edgeserve.agent.serving.core.Agent.health_check` and rolled back by fleet sync.
 
 The comparison is per output: ``max |output - expected| <= tolerance * max |expected|``
 (``tolerance`` itself when every expected value is 0), so it scales with the output's

@@ -6,8 +6,8 @@ The binary extension is Triton's "Binary Tensor Data Extension"
 (https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_binary_data.md):
 the header ``Inference-Header-Content-Length`` gives the JSON part's length; raw little-endian
 tensors follow, in input order, each sized by its ``parameters.binary_data_size``; BYTES
-elements are 4-byte little-endian length prefixed. The gRPC API (:mod:`.grpc`) shares the
-tensor helpers and output selection. Every malformed body becomes an
+elements are 4-byte little-endian length prefixed. The gRPC API (:mod:`edgeserve.agent.grpc`)
+shares the tensor helpers and output selection. Every malformed body becomes an
 :class:`~edgeserve.errors.InferenceInputError` naming the problem (HTTP 400).
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from edgeserve.agent.classification import classification_k, classify
+from edgeserve.agent.serving.classification import classification_k, classify
 
 from edgeserve.datatypes import DATATYPES, datatype_of, to_numpy
 from edgeserve.errors import InferenceInputError

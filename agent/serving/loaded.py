@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from edgeserve.agent.batcher import Batcher, BatchResult
 from edgeserve.agent.config import ModelConfig, RuntimeConfig
-from edgeserve.agent.metrics import Metrics, VersionMetrics
+from edgeserve.agent.serving.batcher import Batcher, BatchResult
+from edgeserve.agent.serving.metrics import Metrics, VersionMetrics
 
 from edgeserve.bundle import Bundle, read_labels
 from edgeserve.datatypes import to_numpy
