@@ -30,7 +30,13 @@ from edgeserve.agent.serving.policy import choose_arm, wanted_versions
 from edgeserve.agent.serving.telemetry import TelemetryBuffer
 from edgeserve.agent.store import ModelStore
 
-from edgeserve.errors import ConfigError, EdgeServeError, NotFoundError, UnavailableError
+from edgeserve.errors import (
+    ConfigError,
+    EdgeServeError,
+    NotFoundError,
+    NotReadyError,
+    NotStartedError,
+)
 
 __all__ = ["Agent"]
 
@@ -104,7 +110,7 @@ class Agent:
             Whatever the coroutine raises; TimeoutError after ``timeout`` seconds.
         """
         if self.loop is None:
-            raise UnavailableError("agent is not started")
+            raise NotStartedError("agent is not started")
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
         return future.result(timeout)
 
@@ -307,7 +313,7 @@ class Agent:
 
         Raises:
             NotFoundError: unknown model, version or label.
-            UnavailableError: known but not loaded (unloaded, or failed to load).
+            NotReadyError: known but not loaded (unloaded, or failed to load).
         """
         if not version and name in self._splits:
             return self._route_split(name, self._splits[name], key, count)
@@ -315,12 +321,12 @@ class Agent:
         if not versions:
             if self.store.versions(name) or name in self.config.models:
                 why = "unloaded" if name in self._unloaded else self._reasons(name) or "loading"
-                raise UnavailableError(f"model {name!r} is not ready ({why})")
+                raise NotReadyError(f"model {name!r} is not ready ({why})")
             raise NotFoundError(f"unknown model {name!r}")
         if not version:
             chosen = self._default.get(name)
             if chosen is None or chosen not in versions:
-                raise UnavailableError(f"model {name!r} has no active version loaded")
+                raise NotReadyError(f"model {name!r} has no active version loaded")
             return versions[chosen]
         number = self._version_number(name, version)
         model = versions.get(number)
@@ -348,7 +354,7 @@ class Agent:
         arm, version = choose_arm(alias, split, key)
         model = self._models.get(split.model, {}).get(version)
         if model is None:
-            raise UnavailableError(f"A/B alias {alias!r}: arm {arm} (version {version}) not ready")
+            raise NotReadyError(f"A/B alias {alias!r}: arm {arm} (version {version}) not ready")
         if count:
             self.metrics.ab_requests.labels(alias, arm, split.model, str(version)).inc()
         return model
@@ -379,7 +385,7 @@ class Agent:
     async def reconcile(self, names: Iterable[str] | None = None) -> None:
         """Load and unload versions so the served set matches the store, config and splits."""
         if self._lock is None:
-            raise UnavailableError("agent is not started")
+            raise NotStartedError("agent is not started")
         async with self._lock:
             if names is None:
                 names = set(self.store.models()) | set(self._models)

@@ -17,7 +17,14 @@ from edgeserve.agent.serving.metrics import Metrics, VersionMetrics
 
 from edgeserve.bundle import Bundle, read_labels
 from edgeserve.datatypes import to_numpy
-from edgeserve.errors import EdgeServeError, InferenceInputError, ModelError
+from edgeserve.errors import (
+    DeadlineExceededError,
+    EdgeServeError,
+    InferenceInputError,
+    ModelError,
+    QueueFullError,
+    UnavailableError,
+)
 from edgeserve.manifest import TensorSpec
 from edgeserve.runtimes import Runtime, RuntimeOptions, load_runtime
 from edgeserve.runtimes.base import check_feeds
@@ -200,7 +207,6 @@ class LoadedModel:
             instances=cfg.instances,
             observer=self._observe,
         )
-        self.ready = True
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.runtime.run(feeds)
@@ -229,7 +235,8 @@ class LoadedModel:
             timeout_s: a per-request limit shorter than the configured one, or None.
 
         Raises:
-            InferenceInputError, UnavailableError, ModelError: see :meth:`Batcher.submit`.
+            InferenceInputError, UnavailableError (QueueFullError, DeadlineExceededError,
+                ModelUnloadingError), ModelError: see :meth:`Batcher.submit`.
         """
         start = time.perf_counter()
         self.metrics.pending.inc()
@@ -290,21 +297,21 @@ class LoadedModel:
 
     def close(self) -> None:
         """Release the runtime."""
-        self.ready = False
         self.batcher.closed = True
         self.runtime.close()
 
 
-def _reason(exc: EdgeServeError) -> str:
-    from edgeserve.errors import InferenceInputError, UnavailableError
+# metrics and telemetry name a failed request by its error type (first match wins)
+_REASONS: tuple[tuple[type[EdgeServeError], str], ...] = (
+    (InferenceInputError, "bad_input"),
+    (QueueFullError, "queue_full"),
+    (DeadlineExceededError, "timeout"),
+    (UnavailableError, "unavailable"),
+)
 
-    if isinstance(exc, InferenceInputError):
-        return "bad_input"
-    if isinstance(exc, UnavailableError):
-        text = str(exc)
-        if "queue full" in text:
-            return "queue_full"
-        if "timed out" in text:
-            return "timeout"
-        return "unavailable"
+
+def _reason(exc: EdgeServeError) -> str:
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
     return "model_error"

@@ -244,10 +244,6 @@ class DeviceSync:
         if self._own_http:
             self._http.close()
 
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Block until no install work is queued or running (tests, benchmarks)."""
-        return self._idle.wait(timeout_s)
-
     def status(self) -> dict[str, ModelStatus]:
         """The current status of every model this device was told about."""
         with self._lock:
@@ -507,8 +503,3 @@ class DeviceSync:
             self.stats["published_reported"] += 1
         except (TransportError, ProtocolError) as exc:
             log.warning("fleet sync %s: report not sent: %s", self.config.device, exc)
-
-    def flush_telemetry(self) -> int:
-        """Publish one batch of buffered telemetry now (else every ``telemetry_interval_s``);
-        returns the records sent."""
-        return 0 if self._telemetry is None else self._telemetry.flush()
