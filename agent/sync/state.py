@@ -44,7 +44,6 @@ from edgeserve.trust import (
 
 __all__ = [
     "current_outcomes",
-    "keyring_version",
     "load_desired",
     "load_keyring",
     "load_outcomes",
@@ -123,17 +122,6 @@ def load_desired(
     except (VerificationError, ProtocolError) as exc:
         log.warning("fleet sync %s: saved desired state not usable: %s", device, exc)
         return last_seq, None
-
-
-def keyring_version(envelope: Any) -> int | None:
-    """The ``version`` of a keyring envelope (dict or bytes), None when it has none."""
-    if isinstance(envelope, Mapping) and isinstance(envelope.get("signed"), Mapping):
-        version = envelope["signed"].get("version")
-        return version if isinstance(version, int) else None
-    try:
-        return json.loads(envelope)["signed"]["version"]
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def save_keyring(fleet_dir: Path, link: Mapping[str, Any]) -> None:
