@@ -4,16 +4,19 @@ and ``/openapi.json``, all behind one ``handle(request)`` callable. What the rou
 models comes from :mod:`edgeserve.agent.serving.views`, which the gRPC API
 (:mod:`edgeserve.agent.grpc`) shares.
 
-Paths arrive percent-decoded; a model name or version that could not exist is a 400 before any
-lookup (:mod:`edgeserve.agent.names`). Status codes are Triton's: 400 for a bad request, 404
-for an unknown model/version/route, 503 when not ready, overloaded or timed out; every error
-body is ``{"error": "..."}``.
+Routing is a table (``_ROUTES``): path templates whose ``{name}`` and ``{version}`` segments
+capture, each with a handler per method; the first template that matches wins and a known path
+asked with another method is a 405. Paths arrive percent-decoded; a model name or version that
+could not exist is a 400 before any lookup (:mod:`edgeserve.agent.names`). Status codes are
+Triton's: 400 for a bad request, 404 for an unknown model/version/route, 503 when not ready,
+overloaded or timed out; every error body is ``{"error": "..."}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+from dataclasses import dataclass
 from typing import Any
 
 from edgeserve.agent.http.codec import (
@@ -77,63 +80,78 @@ class Api:
             )
 
     async def _route(self, request: Request) -> Response:
-        path, method = request.path, request.method
-        if path.startswith("/v2"):
-            return await self._v2(request, path[3:].strip("/").split("/") if path != "/v2" else [])
-        if path.startswith("/v1/models/"):
-            from edgeserve.agent.http.tfserving import handle_v1
+        route, params = _match(request.path)
+        if route is None:
+            raise _HttpError(404, f"no route for {request.method} {request.path}")
+        # names are checked before the method: a name that could not exist is a 400 anywhere
+        name = check_model_name(params["name"]) if "name" in params else None
+        version = check_version(params["version"]) if "version" in params else None
+        handler = route.methods.get(request.method) or route.methods.get("*")
+        if handler is None:
+            allow = ", ".join(route.methods)
+            raise _HttpError(
+                405, f"method {request.method} not allowed here; use {allow}", {"allow": allow}
+            )
+        return await getattr(self, handler)(request, name, version)
 
-            return await handle_v1(self.agent, request, self._key_header)
-        if path == "/metrics":
-            _method(method, "GET")
-            body, ctype = self.agent.metrics.render()
-            return Response(200, body, ctype)
-        if path in ("/openapi.json", "/v2/openapi.json"):
-            _method(method, "GET")
-            from edgeserve.agent.http.openapi import openapi_document
+    # -- handlers: (request, model name or None, version or None) -> response ----------------
 
-            return _json(openapi_document())
-        raise _HttpError(404, f"no route for {method} {path}")
+    async def _server(self, request: Request, name: None, version: None) -> Response:
+        return _json(server_view())
 
-    async def _v2(self, request: Request, parts: list[str]) -> Response:
-        method = request.method
-        if not parts or parts == [""]:
-            _method(method, "GET")
-            return _json(server_view())
-        if parts[0] == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
-            _method(method, "GET")
-            if parts[1] == "live" or self.agent.ready:
-                return _EMPTY
-            return error_response(503, "agent is starting")
-        if parts[0] == "repository":
-            return await self._repository(request, parts[1:])
-        if parts == ["models", "stats"]:
-            _method(method, "GET")
-            return _json({"model_stats": stats_view(self.agent, None, None)})
-        if parts[0] == "models" and len(parts) >= 2:
-            name, rest = check_model_name(parts[1]), parts[2:]
-            version = None
-            if len(rest) >= 2 and rest[0] == "versions":
-                version, rest = check_version(rest[1]), rest[2:]
-            if not rest:
-                _method(method, "GET")
-                return _json(metadata_view(self.agent, name, version))
-            if rest == ["ready"]:
-                _method(method, "GET")
-                if self.agent.model_ready(name, version):
-                    return _EMPTY
-                self.agent.resolve(name, version, "ready-probe", count=False)  # raises 404 / 503
-                return error_response(503, f"model {name!r} is not ready")
-            if rest == ["infer"]:
-                _method(method, "POST")
-                return await self._infer(request, name, version)
-            if rest == ["stats"]:
-                _method(method, "GET")
-                return _json({"model_stats": stats_view(self.agent, name, version)})
-            if rest == ["config"]:
-                _method(method, "GET")
-                return _json(config_view(self.agent, name, version))
-        raise _HttpError(404, f"no route for {method} {request.path}")
+    async def _live(self, request: Request, name: None, version: None) -> Response:
+        return _EMPTY
+
+    async def _ready(self, request: Request, name: None, version: None) -> Response:
+        return _EMPTY if self.agent.ready else error_response(503, "agent is starting")
+
+    async def _all_stats(self, request: Request, name: None, version: None) -> Response:
+        return _json({"model_stats": stats_view(self.agent, None, None)})
+
+    async def _metadata(self, request: Request, name: str, version: str | None) -> Response:
+        return _json(metadata_view(self.agent, name, version))
+
+    async def _model_ready(self, request: Request, name: str, version: str | None) -> Response:
+        if self.agent.model_ready(name, version):
+            return _EMPTY
+        self.agent.resolve(name, version, "ready-probe", count=False)  # raises 404 / 503
+        return error_response(503, f"model {name!r} is not ready")
+
+    async def _stats(self, request: Request, name: str, version: str | None) -> Response:
+        return _json({"model_stats": stats_view(self.agent, name, version)})
+
+    async def _config(self, request: Request, name: str, version: str | None) -> Response:
+        return _json(config_view(self.agent, name, version))
+
+    async def _index(self, request: Request, name: None, version: None) -> Response:
+        # Triton's index takes an optional {"ready": true} to list only ready versions
+        doc = parse_json(request.body) if request.body.strip() else {}
+        rows = self.agent.index()
+        if isinstance(doc, dict) and doc.get("ready") is True:
+            rows = [r for r in rows if r["state"] == "READY"]
+        return _json(rows)
+
+    async def _load(self, request: Request, name: str, version: None) -> Response:
+        await self.agent.load(name)
+        return _EMPTY
+
+    async def _unload(self, request: Request, name: str, version: None) -> Response:
+        await self.agent.unload(name)
+        return _EMPTY
+
+    async def _tfserving(self, request: Request, name: None, version: None) -> Response:
+        from edgeserve.agent.http.tfserving import handle_v1
+
+        return await handle_v1(self.agent, request, self._key_header)
+
+    async def _metrics(self, request: Request, name: None, version: None) -> Response:
+        body, ctype = self.agent.metrics.render()
+        return Response(200, body, ctype)
+
+    async def _openapi(self, request: Request, name: None, version: None) -> Response:
+        from edgeserve.agent.http.openapi import openapi_document
+
+        return _json(openapi_document())
 
     async def _infer(self, request: Request, name: str, version: str | None) -> Response:
         header_len = request.headers.get("inference-header-content-length")
@@ -172,28 +190,65 @@ class Api:
         ctype = "application/octet-stream" if headers else "application/json"
         return Response(200, body, ctype, headers)
 
-    async def _repository(self, request: Request, parts: list[str]) -> Response:
-        _method(request.method, "POST")
-        if parts == ["index"]:
-            # Triton's index takes an optional {"ready": true} to list only ready versions
-            doc = parse_json(request.body) if request.body.strip() else {}
-            rows = self.agent.index()
-            if isinstance(doc, dict) and doc.get("ready") is True:
-                rows = [r for r in rows if r["state"] == "READY"]
-            return _json(rows)
-        if len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload"):
-            name = check_model_name(parts[1])
-            if parts[2] == "load":
-                await self.agent.load(name)
-            else:
-                await self.agent.unload(name)
-            return _EMPTY
-        raise _HttpError(404, f"no route for {request.method} {request.path}")
+
+@dataclass(frozen=True)
+class _Route:
+    """One path template and the handler (an :class:`Api` method name) of each method."""
+
+    template: tuple[str, ...]  # segments; "{name}" and "{version}" capture one segment
+    methods: dict[str, str]  # "*": every method (the handler answers 405 itself)
 
 
-def _method(got: str, want: str) -> None:
-    if got != want:
-        raise _HttpError(405, f"method {got} not allowed here; use {want}", {"allow": want})
+def _route(template: str, **methods: str) -> _Route:
+    return _Route(tuple(template.strip("/").split("/")), methods)
+
+
+_VERSIONED = "v2/models/{name}/versions/{version}"
+# First match wins: /v2/models/stats before /v2/models/{name}.
+_ROUTES: tuple[_Route, ...] = (
+    _route("v2", GET="_server"),
+    _route("v2/health/live", GET="_live"),
+    _route("v2/health/ready", GET="_ready"),
+    _route("v2/repository/index", POST="_index"),
+    _route("v2/repository/models/{name}/load", POST="_load"),
+    _route("v2/repository/models/{name}/unload", POST="_unload"),
+    _route("v2/models/stats", GET="_all_stats"),
+    _route("v2/models/{name}", GET="_metadata"),
+    _route("v2/models/{name}/ready", GET="_model_ready"),
+    _route("v2/models/{name}/infer", POST="_infer"),
+    _route("v2/models/{name}/stats", GET="_stats"),
+    _route("v2/models/{name}/config", GET="_config"),
+    _route(_VERSIONED, GET="_metadata"),
+    _route(f"{_VERSIONED}/ready", GET="_model_ready"),
+    _route(f"{_VERSIONED}/infer", POST="_infer"),
+    _route(f"{_VERSIONED}/stats", GET="_stats"),
+    _route(f"{_VERSIONED}/config", GET="_config"),
+    _route("metrics", GET="_metrics"),
+    _route("openapi.json", GET="_openapi"),
+)
+# TF Serving's paths (``/v1/models/<name>[/versions/<v>][:predict]``) are routed by
+# :mod:`.tfserving` itself, every method
+_TFSERVING_PREFIX = "/v1/models/"
+_TFSERVING = _Route((), {"*": "_tfserving"})
+
+
+def _match(path: str) -> tuple[_Route | None, dict[str, str]]:
+    """The route for ``path`` and the segments its template captured."""
+    if path.startswith(_TFSERVING_PREFIX):
+        return _TFSERVING, {}
+    segments = path.strip("/").split("/")
+    for route in _ROUTES:
+        if len(route.template) != len(segments):
+            continue
+        params: dict[str, str] = {}
+        for want, got in zip(route.template, segments, strict=True):
+            if want.startswith("{"):
+                params[want[1:-1]] = got
+            elif want != got:
+                break
+        else:
+            return route, params
+    return None, {}
 
 
 class _HttpError(Exception):
