@@ -1,8 +1,9 @@
 """Serving: what answers an inference request once a front end has decoded it.
 
 An HTTP route (:mod:`edgeserve.agent.http`) or a gRPC call (:mod:`edgeserve.agent.grpc`)
-hands a request to :class:`~.core.Agent` (``core``), which picks the version to run (labels,
-the on-device A/B split of ``policy``) and submits it to that version's
+hands a request to :class:`~.core.Agent` (``core``), whose routing table (``routing``) picks
+the version to run (labels, the on-device A/B split of ``policy``); the request is submitted to
+that version's
 :class:`~.loaded.LoadedModel` (``loaded``): a runtime from :mod:`edgeserve.runtimes` behind a
 dynamic :class:`~.batcher.Batcher` (``batcher``). ``metrics`` counts requests and latencies
 for Prometheus, ``telemetry`` buffers per-version windows on disk for fleet sync to upload.

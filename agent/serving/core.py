@@ -23,18 +23,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from edgeserve.agent.config import AgentConfig, SplitConfig
-from edgeserve.agent.serving.health import check_references, reference_outputs, reference_tolerance
-from edgeserve.agent.serving.loaded import LoadedModel, check_outputs, open_runtime, sample_feeds
+from edgeserve.agent.serving.health import check_health, check_unloaded_health
+from edgeserve.agent.serving.loaded import LoadedModel, load_version
 from edgeserve.agent.serving.metrics import Metrics
-from edgeserve.agent.serving.policy import choose_arm, wanted_versions
+from edgeserve.agent.serving.policy import wanted_versions
+from edgeserve.agent.serving.routing import ServedModels
 from edgeserve.agent.serving.telemetry import TelemetryBuffer
 from edgeserve.agent.store import ModelStore
 
 from edgeserve.errors import (
     ConfigError,
     EdgeServeError,
+    ModelError,
     NotFoundError,
-    NotReadyError,
     NotStartedError,
 )
 
@@ -57,11 +58,7 @@ class Agent:
         self._control = ThreadPoolExecutor(1, "edgeserve-control")
         self.ready = False
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._models: dict[str, dict[int, LoadedModel]] = {}
-        self._default: dict[str, int] = {}
-        self._failed: dict[tuple[str, int], str] = {}
-        self._unloaded: set[str] = set()
-        self._splits: dict[str, SplitConfig] = dict(config.splits)
+        self.served = ServedModels(config, self.store, self.metrics)
         self._window_labels: dict[str, str] = {}  # model -> experiment of its open windows
         self._lock: asyncio.Lock | None = None
         self._tasks: list[asyncio.Task] = []
@@ -93,10 +90,10 @@ class Agent:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for versions in list(self._models.values()):
+        for versions in list(self.served.models.values()):
             for model in list(versions.values()):
                 await self._unload(model)
-        self._models.clear()
+        self.served.models.clear()
         self.executor.shutdown(wait=True)
         self._control.shutdown(wait=True)
         self.telemetry.close()
@@ -131,12 +128,12 @@ class Agent:
         before = (self.store.active_version(name), self.store.previous_active(name))
         await self._blocking(self.store.activate, name, version)
         await self.reconcile([name])
-        if (name, version) in self._failed and self.config.model(name).policy != "pinned":
-            reason = self._failed[(name, version)]
+        if (name, version) in self.served.failed and self.config.model(name).policy != "pinned":
+            reason = self.served.failed[(name, version)]
             if before[0] is not None and before[0] != version:
                 await self._blocking(self.store.restore, name, *before)
                 await self.reconcile([name])
-            raise _model_error(f"model {name!r} version {version} failed to load: {reason}")
+            raise ModelError(f"model {name!r} version {version} failed to load: {reason}")
 
     async def health_check(self, name: str, version: int) -> None:
         """Run the version's sample inputs (bundle file with role ``sample``, else generated
@@ -150,43 +147,25 @@ class Agent:
             ModelError: it cannot load, fails to run, gives NaN/inf, or computes something
                 other than the recorded reference outputs.
         """
-        loaded = self._models.get(name, {}).get(version)
-
-        def check(runtime: Any, bundle: Any) -> None:
-            outputs = runtime.run(sample_feeds(bundle, runtime.inputs))
-            check_outputs(outputs, runtime.outputs)
-            expected = reference_outputs(bundle.file_path("sample"))
-            if expected:
-                check_references(outputs, expected, reference_tolerance(bundle.manifest))
-
+        loaded = self.served.models.get(name, {}).get(version)
         if loaded is not None:
-            await self._blocking(check, loaded.runtime, loaded.bundle)
+            await self._blocking(check_health, loaded.runtime, loaded.bundle)
             return
-
-        def check_unloaded() -> None:
-            bundle = self.store.bundle(name, version)
-            runtime = open_runtime(bundle, self.config.model(name), self.config.runtime)
-            try:
-                check(runtime, bundle)
-            finally:
-                runtime.close()
-
-        await self._blocking(check_unloaded)
+        bundle = await self._blocking(self.store.bundle, name, version)
+        cfg = self.config.model(name)
+        await self._blocking(check_unloaded_health, bundle, cfg, self.config.runtime)
 
     def active_versions(self) -> dict[str, int]:
         """Model name -> version that unversioned requests go to (loaded models only)."""
-        return dict(self._default)
+        return self.served.active_versions()
 
     def loaded_models(self, name: str | None = None) -> list[LoadedModel]:
         """Loaded model versions (of ``name``, or all), sorted by name and version."""
-        names = [name] if name is not None else sorted(self._models)
-        return [
-            self._models[n][v] for n in names if n in self._models for v in sorted(self._models[n])
-        ]
+        return self.served.loaded_models(name)
 
     def loaded_versions(self) -> dict[str, list[int]]:
         """Model name -> loaded versions."""
-        return {name: sorted(v) for name, v in self._models.items() if v}
+        return self.served.loaded_versions()
 
     async def set_split(
         self,
@@ -226,13 +205,13 @@ class Agent:
                 raise NotFoundError(f"model {target!r} version {v} is not installed")
         # no await between closing the windows and switching: no request runs in between
         self._cut_windows(target, label)
-        self._splits[alias] = SplitConfig(target, a_version, b_version, weight_b)
+        self.served.splits[alias] = SplitConfig(target, a_version, b_version, weight_b)
         await self.reconcile([target])
 
     async def clear_split(self, alias: str) -> None:
         """Remove an A/B alias (closing its telemetry windows); its versions unload unless
         otherwise needed."""
-        split = self._splits.pop(alias, None)
+        split = self.served.splits.pop(alias, None)
         if split is not None:
             self._cut_windows(split.model, None)
             await self.reconcile([split.model])
@@ -244,35 +223,22 @@ class Agent:
             self._window_labels.pop(name, None)
         else:
             self._window_labels[name] = label
-        for model in list(self._models.get(name, {}).values()):
+        for model in list(self.served.models.get(name, {}).values()):
             model.label = label
             try:
-                self._flush_stats(model)
+                model.close_window(self.telemetry)
             except EdgeServeError as exc:
                 log.error("telemetry: %s", exc)
 
     def splits(self) -> dict[str, SplitConfig]:
         """Current A/B aliases."""
-        return dict(self._splits)
+        return dict(self.served.splits)
 
     # -- repository API (Triton's /v2/repository) ------------------------------------------
 
     def index(self) -> list[dict[str, Any]]:
         """Every installed version with its state (Triton's repository index)."""
-        rows = []
-        for name in self.store.models():
-            loaded = self._models.get(name, {})
-            for version in self.store.versions(name):
-                row: dict[str, Any] = {"name": name, "version": str(version)}
-                if version in loaded:
-                    row["state"], row["reason"] = "READY", ""
-                else:
-                    row["state"] = "UNAVAILABLE"
-                    row["reason"] = self._failed.get((name, version)) or (
-                        "unloaded" if name in self._unloaded else "not served by version policy"
-                    )
-                rows.append(row)
-        return rows
+        return self.served.index()
 
     async def load(self, name: str) -> None:
         """(Re)load a model per its policy (Triton's repository load).
@@ -282,10 +248,10 @@ class Agent:
         """
         if not self.store.versions(name):
             raise NotFoundError(f"unknown model {name!r}")
-        self._unloaded.discard(name)
+        self.served.unloaded.discard(name)
         await self.reconcile([name])
-        if name not in self._default:
-            raise _model_error(f"model {name!r} failed to load: {self._reasons(name)}")
+        if name not in self.served.default:
+            raise ModelError(f"model {name!r} failed to load: {self.served.reasons(name)}")
 
     async def unload(self, name: str) -> None:
         """Unload every version of a model until :meth:`load` (Triton's repository unload).
@@ -293,9 +259,9 @@ class Agent:
         Raises:
             NotFoundError: no such model.
         """
-        if not self.store.versions(name) and name not in self._models:
+        if not self.store.versions(name) and name not in self.served.models:
             raise NotFoundError(f"unknown model {name!r}")
-        self._unloaded.add(name)
+        self.served.unloaded.add(name)
         await self.reconcile([name])
 
     # -- request routing -------------------------------------------------------------------
@@ -303,75 +269,23 @@ class Agent:
     def resolve(
         self, name: str, version: str | None = None, key: str | None = None, *, count: bool = True
     ) -> LoadedModel:
-        """The loaded model version a request goes to.
-
-        Args:
-            name: model name or A/B alias.
-            version: version number or label (``stable``); None = active version or A/B arm.
-            key: the request key for sticky A/B assignment.
-            count: count an A/B assignment in metrics (False for probes and metadata).
+        """The loaded model version a request goes to (:meth:`.ServedModels.resolve`).
 
         Raises:
             NotFoundError: unknown model, version or label.
             NotReadyError: known but not loaded (unloaded, or failed to load).
         """
-        if not version and name in self._splits:
-            return self._route_split(name, self._splits[name], key, count)
-        versions = self._models.get(name)
-        if not versions:
-            if self.store.versions(name) or name in self.config.models:
-                why = "unloaded" if name in self._unloaded else self._reasons(name) or "loading"
-                raise NotReadyError(f"model {name!r} is not ready ({why})")
-            raise NotFoundError(f"unknown model {name!r}")
-        if not version:
-            chosen = self._default.get(name)
-            if chosen is None or chosen not in versions:
-                raise NotReadyError(f"model {name!r} has no active version loaded")
-            return versions[chosen]
-        number = self._version_number(name, version)
-        model = versions.get(number)
-        if model is None:
-            if number in self.store.versions(name):
-                raise NotFoundError(
-                    f"model {name!r} version {number} is installed but not served "
-                    f"(policy {self.config.model(name).policy!r}); activate it, label it, "
-                    'or set policy = "all"'
-                )
-            raise NotFoundError(f"model {name!r} has no version {number}")
-        return model
-
-    def _version_number(self, name: str, version: str) -> int:
-        if version.isascii() and version.isdigit():  # not "²": int() would raise
-            return int(version)
-        labels = {**self.store.labels(name), **self.config.model(name).labels}
-        if version not in labels:
-            raise NotFoundError(f"model {name!r} has no version or label {version!r}")
-        return labels[version]
-
-    def _route_split(
-        self, alias: str, split: SplitConfig, key: str | None, count: bool
-    ) -> LoadedModel:
-        arm, version = choose_arm(alias, split, key)
-        model = self._models.get(split.model, {}).get(version)
-        if model is None:
-            raise NotReadyError(f"A/B alias {alias!r}: arm {arm} (version {version}) not ready")
-        if count:
-            self.metrics.ab_requests.labels(alias, arm, split.model, str(version)).inc()
-        return model
+        return self.served.resolve(name, version, key, count=count)
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         """Whether a request for this model (version) would be served now."""
-        try:
-            self.resolve(name, version, key="ready-probe", count=False)
-        except EdgeServeError:
-            return False
-        return True
+        return self.served.model_ready(name, version)
 
     # -- reconciliation --------------------------------------------------------------------
 
     def _wanted(self, name: str) -> tuple[int | None, set[int]]:
         """(default version, versions to load) for a model from store, config and splits."""
-        if name in self._unloaded:
+        if name in self.served.unloaded:
             return None, set()
         return wanted_versions(
             name,
@@ -379,7 +293,7 @@ class Agent:
             self.store.active_version(name),
             self.store.labels(name),
             self.config.model(name),
-            self._splits.values(),
+            self.served.splits.values(),
         )
 
     async def reconcile(self, names: Iterable[str] | None = None) -> None:
@@ -388,33 +302,33 @@ class Agent:
             raise NotStartedError("agent is not started")
         async with self._lock:
             if names is None:
-                names = set(self.store.models()) | set(self._models)
+                names = set(self.store.models()) | set(self.served.models)
             for name in sorted(set(names)):
                 await self._reconcile_one(name)
 
     async def _reconcile_one(self, name: str) -> None:
         default, want = await self._blocking(self._wanted, name)
-        have = self._models.setdefault(name, {})
+        have = self.served.models.setdefault(name, {})
         for version in sorted(want - set(have)):
             model = await self._load(name, version)
             if model is not None:
                 have[version] = model
-        old_default = self._default.get(name)
+        old_default = self.served.default.get(name)
         if default is not None and default in have:
-            self._default[name] = default  # the switch: one assignment on the loop thread
-        elif old_default in have and old_default is not None and name not in self._unloaded:
+            self.served.default[name] = default  # the switch: one assignment on the loop thread
+        elif old_default in have and old_default is not None and name not in self.served.unloaded:
             want.add(old_default)  # the new one failed: keep serving the old one
             log.error(
                 "model %s: version %s not loadable; still serving %s", name, default, old_default
             )
         else:
-            self._default.pop(name, None)
+            self.served.default.pop(name, None)
         for version in sorted(set(have) - want):
             model = have.pop(version)
             await self._unload(model)
         if not have:
-            self._models.pop(name, None)
-            self._default.pop(name, None)
+            self.served.models.pop(name, None)
+            self.served.default.pop(name, None)
 
     async def _load(self, name: str, version: int) -> LoadedModel | None:
         started = time.perf_counter()
@@ -422,22 +336,15 @@ class Agent:
         def load() -> LoadedModel:
             bundle = self.store.bundle(name, version)
             cfg = self.config.model(name)
-            runtime = open_runtime(bundle, cfg, self.config.runtime)
-            model = LoadedModel(bundle, runtime, cfg, self.executor, self.metrics)
-            try:
-                model.warm_up(self.config.runtime.warmup_runs)
-            except BaseException:
-                model.close()
-                raise
-            return model
+            return load_version(bundle, cfg, self.config.runtime, self.executor, self.metrics)
 
         try:
             model = await self._blocking(load)
         except EdgeServeError as exc:
-            self._failed[(name, version)] = str(exc)
+            self.served.failed[(name, version)] = str(exc)
             log.error("model %s version %s failed to load: %s", name, version, exc)
             return None
-        self._failed.pop((name, version), None)
+        self.served.failed.pop((name, version), None)
         model.label = self._window_labels.get(name)
         model.take_stats()  # the first window carries the label (nothing was counted yet)
         self.metrics.loaded.labels(name, str(version)).set(1)
@@ -455,13 +362,10 @@ class Agent:
                 model.name,
                 model.version,
             )
-        self._flush_stats(model)
+        model.close_window(self.telemetry)
         model.close()
         self.metrics.loaded.labels(model.name, str(model.version)).set(0)
         log.info("model %s version %s unloaded", model.name, model.version)
-
-    def _reasons(self, name: str) -> str:
-        return "; ".join(f"v{v}: {why}" for (n, v), why in self._failed.items() if n == name)
 
     # -- background ------------------------------------------------------------------------
 
@@ -479,24 +383,13 @@ class Agent:
     async def _report_telemetry(self) -> None:
         while True:
             await asyncio.sleep(self.config.telemetry.interval_s)
-            for versions in list(self._models.values()):
+            for versions in list(self.served.models.values()):
                 for model in list(versions.values()):
                     try:
-                        await self._blocking(self._flush_stats, model)
+                        await self._blocking(model.close_window, self.telemetry)
                     except EdgeServeError as exc:
                         log.error("telemetry: %s", exc)
-
-    def _flush_stats(self, model: LoadedModel) -> None:
-        stats = model.take_stats()
-        if stats.requests or stats.executions:
-            self.telemetry.append(stats.summary(model.name, model.version))
 
     async def _blocking(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._control, fn, *args)
-
-
-def _model_error(message: str) -> EdgeServeError:
-    from edgeserve.errors import ModelError
-
-    return ModelError(message)

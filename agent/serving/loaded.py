@@ -14,6 +14,7 @@ import numpy as np
 from edgeserve.agent.config import ModelConfig, RuntimeConfig
 from edgeserve.agent.serving.batcher import Batcher, BatchResult
 from edgeserve.agent.serving.metrics import Metrics, VersionMetrics
+from edgeserve.agent.serving.telemetry import TelemetryBuffer
 
 from edgeserve.bundle import Bundle, read_labels
 from edgeserve.datatypes import to_numpy
@@ -29,7 +30,7 @@ from edgeserve.manifest import TensorSpec
 from edgeserve.runtimes import Runtime, RuntimeOptions, load_runtime
 from edgeserve.runtimes.base import check_feeds
 
-__all__ = ["LoadedModel", "Stats", "Totals", "open_runtime", "sample_feeds"]
+__all__ = ["LoadedModel", "Stats", "Totals", "load_version", "open_runtime", "sample_feeds"]
 
 _RESERVOIR = 4096  # latencies kept per telemetry window (uniform reservoir sample)
 
@@ -285,6 +286,16 @@ class LoadedModel:
             stats, self.stats = self.stats, Stats(label=self.label)
         return stats
 
+    def close_window(self, buffer: TelemetryBuffer) -> None:
+        """Close the current telemetry window into ``buffer`` (when it counted anything).
+
+        Raises:
+            StorageError: the buffer cannot be written.
+        """
+        stats = self.take_stats()
+        if stats.requests or stats.executions:
+            buffer.append(stats.summary(self.name, self.version))
+
     def warm_up(self, runs: int) -> None:
         """Run the sample inputs ``runs`` times (blocking) so the first request is not slow.
 
@@ -308,6 +319,28 @@ _REASONS: tuple[tuple[type[EdgeServeError], str], ...] = (
     (DeadlineExceededError, "timeout"),
     (UnavailableError, "unavailable"),
 )
+
+
+def load_version(
+    bundle: Bundle,
+    model_cfg: ModelConfig,
+    runtime_cfg: RuntimeConfig,
+    executor: Executor,
+    metrics: Metrics,
+) -> LoadedModel:
+    """Open ``bundle``'s runtime and warm it up (blocking); nothing stays open on failure.
+
+    Raises:
+        ModelError: the model cannot be loaded or fails on its own sample inputs.
+    """
+    runtime = open_runtime(bundle, model_cfg, runtime_cfg)
+    model = LoadedModel(bundle, runtime, model_cfg, executor, metrics)
+    try:
+        model.warm_up(runtime_cfg.warmup_runs)
+    except BaseException:
+        model.close()
+        raise
+    return model
 
 
 def _reason(exc: EdgeServeError) -> str:
