@@ -1,5 +1,5 @@
 """The README's ``[fleet]`` reference parses with FleetConfig and lists every key with its
-default (agent/fleet_config.py is the source of truth)."""
+default (agent/sync/config.py is the source of truth)."""
 
 from __future__ import annotations
 
