@@ -18,6 +18,7 @@ from edgeserve.errors import (
     ModelError,
     ModelUnloadingError,
     NotReadyError,
+    NotStartedError,
     QueueFullError,
     UnavailableError,
 )
@@ -133,3 +134,21 @@ def test_batcher_one_bad_request_fails_alone_and_the_rest_get_their_rows() -> No
 )
 def test_failure_reason_follows_the_error_type(exc: Exception, reason: str) -> None:
     assert _reason(exc) == reason  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        QueueFullError("x"),
+        DeadlineExceededError("x"),
+        ModelUnloadingError("x"),
+        NotReadyError("x"),
+        NotStartedError("x"),
+    ],
+)
+def test_every_unavailable_failure_mode_is_503_and_grpc_unavailable(exc: Exception) -> None:
+    grpc = pytest.importorskip("grpc")
+    from edgeserve.agent.grpc.service import status_code
+
+    assert exc.http_status == 503  # type: ignore[attr-defined]
+    assert status_code(exc) is grpc.StatusCode.UNAVAILABLE  # type: ignore[arg-type]
