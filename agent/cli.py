@@ -250,7 +250,7 @@ def batch(
     no_progress: bool,
 ) -> None:
     """Run a model over a file of inputs; resumes after a kill without redoing work."""
-    from edgeserve.agent.batch import run_batch
+    from edgeserve.agent.offline import run_batch
 
     config = _config(config_path, state)
     done = run_batch(

@@ -36,9 +36,9 @@ async def serve(config: AgentConfig, *, on_ready: Any = None, shared_port: bool 
     Raises:
         ConfigError: the port cannot be bound or fleet sync is missing.
     """
-    from edgeserve.agent.api import Api
-    from edgeserve.agent.core import Agent
-    from edgeserve.agent.httpserver import HttpServer
+    from edgeserve.agent.http.routes import Api
+    from edgeserve.agent.http.server import HttpServer
+    from edgeserve.agent.serving.core import Agent
 
     agent = Agent(config)
     api = Api(agent)

@@ -1,8 +1,8 @@
 """Fleet rollout benchmark: Mosquitto + the fleet server (a process) + N simulated devices.
 
-The devices run the real device sync (:class:`edgeserve.agent.fleet_device.DeviceSync`: MQTT,
+The devices run the real device sync (:class:`edgeserve.agent.sync.device.DeviceSync`: MQTT,
 keyring and fleet-signature checks, resumable HTTP download, per-file hash checks, the install
-state machine) with a stand-in runtime (:mod:`edgeserve.agent.fleet_sim`), many per process on
+state machine) with a stand-in runtime (:mod:`edgeserve.agent.sync.simulator`), many per process on
 one shared MQTT network thread. For each N it prints:
 
 - time from ``rollout start`` to every device reporting the new version ACTIVE (zero soak,
@@ -163,7 +163,7 @@ def _proc_kib(pid: int, key: str) -> int:
 
 def device_worker(spec_path: Path) -> None:
     """Child process: run the devices listed in ``spec_path`` until stdin closes."""
-    from edgeserve.agent.fleet_sim import SimulatedDevice, SimulatedFleet
+    from edgeserve.agent.sync.simulator import SimulatedDevice, SimulatedFleet
 
     spec = json.loads(spec_path.read_text())
     fleet = SimulatedFleet(

@@ -111,8 +111,8 @@ def _importtime(state: Path) -> list[tuple[int, str]]:
     """Cumulative import time (µs) of the agent's start path, top-level packages first."""
     code = (
         "from edgeserve.agent.config import load_config\n"
-        "import edgeserve.agent.runner, edgeserve.agent.core, edgeserve.agent.api\n"
-        "import edgeserve.agent.httpserver, edgeserve.agent.loaded\n"
+        "import edgeserve.agent.runner, edgeserve.agent.serving.core, edgeserve.agent.http.routes\n"
+        "import edgeserve.agent.http.server, edgeserve.agent.serving.loaded\n"
         "from edgeserve.runtimes import load_runtime\n"
         "import onnxruntime\n"
     )

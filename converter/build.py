@@ -28,7 +28,7 @@ __all__ = ["BuildSettings", "Built", "build_candidate", "sample_npz", "sample_wi
 
 SAMPLE_ROWS = 4  # rows in sample.npz (the agent's warm-up and the fleet's health check)
 # sample.npz key prefix of the converted model's own outputs on the sample inputs; the agent
-# reads the same prefix (edgeserve.agent.fleet_health, which cannot be imported from here).
+# reads the same prefix (edgeserve.agent.serving.health, which cannot be imported from here).
 REFERENCE_PREFIX = SAMPLE_REFERENCE_PREFIX
 # validation.health_check.tolerance by precision: the largest |output - expected| a device may
 # show, as a fraction of the output's largest |expected|. Another CPU, thread count or

@@ -14,6 +14,11 @@
     ├── InferenceInputError        a request's tensors do not fit the model (HTTP 400)
     ├── NotFoundError              an unknown model, version or label (HTTP 404)
     ├── UnavailableError           not ready, overloaded or timed out (HTTP 503)
+    │   ├── QueueFullError         a model version's request queue is full
+    │   ├── DeadlineExceededError  a request waited or ran past its deadline
+    │   ├── ModelUnloadingError    the version is unloading or the agent is shutting down
+    │   ├── NotStartedError        the agent is not started (or already stopped)
+    │   └── NotReadyError          a known model (version, A/B arm) has nothing loaded
     ├── TransportError             the network, broker or a peer failed
     └── StorageError               the local disk failed (full, read-only, ...)
 
@@ -27,10 +32,15 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "ConversionError",
+    "DeadlineExceededError",
     "EdgeServeError",
     "InferenceInputError",
     "ModelError",
+    "ModelUnloadingError",
     "NotFoundError",
+    "NotReadyError",
+    "NotStartedError",
+    "QueueFullError",
     "StorageError",
     "TransitionError",
     "TransportError",
@@ -105,6 +115,26 @@ class UnavailableError(EdgeServeError):
     """Not ready, overloaded (queue full) or timed out: try again later."""
 
     http_status = 503
+
+
+class QueueFullError(UnavailableError):
+    """A model version's request queue is full (``max_queue_size`` requests wait)."""
+
+
+class DeadlineExceededError(UnavailableError):
+    """A request waited or ran past its deadline (``timeout_ms`` or the caller's own)."""
+
+
+class ModelUnloadingError(UnavailableError):
+    """The model version is unloading (hot swap, removal) or the agent is shutting down."""
+
+
+class NotStartedError(UnavailableError):
+    """The agent is not started, or already stopped."""
+
+
+class NotReadyError(UnavailableError):
+    """A known model, version or A/B arm has nothing loaded (not loaded yet, or it failed)."""
 
 
 class TransportError(EdgeServeError):

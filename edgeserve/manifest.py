@@ -14,7 +14,7 @@
   an ``.npz``: input arrays keyed by input name (a few rows; the agent's warm-up runs them) and,
   when the converter wrote it, the converted model's outputs on those inputs keyed
   ``expected:<output name>``, which the device's post-activation health check compares with
-  (``edgeserve.agent.fleet_health``);
+  (``edgeserve.agent.serving.health``);
 - ``source``: what it was made from (``sha256``, ``format``, ``filename``);
 - ``converter``: ``{"version", "options"}``;
 - ``validation``: metrics measured at conversion (free-form mapping); the converter adds

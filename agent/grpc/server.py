@@ -18,9 +18,9 @@ from typing import Any
 
 import grpc
 from edgeserve.agent.config import ServerConfig
-from edgeserve.agent.core import Agent
 from edgeserve.agent.grpc import inference_pb2_grpc as pb_grpc
 from edgeserve.agent.grpc.service import InferenceService
+from edgeserve.agent.serving.core import Agent
 from grpc import aio
 
 __all__ = ["GrpcServer"]

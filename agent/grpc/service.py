@@ -1,6 +1,6 @@
 """The RPC handlers of ``inference.GRPCInferenceService``, over the same agent as REST.
 
-Each handler does what its REST route does (:mod:`edgeserve.agent.api`, :mod:`..views`):
+Each handler does what its REST route does (:mod:`edgeserve.agent.http.routes`, :mod:`..views`):
 ``ModelInfer`` resolves the model (A/B key from the request metadata, as REST reads it from a
 header), runs through the version's batcher with its metrics, and answers raw outputs. Errors
 become gRPC status codes by whose fault they are, each with the same message REST gives
@@ -18,13 +18,13 @@ from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
 import grpc
-from edgeserve.agent.codec import select_outputs, timeout_s
-from edgeserve.agent.core import Agent
 from edgeserve.agent.grpc import inference_pb2 as pb
 from edgeserve.agent.grpc import inference_pb2_grpc as pb_grpc
 from edgeserve.agent.grpc.tensors import decode_infer_request, encode_infer_response
+from edgeserve.agent.http.codec import select_outputs, timeout_s
 from edgeserve.agent.names import check_model_name, check_version
-from edgeserve.agent.views import config_view, metadata_view, server_view, stats_view
+from edgeserve.agent.serving.core import Agent
+from edgeserve.agent.serving.views import config_view, metadata_view, server_view, stats_view
 from google.protobuf import json_format
 
 from edgeserve.errors import (
@@ -114,7 +114,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelConfig(
         self, request: pb.ModelConfigRequest, context: Any
     ) -> pb.ModelConfigResponse:
-        """Triton's model configuration (:mod:`edgeserve.agent.tritonconfig`)."""
+        """Triton's model configuration (:mod:`edgeserve.agent.serving.tritonconfig`)."""
         try:
             view = config_view(self.agent, *_checked(request.name, request.version))
         except EdgeServeError as exc:

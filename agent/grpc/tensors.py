@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from edgeserve.agent.classification import classification_k
-from edgeserve.agent.codec import InferRequest, check_shape, from_binary, to_binary
 from edgeserve.agent.grpc import inference_pb2 as pb
+from edgeserve.agent.http.codec import InferRequest
+from edgeserve.agent.http.tensors import check_shape, from_binary, to_binary
+from edgeserve.agent.serving.classification import classification_k
 
 from edgeserve.datatypes import DATATYPES, datatype_of, to_numpy
 from edgeserve.errors import InferenceInputError

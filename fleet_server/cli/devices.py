@@ -19,7 +19,7 @@ def device() -> None:
 
 
 def _agent_snippet(creds: dict[str, Any], trust_anchor: str = "/etc/edgeserve/root.json") -> str:
-    # keys of agent/fleet_config.py (the agent's [fleet] table)
+    # keys of agent/sync/config.py (the agent's [fleet] table)
     return (
         "[fleet]\n"
         f'broker = "{creds["broker_url"]}"\n'

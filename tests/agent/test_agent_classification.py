@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgeserve.agent.classification import classification_k, classify
+from edgeserve.agent.serving.classification import classification_k, classify
 
 from edgeserve.bundle import read_labels
 from edgeserve.errors import BundleError, InferenceInputError

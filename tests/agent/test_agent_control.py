@@ -14,10 +14,10 @@ import httpx
 import numpy as np
 import pytest
 from edgeserve.agent.config import load_config
-from edgeserve.agent.core import Agent
 from edgeserve.agent.runner import serve
+from edgeserve.agent.serving.core import Agent
+from edgeserve.agent.serving.telemetry import TelemetryBuffer
 from edgeserve.agent.store import ModelStore
-from edgeserve.agent.telemetry import TelemetryBuffer
 from support.broker import free_port
 from support.models import make_linear_bundle
 

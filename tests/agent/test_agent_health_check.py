@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 from edgeserve.agent.config import load_config
-from edgeserve.agent.core import Agent
-from edgeserve.agent.fleet_health import check_references
+from edgeserve.agent.serving.core import Agent
+from edgeserve.agent.serving.health import check_references
 from support.agent import linear_reference
 from support.models import make_onnx_linear
 

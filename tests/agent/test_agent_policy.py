@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from edgeserve.agent.config import ModelConfig, SplitConfig
-from edgeserve.agent.policy import choose_arm, wanted_versions
+from edgeserve.agent.serving.policy import choose_arm, wanted_versions
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from edgeserve.agent.serving.telemetry import TelemetryBuffer
 from edgeserve.agent.store import ModelStore
-from edgeserve.agent.telemetry import TelemetryBuffer
 from support.models import make_linear_bundle
 
 from edgeserve.bundle import pack_bundle
@@ -116,7 +116,7 @@ def test_agent_telemetry_buffer_survives_kill9_mid_append(tmp_path: Path) -> Non
     path = tmp_path / "t.sqlite3"
     writer = (
         "import sys, itertools\n"
-        "from edgeserve.agent.telemetry import TelemetryBuffer\n"
+        "from edgeserve.agent.serving.telemetry import TelemetryBuffer\n"
         f"buf = TelemetryBuffer({str(path)!r}, max_bytes=20000)\n"
         "for i in itertools.count():\n"
         "    buf.append({'i': i, 'pad': 'x' * 50})\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgeserve.agent.fleet_health import check_references, reference_outputs
+from edgeserve.agent.serving.health import check_references, reference_outputs
 from edgeserve.converter.build import REFERENCE_TOLERANCE
 from edgeserve.converter.targets import TARGETS
 from support.converter import invoke_convert, load_sample

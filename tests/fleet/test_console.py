@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from edgeserve.agent.fleet_sim import SimulatedDevice, SimulatedFleet
+from edgeserve.agent.sync.simulator import SimulatedDevice, SimulatedFleet
 from edgeserve.fleet_server.releases import prepare_release
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from support.broker import Mosquitto

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from edgeserve.agent.fleet_config import FleetConfig as AgentFleetConfig
+from edgeserve.agent.sync.config import FleetConfig as AgentFleetConfig
 from edgeserve.fleet_server.config import load_config
 from support.fleet import TOKEN, FleetServerProcess, make_keys
 from support.models import make_linear_bundle

@@ -1,6 +1,6 @@
 """End to end on real parts: Mosquitto, the fleet server as a process, and simulated devices
 that run the real device sync (MQTT, signed desired state, HTTP download with Range, file
-checks, install state machine) with a stand-in runtime (edgeserve.agent.fleet_sim)."""
+checks, install state machine) with a stand-in runtime (edgeserve.agent.sync.simulator)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from edgeserve.agent.fleet_sim import SimulatedDevice, SimulatedFleet
+from edgeserve.agent.sync.simulator import SimulatedDevice, SimulatedFleet
 from support.broker import Mosquitto
 from support.fleet import (
     TOKEN,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from edgeserve.agent.config import load_config
-from edgeserve.agent.fleet_config import FleetConfig
+from edgeserve.agent.sync.config import FleetConfig
 
 from edgeserve import __version__
 

@@ -256,7 +256,7 @@ def signed_tar(
     seed: int = 0,
 ) -> Path:
     """A signed bundle tar of the small linear model. ``simulate="fail_health"`` marks it so
-    that :class:`edgeserve.agent.fleet_sim.SimulatedInstaller` fails its health check (the
+    that :class:`edgeserve.agent.sync.simulator.SimulatedInstaller` fails its health check (the
     release is still validly signed, like a real bad model)."""
     directory = workdir / f"{name}-v{version}"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,33 @@ class Release:
         return self.target(split=Split(self.version, b.version, weight_b, b.artifact, b.release))
 
 
+def signed_desired(
+    keys: FleetKeys,
+    device: str,
+    models: dict[str, ModelTarget],
+    *,
+    seq: int,
+    expires_in_s: float = 3600,
+    keyrings: Sequence[dict[str, Any]] = (),
+    signer: Sequence[SigningKey] | None = None,
+    now: datetime | None = None,
+    fleet: str = FLEET,
+) -> bytes:
+    """A desired-state payload for ``device`` as the fleet server publishes it (signed by the
+    fleet key unless ``signer`` says otherwise)."""
+    now = now or datetime.now(timezone.utc)
+    doc = DesiredState(
+        fleet,
+        device,
+        seq,
+        format_time(now),
+        format_time(now + timedelta(seconds=expires_in_s)),
+        models,
+        tuple(keyrings),
+    )
+    return canonical_json(sign_document(doc.to_dict(), signer or [keys.fleet]))
+
+
 class FleetDriver:
     """Publishes signed desired state and records reports, over a real broker."""
 
@@ -92,17 +119,16 @@ class FleetDriver:
         if seq is None:
             self.seq += 1
             seq = self.seq
-        now = now or datetime.now(timezone.utc)
-        doc = DesiredState(
-            FLEET,
+        return signed_desired(
+            self.keys,
             device,
-            seq,
-            format_time(now),
-            format_time(now + timedelta(seconds=expires_in_s)),
             models,
-            tuple(keyrings),
+            seq=seq,
+            expires_in_s=expires_in_s,
+            keyrings=keyrings,
+            signer=signer,
+            now=now,
         )
-        return canonical_json(sign_document(doc.to_dict(), signer or [self.keys.fleet]))
 
     def publish(self, device: str, payload: bytes) -> None:
         done = threading.Event()

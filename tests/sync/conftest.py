@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edgeserve.agent.fleet_config import FleetConfig
-from edgeserve.agent.fleet_device import DeviceSync
-from edgeserve.agent.fleet_sim import SimulatedInstaller
+from edgeserve.agent.sync.config import FleetConfig
+from edgeserve.agent.sync.device import DeviceSync
+from edgeserve.agent.sync.simulator import SimulatedInstaller
 from support.artifact_server import ArtifactServer
 from support.broker import Mosquitto
 from support.fleet_keys import (

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from edgeserve.agent.fleet_sim import SimulatedInstaller
+from edgeserve.agent.sync.simulator import SimulatedInstaller
 from support.artifact_server import ArtifactServer, Fault
 from support.fleet_keys import FleetKeys
 from support.fleet_sync import FleetDriver, Release, model_state

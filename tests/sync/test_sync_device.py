@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from edgeserve.agent.fleet_sim import SimulatedInstaller
+from edgeserve.agent.sync.simulator import SimulatedInstaller
 from support.artifact_server import ArtifactServer, Fault
 from support.broker import Mosquitto
 from support.fleet_keys import FleetKeys, make_signed_bundle

@@ -6,9 +6,9 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from edgeserve.agent.download import DownloadLimits, download_artifact
-from edgeserve.agent.fleet_config import FleetConfig
-from edgeserve.agent.http_client import HTTPClient
+from edgeserve.agent.sync.config import FleetConfig
+from edgeserve.agent.sync.download import DownloadLimits, download_artifact
+from edgeserve.agent.sync.http_client import HTTPClient
 from support.artifact_server import ArtifactServer, Fault
 
 from edgeserve.errors import ConfigError, TransportError

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from edgeserve.agent.http_client import HTTPClient
+from edgeserve.agent.sync.http_client import HTTPClient
 
 
 def _python(code: str) -> str:
@@ -21,7 +21,7 @@ def _python(code: str) -> str:
 def test_sync_imports_no_http_client_before_a_download() -> None:
     out = _python(
         "import sys\n"
-        "import edgeserve.agent.runner, edgeserve.agent.sync, edgeserve.agent.fleet_device\n"
+        "import edgeserve.agent.runner, edgeserve.agent.sync, edgeserve.agent.sync.device\n"
         "print(sorted(m for m in ('httpx', 'rich', 'pygments', 'bcrypt') if m in sys.modules))"
     )
     assert out == "[]"
@@ -30,7 +30,7 @@ def test_sync_imports_no_http_client_before_a_download() -> None:
 def test_http_client_requests_without_httpx() -> None:
     out = _python(
         "import sys\n"
-        "from edgeserve.agent.http_client import HTTPClient\n"
+        "from edgeserve.agent.sync.http_client import HTTPClient\n"
         "client = HTTPClient()\n"
         "try:\n"
         "    with client.stream('GET', 'http://127.0.0.1:9/') as resp:\n"

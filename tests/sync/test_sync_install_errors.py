@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edgeserve.agent.fleet_sim import SimulatedInstaller
+from edgeserve.agent.sync.simulator import SimulatedInstaller
 from support.artifact_server import ArtifactServer, Fault
 from support.fleet_sync import FleetDriver, Release, model_state
 

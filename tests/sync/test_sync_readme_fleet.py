@@ -1,5 +1,5 @@
 """The README's ``[fleet]`` reference parses with FleetConfig and lists every key with its
-default (agent/fleet_config.py is the source of truth)."""
+default (agent/sync/config.py is the source of truth)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-from edgeserve.agent.fleet_config import FleetConfig
+from edgeserve.agent.sync.config import FleetConfig
 
 if sys.version_info >= (3, 11):
     import tomllib

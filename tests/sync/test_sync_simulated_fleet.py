@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from edgeserve.agent.fleet_sim import SimulatedDevice, SimulatedFleet
+from edgeserve.agent.sync.simulator import SimulatedDevice, SimulatedFleet
 from support.broker import Mosquitto
 from support.fleet_keys import FleetKeys
 from support.fleet_sync import FLEET, FleetDriver, Release, model_state

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from edgeserve.agent.telemetry import TelemetryBuffer
+from edgeserve.agent.serving.telemetry import TelemetryBuffer
 from support.broker import Mosquitto
 from support.fleet_sync import FLEET
 

@@ -1,5 +1,5 @@
 """One model install, from a verified desired target to a terminal state (the steps of
-:mod:`edgeserve.protocol_states`' table), for :class:`~.fleet_device.DeviceSync`.
+:mod:`edgeserve.protocol_states`' table), for :class:`~.device.DeviceSync`.
 
 Nothing reaches the store before the release signature (pure check, before any byte is
 downloaded), the artifact's length and sha256 (while streaming) and every file against the
@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeserve.agent.download import DownloadLimits, download_artifact
-from edgeserve.agent.fleet_installer import Installer
+from edgeserve.agent.sync.agent_adapter import Installer
+from edgeserve.agent.sync.download import DownloadLimits, download_artifact
 
 from edgeserve.bundle import unpack_bundle
 from edgeserve.errors import BundleError, EdgeServeError, StorageError, TransportError
@@ -36,7 +36,7 @@ from edgeserve.trust import (
 
 if TYPE_CHECKING:
     import httpx
-    from edgeserve.agent.http_client import HTTPClient
+    from edgeserve.agent.sync.http_client import HTTPClient
 
 __all__ = ["InstallPipeline", "Outcome"]
 

@@ -15,10 +15,11 @@ import asyncio
 from typing import Any
 
 import numpy as np
-from edgeserve.agent.codec import _from_json, dumps, parse_json
-from edgeserve.agent.core import Agent
-from edgeserve.agent.httpserver import Request, Response
+from edgeserve.agent.http.codec import dumps, parse_json
+from edgeserve.agent.http.server import Request, Response
+from edgeserve.agent.http.tensors import from_json
 from edgeserve.agent.names import check_model_name, check_version
+from edgeserve.agent.serving.core import Agent
 
 from edgeserve.errors import InferenceInputError, NotFoundError
 from edgeserve.manifest import TensorSpec
@@ -159,7 +160,7 @@ def _tensor(value: Any, spec: TensorSpec) -> np.ndarray:
         shape = np.asarray(value).shape
     except (ValueError, TypeError, RecursionError):
         raise InferenceInputError(f"input {spec.name}: not a regular list of values") from None
-    return _from_json(value, tuple(shape), spec.datatype, spec.name)
+    return from_json(value, tuple(shape), spec.datatype, spec.name)
 
 
 def _from_instances(instances: Any, specs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """Which versions of a model to serve, and which A/B arm a request goes to: pure functions.
 
 Kept free of I/O and of the event loop (sans I/O, as h11 does) so the rules are easy to read
-and to test; :class:`~edgeserve.agent.core.Agent` feeds them what the store and config say.
+and to test; :class:`~edgeserve.agent.serving.core.Agent` feeds them what the store and config say.
 """
 
 from __future__ import annotations

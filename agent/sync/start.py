@@ -1,5 +1,5 @@
 """Fleet sync for ``edgeserve agent run``: :func:`start_sync` wires a :class:`DeviceSync` to the
-running agent when ``agent.toml`` has a ``[fleet]`` section (keys: :mod:`.fleet_config`).
+running agent when ``agent.toml`` has a ``[fleet]`` section (keys: :mod:`.config`).
 
 Sync runs on its own threads (paho's network thread and one install worker), so serving never
 waits on the network; activation is a hot swap on the agent's event loop.
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from edgeserve.agent.fleet_config import FleetConfig
-from edgeserve.agent.fleet_device import DeviceSync
-from edgeserve.agent.fleet_installer import AgentInstaller
+from edgeserve.agent.sync.agent_adapter import AgentInstaller
+from edgeserve.agent.sync.config import FleetConfig
+from edgeserve.agent.sync.device import DeviceSync
 
 __all__ = ["DeviceSync", "FleetConfig", "start_sync"]
 
@@ -21,7 +21,7 @@ def start_sync(agent: Any, fleet_section: Mapping[str, Any]) -> DeviceSync:
     """Start fleet sync for a started agent; returns the handle (call ``.stop()``).
 
     Args:
-        agent: the running ``edgeserve.agent.core.Agent``.
+        agent: the running ``edgeserve.agent.serving.core.Agent``.
         fleet_section: the raw ``[fleet]`` table.
 
     Raises:

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 
-from edgeserve.agent.fleet_installer import TelemetrySource
+from edgeserve.agent.sync.agent_adapter import TelemetrySource
 
 from edgeserve.errors import TransportError
 from edgeserve.mqtt import MqttClient

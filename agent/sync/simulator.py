@@ -1,4 +1,4 @@
-"""Many simulated devices in one process: the real :class:`~.fleet_device.DeviceSync` (MQTT,
+"""Many simulated devices in one process: the real :class:`~.device.DeviceSync` (MQTT,
 signatures, downloads, file checks, state machine) with a stand-in runtime.
 
 Used by ``benchmarks/fleet.py`` and the fleet server's tests. All devices share one
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from edgeserve.agent.fleet_config import FleetConfig
-from edgeserve.agent.fleet_device import DeviceSync
+from edgeserve.agent.sync.config import FleetConfig
+from edgeserve.agent.sync.device import DeviceSync
 
 from edgeserve.bundle import read_bundle
 from edgeserve.errors import ModelError, NotFoundError

@@ -5,8 +5,8 @@ converted model's own outputs on those inputs under ``expected:<output name>``, 
 tolerance for comparing them in the manifest's ``validation.health_check.tolerance`` (see
 :mod:`edgeserve.manifest`). A version that loads and warms up (it runs, outputs are finite)
 but computes something else on this device (a broken execution provider or kernel, a model
-or sample from another build) is then caught by :meth:`edgeserve.agent.core.Agent.health_check`
-and rolled back by fleet sync.
+or sample from another build) is then caught by
+:meth:`edgeserve.agent.serving.core.Agent.health_check` and rolled back by fleet sync.
 
 The comparison is per output: ``max |output - expected| <= tolerance * max |expected|``
 (``tolerance`` itself when every expected value is 0), so it scales with the output's
@@ -23,14 +23,20 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+from edgeserve.agent.config import ModelConfig, RuntimeConfig
+from edgeserve.agent.serving.loaded import check_outputs, open_runtime, sample_feeds
 
+from edgeserve.bundle import Bundle
 from edgeserve.errors import ModelError
 from edgeserve.manifest import SAMPLE_REFERENCE_PREFIX, Manifest
+from edgeserve.runtimes import Runtime
 
 __all__ = [
     "DEFAULT_TOLERANCE",
     "REFERENCE_PREFIX",
+    "check_health",
     "check_references",
+    "check_unloaded_health",
     "reference_outputs",
     "reference_tolerance",
 ]
@@ -39,6 +45,35 @@ REFERENCE_PREFIX: Final = SAMPLE_REFERENCE_PREFIX
 # Used when a bundle has references but its manifest records no tolerance: the converter's
 # most lenient (int8) value, so a hand-made bundle is not rolled back for numerical noise.
 DEFAULT_TOLERANCE: Final = 0.1
+
+
+def check_health(runtime: Runtime, bundle: Bundle) -> None:
+    """Run ``bundle``'s sample inputs on ``runtime``: every output must be present and finite
+    and, when the sample holds reference outputs, agree with them within the tolerance.
+
+    Raises:
+        ModelError: it fails to run, gives NaN/inf, or computes something else.
+    """
+    outputs = runtime.run(sample_feeds(bundle, runtime.inputs))
+    check_outputs(outputs, runtime.outputs)
+    expected = reference_outputs(bundle.file_path("sample"))
+    if expected:
+        check_references(outputs, expected, reference_tolerance(bundle.manifest))
+
+
+def check_unloaded_health(
+    bundle: Bundle, model_cfg: ModelConfig, runtime_cfg: RuntimeConfig
+) -> None:
+    """:func:`check_health` on a runtime opened for the check (the version is not loaded).
+
+    Raises:
+        ModelError: it cannot load, or fails the check.
+    """
+    runtime = open_runtime(bundle, model_cfg, runtime_cfg)
+    try:
+        check_health(runtime, bundle)
+    finally:
+        runtime.close()
 
 
 def reference_outputs(sample_path: Path | None) -> dict[str, np.ndarray]:

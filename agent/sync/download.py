@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from edgeserve.agent.http_client import HTTPClient, HTTPFailure
+from edgeserve.agent.sync.http_client import HTTPClient, HTTPFailure
 
 from edgeserve.errors import StorageError, TransportError
 from edgeserve.protocol import Artifact

@@ -1,8 +1,8 @@
 """``edgeserve agent batch``: files in, predictions out, resumable after a kill.
 
 Input rows are cut into chunks of ``chunk_rows``; each chunk runs through the same runtime and
-:class:`~edgeserve.agent.batcher.Batcher` as the server (requests of ``max_batch_size`` rows,
-``instances`` executions at once) and is written to ``<output>.partial/chunk-NNNNNNNN.*``
+:class:`~edgeserve.agent.serving.batcher.Batcher` as the server (requests of ``max_batch_size``
+rows, ``instances`` executions at once) and is written to ``<output>.partial/chunk-NNNNNNNN.*``
 atomically (temp file, fsync, ``os.replace``). A rerun skips chunks already written, so a
 ``kill -9`` costs at most the chunk in flight, and no row is written twice. When every chunk
 is there, they are joined into ``<output>`` (again atomically) and the partial directory goes.
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeserve.agent.batcher import Batcher
 from edgeserve.agent.config import AgentConfig
-from edgeserve.agent.loaded import open_runtime
+from edgeserve.agent.serving.batcher import Batcher
+from edgeserve.agent.serving.loaded import open_runtime
 from edgeserve.agent.store import ModelStore
 
 from edgeserve.errors import ConfigError, InferenceInputError, NotFoundError, StorageError

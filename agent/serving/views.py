@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeserve.agent.core import Agent
-from edgeserve.agent.tritonconfig import PLATFORMS, model_config
+from edgeserve.agent.serving.core import Agent
+from edgeserve.agent.serving.tritonconfig import PLATFORMS, model_config
 
 from edgeserve import __version__
 

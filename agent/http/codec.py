@@ -6,41 +6,34 @@ The binary extension is Triton's "Binary Tensor Data Extension"
 (https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_binary_data.md):
 the header ``Inference-Header-Content-Length`` gives the JSON part's length; raw little-endian
 tensors follow, in input order, each sized by its ``parameters.binary_data_size``; BYTES
-elements are 4-byte little-endian length prefixed. The gRPC API (:mod:`.grpc`) shares the
-tensor helpers and output selection. Every malformed body becomes an
-:class:`~edgeserve.errors.InferenceInputError` naming the problem (HTTP 400).
+elements are 4-byte little-endian length prefixed (tensor data: :mod:`.tensors`). The gRPC API
+(:mod:`edgeserve.agent.grpc`) shares the tensor helpers and output selection. Every malformed
+body becomes an :class:`~edgeserve.errors.InferenceInputError` naming the problem (HTTP 400).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from edgeserve.agent.classification import classification_k, classify
+from edgeserve.agent.http.tensors import check_shape, from_binary, from_json, to_binary
+from edgeserve.agent.serving.classification import classification_k, classify
 
-from edgeserve.datatypes import DATATYPES, datatype_of, to_numpy
+from edgeserve.datatypes import DATATYPES, datatype_of
 from edgeserve.errors import InferenceInputError
 
 __all__ = [
     "InferRequest",
-    "check_shape",
     "decode_request",
     "dumps",
     "encode_response",
-    "from_binary",
     "parse_json",
     "select_outputs",
     "timeout_s",
-    "to_binary",
 ]
-
-_MAX_RANK = 16
-_MAX_ELEMENTS = 1 << 28
 
 
 @dataclass
@@ -150,7 +143,7 @@ def decode_request(body: bytes, header_length: str | None = None) -> InferReques
             inputs[name] = from_binary(binary[offset : offset + size], shape, datatype, name)
             offset += size
         elif "data" in item:
-            inputs[name] = _from_json(item["data"], shape, datatype, name)
+            inputs[name] = from_json(item["data"], shape, datatype, name)
         else:
             raise InferenceInputError(f"input {name}: no 'data' and no binary_data_size")
     if offset != len(binary):
@@ -191,117 +184,6 @@ def _requested_outputs(
             classification[item["name"]] = k
         wanted[item["name"]] = bool(oparams.get("binary_data", binary_default))
     return wanted, binary_default, classification
-
-
-def check_shape(raw: Any, name: str) -> tuple[int, ...]:
-    """A request's shape for input ``name``: at most 16 non-negative dims, bounded in size.
-
-    Raises:
-        InferenceInputError: anything else.
-    """
-    if not isinstance(raw, list) or len(raw) > _MAX_RANK:
-        raise InferenceInputError(f"input {name}: 'shape' must be a list of at most 16 dims")
-    for dim in raw:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
-            raise InferenceInputError(f"input {name}: bad dimension {dim!r} in shape {raw}")
-    if math.prod(raw) > _MAX_ELEMENTS:
-        raise InferenceInputError(f"input {name}: shape {raw} is too large")
-    return tuple(raw)
-
-
-def _from_json(data: Any, shape: tuple[int, ...], datatype: str, name: str) -> np.ndarray:
-    expected = math.prod(shape)
-    if datatype == "BYTES":
-        flat = _flatten(data, name)
-        if not all(isinstance(v, str) for v in flat):
-            raise InferenceInputError(f"input {name}: BYTES data must be strings")
-        array = np.array([v.encode() for v in flat], dtype=object)
-    else:
-        try:
-            raw = np.asarray(data)
-        except (ValueError, TypeError, RecursionError):
-            raise InferenceInputError(
-                f"input {name}: 'data' is not a regular (rectangular) list of numbers"
-            ) from None
-        kind = raw.dtype.kind
-        want = to_numpy(datatype)
-        if raw.size and (
-            kind not in "biuf"
-            or (want.kind in "iu" and kind == "f")
-            or (want.kind == "b" and kind != "b")
-        ):
-            what = {"b": "booleans", "i": "integers", "u": "integers"}.get(want.kind, "numbers")
-            raise InferenceInputError(f"input {name}: datatype {datatype} needs {what} in 'data'")
-        try:
-            array = raw.astype(want, casting="unsafe") if want.kind == "f" else _exact(raw, want)
-        except (ValueError, TypeError, OverflowError):
-            raise InferenceInputError(f"input {name}: values do not fit {datatype}") from None
-        array = array.reshape(-1)
-    if array.size != expected:
-        raise InferenceInputError(
-            f"input {name}: {array.size} values in 'data', shape {list(shape)} needs {expected}"
-        )
-    return array.reshape(shape)
-
-
-def _exact(raw: np.ndarray, want: np.dtype) -> np.ndarray:
-    """Cast integers/booleans, refusing values that do not fit (300 as UINT8)."""
-    if raw.size and want.kind in "iu":
-        info = np.iinfo(want)
-        if raw.min() < info.min or raw.max() > info.max:
-            raise OverflowError
-    return raw.astype(want)
-
-
-def _flatten(data: Any, name: str) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
-    out: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        for value in stack[-1]:
-            if isinstance(value, list):
-                if len(stack) > _MAX_RANK:
-                    raise InferenceInputError(f"input {name}: 'data' is nested too deeply")
-                stack.append(iter(value))
-                break
-            out.append(value)
-        else:
-            stack.pop()
-    return out
-
-
-def from_binary(buf: memoryview, shape: tuple[int, ...], datatype: str, name: str) -> np.ndarray:
-    """An input tensor from its raw little-endian bytes (BYTES: 4-byte length prefixes).
-
-    Raises:
-        InferenceInputError: the byte count does not match the shape and datatype.
-    """
-    expected = math.prod(shape)
-    if datatype == "BYTES":
-        items, pos = [], 0
-        while pos < len(buf):
-            if pos + 4 > len(buf):
-                raise InferenceInputError(f"input {name}: truncated BYTES length prefix")
-            (length,) = struct.unpack_from("<I", buf, pos)
-            pos += 4
-            if pos + length > len(buf):
-                raise InferenceInputError(f"input {name}: BYTES element runs past its data")
-            items.append(bytes(buf[pos : pos + length]))
-            pos += length
-        if len(items) != expected:
-            raise InferenceInputError(
-                f"input {name}: {len(items)} BYTES elements, shape {list(shape)} needs {expected}"
-            )
-        return np.array(items, dtype=object).reshape(shape)
-    dtype = to_numpy(datatype).newbyteorder("<")
-    if len(buf) != expected * dtype.itemsize:
-        raise InferenceInputError(
-            f"input {name}: binary_data_size {len(buf)} bytes, shape {list(shape)} of "
-            f"{datatype} needs {expected * dtype.itemsize}"
-        )
-    # copy: the request buffer is not kept alive and runtimes want owned, aligned memory
-    return np.frombuffer(buf, dtype=dtype).astype(dtype.newbyteorder("="), copy=True).reshape(shape)
 
 
 def timeout_s(parameters: Mapping[str, Any]) -> float | None:
@@ -396,17 +278,6 @@ def encode_response(
     if not parts:
         return header, {}
     return header + b"".join(parts), {"Inference-Header-Content-Length": str(len(header))}
-
-
-def to_binary(array: np.ndarray, datatype: str) -> bytes:
-    """An output tensor as raw little-endian bytes (BYTES: 4-byte length prefixes)."""
-    if datatype == "BYTES":
-        chunks = []
-        for value in array.reshape(-1):
-            raw = value if isinstance(value, bytes) else str(value).encode()
-            chunks.append(struct.pack("<I", len(raw)) + raw)
-        return b"".join(chunks)
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
 def _text(value: Any) -> str:

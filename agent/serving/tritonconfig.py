@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgeserve.agent.config import ModelConfig
-from edgeserve.agent.loaded import LoadedModel
+from edgeserve.agent.serving.loaded import LoadedModel
 
 from edgeserve.manifest import TensorSpec
 

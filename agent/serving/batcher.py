@@ -7,8 +7,9 @@ each request gets exactly its own rows back. With ``max_queue_delay_us`` > 0 a p
 waits that long for company (Triton ``max_queue_delay_microseconds``); with 0 it takes whatever
 queued while the previous execution ran, which batches under load and adds no delay when idle.
 
-A full queue and a request past its deadline fail with
-:class:`~edgeserve.errors.UnavailableError` (HTTP 503, as Triton answers). The blocking runtime
+A full queue fails with :class:`~edgeserve.errors.QueueFullError`, a request past its deadline
+with :class:`~edgeserve.errors.DeadlineExceededError` (both
+:class:`~edgeserve.errors.UnavailableError`: HTTP 503, as Triton answers). The blocking runtime
 call never runs in the event loop (starlette's ``run_in_threadpool`` idea), so one slow model
 never stalls the HTTP layer.
 """
@@ -19,11 +20,18 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from edgeserve.errors import EdgeServeError, InferenceInputError, ModelError, UnavailableError
+from edgeserve.errors import (
+    DeadlineExceededError,
+    EdgeServeError,
+    InferenceInputError,
+    ModelError,
+    ModelUnloadingError,
+    QueueFullError,
+)
 
 __all__ = ["BatchResult", "Batcher"]
 
@@ -60,7 +68,6 @@ class _Item:
     deadline: float
     timer: asyncio.TimerHandle | None = None
     dispatched: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 class Batcher:
@@ -108,20 +115,21 @@ class Batcher:
             timeout_s: this request's limit, if shorter than the configured ``timeout_ms``.
 
         Raises:
-            UnavailableError: the queue is full, the version is unloading, or the deadline
-                passed.
+            QueueFullError: the queue is full.
+            ModelUnloadingError: the version is unloading.
+            DeadlineExceededError: the deadline passed.
             InferenceInputError: more rows than ``max_batch_size`` while batching, or the
                 runtime refused these inputs.
             ModelError: the runtime failed.
         """
         if self.closed:
-            raise UnavailableError("model version is unloading; retry")
+            raise ModelUnloadingError("model version is unloading; retry")
         if self.batching and rows > self.max_batch_size:
             raise InferenceInputError(
                 f"batch of {rows} rows is over this model's max_batch_size {self.max_batch_size}"
             )
         if len(self._queue) >= self.max_queue_size:
-            raise UnavailableError(
+            raise QueueFullError(
                 f"queue full ({self.max_queue_size} requests waiting); retry later"
             )
         loop = asyncio.get_running_loop()
@@ -150,7 +158,7 @@ class Batcher:
         if item in self._queue:
             self._queue.remove(item)
         ms = round((item.deadline - item.arrived) * 1000)
-        item.future.set_exception(UnavailableError(f"request timed out after {ms} ms"))
+        item.future.set_exception(DeadlineExceededError(f"request timed out after {ms} ms"))
         self._notify_idle()
 
     def _notify_idle(self) -> None:
@@ -224,9 +232,10 @@ class Batcher:
 
     def _finish(self, fut: asyncio.Future, batch: list[_Item]) -> None:
         self._running -= 1
-        exc = UnavailableError("agent is shutting down") if fut.cancelled() else fut.exception()
+        exc = ModelUnloadingError("agent is shutting down") if fut.cancelled() else fut.exception()
         if exc is not None and len(batch) > 1 and isinstance(exc, EdgeServeError):
-            # One bad request must not fail its neighbours: run each on its own again.
+            # One bad request must not fail its neighbours: run each on its own again (a
+            # single request's error is its own, so it is never re-split).
             self._rerun_singly(batch)
         elif exc is not None:
             for item in batch:
@@ -250,26 +259,9 @@ class Batcher:
             if item.future.done():
                 continue
             self._running += 1
+            item.dispatched = time.perf_counter()
             fut = loop.run_in_executor(self._executor, self._execute, [item])
-            fut.add_done_callback(lambda f, b=[item]: self._finish_single(f, b))
-
-    def _finish_single(self, fut: asyncio.Future, batch: list[_Item]) -> None:
-        # Same as _finish but never re-splits (a single request's error is its own).
-        self._running -= 1
-        item = batch[0]
-        exc = UnavailableError("agent is shutting down") if fut.cancelled() else fut.exception()
-        if not item.future.done():
-            if exc is not None:
-                item.future.set_exception(_as_input_error(exc))
-            else:
-                results, compute, rows = fut.result()
-                if self._observer is not None:
-                    self._observer(rows, 1, compute)
-                item.future.set_result(
-                    BatchResult(results[0], time.perf_counter() - item.arrived, compute, rows)
-                )
-        self._kick()
-        self._notify_idle()
+            fut.add_done_callback(lambda f, b=[item]: self._finish(f, b))
 
 
 def _as_input_error(exc: BaseException) -> BaseException:

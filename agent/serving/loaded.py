@@ -11,18 +11,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from edgeserve.agent.batcher import Batcher, BatchResult
 from edgeserve.agent.config import ModelConfig, RuntimeConfig
-from edgeserve.agent.metrics import Metrics, VersionMetrics
+from edgeserve.agent.serving.batcher import Batcher, BatchResult
+from edgeserve.agent.serving.metrics import Metrics, VersionMetrics
+from edgeserve.agent.serving.telemetry import TelemetryBuffer
 
 from edgeserve.bundle import Bundle, read_labels
 from edgeserve.datatypes import to_numpy
-from edgeserve.errors import EdgeServeError, InferenceInputError, ModelError
+from edgeserve.errors import (
+    DeadlineExceededError,
+    EdgeServeError,
+    InferenceInputError,
+    ModelError,
+    QueueFullError,
+    UnavailableError,
+)
 from edgeserve.manifest import TensorSpec
 from edgeserve.runtimes import Runtime, RuntimeOptions, load_runtime
 from edgeserve.runtimes.base import check_feeds
 
-__all__ = ["LoadedModel", "Stats", "Totals", "open_runtime", "sample_feeds"]
+__all__ = ["LoadedModel", "Stats", "Totals", "load_version", "open_runtime", "sample_feeds"]
 
 _RESERVOIR = 4096  # latencies kept per telemetry window (uniform reservoir sample)
 
@@ -200,7 +208,6 @@ class LoadedModel:
             instances=cfg.instances,
             observer=self._observe,
         )
-        self.ready = True
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.runtime.run(feeds)
@@ -229,7 +236,8 @@ class LoadedModel:
             timeout_s: a per-request limit shorter than the configured one, or None.
 
         Raises:
-            InferenceInputError, UnavailableError, ModelError: see :meth:`Batcher.submit`.
+            InferenceInputError, UnavailableError (QueueFullError, DeadlineExceededError,
+                ModelUnloadingError), ModelError: see :meth:`Batcher.submit`.
         """
         start = time.perf_counter()
         self.metrics.pending.inc()
@@ -278,6 +286,16 @@ class LoadedModel:
             stats, self.stats = self.stats, Stats(label=self.label)
         return stats
 
+    def close_window(self, buffer: TelemetryBuffer) -> None:
+        """Close the current telemetry window into ``buffer`` (when it counted anything).
+
+        Raises:
+            StorageError: the buffer cannot be written.
+        """
+        stats = self.take_stats()
+        if stats.requests or stats.executions:
+            buffer.append(stats.summary(self.name, self.version))
+
     def warm_up(self, runs: int) -> None:
         """Run the sample inputs ``runs`` times (blocking) so the first request is not slow.
 
@@ -290,21 +308,43 @@ class LoadedModel:
 
     def close(self) -> None:
         """Release the runtime."""
-        self.ready = False
         self.batcher.closed = True
         self.runtime.close()
 
 
-def _reason(exc: EdgeServeError) -> str:
-    from edgeserve.errors import InferenceInputError, UnavailableError
+# metrics and telemetry name a failed request by its error type (first match wins)
+_REASONS: tuple[tuple[type[EdgeServeError], str], ...] = (
+    (InferenceInputError, "bad_input"),
+    (QueueFullError, "queue_full"),
+    (DeadlineExceededError, "timeout"),
+    (UnavailableError, "unavailable"),
+)
 
-    if isinstance(exc, InferenceInputError):
-        return "bad_input"
-    if isinstance(exc, UnavailableError):
-        text = str(exc)
-        if "queue full" in text:
-            return "queue_full"
-        if "timed out" in text:
-            return "timeout"
-        return "unavailable"
+
+def load_version(
+    bundle: Bundle,
+    model_cfg: ModelConfig,
+    runtime_cfg: RuntimeConfig,
+    executor: Executor,
+    metrics: Metrics,
+) -> LoadedModel:
+    """Open ``bundle``'s runtime and warm it up (blocking); nothing stays open on failure.
+
+    Raises:
+        ModelError: the model cannot be loaded or fails on its own sample inputs.
+    """
+    runtime = open_runtime(bundle, model_cfg, runtime_cfg)
+    model = LoadedModel(bundle, runtime, model_cfg, executor, metrics)
+    try:
+        model.warm_up(runtime_cfg.warmup_runs)
+    except BaseException:
+        model.close()
+        raise
+    return model
+
+
+def _reason(exc: EdgeServeError) -> str:
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
     return "model_error"

@@ -1,4 +1,4 @@
-"""One HTTP/1.1 connection of :class:`~.httpserver.HttpServer`: the ``asyncio.Protocol`` fed to
+"""One HTTP/1.1 connection of :class:`~.server.HttpServer`: the ``asyncio.Protocol`` fed to
 httptools (llhttp), the request and response types, and the per-connection limits.
 
 Every byte of a request line and headers is counted as it arrives, complete or not: httptools
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 if TYPE_CHECKING:
-    from edgeserve.agent.httpserver import HttpServer
+    from edgeserve.agent.http.server import HttpServer
 
 __all__ = ["MAX_HEADER_BYTES", "Connection", "Handler", "Request", "Response", "error_response"]
 

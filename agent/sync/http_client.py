@@ -2,10 +2,11 @@
 
 A device downloads only when a release arrives: one streaming GET at a time, redirects followed,
 the environment's proxy settings honoured (``https_proxy``, ``no_proxy``), TLS verified against
-the system's CA store. That is all :func:`~edgeserve.agent.download.download_artifact` asks of a
-client, and ``urllib`` does it in less memory than httpx: idle RSS of the agent after a release
-was installed through fleet sync, 85.3 MB with httpx, 81.0 MB with this client
-(``benchmarks/agent.py --rss-only``, x86_64). Only ``http`` and ``https`` URLs are opened (no
+the system's CA store. That is all
+:func:`~edgeserve.agent.sync.download.download_artifact` asks of a client, and ``urllib``
+does it in less memory than httpx: idle RSS of the agent after a release was installed through
+fleet sync, 85.3 MB with httpx, 81.0 MB with this client (``benchmarks/agent.py --rss-only``,
+x86_64). Only ``http`` and ``https`` URLs are opened (no
 ``file:``, ``ftp:`` or ``data:``, even when a redirect points there).
 
 :class:`HTTPClient` has the part of ``httpx.Client``'s interface the downloader uses

@@ -28,7 +28,7 @@ import asyncio
 import functools
 import ipaddress
 
-from edgeserve.agent.httpconn import (
+from edgeserve.agent.http.conn import (
     Connection,
     Handler,
     Request,

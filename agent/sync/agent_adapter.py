@@ -1,6 +1,6 @@
 """What fleet sync drives on a device: the :class:`Installer` interface and its real
 implementation over the agent (:class:`AgentInstaller`). Simulations use
-:class:`edgeserve.agent.fleet_sim.SimulatedInstaller` instead.
+:class:`edgeserve.agent.sync.simulator.SimulatedInstaller` instead.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ __all__ = ["AgentInstaller", "Installer", "TelemetrySource"]
 
 
 class Installer(Protocol):
-    """Installs, activates and checks model versions for :class:`~.fleet_device.DeviceSync`.
+    """Installs, activates and checks model versions for :class:`~.device.DeviceSync`.
 
     ``activate`` must leave the previous version serving when it raises.
     """
@@ -48,7 +48,7 @@ class Installer(Protocol):
 
 
 class TelemetrySource(Protocol):
-    """The agent's :class:`~edgeserve.agent.telemetry.TelemetryBuffer` as sync sees it."""
+    """The agent's :class:`~edgeserve.agent.serving.telemetry.TelemetryBuffer` as sync sees it."""
 
     def pending(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """Oldest unacknowledged records."""
@@ -65,7 +65,7 @@ class AgentInstaller:
     """:class:`Installer` over the running agent (store + hot swap on its event loop).
 
     Args:
-        agent: an ``edgeserve.agent.core.Agent`` that has been started.
+        agent: an ``edgeserve.agent.serving.core.Agent`` that has been started.
         timeout_s: the longest activation or health check allowed.
     """
 
