@@ -19,7 +19,14 @@ from .rollout import create_rollout, matches
 from .stats import A_BETTER, B_BETTER, MinEffect, Window, compare
 from .store import Store, Target
 
-__all__ = ["experiment", "promote", "report", "start_experiment", "stop_experiment"]
+__all__ = [
+    "arm_telemetry",
+    "experiment",
+    "promote",
+    "report",
+    "start_experiment",
+    "stop_experiment",
+]
 
 
 def start_experiment(
@@ -132,15 +139,7 @@ def report(
         min_effect = MinEffect(**exp["min_effect"])
     arms = {}
     for arm in ("a", "b"):
-        if exp.get("on_device"):
-            rows = store.telemetry(
-                exp["model"], exp[arm], devices=exp["devices"], experiment=f"exp-{eid}"
-            )
-        else:
-            # 1 s of slack for the clocks of devices and server
-            rows = store.telemetry(
-                exp["model"], exp[arm], since=exp["created"] - 1.0, devices=exp["devices"]
-            )
+        rows = arm_telemetry(store, exp, arm)
         arms[arm] = (exp[arm], [Window(int(r[2]), int(r[3]), r[4], r[5], r[6]) for r in rows])
     result = compare(arms["a"], arms["b"], min_requests=min_requests, min_effect=min_effect)
     return {
@@ -148,6 +147,22 @@ def report(
         "devices": len(exp["devices"]),
         **result.to_dict(),
     }
+
+
+def arm_telemetry(store: Store, exp: Mapping[str, Any], arm: str) -> list[tuple[Any, ...]]:
+    """The telemetry windows that count for one arm (``"a"`` or ``"b"``) of an experiment.
+
+    An on-device split tags its windows with the experiment; a fleet split counts the arm's
+    version on the experiment's devices since it started (1 s of slack for the clocks of
+    devices and server).
+    """
+    if exp.get("on_device"):
+        return store.telemetry(
+            exp["model"], exp[arm], devices=exp["devices"], experiment=f"exp-{exp['id']}"
+        )
+    return store.telemetry(
+        exp["model"], exp[arm], since=exp["created"] - 1.0, devices=exp["devices"]
+    )
 
 
 def stop_experiment(store: Store, eid: int, actor: str, status: str = "stopped") -> None:

@@ -194,11 +194,16 @@ class FleetServer:
     def _refresh_embedded_broker(self) -> None:
         # With --embedded-broker and credentials, a new device can connect right away: rewrite
         # the password file and ACL and have the broker re-read them (SIGHUP for Mosquitto).
-        b = self.config.broker
-        if self._embedded is None or not b.username:
+        if self._embedded is None or not self.config.broker.username:
             return
-        files.write_broker_files(
-            self.config.server.data_dir / "broker",
+        self._write_broker_files(self.config.server.data_dir / "broker")
+        self._embedded.reload()
+
+    def _write_broker_files(self, work: Path) -> files.BrokerFiles:
+        """The embedded broker's password file and ACL: every registered device and the server."""
+        b = self.config.broker
+        return files.write_broker_files(
+            work,
             self.store.credential_hashes(),
             prefix=b.prefix,
             fleet=b.fleet,
@@ -206,7 +211,6 @@ class FleetServer:
             server_password=b.password,
             url=b.url,
         )
-        self._embedded.reload()
 
     def device_list(self) -> list[dict[str, Any]]:
         """Devices with presence and what they report running."""
@@ -365,15 +369,7 @@ class FleetServer:
         if not b.username:  # no server credentials configured: an anonymous local broker
             return start_embedded_broker(host, port, workdir=work)
         # Devices registered later are added by _refresh_embedded_broker.
-        written = files.write_broker_files(
-            work,
-            self.store.credential_hashes(),
-            prefix=b.prefix,
-            fleet=b.fleet,
-            server_user=b.username,
-            server_password=b.password,
-            url=b.url,
-        )
+        written = self._write_broker_files(work)
         return start_embedded_broker(
             host, port, password_file=written.password_file, acl_file=written.acl_file, workdir=work
         )

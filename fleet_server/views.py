@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .experiments import experiment
+from .experiments import arm_telemetry, experiment
 from .store import Store
 
 __all__ = [
@@ -124,15 +124,7 @@ def experiment_series(store: Store, eid: int) -> dict[str, Any]:
     exp = experiment(store, eid)
     arms = {}
     for arm in ("a", "b"):
-        if exp.get("on_device"):
-            rows = store.telemetry(
-                exp["model"], exp[arm], devices=exp["devices"], experiment=f"exp-{eid}"
-            )
-        else:
-            rows = store.telemetry(
-                exp["model"], exp[arm], since=exp["created"] - 1.0, devices=exp["devices"]
-            )
-        arms[arm] = {"version": exp[arm], **_series(rows)}
+        arms[arm] = {"version": exp[arm], **_series(arm_telemetry(store, exp, arm))}
     return {"experiment": eid, "arms": arms}
 
 
