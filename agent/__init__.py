@@ -21,8 +21,7 @@ fleet sync do not pay for ONNX Runtime and prometheus_client when they do not ne
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edgeserve.lazy import lazy_exports
 
 __all__ = [
     "Agent",
@@ -45,12 +44,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgeserve.agent' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

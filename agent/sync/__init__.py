@@ -5,9 +5,9 @@
 desired state over MQTT; :class:`edgeserve.protocol_tracker.DesiredTracker` decides whether
 to accept it (keyring chain, signature, device, seq), ``state`` keeps everything accepted on
 disk. For each model target, ``install_pipeline`` runs one install: ``download`` fetches the
-release (resumable, capped, over the lazy client of ``http_client``), then it is verified,
-installed into the :class:`~edgeserve.agent.store.ModelStore`, activated and health-checked
-through ``agent_adapter`` (the agent as sync sees it), and serving
+release (resumable, capped, through ``http_client``, the standard library's HTTP), then it is
+verified, installed into the :class:`~edgeserve.agent.store.ModelStore`, activated and
+health-checked through ``agent_adapter`` (the agent as sync sees it), and serving
 (:mod:`edgeserve.agent.serving`) answers with the new version. ``reports`` tells the server
 what each model did, ``telemetry`` uploads the agent's telemetry windows, ``simulator`` runs
 many simulated devices in one process.
@@ -18,8 +18,7 @@ load the MQTT client.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edgeserve.lazy import lazy_exports
 
 __all__ = ["DeviceSync", "FleetConfig", "start_sync"]
 
@@ -30,12 +29,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgeserve.agent.sync' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
