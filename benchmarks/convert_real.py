@@ -26,7 +26,9 @@ different renders. Per model and target it prints the size and latency ratio aga
 original (latency: every bundle and the original timed together in alternated rounds, one
 thread, median ± spread), the task metric against the original, and whether the default gate
 passes; the same for the direct ORT route (``quant_pre_process``, then ``quantize_static`` /
-``quantize_dynamic``; onnxconverter-common fp16), and what ``--precision auto`` chose.
+``quantize_dynamic``; onnxconverter-common fp16), and what ``--precision auto`` chose, with the
+candidates that passed but were not chosen and the refused ones (each mixed-precision trial
+named with its float set: ``[sensitivity top 4]``, ``[output tail (24 nodes)]``).
 
 Run: ``.venv/bin/python benchmarks/convert_real.py [--models ocr-det,ocr-rec] [--rows 8]
 [--litert .venv-litert/bin/edgeserve]``
