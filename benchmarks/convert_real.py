@@ -26,7 +26,9 @@ different renders. Per model and target it prints the size and latency ratio aga
 original (latency: every bundle and the original timed together in alternated rounds, one
 thread, median ± spread), the task metric against the original, and whether the default gate
 passes; the same for the direct ORT route (``quant_pre_process``, then ``quantize_static`` /
-``quantize_dynamic``; onnxconverter-common fp16), and what ``--precision auto`` chose.
+``quantize_dynamic``; onnxconverter-common fp16), and what ``--precision auto`` chose, with the
+candidates that passed but were not chosen and the refused ones (each mixed-precision trial
+named with its float set: ``[sensitivity top 4]``, ``[output tail (24 nodes)]``).
 
 Run: ``.venv/bin/python benchmarks/convert_real.py [--models ocr-det,ocr-rec] [--rows 8]
 [--litert .venv-litert/bin/edgeserve]``
@@ -308,10 +310,22 @@ def auto(model: Model, src: Path, files: dict[str, Path], work: Path, budget: fl
         return f"refused: {str(exc)[:200]}"
     v = result.validation
     chosen = v["chosen"]
-    refused = [f"{c['target']}: {c['refused']}" for c in v["candidates"] if c["refused"]]
-    size = v["converted"]["size_bytes"] / v["original"]["size_bytes"]
-    return f"{chosen} (size {size:.2f}x, score {v['task']['score']:.3f}); refused: " + (
-        "; ".join(refused) or "none"
+    original = v["original"]["size_bytes"]
+
+    def label(c: dict[str, Any]) -> str:
+        return c["target"] + (f" [{c['float_set']}]" if c.get("float_set") else "")
+
+    cands = v.get("candidates", [])
+    refused = [f"{label(c)}: {c['refused']}" for c in cands if c["refused"]]
+    passed = [f"{label(c)} (size {c['size_bytes'] / original:.2f}x, drop {c['drop_points']:.2f}, "
+              f"p50 {c['p50_ms']:.1f} ± {c['spread_ms']:.1f} ms)"
+              for c in cands if c["within_budget"] and c["target"] != chosen]  # fmt: skip
+    p50 = next((f", p50 {c['p50_ms']:.1f} ± {c['spread_ms']:.1f} ms" for c in cands
+                if c["target"] == chosen), "")  # fmt: skip
+    size = v["converted"]["size_bytes"] / original
+    return (
+        f"{chosen} (size {size:.2f}x, score {v['task']['score']:.3f}{p50}); passed, not "
+        f"chosen: {'; '.join(passed) or 'none'}; refused: {'; '.join(refused) or 'none'}"
     )
 
 

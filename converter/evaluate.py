@@ -61,6 +61,7 @@ class Candidate:
     size_bytes: int
     latency: dict[str, float] = field(default_factory=dict)
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    float_set: str = ""  # which mixed-precision float set it tried (empty: none)
 
     @property
     def name(self) -> str:
@@ -79,6 +80,7 @@ class Candidate:
             "within_budget": self.failure is None,
             "refused": self.failure,
             "excluded_nodes": len(self.built.options.get("excluded_nodes") or ()),
+            "float_set": self.float_set or None,
         }
 
 

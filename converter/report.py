@@ -123,7 +123,9 @@ def candidates_table(candidates: list[Mapping[str, Any]], chosen: str) -> Table:
             continue
         drop = c["drop_points"]
         table.add_row(
-            ("* " if c["target"] == chosen else "  ") + c["target"],
+            ("* " if c["target"] == chosen else "  ")
+            + c["target"]
+            + (f" [{c['float_set']}]" if c.get("float_set") else ""),
             f"{c['p50_ms']:.3f} ± {c['spread_ms']:.3f}",
             _size(c["size_bytes"]),
             "-" if drop is None else f"{drop:.2f}",

@@ -138,6 +138,7 @@ def test_precision_auto_finds_the_mixed_precision_bundle(files, tmp_path: Path) 
     assert "box_f1" in by_name["onnx-cpu-int8"]["refused"]
     mixed = [c for c in v["candidates"] if "+mixed" in c["target"]]
     assert mixed and mixed[-1]["within_budget"] and mixed[-1]["excluded_nodes"] >= 1
+    assert mixed[0]["float_set"] == "sensitivity top 1"  # each trial names its float set
     assert v["sensitivity"][0]["node"] == "head_concat"
     assert v["failed_candidates"][0]["target"] == "onnx-cpu-int8-dynamic"
 
