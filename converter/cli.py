@@ -65,6 +65,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     help="Move within the target's family; auto keeps the fastest within the budget.",
 )
 @click.option(
+    "--objective",
+    type=click.Choice(["latency", "size"]),
+    default="latency",
+    show_default=True,
+    help="What --precision auto keeps among the candidates within the budget.",
+)
+@click.option(
     "--task",
     type=click.Choice(list(TASKS)),
     help="Judge fidelity in the task's terms (--labels alone implies classify).",
@@ -145,6 +152,7 @@ def convert(
     name: str | None,
     version: int,
     precision: str | None,
+    objective: str,
     task: str | None,
     metric: str | None,
     max_accuracy_drop: float | None,
@@ -183,6 +191,7 @@ def convert(
         name=name,
         version=version,
         precision=precision,
+        objective=objective,
         max_accuracy_drop=max_accuracy_drop,
         input_shapes=input_shapes,
         io_type=io_type,

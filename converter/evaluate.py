@@ -154,11 +154,15 @@ def measure_latency(
     return results[0]
 
 
-def choose(candidates: Sequence[Candidate], budget_text: Callable[[], str]) -> Candidate:
-    """The fastest candidate the gate passes whose lead is outside the spread.
+def choose(
+    candidates: Sequence[Candidate], budget_text: Callable[[], str], objective: str = "latency"
+) -> Candidate:
+    """The candidate the gate passes that serves ``objective`` best.
 
-    The baseline is the fp32 member when it passes, else the first passing candidate; another
-    candidate replaces the current choice only when :func:`significantly_faster` says so.
+    ``latency``: the fastest whose lead is outside the spread. The baseline is the fp32 member
+    when it passes, else the first passing candidate; another candidate replaces the current
+    choice only when :func:`significantly_faster` says so. ``size``: the smallest bundle (the
+    faster of two equal sizes), whatever its speed.
 
     Raises:
         ConversionError: no candidate passes; the message names each refusal.
@@ -170,6 +174,8 @@ def choose(candidates: Sequence[Candidate], budget_text: Callable[[], str]) -> C
             + "; ".join(f"{c.name}: {c.failure}" for c in candidates)
             + "; no bundle written"
         )
+    if objective == "size":
+        return min(passing, key=lambda c: (c.size_bytes, c.latency.get("p50_ms", float("inf"))))
     fp32 = [c for c in passing if c.built.target.precision == "fp32"]
     best = fp32[0] if fp32 else passing[0]
     for c in sorted(passing, key=lambda c: c.latency.get("p50_ms", float("inf"))):

@@ -75,6 +75,7 @@ class ConvertOptions:
     name: str | None = None
     version: int = 1
     precision: str | None = None
+    objective: str = "latency"
     max_accuracy_drop: float | None = None
     input_shapes: tuple[str, ...] = ()
     io_type: str = "float"
@@ -277,7 +278,7 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
             if chosen.failure is not None:
                 raise ConversionError(refusal_message(chosen, fidelity))
         else:
-            chosen = choose(candidates, lambda: budget_text(fidelity))
+            chosen = choose(candidates, lambda: budget_text(fidelity), opts.objective)
         metrics = manifest_metrics(
             chosen, candidates, failed, fidelity, source, original_latency, opts.threads
         )

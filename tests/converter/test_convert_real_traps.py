@@ -129,7 +129,8 @@ def test_precision_auto_finds_the_mixed_precision_bundle(files, tmp_path: Path) 
     out = tmp_path / "auto"
     result = invoke_convert(
         files["yolo"], "-t", "onnx-cpu-int8", "--precision", "auto", "--task", "detect",
-        "--calibration", files["yolo.npy"], "--max-accuracy-drop", "10", "-o", out,
+        "--calibration", files["yolo.npy"], "--max-accuracy-drop", "10", "--objective", "size",
+        "-o", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     v = check_bundle(out).manifest.validation
@@ -141,6 +142,11 @@ def test_precision_auto_finds_the_mixed_precision_bundle(files, tmp_path: Path) 
     assert mixed[0]["float_set"] == "sensitivity top 1"  # each trial names its float set
     assert v["sensitivity"][0]["node"] == "head_concat"
     assert v["failed_candidates"][0]["target"] == "onnx-cpu-int8-dynamic"
+    # --objective size keeps the smallest bundle within the budget, not the fastest
+    # (on this tiny model QDQ's own nodes may outweigh what int8 saves: whichever is smaller)
+    passing = [c for c in v["candidates"] if c["within_budget"]]
+    assert len(passing) >= 2
+    assert v["chosen"] == min(passing, key=lambda c: c["size_bytes"])["target"]
 
 
 def test_fp16_overflow_is_refused_naming_the_output(files, tmp_path: Path) -> None:
@@ -217,9 +223,11 @@ def test_external_data_is_read_counted_and_bundled(digits, tmp_path: Path) -> No
     assert v["wall_time_s"] > 0 and "conversion wall time" in result.stdout
 
 
-def _candidate(target: str, p50: float, spread: float, failure: str | None = None) -> Candidate:
+def _candidate(
+    target: str, p50: float, spread: float, failure: str | None = None, size: int = 1
+) -> Candidate:
     built = Built(TARGETS[target], None, {}, {}, {})  # type: ignore[arg-type]
-    c = Candidate(built, {}, None, failure, 1)
+    c = Candidate(built, {}, None, failure, size)
     c.latency = {"p50_ms": p50, "spread_ms": spread}
     return c
 
@@ -232,6 +240,15 @@ def test_auto_never_prefers_a_lead_inside_the_spread() -> None:
     assert choose([noisy, clear, fp32], lambda: "") is clear
     broken = _candidate("onnx-cpu-int8", 0.10, 0.01, failure="cosine 0.5")
     assert choose([broken, fp32], lambda: "") is fp32
+
+
+def test_objective_size_keeps_the_smallest_bundle_within_the_budget() -> None:
+    fp32 = _candidate("onnx-cpu-fp32", 1.00, 0.05, size=4000)
+    slow_small = _candidate("onnx-cpu-int8", 1.50, 0.05, size=1200)
+    broken_smaller = _candidate("onnx-cpu-int8", 0.50, 0.05, failure="box_f1 0.4", size=1000)
+    candidates = [fp32, slow_small, broken_smaller]
+    assert choose(candidates, lambda: "") is fp32  # latency: int8 is slower
+    assert choose(candidates, lambda: "", "size") is slow_small  # size: never a refused one
 
 
 def test_manifest_json_records_passes_and_alternated_latency(files, tmp_path: Path) -> None:
