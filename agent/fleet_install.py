@@ -1,5 +1,5 @@
 """One model install, from a verified desired target to a terminal state (the steps of
-:mod:`edgeserve.protocol_states`' table), for :class:`~.fleet_device.DeviceSync`.
+:mod:`edgeserve.protocol.states`' table), for :class:`~.fleet_device.DeviceSync`.
 
 Nothing reaches the store before the release signature (pure check, before any byte is
 downloaded), the artifact's length and sha256 (while streaming) and every file against the

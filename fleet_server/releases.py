@@ -25,7 +25,7 @@ from edgeserve.bundle import MANIFEST_NAME, SIGNATURE_NAME, file_sha256, pack_bu
 from edgeserve.errors import BundleError, ConfigError, StorageError, VerificationError
 from edgeserve.manifest import MANIFEST_MAX_BYTES, Manifest, canonical_json, check_relative_path
 from edgeserve.trust import Keyring, SigningKey, sign_release, verify_release
-from edgeserve.trust_errors import DigestMismatchError, MixAndMatchError
+from edgeserve.trust.errors import DigestMismatchError, MixAndMatchError
 
 from .store import Store
 

@@ -24,7 +24,7 @@ from edgeserve.fleet_server.rollout_views import rollout_status
 from edgeserve.fleet_server.store import Store
 from support.fleet import Postgres, postgres_bin, signed_release_tar, wait_for
 
-from edgeserve.keys_cli import load_keyring
+from edgeserve.trust.keydir import load_keyring
 from edgeserve.protocol import (
     DesiredState,
     InstallState,

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from support.fleet_keys import FleetKeys
 
 from edgeserve.cli import root as cli_root
-from edgeserve.keys_cli import load_keyring, load_keyring_chain, rotate_keys
+from edgeserve.trust.keydir import load_keyring, load_keyring_chain, rotate_keys
 from edgeserve.manifest import canonical_json
 from edgeserve.trust import (
     ExpiredError,

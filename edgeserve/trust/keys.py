@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from edgeserve.errors import ConfigError
 from edgeserve.fsutil import write_atomic
 from edgeserve.manifest import canonical_json
-from edgeserve.trust_errors import (
+from edgeserve.trust.errors import (
     EndlessDataError,
     MalformedEnvelopeError,
     SignatureError,

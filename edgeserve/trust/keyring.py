@@ -28,12 +28,12 @@ from typing import Any, Final
 from edgeserve.errors import ConfigError
 from edgeserve.fsutil import write_atomic
 from edgeserve.manifest import canonical_json
-from edgeserve.trust_errors import (
+from edgeserve.trust.errors import (
     ExpiredError,
     MalformedEnvelopeError,
     RollbackError,
 )
-from edgeserve.trust_keys import SigningKey, keyid_of, parse_envelope, sign, verify_envelope
+from edgeserve.trust.keys import SigningKey, keyid_of, parse_envelope, sign, verify_envelope
 
 __all__ = [
     "KEYRING_MAX_BYTES",

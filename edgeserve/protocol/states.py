@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Final
 
-from edgeserve.protocol_topics import ProtocolError
+from edgeserve.protocol.topics import ProtocolError
 
 __all__ = [
     "TRANSITIONS",
