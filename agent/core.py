@@ -23,13 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from edgeserve.agent.config import AgentConfig, SplitConfig
-from edgeserve.agent.fleet_health import check_references, reference_outputs, reference_tolerance
+from edgeserve.agent.fleet_health import check_references
 from edgeserve.agent.loaded import LoadedModel, check_outputs, open_runtime, sample_feeds
 from edgeserve.agent.metrics import Metrics
 from edgeserve.agent.policy import choose_arm, wanted_versions
 from edgeserve.agent.store import ModelStore
 from edgeserve.agent.telemetry import TelemetryBuffer
 
+from edgeserve.bundle.sample import reference_outputs, reference_tolerance
 from edgeserve.errors import ConfigError, EdgeServeError, NotFoundError, UnavailableError
 
 __all__ = ["Agent"]

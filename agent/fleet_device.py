@@ -40,8 +40,8 @@ from edgeserve.agent.fleet_telemetry import TelemetryPublisher
 from edgeserve.agent.http_client import LazyClient
 
 from edgeserve import __version__
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.errors import EdgeServeError, TransportError
-from edgeserve.manifest import canonical_json
 from edgeserve.mqtt import MqttClient, MqttConfig, MqttLoop, Will
 from edgeserve.protocol import (
     MAX_PAYLOAD_BYTES,

@@ -22,8 +22,8 @@ from edgeserve.agent.download import DownloadLimits, download_artifact
 from edgeserve.agent.fleet_installer import Installer
 
 from edgeserve.bundle import unpack_bundle
+from edgeserve.bundle.manifest import Manifest
 from edgeserve.errors import BundleError, EdgeServeError, StorageError, TransportError
-from edgeserve.manifest import Manifest
 from edgeserve.protocol import Artifact, InstallEvent, InstallMachine, InstallState, ModelTarget
 from edgeserve.trust import (
     DigestMismatchError,

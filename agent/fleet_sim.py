@@ -20,8 +20,8 @@ from edgeserve.agent.fleet_config import FleetConfig
 from edgeserve.agent.fleet_device import DeviceSync
 
 from edgeserve.bundle import read_bundle
+from edgeserve.bundle.manifest import Manifest
 from edgeserve.errors import ModelError, NotFoundError
-from edgeserve.manifest import Manifest
 from edgeserve.mqtt import MqttLoop
 
 __all__ = ["SimulatedDevice", "SimulatedFleet", "SimulatedInstaller"]

@@ -20,8 +20,8 @@ from edgeserve.agent.core import Agent
 from edgeserve.agent.httpserver import Request, Response
 from edgeserve.agent.names import check_model_name, check_version
 
+from edgeserve.bundle.manifest import TensorSpec
 from edgeserve.errors import InferenceInputError, NotFoundError
-from edgeserve.manifest import TensorSpec
 
 __all__ = ["handle_v1"]
 

@@ -43,6 +43,7 @@ from edgeserve.converter.validate import run_batch_size, run_dataset
 
 from edgeserve import __version__
 from edgeserve.bundle import Bundle, read_labels, write_bundle
+from edgeserve.bundle.sample import HEALTH_CHECK_KEY, SAMPLE_ROLE, health_check_record
 from edgeserve.devices import DeviceProfile, load_device
 from edgeserve.errors import (
     BundleError,
@@ -292,9 +293,9 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
         # the device's post-activation health check compares its outputs with these
         references = sample_with_references(built.bundle)
         if references is not None:
-            sample_file = next(f.path for f in manifest.files if f.role == "sample")
-            files[sample_file] = (references[0], "sample")
-            metrics["health_check"] = {"tolerance": references[1]}
+            sample_file = next(f.path for f in manifest.files if f.role == SAMPLE_ROLE)
+            files[sample_file] = (references[0], SAMPLE_ROLE)
+            metrics[HEALTH_CHECK_KEY] = health_check_record(references[1])
         if class_labels is not None:
             files[CLASS_LABELS_FILE] = (class_labels, "labels")
         metrics["wall_time_s"] = round(time.perf_counter() - started, 2)

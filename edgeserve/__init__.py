@@ -18,6 +18,7 @@ from edgeserve.bundle import (
     unpack_bundle,
     write_bundle,
 )
+from edgeserve.bundle.manifest import FileEntry, Manifest, TensorSpec
 from edgeserve.errors import (
     BundleError,
     ConfigError,
@@ -32,7 +33,6 @@ from edgeserve.errors import (
     UnsupportedOpError,
     VerificationError,
 )
-from edgeserve.manifest import FileEntry, Manifest, TensorSpec
 
 __all__ = [
     "Bundle",

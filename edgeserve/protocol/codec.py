@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from edgeserve.manifest import canonical_json
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.protocol.desired import DesiredState
 from edgeserve.protocol.fields import MAX_PAYLOAD_BYTES
 from edgeserve.protocol.reports import Reported, Telemetry

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeserve.bundle.manifest import Manifest, TensorSpec
 from edgeserve.errors import ConfigError, InferenceInputError, ModelError
-from edgeserve.manifest import Manifest, TensorSpec
 from edgeserve.runtimes.base import RuntimeOptions
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.errors import ConfigError, StorageError
-from edgeserve.manifest import canonical_json
 from edgeserve.trust.keyring import (
     Keyring,
     make_keyring,

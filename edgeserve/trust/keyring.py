@@ -25,9 +25,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.errors import ConfigError
 from edgeserve.fsutil import write_atomic
-from edgeserve.manifest import canonical_json
 from edgeserve.trust.errors import (
     ExpiredError,
     MalformedEnvelopeError,

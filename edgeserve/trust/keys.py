@@ -23,9 +23,9 @@ from typing import Any, Final
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.errors import ConfigError
 from edgeserve.fsutil import write_atomic
-from edgeserve.manifest import canonical_json
 from edgeserve.trust.errors import (
     EndlessDataError,
     MalformedEnvelopeError,

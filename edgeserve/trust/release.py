@@ -23,8 +23,8 @@ from edgeserve.bundle import (
     check_bundle,
     read_bundle,
 )
+from edgeserve.bundle.manifest import Manifest, canonical_json
 from edgeserve.errors import BundleError
-from edgeserve.manifest import Manifest, canonical_json
 from edgeserve.trust.errors import (
     DigestMismatchError,
     MalformedEnvelopeError,
