@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeserve.agent.download import DownloadLimits
-from edgeserve.agent.fleet_config import FleetConfig
+from edgeserve.agent.fleet_config import SyncConfig
 from edgeserve.agent.fleet_install import InstallPipeline, Outcome
 from edgeserve.agent.fleet_installer import Installer, TelemetrySource
 from edgeserve.agent.fleet_outcomes import current_outcomes, record_outcome
@@ -101,7 +101,7 @@ class DeviceSync:
 
     def __init__(
         self,
-        config: FleetConfig,
+        config: SyncConfig,
         installer: Installer,
         state_dir: Path,
         *,

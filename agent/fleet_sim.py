@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from edgeserve.agent.fleet_config import FleetConfig
+from edgeserve.agent.fleet_config import SyncConfig
 from edgeserve.agent.fleet_device import DeviceSync
 
 from edgeserve.bundle import read_bundle
@@ -150,7 +150,7 @@ class SimulatedFleet:
             inst = installer(ident.device)
             self.installers[ident.device] = inst
             self.devices[ident.device] = DeviceSync(
-                FleetConfig.from_mapping(settings),
+                SyncConfig.from_mapping(settings),
                 inst,
                 state_root / ident.device,
                 http=self.http,

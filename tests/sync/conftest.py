@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edgeserve.agent.fleet_config import FleetConfig
+from edgeserve.agent.fleet_config import SyncConfig
 from edgeserve.agent.fleet_device import DeviceSync
 from edgeserve.agent.fleet_sim import SimulatedInstaller
 from support.artifact_server import ArtifactServer
@@ -95,7 +95,7 @@ def make_device(
         table.update(settings)
         inst = installer or SimulatedInstaller()
         sync = DeviceSync(
-            FleetConfig.from_mapping(table),
+            SyncConfig.from_mapping(table),
             inst,
             tmp_path / "state" / device,
             telemetry=telemetry,
