@@ -112,8 +112,7 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     ):
         load_config(path)
     path.write_text(
-        '[server]\ntoken = "0123456789abcdef"\n[broker]\npassword = "p"\n'
-        '[rollouts]\ntick_s = -1\n'
+        '[server]\ntoken = "0123456789abcdef"\n[broker]\npassword = "p"\n[rollouts]\ntick_s = -1\n'
     )
     with pytest.raises(ConfigError, match=r"\[rollouts\] tick_s: must be a non-negative number"):
         load_config(path)
