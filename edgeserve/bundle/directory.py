@@ -5,7 +5,7 @@ A bundle is a directory holding ``manifest.json``, the files it lists and, once 
 form is :mod:`edgeserve.bundle.archive`.
 
 Every size read from an untrusted bundle is bounded (:class:`BundleLimits`) and enforced while
-streaming, after python-tuf's ``ngclient/config.py``.
+streaming.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """The fleet wire protocol, sans I/O: topics, messages, the install state machine, report
-coalescing. Plain data and functions, no paho import (after h11's ``_events.py``/``_state.py``);
-:mod:`edgeserve.mqtt` moves the bytes.
+coalescing. Plain data and functions, no paho import; :mod:`edgeserve.mqtt` moves the bytes.
 
 Topics (prefix configurable, default ``es/``)::
 
