@@ -1,22 +1,24 @@
 """The agent's configuration: ``agent.toml`` loaded in one place into frozen dataclasses.
 
 Every key, its default and its unit is listed in the README (section "agent.toml"). Command-line
-flags override the file through :func:`load_config`'s ``overrides``. Values are validated with
-exceptions (never ``assert``), after python-tuf's ``ngclient/config.py``.
+flags override the file through :func:`load_config`'s ``overrides``. Tables are read under the
+rules shared by every edgeserve config file (:mod:`edgeserve.tables`); the ``[fleet]`` table is
+validated here too (:class:`~edgeserve.agent.sync.config.SyncConfig`), so a bad fleet key
+stops ``agent run`` at start.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeserve.agent.names import is_label, is_model_name
 
 from edgeserve.errors import ConfigError
+from edgeserve.tables import check_keys, load_table, read_toml, typed_value
 
 __all__ = [
     "AgentConfig",
@@ -215,57 +217,6 @@ class AgentConfig:
         )
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on 3.10
-        import tomli as tomllib
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-
-
-def _build(cls: type, table: Mapping[str, Any], where: str, base: Any = None) -> Any:
-    """Build a flat dataclass from a TOML table, checking keys and types."""
-    base = base if base is not None else cls()
-    known = {f.name: f for f in fields(cls)}
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in known:
-            raise ConfigError(f"[{where}]: unknown key {key!r} (known: {', '.join(known)})")
-        default = getattr(base, key)
-        values[key] = _coerce(value, default, f"[{where}] {key}")
-    return replace(base, **values)
-
-
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: must be true or false")
-        return value
-    if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{where}: must be a non-negative integer")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"{where}: must be a non-negative number")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: must be a string")
-        return value
-    if isinstance(default, tuple):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: must be a list of strings")
-        return tuple(value)
-    raise ConfigError(f"{where}: unsupported value")  # pragma: no cover
-
-
 def _check_batching(cfg: BatchingConfig, where: str) -> None:
     if cfg.max_batch_size < 1:
         raise ConfigError(f"[{where}] max_batch_size: must be at least 1")
@@ -277,7 +228,13 @@ def _check_batching(cfg: BatchingConfig, where: str) -> None:
         raise ConfigError(f"[{where}] timeout_ms: must be at least 1")
 
 
-def _model(name: str, table: Mapping[str, Any], batching: BatchingConfig) -> ModelConfig:
+def _prefix(file: Path | None) -> str:
+    return f"{file}: " if file else ""
+
+
+def _model(
+    name: str, table: Mapping[str, Any], batching: BatchingConfig, file: Path | None
+) -> ModelConfig:
     if not isinstance(table, Mapping):
         raise ConfigError(f"[models.{name}]: must be a table")
     if not is_model_name(name):
@@ -300,9 +257,10 @@ def _model(name: str, table: Mapping[str, Any], batching: BatchingConfig) -> Mod
         raise ConfigError(f"[models.{name}] labels: must map label = positive version")
     if not all(is_label(label) for label in labels):
         raise ConfigError(f"[models.{name}] labels: a label is letters, digits, '-', '_'")
-    providers = _coerce(table.pop("providers", []), (), f"[models.{name}] providers")
-    threads = _coerce(table.pop("threads", 0), 0, f"[models.{name}] threads")
-    model_batching = _build(BatchingConfig, table, f"models.{name}", base=batching)
+    where = f"{_prefix(file)}[models.{name}]"
+    providers = typed_value(table.pop("providers", []), tuple[str, ...], f"{where} providers")
+    threads = typed_value(table.pop("threads", 0), int, f"{where} threads")
+    model_batching = load_table(BatchingConfig, table, f"models.{name}", file=file, base=batching)
     _check_batching(model_batching, f"models.{name}")
     return ModelConfig(policy, version, dict(labels), model_batching, providers, threads)
 
@@ -341,7 +299,7 @@ def load_config(
     Raises:
         ConfigError: unknown keys, wrong types, or a non-local bind without a token.
     """
-    raw: dict[str, Any] = _read_toml(path) if path is not None else {}
+    raw: dict[str, Any] = read_toml(path) if path is not None else {}
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -350,14 +308,12 @@ def load_config(
         target[key] = list(value) if isinstance(value, tuple) else value
     agent_keys = {"state_dir", "key_header", "poll_interval_s"}
     sections = {"server", "runtime", "batching", "telemetry", "models", "splits", "fleet"}
-    unknown = set(raw) - agent_keys - sections
-    if unknown:
-        raise ConfigError(f"agent config: unknown key(s) {', '.join(sorted(unknown))}")
-    server = _build(ServerConfig, raw.get("server", {}), "server")
-    runtime = _build(RuntimeConfig, raw.get("runtime", {}), "runtime")
-    batching = _build(BatchingConfig, raw.get("batching", {}), "batching")
+    check_keys(raw, sorted(agent_keys | sections), "agent config", path)
+    server = load_table(ServerConfig, raw.get("server", {}), "server", file=path)
+    runtime = load_table(RuntimeConfig, raw.get("runtime", {}), "runtime", file=path)
+    batching = load_table(BatchingConfig, raw.get("batching", {}), "batching", file=path)
     _check_batching(batching, "batching")
-    telemetry = _build(TelemetryConfig, raw.get("telemetry", {}), "telemetry")
+    telemetry = load_table(TelemetryConfig, raw.get("telemetry", {}), "telemetry", file=path)
     if telemetry.interval_s <= 0:
         raise ConfigError("[telemetry] interval_s: must be positive")
     if runtime.workers < 1:
@@ -378,18 +334,22 @@ def load_config(
             f"[server] host {server.host!r} is not a loopback address: set a bearer token "
             "([server] token or --token) before exposing the agent"
         )
-    models = {n: _model(n, t, batching) for n, t in raw.get("models", {}).items()}
+    models = {n: _model(n, t, batching, path) for n, t in raw.get("models", {}).items()}
     splits = {a: _split(a, t) for a, t in raw.get("splits", {}).items()}
     fleet = raw.get("fleet")
-    if fleet is not None and not isinstance(fleet, Mapping):
-        raise ConfigError("[fleet]: must be a table")
+    if fleet is not None:
+        # imported here: the broker URL check needs the MQTT client, which only a device in
+        # a fleet installs
+        from edgeserve.agent.sync.config import SyncConfig
+
+        SyncConfig.from_mapping(fleet, file=path)
     state_dir = raw.get("state_dir", str(AgentConfig.state_dir))
     if not isinstance(state_dir, (str, Path)):
         raise ConfigError("state_dir: must be a path")
     key_header = raw.get("key_header", "x-request-key")
     if not isinstance(key_header, str) or not key_header:
         raise ConfigError("key_header: must be a header name")
-    poll = _coerce(raw.get("poll_interval_s", 1.0), 1.0, "poll_interval_s")
+    poll = typed_value(raw.get("poll_interval_s", 1.0), float, "poll_interval_s")
     return AgentConfig(
         state_dir=Path(state_dir),
         server=server,

@@ -28,9 +28,9 @@ from edgeserve.agent.serving.batcher import Batcher
 from edgeserve.agent.serving.loaded import open_runtime
 from edgeserve.agent.store import ModelStore
 
+from edgeserve.bundle.manifest import TensorSpec
 from edgeserve.errors import ConfigError, InferenceInputError, NotFoundError, StorageError
 from edgeserve.fsutil import write_atomic
-from edgeserve.manifest import TensorSpec
 from edgeserve.runtimes.base import check_feeds
 
 __all__ = ["BatchDone", "run_batch"]

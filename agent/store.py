@@ -30,9 +30,9 @@ from pathlib import Path
 from edgeserve.agent.names import is_label, is_model_name
 
 from edgeserve.bundle import MANIFEST_NAME, Bundle, check_bundle, open_bundle, read_bundle
+from edgeserve.bundle.manifest import Manifest
 from edgeserve.errors import BundleError, ConfigError, NotFoundError, StorageError
 from edgeserve.fsutil import fsync_path, write_atomic
-from edgeserve.manifest import Manifest
 
 __all__ = ["InstalledVersion", "ModelStore"]
 

@@ -135,7 +135,7 @@ def make_mlp(path: Path) -> tuple[tuple[int, ...], int]:
 
 def build_bundle(work: Path, kind: str) -> Path:
     from edgeserve.bundle import write_bundle
-    from edgeserve.manifest import Manifest, TensorSpec
+    from edgeserve.bundle.manifest import Manifest, TensorSpec
 
     onnx_path = work / f"{kind}.onnx"
     shape, classes = (make_cnn if kind == "cnn" else make_mlp)(onnx_path)

@@ -12,7 +12,8 @@ Library use::
 
 from __future__ import annotations
 
-from edgeserve.converter.pipeline import ConvertOptions, ConvertResult, convert_model
+from edgeserve.converter.options import ConvertOptions, ConvertResult
+from edgeserve.converter.pipeline import convert_model
 from edgeserve.converter.targets import TARGETS, Target, get_target
 
 __all__ = ["TARGETS", "ConvertOptions", "ConvertResult", "Target", "convert_model", "get_target"]

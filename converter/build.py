@@ -6,7 +6,6 @@ and copies the winner to the output with :func:`edgeserve.bundle.write_bundle` (
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,22 +19,20 @@ from edgeserve.converter.quantize import Exclusions
 from edgeserve.converter.targets import Target
 
 from edgeserve.bundle import Bundle, write_bundle
+from edgeserve.bundle.manifest import Manifest, TensorSpec
+from edgeserve.bundle.sample import (
+    SAMPLE_FILE,
+    SAMPLE_ROLE,
+    encode_sample,
+    read_sample,
+    tolerance_for,
+)
 from edgeserve.devices import DeviceProfile
-from edgeserve.errors import ConfigError
-from edgeserve.manifest import SAMPLE_REFERENCE_PREFIX, Manifest, TensorSpec
+from edgeserve.errors import ConfigError, ModelError
 
 __all__ = ["BuildSettings", "Built", "build_candidate", "sample_npz", "sample_with_references"]
 
 SAMPLE_ROWS = 4  # rows in sample.npz (the agent's warm-up and the fleet's health check)
-# sample.npz key prefix of the converted model's own outputs on the sample inputs; the agent
-# reads the same prefix (edgeserve.agent.serving.health, which cannot be imported from here).
-REFERENCE_PREFIX = SAMPLE_REFERENCE_PREFIX
-# validation.health_check.tolerance by precision: the largest |output - expected| a device may
-# show, as a fraction of the output's largest |expected|. Another CPU, thread count or
-# execution provider changes float summation order (fp32: ~1e-6 relative) and int8 rounding
-# (an LSB or a few, ~1-4 % of the range); a wrong model or a broken kernel is off by the order
-# of the range itself. Measuring accuracy is the converter's job, not the device's.
-REFERENCE_TOLERANCE = {"fp32": 0.01, "fp16": 0.05, "int8": 0.1, "dynamic": 0.1}
 
 
 @dataclass(frozen=True)
@@ -176,7 +173,7 @@ def build_candidate(
     )
     files: dict[str, tuple[Path | bytes, str]] = {
         f"model{model_file.suffix}": (model_file, "model"),
-        "sample.npz": (sample_npz(rows, inputs, quant), "sample"),
+        SAMPLE_FILE: (sample_npz(rows, inputs, quant), SAMPLE_ROLE),
     }
     if model_file.suffix == ".onnx":
         # external data keeps the name the .onnx references, beside it in the bundle
@@ -350,10 +347,8 @@ def sample_npz(
             info = np.iinfo(np.int8 if spec.datatype == "INT8" else np.uint8)
             array = np.clip(np.round(array / q["scale"] + q["zero_point"]), info.min, info.max)
             array = array.astype(info.dtype)
-        out[spec.name] = np.ascontiguousarray(array)
-    buffer = io.BytesIO()
-    np.savez(buffer, **out)
-    return buffer.getvalue()
+        out[spec.name] = array
+    return encode_sample(out)
 
 
 def sample_with_references(bundle: Bundle) -> tuple[bytes, float] | None:
@@ -370,27 +365,19 @@ def sample_with_references(bundle: Bundle) -> tuple[bytes, float] | None:
     """
     from edgeserve.runtimes import RuntimeOptions, load_runtime
 
-    path = bundle.file_path("sample")
+    path = bundle.file_path(SAMPLE_ROLE)
     if path is None:
         return None
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: np.asarray(data[k]) for k in data.files}
-    except ValueError:  # string (object) inputs: the agent cannot load them either
+        sample = read_sample(path)
+    except ModelError:  # string (object) inputs: the agent cannot load them either
         return None
-    if any(k.startswith(REFERENCE_PREFIX) for k in arrays):
+    if sample.references:
         return None
     runtime = load_runtime(bundle, RuntimeOptions())
     try:
-        outputs = runtime.run({spec.name: arrays[spec.name] for spec in runtime.inputs})
+        outputs = runtime.run({spec.name: sample.inputs[spec.name] for spec in runtime.inputs})
     finally:
         runtime.close()
-    for name, array in outputs.items():
-        if array.dtype.kind in "fiub":
-            arrays[f"{REFERENCE_PREFIX}{name}"] = np.ascontiguousarray(array)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    tolerance = REFERENCE_TOLERANCE.get(
-        bundle.manifest.precision, max(REFERENCE_TOLERANCE.values())
-    )
-    return buffer.getvalue(), tolerance
+    references = {name: a for name, a in outputs.items() if a.dtype.kind in "fiub"}
+    return encode_sample(sample.inputs, references), tolerance_for(bundle.manifest.precision)

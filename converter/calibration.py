@@ -15,9 +15,9 @@ from typing import Final
 
 import numpy as np
 
+from edgeserve.bundle.manifest import TensorSpec
 from edgeserve.datatypes import to_numpy
 from edgeserve.errors import ConfigError
-from edgeserve.manifest import TensorSpec
 
 __all__ = [
     "Dataset",

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 from edgeserve.converter.gate import DEFAULT_MIN_COSINE, DEFAULT_MIN_SNR_DB
-from edgeserve.converter.pipeline import ConvertOptions, convert_model
+from edgeserve.converter.options import ConvertOptions
+from edgeserve.converter.pipeline import convert_model
 from edgeserve.converter.report import (
     candidates_table,
     passes_table,

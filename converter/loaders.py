@@ -21,9 +21,9 @@ from typing import Any, Final
 import numpy as np
 
 from edgeserve.bundle import file_sha256
+from edgeserve.bundle.manifest import TensorSpec
 from edgeserve.datatypes import datatype_of, from_onnx_elem_type
 from edgeserve.errors import ConfigError, ModelError, UnsupportedOpError
-from edgeserve.manifest import TensorSpec
 
 __all__ = [
     "SourceModel",

@@ -14,7 +14,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -22,11 +22,11 @@ import numpy as np
 from edgeserve.converter import calibration as cal
 from edgeserve.converter.build import BuildSettings, build_candidate, sample_with_references
 from edgeserve.converter.evaluate import Candidate, Fidelity, choose, evaluate, measure_latency
-from edgeserve.converter.gate import DEFAULT_MIN_COSINE, DEFAULT_MIN_SNR_DB
 from edgeserve.converter.latency import first_batch
 from edgeserve.converter.loaders import SourceModel, load_source, load_torch
 from edgeserve.converter.mixed import TOP_SENSITIVE, search_mixed
 from edgeserve.converter.onnx_files import load_model
+from edgeserve.converter.options import ConvertOptions, ConvertResult
 from edgeserve.converter.outcome import (
     budget_text,
     fidelity_from,
@@ -42,7 +42,8 @@ from edgeserve.converter.to_onnx import export_onnx
 from edgeserve.converter.validate import run_batch_size, run_dataset
 
 from edgeserve import __version__
-from edgeserve.bundle import Bundle, read_labels, write_bundle
+from edgeserve.bundle import read_labels, write_bundle
+from edgeserve.bundle.sample import HEALTH_CHECK_KEY, SAMPLE_ROLE, health_check_record
 from edgeserve.devices import DeviceProfile, load_device
 from edgeserve.errors import (
     BundleError,
@@ -52,64 +53,12 @@ from edgeserve.errors import (
     StorageError,
 )
 
-__all__ = ["ConvertOptions", "ConvertResult", "convert_model", "resolve_targets"]
+__all__ = ["convert_model", "resolve_targets"]
 
 Progress = Callable[[str], None]
 _VALIDATION_BATCH: Final = 64
 # the bundle file of --class-labels (role "labels"): the first output's class names, one per line
 CLASS_LABELS_FILE: Final = "labels.txt"
-
-
-@dataclass(frozen=True)
-class ConvertOptions:
-    """Everything ``edgeserve convert`` takes (see the CLI help for each)."""
-
-    model: Path | None = None
-    target: str | None = None
-    device: str | None = None
-    calibration: Path | None = None
-    validation: Path | None = None
-    labels: Path | None = None
-    class_labels: Path | None = None
-    output: Path | None = None
-    name: str | None = None
-    version: int = 1
-    precision: str | None = None
-    objective: str = "latency"
-    max_accuracy_drop: float | None = None
-    input_shapes: tuple[str, ...] = ()
-    io_type: str = "float"
-    calibration_method: str = "minmax"
-    force: bool = False
-    devices_dir: Path | None = None
-    task: str | None = None
-    metric: str | None = None
-    min_cosine: float = DEFAULT_MIN_COSINE
-    min_snr_db: float = DEFAULT_MIN_SNR_DB
-    exclude_nodes: tuple[str, ...] = ()
-    exclude_op_types: tuple[str, ...] = ()
-    sensitivity: bool = False
-    threads: int = 1
-    verbose: bool = False
-    torch_module: str | None = None
-    example_input: Path | None = None
-
-
-@dataclass
-class ConvertResult:
-    """What a conversion produced.
-
-    Attributes:
-        bundle: the written bundle.
-        target: the target chosen.
-        validation: the metrics written to the manifest.
-        candidates: per-candidate summaries (more than one with ``--precision auto``).
-    """
-
-    bundle: Bundle
-    target: Target
-    validation: dict[str, Any]
-    candidates: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _reachable(source: SourceModel, target: Target) -> bool:
@@ -293,9 +242,9 @@ def convert_model(opts: ConvertOptions, progress: Progress | None = None) -> Con
         # the device's post-activation health check compares its outputs with these
         references = sample_with_references(built.bundle)
         if references is not None:
-            sample_file = next(f.path for f in manifest.files if f.role == "sample")
-            files[sample_file] = (references[0], "sample")
-            metrics["health_check"] = {"tolerance": references[1]}
+            sample_file = next(f.path for f in manifest.files if f.role == SAMPLE_ROLE)
+            files[sample_file] = (references[0], SAMPLE_ROLE)
+            metrics[HEALTH_CHECK_KEY] = health_check_record(references[1])
         if class_labels is not None:
             files[CLASS_LABELS_FILE] = (class_labels, "labels")
         metrics["wall_time_s"] = round(time.perf_counter() - started, 2)

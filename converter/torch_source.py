@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeserve.bundle.manifest import TensorSpec
 from edgeserve.datatypes import datatype_of
 from edgeserve.errors import ConfigError, ModelError
-from edgeserve.manifest import TensorSpec
 
 __all__ = ["exported_io", "load_pt2", "load_torch_module", "named_module", "torch_runner"]
 

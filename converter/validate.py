@@ -14,7 +14,7 @@ import numpy as np
 from edgeserve.converter.calibration import Dataset, batches
 
 from edgeserve.bundle import Bundle
-from edgeserve.manifest import TensorSpec
+from edgeserve.bundle.manifest import TensorSpec
 from edgeserve.runtimes import RuntimeOptions, load_runtime
 
 __all__ = ["BundleRunner", "Runner", "open_bundle_runner", "run_batch_size", "run_dataset"]

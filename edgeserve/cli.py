@@ -3,7 +3,7 @@
 Commands are imported only when invoked, so ``edgeserve agent run`` never imports TensorFlow or
 onnx tooling. Every :class:`~edgeserve.errors.EdgeServeError`
 becomes one line on stderr and its ``exit_code``; anything unexpected becomes one line and
-exit 1, with the traceback only when ``EDGESERVE_DEBUG=1`` (after click's ``Command.main``).
+exit 1, with the traceback only when ``EDGESERVE_DEBUG=1``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Tensor datatypes: Open Inference Protocol names, numpy dtypes and runtime type names.
 
-The OIP v2 datatype names are those of the KServe Open Inference Protocol, "Tensor Data Types"
-(https://github.com/kserve/open-inference-protocol/blob/main/specification/protocol/inference_rest.md).
+The OIP v2 datatype names are those of the Open Inference Protocol's "Tensor Data Types".
 """
 
 from __future__ import annotations

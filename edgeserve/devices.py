@@ -5,9 +5,8 @@ its ONNX Runtime loads, which execution providers to try, which converter target
 (best first) and how much memory it has. The converter uses it for ``--device``; an installer
 can read the package names from it. Core module: no component imports.
 
-ONNX Runtime's IR/opset limits per release come from its compatibility table
-(https://onnxruntime.ai/docs/reference/compatibility.html): a runtime rejects a model stamped
-with a newer IR version or a newer opset than it implements.
+ONNX Runtime's IR/opset limits per release come from its published compatibility table: a
+runtime rejects a model stamped with a newer IR version or a newer opset than it implements.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Durable file writes: a crash leaves either the old file or the new one, never a torn one.
 
-The pattern is python-tuf's persist step (``ngclient/updater.py``): write a temp file in the same
-directory, fsync it, ``os.replace`` it over the target (atomic on POSIX within one filesystem),
-and, where the rename itself must survive a power cut, fsync the directory.
+The pattern: write a temp file in the same directory, fsync it, ``os.replace`` it over the
+target (atomic on POSIX within one filesystem), and, where the rename itself must survive a
+power cut, fsync the directory.
 """
 
 from __future__ import annotations

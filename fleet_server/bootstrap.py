@@ -77,7 +77,7 @@ def init_fleet(
         StorageError: the directory already holds a fleet, or cannot be written.
         ConfigError: a broker URL the configuration refuses.
     """
-    from edgeserve.keys_cli import init_keys
+    from edgeserve.trust.keydir import init_keys
 
     root = root.resolve()
     config = root / "fleet.toml"

@@ -3,24 +3,20 @@
 Every key, its default and its unit is listed in the README (section "Fleet server"). Relative
 paths are resolved against the directory holding ``fleet.toml`` so that a config moves with its
 data. The environment is read in one place only: ``EDGESERVE_FLEET_TOKEN`` overrides the
-operator token (after ``starlette/config.py``).
+operator token. Each table is read by :func:`edgeserve.tables.load_table` (the rules every
+edgeserve config file shares: types, no negative numbers, unknown keys named).
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from dataclasses import MISSING, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from edgeserve.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from edgeserve.tables import check_keys, load_table, read_toml, table_of
 
 __all__ = ["BrokerConfig", "FleetConfig", "RolloutDefaults", "ServerConfig", "load_config"]
 
@@ -166,33 +162,6 @@ class FleetConfig:
     rollouts: RolloutDefaults = field(default_factory=RolloutDefaults)
 
 
-def _typed(cls: type, values: dict[str, Any], where: str) -> Any:
-    # TOML gives typed values; check them against each field's default so that a string port
-    # fails here with the key's name rather than deep inside the server.
-    for name, value in values.items():
-        default = cls.__dataclass_fields__[name].default
-        if default is MISSING:
-            default = ""  # the required fields (token) are strings; data_dir is a Path
-        if isinstance(default, bool) or isinstance(value, Path):
-            continue
-        expected: tuple[type, ...] = (
-            (int, float) if isinstance(default, float) else (type(default),)
-        )
-        if not isinstance(value, expected) or isinstance(value, bool):
-            raise ConfigError(f"{where} {name}: expected {expected[0].__name__}, got {value!r}")
-    return cls(**values)
-
-
-def _section(doc: dict[str, Any], name: str, known: set[str]) -> dict[str, Any]:
-    sec = doc.get(name, {})
-    if not isinstance(sec, dict):
-        raise ConfigError(f"[{name}] must be a table")
-    unknown = set(sec) - known
-    if unknown:
-        raise ConfigError(f"[{name}] unknown keys: {', '.join(sorted(unknown))}")
-    return dict(sec)
-
-
 def _read_secret(sec: dict[str, Any], key: str, base: Path, where: str) -> str:
     file_key = f"{key}_file"
     if file_key in sec:
@@ -217,45 +186,23 @@ def load_config(path: str | os.PathLike[str]) -> FleetConfig:
         ConfigError: missing file, bad TOML, unknown keys, wrong types or values.
     """
     file = Path(path)
-    try:
-        doc = tomllib.loads(file.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: no such config file") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{file}: {exc}") from exc
+    doc = read_toml(file)
     base = file.resolve().parent
-    unknown = set(doc) - {"server", "broker", "rollouts", "keys"}
-    if unknown:
-        raise ConfigError(f"{file}: unknown sections: {', '.join(sorted(unknown))}")
-    server = _section(
-        doc,
-        "server",
-        {
-            "host",
-            "port",
-            "public_url",
-            "token",
-            "token_file",
-            "data_dir",
-            "database",
-            "max_upload_bytes",
-            "max_request_bytes",
-        },
-    )
-    _read_secret(server, "token", base, "[server]")
+    check_keys(doc, ("server", "broker", "rollouts", "keys"), "top level", file)
+    server = table_of(doc, "server", file)
+    _read_secret(server, "token", base, f"{file}: [server]")
     server["token"] = os.environ.get("EDGESERVE_FLEET_TOKEN", server.get("token", ""))
-    server["data_dir"] = base / str(server.get("data_dir", "fleet-data"))
-    broker = _section(doc, "broker", set(BrokerConfig.__dataclass_fields__) | {"password_file"})
-    _read_secret(broker, "password", base, "[broker]")
-    rollouts = _section(doc, "rollouts", set(RolloutDefaults.__dataclass_fields__))
-    keys = _section(doc, "keys", {"fleet_key", "keyring"})
-    try:
-        return FleetConfig(
-            server=_typed(ServerConfig, server, "[server]"),
-            broker=_typed(BrokerConfig, broker, "[broker]"),
-            rollouts=_typed(RolloutDefaults, rollouts, "[rollouts]"),
-            fleet_key=base / str(keys.get("fleet_key", "keys/fleet.key")),
-            keyring=base / str(keys.get("keyring", "keys/keyring.json")),
-        )
-    except TypeError as exc:
-        raise ConfigError(f"{file}: {exc}") from exc
+    server.setdefault("data_dir", "fleet-data")
+    broker = table_of(doc, "broker", file)
+    _read_secret(broker, "password", base, f"{file}: [broker]")
+    keys = table_of(doc, "keys", file)
+    check_keys(keys, ("fleet_key", "keyring"), "[keys]", file)
+    return FleetConfig(
+        server=load_table(ServerConfig, server, "server", file=file, base_dir=base),
+        broker=load_table(BrokerConfig, broker, "broker", file=file),
+        rollouts=load_table(
+            RolloutDefaults, table_of(doc, "rollouts", file), "rollouts", file=file
+        ),
+        fleet_key=base / str(keys.get("fleet_key", "keys/fleet.key")),
+        keyring=base / str(keys.get("keyring", "keys/keyring.json")),
+    )

@@ -22,6 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from edgeserve.bundle import MANIFEST_NAME, SIGNATURE_NAME, file_sha256, pack_bundle
+from edgeserve.bundle.manifest import (
+    MANIFEST_MAX_BYTES,
+    Manifest,
+    canonical_json,
+    check_relative_path,
+)
 from edgeserve.errors import (
     BundleError,
     ConfigError,
@@ -29,9 +35,8 @@ from edgeserve.errors import (
     StorageError,
     VerificationError,
 )
-from edgeserve.manifest import MANIFEST_MAX_BYTES, Manifest, canonical_json, check_relative_path
 from edgeserve.trust import Keyring, SigningKey, sign_release, verify_release
-from edgeserve.trust_errors import DigestMismatchError, MixAndMatchError
+from edgeserve.trust.errors import DigestMismatchError, MixAndMatchError
 
 from .store import Store
 

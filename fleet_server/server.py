@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from edgeserve.errors import ConfigError
-from edgeserve.keys_cli import load_keyring, load_keyring_chain
 from edgeserve.mqtt import MqttClient, MqttConfig
 from edgeserve.protocol import topics
 from edgeserve.trust import Keyring, SigningKey
+from edgeserve.trust.keydir import load_keyring, load_keyring_chain
 
 from .broker import acl, files, passwords
 from .broker.status import BrokerStatus

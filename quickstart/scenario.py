@@ -9,7 +9,6 @@ with the reason instead of pretending.
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Callable
@@ -18,28 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeserve.quickstart.http import answers, infer, request_json
-from edgeserve.quickstart.model import INPUT_NAME, DigitsData, load_digits_data, train_digits_onnx
+from edgeserve.quickstart.checks import MODEL, AgentInfo, FleetChecks
+from edgeserve.quickstart.model import DigitsData, load_digits_data, train_digits_onnx
 from edgeserve.quickstart.procs import Service, StepFailed, Supervisor, started_id
+from edgeserve.quickstart.services import FLEET, FleetServices, free_port
 
-from edgeserve.errors import EdgeServeError, UnavailableError
+from edgeserve.errors import UnavailableError
 
-__all__ = ["AgentInfo", "Quickstart", "QuickstartResult", "started_id"]
+__all__ = ["FLEET", "MODEL", "AgentInfo", "Quickstart", "QuickstartResult", "started_id"]
 
-MODEL = "digits"
-FLEET = "quickstart"
 TARGETS = ("onnx-cpu-int8", "onnx-cpu-fp32")
 RELEASE_TARGET = "onnx-cpu-int8"
-
-
-@dataclass
-class AgentInfo:
-    """One agent process and how to reach it."""
-
-    device: str
-    url: str
-    state_dir: Path
-    service: Service
 
 
 @dataclass
@@ -53,15 +41,7 @@ class QuickstartResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Quickstart:
+class Quickstart(FleetServices, FleetChecks):
     """Drives the steps; :meth:`run` does them all, :meth:`close` stops everything.
 
     Args:
@@ -92,7 +72,7 @@ class Quickstart:
         self.sup = Supervisor(workdir, echo=echo)
         self.result = QuickstartResult()
         self.token = secrets.token_urlsafe(24)
-        self.fleet_port = _free_port()
+        self.fleet_port = free_port()
         self.fleet_url = f"http://127.0.0.1:{self.fleet_port}"
         self.broker: Any = None
         self.fleet_service: Service | None = None
@@ -188,112 +168,6 @@ class Quickstart:
                 if target == RELEASE_TARGET:
                     self.bundles[version] = out
         self.note(f"v2 converted to {RELEASE_TARGET} as well; these bundles get released")
-
-    def start_services(self) -> None:
-        """Step 3: keys, broker, fleet server, devices, agents."""
-        self.step(f"start an MQTT broker, a fleet server and {self.n_agents} agents")
-        self.sup.run(["keys", "init", "--out", "keys"])
-        from edgeserve.fleet_server.broker.embedded import start_embedded_broker
-
-        broker_dir = self.workdir / "broker"
-        if self.broker_url:
-            self.note(f"broker: the one configured, {self.broker_url}")
-        else:
-            self.broker = start_embedded_broker(
-                kind=self.broker_kind,  # type: ignore[arg-type]
-                workdir=broker_dir / "boot",
-            )
-            self.broker_url = self.broker.url
-            self.note(f"broker: {self.broker.kind} on {self.broker.url}")
-        (self.workdir / "fleet.toml").write_text(
-            "[server]\n"
-            f'host = "127.0.0.1"\nport = {self.fleet_port}\ntoken = "{self.token}"\n'
-            'data_dir = "fleet-data"\n\n'
-            "[broker]\n"
-            f'url = "{self.broker_url}"\nfleet = "{FLEET}"\n'
-            f'password = "{secrets.token_urlsafe(16)}"\n\n'
-            "[rollouts]\ntick_s = 0.5\n\n"
-            '[keys]\nfleet_key = "keys/fleet.key"\nkeyring = "keys/keyring.json"\n'
-        )
-        self.sup.env = {
-            "EDGESERVE_FLEET_URL": self.fleet_url,
-            "EDGESERVE_FLEET_TOKEN": self.token,
-        }
-        self.fleet_service = self.sup.start(
-            "fleet-server", ["fleet", "serve", "--config", "fleet.toml"]
-        )
-        self.sup.wait_for(
-            "the fleet server",
-            lambda: answers(f"{self.fleet_url}/healthz"),
-            timeout_s=30,
-            watch=[self.fleet_service],
-        )
-        self.note(f"fleet server: {self.fleet_url}")
-        for i in range(1, self.n_agents + 1):
-            out = self.sup.run(
-                ["fleet", "device", "add", f"dev-{i}", "--tags", f"site=lab,slot={i}", "--json"]
-            )
-            self.devices.append(json.loads(out))
-        # every device gets its own broker user; the ACL lets it read only its own desired
-        # state and write only its own reports (Mosquitto password_file + acl_file)
-        self.sup.run(["fleet", "broker-config", "--out", "broker/auth"])
-        if self.broker is not None:
-            self._restart_broker_with_auth(broker_dir / "auth")
-        else:
-            self.note("a configured broker is left as it is: give it broker/auth/{passwords,acl}")
-        for creds in self.devices:
-            self.agents.append(self._start_agent(creds))
-        for agent in self.agents:
-            self.sup.wait_for(
-                f"{agent.device} to be live",
-                lambda a=agent: answers(f"{a.url}/v2/health/live"),
-                timeout_s=30,
-                watch=[agent.service],
-            )
-        self.note(", ".join(f"{a.device}: {a.url}" for a in self.agents))
-
-    def _restart_broker_with_auth(self, auth_dir: Path) -> None:
-        from edgeserve.fleet_server.broker.embedded import start_embedded_broker
-
-        # the two files `edgeserve fleet broker-config --out DIR` writes
-        password_file, acl_file = auth_dir / "passwords", auth_dir / "acl"
-        for path in (password_file, acl_file):
-            if not path.is_file():
-                raise EdgeServeError(f"edgeserve fleet broker-config wrote no {path}")
-        port = self.broker.port
-        self.broker.stop()
-        self.broker = start_embedded_broker(
-            port=port,
-            password_file=password_file,
-            acl_file=acl_file,
-            kind=self.broker_kind,  # type: ignore[arg-type]
-            workdir=auth_dir.parent / "run",
-        )
-        self.note(
-            f"broker restarted with {password_file.name} and {acl_file.name} from broker-config"
-        )
-
-    def _start_agent(self, creds: dict[str, Any]) -> AgentInfo:
-        device = str(creds["id"])
-        state = self.workdir / "devices" / device
-        state.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
-        (state / "agent.toml").write_text(
-            f'state_dir = "{state}"\n\n'
-            f'[server]\nhost = "127.0.0.1"\nport = {port}\n\n'
-            "[telemetry]\ninterval_s = 1.0\n\n"
-            "[fleet]\n"
-            f'broker = "{creds["broker_url"]}"\n'
-            f'device = "{device}"\n'
-            f'username = "{creds["username"]}"\n'
-            f'password = "{creds["password"]}"\n'
-            f'fleet = "{creds["fleet"]}"\n'
-            f'server_url = "{creds["server_url"]}"\n'
-            f'trust_anchor = "{self.workdir / "keys" / "root.json"}"\n'
-            "telemetry_interval_s = 1\n"
-        )
-        service = self.sup.start(device, ["agent", "run", "--config", str(state / "agent.toml")])
-        return AgentInfo(device, f"http://127.0.0.1:{port}", state, service)
 
     def release_v1(self) -> None:
         """Step 4: sign and upload v1, roll it out to every device at once."""
@@ -418,80 +292,6 @@ class Quickstart:
             active = self.agent_active(agent)
             if active is not None:
                 self.result.active_versions[agent.device] = active
-
-    # -- helpers (also used by the examples) ---------------------------------------------
-
-    @property
-    def digits(self) -> DigitsData:
-        """The data split from step 1.
-
-        Raises:
-            EdgeServeError: step 1 has not run.
-        """
-        if self.data is None:
-            raise EdgeServeError("no data yet: run the train step first")
-        return self.data
-
-    def watch(self) -> list[Service]:
-        """The fleet server and agents: a wait fails early when one of them dies."""
-        return [s for s in (self.fleet_service, *(a.service for a in self.agents)) if s is not None]
-
-    def api(self, path: str) -> Any:
-        """``GET /api/v1<path>`` on the fleet server, with the operator token."""
-        return request_json(
-            "GET",
-            f"{self.fleet_url}/api/v1{path}",
-            headers={"Authorization": f"Bearer {self.token}"},
-        )
-
-    def infer(self, agent: AgentInfo, x: np.ndarray, key: str | None = None) -> dict[str, Any]:
-        """Predict ``x`` (rows of 64 pixels) through ``agent``'s OIP API."""
-        return infer(agent.url, MODEL, INPUT_NAME, x, key)
-
-    def reported_active(self) -> dict[str, int]:
-        """Which version each device reports active, from the fleet server's device list."""
-        out: dict[str, int] = {}
-        for dev in self.api("/devices")["devices"]:
-            active = ((dev.get("models") or {}).get(MODEL) or {}).get("active")
-            if active is not None:
-                out[str(dev["id"])] = int(active)
-        return out
-
-    def agent_active(self, agent: AgentInfo) -> int | None:
-        """The active version as the device itself records it (``edgeserve agent models``)."""
-        out = self.sup.run(["agent", "models", "--state", str(agent.state_dir)], quiet=True)
-        for line in out.splitlines():
-            if line.startswith(f"{MODEL}:"):
-                for token in line.replace(",", " ").split():
-                    if token.endswith("*") and token[:-1].isdigit():
-                        return int(token[:-1])
-        return None
-
-    def wait_all_active(self, version: int, timeout_s: float) -> float:
-        """Wait until every device reports ``version`` active; returns the seconds waited."""
-
-        def done() -> bool:
-            active = self.reported_active()
-            return len(active) == len(self.agents) and set(active.values()) == {version}
-
-        return self.sup.wait_for(
-            f"every agent to serve v{version}", done, timeout_s=timeout_s, watch=self.watch()
-        )
-
-    def wait_rollout(self, rollout_id: int, timeout_s: float) -> None:
-        """Wait until the rollout completes.
-
-        Raises:
-            StepFailed: it was paused, aborted or rolled back (the server's reason included).
-        """
-
-        def done() -> bool:
-            st = self.api(f"/rollouts/{rollout_id}")
-            if st["status"] in ("paused", "aborted", "rolled_back", "failed"):
-                raise StepFailed(f"rollout {rollout_id} {st['status']}: {st['reason']}")
-            return st["status"] == "completed"
-
-        self.sup.wait_for(f"rollout {rollout_id}", done, timeout_s=timeout_s, watch=self.watch())
 
     def close(self) -> None:
         """Stop agents, fleet server and broker (idempotent)."""

@@ -40,8 +40,8 @@ from support.fleet_sync import FLEET, FleetDriver, Release, model_state  # noqa:
 from support.models import make_linear_bundle  # noqa: E402
 
 from edgeserve.bundle import Bundle, read_bundle, write_bundle  # noqa: E402
+from edgeserve.bundle.manifest import Manifest, TensorSpec  # noqa: E402
 from edgeserve.errors import EdgeServeError  # noqa: E402
-from edgeserve.manifest import Manifest, TensorSpec  # noqa: E402
 
 STAGE = "/tmp/edgeserve-device-test"  # inside the rootfs
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -18,8 +18,8 @@ from edgeserve.bundle import (
     unpack_bundle,
     write_bundle,
 )
+from edgeserve.bundle.manifest import Manifest, TensorSpec
 from edgeserve.errors import BundleError, InferenceInputError, StorageError
-from edgeserve.manifest import Manifest, TensorSpec
 from edgeserve.runtimes import load_runtime
 from edgeserve.runtimes.base import check_feeds
 

@@ -21,8 +21,8 @@ from edgeserve.agent.http.tensors import from_json
 from edgeserve.agent.names import check_model_name, check_version
 from edgeserve.agent.serving.core import Agent
 
+from edgeserve.bundle.manifest import TensorSpec
 from edgeserve.errors import InferenceInputError, NotFoundError
-from edgeserve.manifest import TensorSpec
 
 __all__ = ["handle_v1"]
 

@@ -2,10 +2,10 @@
 
 The converter stores, beside the sample inputs in ``sample.npz`` (role ``sample``), the
 converted model's own outputs on those inputs under ``expected:<output name>``, and the
-tolerance for comparing them in the manifest's ``validation.health_check.tolerance`` (see
-:mod:`edgeserve.manifest`). A version that loads and warms up (it runs, outputs are finite)
-but computes something else on this device (a broken execution provider or kernel, a model
-or sample from another build) is then caught by
+tolerance for comparing them in the manifest's ``validation.health_check.tolerance``; that
+format, and reading it, is :mod:`edgeserve.bundle.sample`. A version that loads and warms up
+(it runs, outputs are finite) but computes something else on this device (a broken execution
+provider or kernel, a model or sample from another build) is then caught by
 :meth:`edgeserve.agent.serving.core.Agent.health_check` and rolled back by fleet sync.
 
 The comparison is per output: ``max |output - expected| <= tolerance * max |expected|``
@@ -17,34 +17,18 @@ so only their shape is checked.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Final
 
 import numpy as np
 from edgeserve.agent.config import ModelConfig, RuntimeConfig
 from edgeserve.agent.serving.loaded import check_outputs, open_runtime, sample_feeds
 
 from edgeserve.bundle import Bundle
+from edgeserve.bundle.sample import reference_outputs, reference_tolerance
 from edgeserve.errors import ModelError
-from edgeserve.manifest import SAMPLE_REFERENCE_PREFIX, Manifest
 from edgeserve.runtimes import Runtime
 
-__all__ = [
-    "DEFAULT_TOLERANCE",
-    "REFERENCE_PREFIX",
-    "check_health",
-    "check_references",
-    "check_unloaded_health",
-    "reference_outputs",
-    "reference_tolerance",
-]
-
-REFERENCE_PREFIX: Final = SAMPLE_REFERENCE_PREFIX
-# Used when a bundle has references but its manifest records no tolerance: the converter's
-# most lenient (int8) value, so a hand-made bundle is not rolled back for numerical noise.
-DEFAULT_TOLERANCE: Final = 0.1
+__all__ = ["check_health", "check_references", "check_unloaded_health"]
 
 
 def check_health(runtime: Runtime, bundle: Bundle) -> None:
@@ -74,48 +58,6 @@ def check_unloaded_health(
         check_health(runtime, bundle)
     finally:
         runtime.close()
-
-
-def reference_outputs(sample_path: Path | None) -> dict[str, np.ndarray]:
-    """The expected outputs stored in a bundle's ``sample.npz`` (empty when none).
-
-    Args:
-        sample_path: the bundle's ``sample`` file, or None.
-
-    Raises:
-        ModelError: the file cannot be read.
-    """
-    if sample_path is None:
-        return {}
-    try:
-        with np.load(sample_path, allow_pickle=False) as data:
-            return {
-                key[len(REFERENCE_PREFIX) :]: np.asarray(data[key])
-                for key in data.files
-                if key.startswith(REFERENCE_PREFIX)
-            }
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"sample file {sample_path.name} is unreadable: {exc}") from exc
-
-
-def reference_tolerance(manifest: Manifest) -> float:
-    """``validation.health_check.tolerance`` of the manifest, else :data:`DEFAULT_TOLERANCE`.
-
-    Raises:
-        ModelError: the recorded value is not a number in (0, 1].
-    """
-    section: Any = manifest.validation.get("health_check")
-    if not isinstance(section, Mapping) or "tolerance" not in section:
-        return DEFAULT_TOLERANCE
-    value = section["tolerance"]
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or not 0 < value <= 1
-    ):
-        raise ModelError(f"manifest validation.health_check.tolerance {value!r} is not in (0, 1]")
-    return float(value)
 
 
 def check_references(

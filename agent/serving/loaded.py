@@ -17,6 +17,8 @@ from edgeserve.agent.serving.metrics import Metrics, VersionMetrics
 from edgeserve.agent.serving.telemetry import TelemetryBuffer
 
 from edgeserve.bundle import Bundle, read_labels
+from edgeserve.bundle.manifest import TensorSpec
+from edgeserve.bundle.sample import SAMPLE_ROLE, read_sample
 from edgeserve.datatypes import to_numpy
 from edgeserve.errors import (
     DeadlineExceededError,
@@ -26,7 +28,6 @@ from edgeserve.errors import (
     QueueFullError,
     UnavailableError,
 )
-from edgeserve.manifest import TensorSpec
 from edgeserve.runtimes import Runtime, RuntimeOptions, load_runtime
 from edgeserve.runtimes.base import check_feeds
 
@@ -42,12 +43,12 @@ def sample_feeds(bundle: Bundle, inputs: tuple[TensorSpec, ...]) -> dict[str, np
     Raises:
         ModelError: the sample file does not fit the model.
     """
-    path = bundle.file_path("sample")
+    path = bundle.file_path(SAMPLE_ROLE)
     if path is not None:
         try:
-            with np.load(path, allow_pickle=False) as data:
-                feeds = {spec.name: np.asarray(data[spec.name]) for spec in inputs}
-        except (OSError, KeyError, ValueError) as exc:
+            sample = read_sample(path)
+            feeds = {spec.name: np.asarray(sample.inputs[spec.name]) for spec in inputs}
+        except (ModelError, KeyError) as exc:
             raise ModelError(f"sample inputs {path.name} do not fit the model: {exc}") from exc
         return feeds
     feeds = {}

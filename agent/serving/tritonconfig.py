@@ -16,7 +16,7 @@ from typing import Any
 from edgeserve.agent.config import ModelConfig
 from edgeserve.agent.serving.loaded import LoadedModel
 
-from edgeserve.manifest import TensorSpec
+from edgeserve.bundle.manifest import TensorSpec
 
 __all__ = ["PLATFORMS", "model_config"]
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from edgeserve.lazy import lazy_exports
 
-__all__ = ["DeviceSync", "FleetConfig", "start_sync"]
+__all__ = ["DeviceSync", "SyncConfig", "start_sync"]
 
 _WHERE = {
     "DeviceSync": "edgeserve.agent.sync.device",
-    "FleetConfig": "edgeserve.agent.sync.config",
+    "SyncConfig": "edgeserve.agent.sync.config",
     "start_sync": "edgeserve.agent.sync.start",
 }
 

@@ -27,26 +27,29 @@ Example::
     tls_cert = ""                          # client certificate (identity by certificate)
     tls_key = ""                           # its private key
 
-Parsed by :meth:`FleetConfig.from_mapping` into a frozen dataclass; unknown keys and wrong types
-raise :class:`~edgeserve.errors.ConfigError`.
+Parsed by :meth:`SyncConfig.from_mapping` into a frozen dataclass under the rules of
+:mod:`edgeserve.tables` (unknown keys, wrong types and negative numbers raise
+:class:`~edgeserve.errors.ConfigError`); :func:`edgeserve.agent.config.load_config` does so
+when ``agent.toml`` is read, so a bad table stops ``agent run`` before anything starts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgeserve.errors import ConfigError
 from edgeserve.mqtt import parse_broker_url
 from edgeserve.protocol import ProtocolError, topics
+from edgeserve.tables import load_table
 
-__all__ = ["FleetConfig"]
+__all__ = ["SyncConfig"]
 
 
 @dataclass(frozen=True)
-class FleetConfig:
+class SyncConfig:
     """Validated ``[fleet]`` settings; see the module docstring for every key and unit."""
 
     broker: str
@@ -100,46 +103,10 @@ class FleetConfig:
         return self.username or self.device
 
     @classmethod
-    def from_mapping(cls, table: Mapping[str, Any]) -> FleetConfig:
-        """Parse the ``[fleet]`` table.
+    def from_mapping(cls, table: Mapping[str, Any], file: Path | None = None) -> SyncConfig:
+        """Parse the ``[fleet]`` table (of ``file``, named in errors, when given).
 
         Raises:
-            ConfigError: a missing required key, an unknown key or a wrong type.
+            ConfigError: a missing required key, an unknown key, a wrong type or a bad value.
         """
-        if not isinstance(table, Mapping):
-            raise ConfigError("[fleet]: must be a table")
-        known = {f.name: f for f in fields(cls)}
-        unknown = set(table) - set(known)
-        if unknown:
-            raise ConfigError(f"[fleet]: unknown key(s) {sorted(unknown)}")
-        for required in ("broker", "device", "trust_anchor"):
-            if not table.get(required):
-                raise ConfigError(f"[fleet]: {required!r} is required")
-        values: dict[str, Any] = {}
-        for key, value in table.items():
-            values[key] = _coerce(key, value, cls.__dataclass_fields__[key].type)
-        return cls(**values)
-
-
-def _coerce(key: str, value: Any, kind: Any) -> Any:
-    where = f"[fleet] {key}"
-    kind = str(kind)
-    if key in ("trust_anchor", "keyring"):
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: must be a path string")
-        return Path(value) if value else None
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: must be true or false")
-        return value
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: must be an integer")
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: must be a number")
-        return float(value)
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: must be a string")
-    return value
+        return load_table(cls, table, "fleet", file=file)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeserve.agent.sync.agent_adapter import Installer, TelemetrySource
-from edgeserve.agent.sync.config import FleetConfig
+from edgeserve.agent.sync.config import SyncConfig
 from edgeserve.agent.sync.converge import Converger
 from edgeserve.agent.sync.download import DownloadLimits
 from edgeserve.agent.sync.http_client import HTTPClient
@@ -83,7 +83,7 @@ class DeviceSync:
 
     def __init__(
         self,
-        config: FleetConfig,
+        config: SyncConfig,
         installer: Installer,
         state_dir: Path,
         *,

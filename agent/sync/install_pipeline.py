@@ -1,5 +1,5 @@
 """One model install, from a verified desired target to a terminal state (the steps of
-:mod:`edgeserve.protocol_states`' table), for :class:`~.device.DeviceSync`.
+:mod:`edgeserve.protocol.states`' table), for :class:`~.device.DeviceSync`.
 
 Nothing reaches the store before the release signature (pure check, before any byte is
 downloaded), the artifact's length and sha256 (while streaming) and every file against the
@@ -22,8 +22,8 @@ from edgeserve.agent.sync.agent_adapter import Installer
 from edgeserve.agent.sync.download import DownloadLimits, download_artifact
 
 from edgeserve.bundle import unpack_bundle
+from edgeserve.bundle.manifest import Manifest
 from edgeserve.errors import BundleError, EdgeServeError, StorageError, TransportError
-from edgeserve.manifest import Manifest
 from edgeserve.protocol import Artifact, InstallEvent, InstallMachine, InstallState, ModelTarget
 from edgeserve.trust import (
     DigestMismatchError,

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from edgeserve.agent.sync.config import FleetConfig
+from edgeserve.agent.sync.config import SyncConfig
 from edgeserve.agent.sync.device import DeviceSync
 
 from edgeserve.bundle import read_bundle
+from edgeserve.bundle.manifest import Manifest
 from edgeserve.errors import ModelError, NotFoundError
-from edgeserve.manifest import Manifest
 from edgeserve.mqtt import MqttLoop
 
 __all__ = ["SimulatedDevice", "SimulatedFleet", "SimulatedInstaller"]
@@ -150,7 +150,7 @@ class SimulatedFleet:
             inst = installer(ident.device)
             self.installers[ident.device] = inst
             self.devices[ident.device] = DeviceSync(
-                FleetConfig.from_mapping(settings),
+                SyncConfig.from_mapping(settings),
                 inst,
                 state_root / ident.device,
                 http=self.http,

@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgeserve.agent.sync.agent_adapter import AgentInstaller
-from edgeserve.agent.sync.config import FleetConfig
+from edgeserve.agent.sync.config import SyncConfig
 from edgeserve.agent.sync.device import DeviceSync
 
-__all__ = ["DeviceSync", "FleetConfig", "start_sync"]
+__all__ = ["DeviceSync", "SyncConfig", "start_sync"]
 
 
 def start_sync(agent: Any, fleet_section: Mapping[str, Any]) -> DeviceSync:
@@ -27,7 +27,7 @@ def start_sync(agent: Any, fleet_section: Mapping[str, Any]) -> DeviceSync:
     Raises:
         ConfigError: a bad ``[fleet]`` section, or a missing/invalid trust anchor or keyring.
     """
-    config = FleetConfig.from_mapping(fleet_section)
+    config = SyncConfig.from_mapping(fleet_section)
     sync = DeviceSync(
         config,
         AgentInstaller(agent, timeout_s=config.warmup_timeout_s),

@@ -28,8 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.errors import EdgeServeError, StorageError
-from edgeserve.manifest import canonical_json
 from edgeserve.protocol import DesiredState, InstallState, ModelStatus, ProtocolError
 from edgeserve.trust import (
     Keyring,

@@ -9,8 +9,8 @@ from typing import Protocol
 import numpy as np
 
 from edgeserve.bundle import Bundle
+from edgeserve.bundle.manifest import TensorSpec
 from edgeserve.errors import ConfigError, InferenceInputError
-from edgeserve.manifest import TensorSpec
 
 __all__ = ["Runtime", "RuntimeOptions", "check_feeds", "load_runtime"]
 

@@ -1,9 +1,8 @@
 """ONNX Runtime backend, honouring the bundle's provider order with a logged fallback.
 
 Provider selection follows ONNX Runtime's documented behaviour: a session takes an ordered
-list and assigns each node to the first provider that supports it
-(https://onnxruntime.ai/docs/execution-providers/). Providers that this build does not have
-are dropped with a warning, and CPU is always last.
+list and assigns each node to the first provider that supports it. Providers that this build
+does not have are dropped with a warning, and CPU is always last.
 """
 
 from __future__ import annotations
@@ -14,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeserve.bundle.manifest import Manifest, TensorSpec
 from edgeserve.errors import ConfigError, InferenceInputError, ModelError
-from edgeserve.manifest import Manifest, TensorSpec
 from edgeserve.runtimes.base import RuntimeOptions
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeserve.bundle.manifest import Manifest, TensorSpec
 from edgeserve.errors import ConfigError, ModelError
-from edgeserve.manifest import Manifest, TensorSpec
 from edgeserve.runtimes.base import RuntimeOptions
 
 __all__ = ["TfliteRuntime", "interpreter_class", "io_names"]

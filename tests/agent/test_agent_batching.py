@@ -14,7 +14,7 @@ from support.agent import linear_reference, start_agent
 from support.models import make_onnx_linear
 
 from edgeserve.bundle import write_bundle
-from edgeserve.manifest import Manifest, TensorSpec
+from edgeserve.bundle.manifest import Manifest, TensorSpec
 
 
 def _body(x: np.ndarray) -> dict:

@@ -88,7 +88,11 @@ def test_agent_config_defaults_overrides_and_validation(tmp_path: Path) -> None:
                 }
             },
             "splits": {"digits-ab": {"model": "digits", "a": 3, "b": 4, "weight_b": 0.1}},
-            "fleet": {"broker": "mqtt://127.0.0.1:1883", "device": "pi-1"},
+            "fleet": {
+                "broker": "mqtt://127.0.0.1:1883",
+                "device": "pi-1",
+                "trust_anchor": "/etc/edgeserve/root.json",
+            },
         },
     )
     cfg = load_config(path, {"server.port": 9002, "batching.enabled": None})
@@ -98,7 +102,11 @@ def test_agent_config_defaults_overrides_and_validation(tmp_path: Path) -> None:
     assert digits.batching.max_batch_size == 4 and digits.batching.max_queue_delay_us == 500
     assert cfg.model("other").batching.max_batch_size == 8
     assert cfg.splits["digits-ab"].weight_b == 0.1
-    assert cfg.fleet == {"broker": "mqtt://127.0.0.1:1883", "device": "pi-1"}
+    assert cfg.fleet == {
+        "broker": "mqtt://127.0.0.1:1883",
+        "device": "pi-1",
+        "trust_anchor": "/etc/edgeserve/root.json",
+    }
     assert cfg.telemetry_path == tmp_path / "telemetry.sqlite3"
     with pytest.raises(ConfigError, match="pinned"):
         load_config(write_toml(tmp_path / "b.toml", {"models": {"m": {"policy": "pinned"}}}))
@@ -112,3 +120,34 @@ def test_agent_config_defaults_overrides_and_validation(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=fragment):
             load_config(write_toml(tmp_path / "bad.toml", bad))
+
+
+_FLEET = {"broker": "mqtt://127.0.0.1:1883", "device": "pi-1", "trust_anchor": "/etc/root.json"}
+
+
+@pytest.mark.parametrize(
+    ("fleet", "fragment"),
+    [
+        ({**_FLEET, "brokr": "x"}, r"\[fleet\]: unknown key\(s\) brokr"),
+        ({"broker": "mqtt://127.0.0.1:1883", "device": "pi-1"}, "'trust_anchor' is required"),
+        ({**_FLEET, "keepalive_s": "30"}, r"\[fleet\] keepalive_s: must be a non-negative"),
+        ({**_FLEET, "clock_slack_s": -1}, r"\[fleet\] clock_slack_s: must be a non-negative"),
+        ({**_FLEET, "broker": "http://x"}, "mqtt://"),
+        ("not a table", r"\[fleet\]: must be a table"),
+    ],
+)
+def test_agent_config_validates_the_fleet_table_at_load(
+    tmp_path: Path, fleet: object, fragment: str
+) -> None:
+    path = write_toml(tmp_path / "agent.toml", {"fleet": fleet})
+    with pytest.raises(ConfigError, match=fragment) as caught:
+        load_config(path)
+    assert str(path) in str(caught.value)
+
+
+def test_agent_cli_run_stops_at_start_on_a_bad_fleet_key(tmp_path: Path) -> None:
+    bad = write_toml(tmp_path / "agent.toml", {"fleet": {**_FLEET, "telemetry_batch": -5}})
+    done = _run("agent", "run", "--config", str(bad), "--state", str(tmp_path), "--port", "0")
+    assert done.returncode == 2, done.stderr
+    assert "[fleet] telemetry_batch: must be a non-negative integer" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr

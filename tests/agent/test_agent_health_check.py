@@ -18,8 +18,8 @@ from support.agent import linear_reference
 from support.models import make_onnx_linear
 
 from edgeserve.bundle import write_bundle
+from edgeserve.bundle.manifest import Manifest, TensorSpec
 from edgeserve.errors import ModelError
-from edgeserve.manifest import Manifest, TensorSpec
 
 X = np.array([[0.5, -1.0, 2.0, 0.25], [1.5, 0.0, -0.5, 3.0]], dtype=np.float32)
 

@@ -18,8 +18,8 @@ from edgeserve.agent.store import ModelStore
 from support.agent import AgentProcess, start_agent
 from support.models import make_linear_bundle
 
+from edgeserve.bundle.manifest import Manifest, TensorSpec
 from edgeserve.errors import BundleError
-from edgeserve.manifest import Manifest, TensorSpec
 
 
 @pytest.fixture(scope="module")

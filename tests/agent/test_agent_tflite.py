@@ -13,7 +13,7 @@ from edgeserve.agent.store import ModelStore
 from support.agent import start_agent
 
 from edgeserve.bundle import Bundle, write_bundle
-from edgeserve.manifest import Manifest, TensorSpec
+from edgeserve.bundle.manifest import Manifest, TensorSpec
 
 RNG = np.random.default_rng(3)
 W = RNG.standard_normal((4, 3)).astype(np.float32)

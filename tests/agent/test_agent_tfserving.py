@@ -20,7 +20,7 @@ from support.agent import start_agent
 from support.converter import invoke_convert
 
 from edgeserve.bundle import check_bundle, read_bundle
-from edgeserve.manifest import TensorSpec
+from edgeserve.bundle.manifest import TensorSpec
 from edgeserve.runtimes import load_runtime
 
 pytestmark = pytest.mark.slow  # TensorFlow import and a TFLite conversion

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgeserve.agent.serving.health import check_references, reference_outputs
-from edgeserve.converter.build import REFERENCE_TOLERANCE
+from edgeserve.agent.serving.health import check_references
 from edgeserve.converter.targets import TARGETS
 from support.converter import invoke_convert, load_sample
 
 from edgeserve.bundle import check_bundle
+from edgeserve.bundle.sample import REFERENCE_TOLERANCE, reference_outputs
 from edgeserve.runtimes import load_runtime
 
 ONNX_TARGETS = [n for n, t in TARGETS.items() if not t.is_tflite and t.precision != "as-is"]

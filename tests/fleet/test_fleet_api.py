@@ -187,7 +187,7 @@ def test_malformed_mqtt_payloads_are_dropped_and_counted(
 def test_rotated_release_key_is_used_without_a_restart(
     fleet_broker: Mosquitto, tmp_path: Path
 ) -> None:
-    from edgeserve.keys_cli import rotate_keys
+    from edgeserve.trust.keydir import rotate_keys
 
     server = FleetServerProcess(tmp_path / "server", fleet_broker.url).start()  # its own keys
     try:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from edgeserve.agent.sync.config import FleetConfig as AgentFleetConfig
+from edgeserve.agent.sync.config import SyncConfig
 from edgeserve.fleet_server.config import load_config
 from support.fleet import TOKEN, FleetServerProcess, make_keys
 from support.models import make_linear_bundle
@@ -46,7 +46,7 @@ def test_device_add_prints_a_working_agent_snippet(
     snippet = out.stdout[out.stdout.index("[fleet]") :]
     table = tomllib.loads(snippet)["fleet"]
     assert table["device"] == "pi-kitchen-01" and len(table["password"]) >= 24
-    config = AgentFleetConfig.from_mapping(table)  # the agent accepts it as is
+    config = SyncConfig.from_mapping(table)  # the agent accepts it as is
     assert config.mqtt_username == "pi-kitchen-01"
 
     listed = op(fleet_server, "device", "list")
@@ -107,13 +107,20 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     keys = make_keys(tmp_path / "keys")
     path = tmp_path / "fleet.toml"
     path.write_text('[server]\ntoken = "0123456789abcdef"\nport = "80"\n')
-    with pytest.raises(ConfigError, match=r"\[server\] port: expected int"):
+    with pytest.raises(
+        ConfigError, match=r"fleet.toml: \[server\] port: must be a non-negative integer"
+    ):
+        load_config(path)
+    path.write_text(
+        '[server]\ntoken = "0123456789abcdef"\n[broker]\npassword = "p"\n[rollouts]\ntick_s = -1\n'
+    )
+    with pytest.raises(ConfigError, match=r"\[rollouts\] tick_s: must be a non-negative number"):
         load_config(path)
     path.write_text('[server]\ntoken = "short"\n')
     with pytest.raises(ConfigError, match="at least 16"):
         load_config(path)
     path.write_text('[server]\ntoken = "0123456789abcdef"\n[broker]\nfleet_name = "x"\n')
-    with pytest.raises(ConfigError, match="unknown keys: fleet_name"):
+    with pytest.raises(ConfigError, match=r"\[broker\]: unknown key\(s\) fleet_name"):
         load_config(path)
     # the server's broker account never has an empty password
     path.write_text('[server]\ntoken = "0123456789abcdef"\n')

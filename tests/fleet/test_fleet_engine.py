@@ -24,7 +24,6 @@ from edgeserve.fleet_server.store import Store
 from edgeserve.fleet_server.store.db import open_database
 from support.fleet import Postgres, postgres_bin, signed_release_tar, wait_for
 
-from edgeserve.keys_cli import load_keyring
 from edgeserve.protocol import (
     DesiredState,
     InstallState,
@@ -34,6 +33,7 @@ from edgeserve.protocol import (
     encode,
 )
 from edgeserve.trust import SigningKey, verify_document
+from edgeserve.trust.keydir import load_keyring
 
 N = 20
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from edgeserve.agent.config import load_config
-from edgeserve.agent.sync.config import FleetConfig
+from edgeserve.agent.sync.config import SyncConfig
 
 from edgeserve import __version__
 
@@ -104,7 +104,7 @@ def test_install_agent_into_root_then_uninstall(tmp_path: Path, edgeserve_wheel:
     assert (cfg.server.host, cfg.server.port) == ("127.0.0.1", 8123)
     assert cfg.runtime.providers == ("CPUExecutionProvider",)
     assert cfg.fleet is not None
-    fleet_cfg = FleetConfig.from_mapping(cfg.fleet)
+    fleet_cfg = SyncConfig.from_mapping(cfg.fleet)
     assert (fleet_cfg.device, fleet_cfg.broker) == ("pi-01", "mqtt://fleet.example:1883")
     assert fleet_cfg.trust_anchor == Path("/etc/edgeserve/root.json")
     assert (root / "etc/edgeserve/root.json").read_text() == anchor.read_text()

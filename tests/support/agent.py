@@ -31,7 +31,7 @@ import httpx
 import numpy as np
 
 from edgeserve.bundle import Bundle, write_bundle
-from edgeserve.manifest import Manifest, TensorSpec
+from edgeserve.bundle.manifest import Manifest, TensorSpec
 from support.broker import free_port
 
 __all__ = ["AgentProcess", "linear_reference", "make_fp16_bundle", "start_agent", "write_toml"]

@@ -35,7 +35,7 @@ SERVER_PASSWORD = "fleet-server-password"
 
 def make_keys(directory: Path) -> Path:
     """Root, release and fleet keys plus the keyring, as ``edgeserve keys init`` writes them."""
-    from edgeserve.keys_cli import init_keys
+    from edgeserve.trust.keydir import init_keys
 
     if not (directory / "root.key").exists():
         init_keys(directory)

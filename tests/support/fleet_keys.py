@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from edgeserve.bundle import Bundle
-from edgeserve.keys_cli import init_keys, load_keyring_chain
-from edgeserve.manifest import canonical_json
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.trust import Keyring, SigningKey, TrustAnchor
+from edgeserve.trust.keydir import init_keys, load_keyring_chain
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeserve.bundle import SIGNATURE_NAME, Bundle, pack_bundle
-from edgeserve.manifest import canonical_json
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.mqtt import MqttClient, MqttConfig
 from edgeserve.protocol import (
     Artifact,

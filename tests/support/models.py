@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeserve.bundle import Bundle, write_bundle
-from edgeserve.manifest import Manifest, TensorSpec
+from edgeserve.bundle.manifest import Manifest, TensorSpec
 
 
 def make_onnx_linear(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edgeserve.agent.sync.config import FleetConfig
+from edgeserve.agent.sync.config import SyncConfig
 from edgeserve.agent.sync.device import DeviceSync
 from edgeserve.agent.sync.simulator import SimulatedInstaller
 from support.artifact_server import ArtifactServer
@@ -95,7 +95,7 @@ def make_device(
         table.update(settings)
         inst = installer or SimulatedInstaller()
         sync = DeviceSync(
-            FleetConfig.from_mapping(table),
+            SyncConfig.from_mapping(table),
             inst,
             tmp_path / "state" / device,
             telemetry=telemetry,

@@ -23,7 +23,7 @@ from support.fleet_sync import FLEET, FleetDriver, Release, model_state
 from support.models import make_onnx_linear
 
 from edgeserve.bundle import Bundle, read_bundle, write_bundle
-from edgeserve.manifest import Manifest, TensorSpec
+from edgeserve.bundle.manifest import Manifest, TensorSpec
 from edgeserve.trust import sign_release
 
 pytestmark = pytest.mark.slow

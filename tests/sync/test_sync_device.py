@@ -16,9 +16,9 @@ from support.fleet_keys import FleetKeys, make_signed_bundle
 from support.fleet_sync import FleetDriver, Release, model_state
 
 from edgeserve.bundle import read_bundle
-from edgeserve.keys_cli import load_keyring_chain, rotate_keys
 from edgeserve.protocol import InstallState
 from edgeserve.trust import SigningKey
+from edgeserve.trust.keydir import load_keyring_chain, rotate_keys
 
 
 def _wait(pred, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from edgeserve.agent.sync.config import FleetConfig
+from edgeserve.agent.sync.config import SyncConfig
 from edgeserve.agent.sync.download import DownloadLimits, download_artifact
 from edgeserve.agent.sync.http_client import HTTPClient
 from support.artifact_server import ArtifactServer, Fault
@@ -113,7 +113,7 @@ def _table(**kw: object) -> dict[str, object]:
 
 
 def test_sync_fleet_config_defaults_and_validation() -> None:
-    cfg = FleetConfig.from_mapping(_table(keyring="", clock_slack_s=10))
+    cfg = SyncConfig.from_mapping(_table(keyring="", clock_slack_s=10))
     assert cfg.mqtt_username == "pi-01" and cfg.keyring is None and cfg.prefix == "es/"
     assert cfg.clock_slack_s == 10.0 and isinstance(cfg.trust_anchor, Path)
     for bad, message in [
@@ -121,12 +121,14 @@ def test_sync_fleet_config_defaults_and_validation() -> None:
         ({"device": ""}, "'device' is required"),
         ({"device": "a/b"}, "device"),
         ({"broker": "http://x"}, "mqtt://"),
-        ({"keepalive_s": "30"}, "must be an integer"),
+        ({"keepalive_s": "30"}, "must be a non-negative integer"),
+        ({"clock_slack_s": -1}, "must be a non-negative number"),
+        ({"telemetry_batch": -5}, "must be a non-negative integer"),
         ({"download_retries": 0}, "at least 1"),
         ({"prefix": "es"}, "must end with"),
     ]:
         with pytest.raises(ConfigError, match=message):
-            FleetConfig.from_mapping(_table(**bad))
+            SyncConfig.from_mapping(_table(**bad))
 
 
 def test_sync_download_cancel_keeps_the_part_for_later(

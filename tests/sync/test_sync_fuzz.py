@@ -9,7 +9,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeserve.manifest import canonical_json
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.protocol import DesiredState, ProtocolError, Reported, Telemetry, decode
 from edgeserve.trust import VerificationError, parse_envelope
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from support.fleet_keys import FleetKeys
 
-from edgeserve.manifest import canonical_json
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.protocol import (
     MAX_PAYLOAD_BYTES,
     TRANSITIONS,

@@ -1,4 +1,4 @@
-"""The README's ``[fleet]`` reference parses with FleetConfig and lists every key with its
+"""The README's ``[fleet]`` reference parses with SyncConfig and lists every key with its
 default (agent/sync/config.py is the source of truth)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-from edgeserve.agent.sync.config import FleetConfig
+from edgeserve.agent.sync.config import SyncConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,10 +29,10 @@ def _block() -> str:
 
 def test_sync_readme_fleet_config_parses_and_shows_every_default() -> None:
     table = tomllib.loads(_block())["fleet"]
-    config = FleetConfig.from_mapping(table)
-    names = [f.name for f in dataclasses.fields(FleetConfig)]
-    assert sorted(table) == sorted(names), "README [fleet] keys differ from FleetConfig"
-    defaults = FleetConfig(broker=config.broker, device=config.device, trust_anchor=Path("a"))
+    config = SyncConfig.from_mapping(table)
+    names = [f.name for f in dataclasses.fields(SyncConfig)]
+    assert sorted(table) == sorted(names), "README [fleet] keys differ from SyncConfig"
+    defaults = SyncConfig(broker=config.broker, device=config.device, trust_anchor=Path("a"))
     for name in names:
         if name in REQUIRED:
             assert re.search(rf"^{name} = .+# required", _block(), re.MULTILINE), name

@@ -12,7 +12,7 @@ import pytest
 from support.fleet_keys import FleetKeys
 from support.fleet_sync import FLEET, signed_desired
 
-from edgeserve.manifest import canonical_json
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.protocol import Artifact, ModelTarget, ProtocolError
 from edgeserve.protocol_tracker import DesiredTracker, Verdict, keyring_version
 from edgeserve.trust import (

@@ -12,9 +12,8 @@ import pytest
 from click.testing import CliRunner
 from support.fleet_keys import FleetKeys
 
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.cli import root as cli_root
-from edgeserve.keys_cli import load_keyring, load_keyring_chain, rotate_keys
-from edgeserve.manifest import canonical_json
 from edgeserve.trust import (
     ExpiredError,
     Keyring,
@@ -29,6 +28,7 @@ from edgeserve.trust import (
     update_keyring,
     verify_keyring,
 )
+from edgeserve.trust.keydir import load_keyring, load_keyring_chain, rotate_keys
 
 
 def _next(keys: FleetKeys, now: datetime, *, version: int = 2, new_root=None) -> Keyring:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.errors import ConfigError
-from edgeserve.manifest import canonical_json
 from edgeserve.trust import (
     EndlessDataError,
     MalformedEnvelopeError,

@@ -13,8 +13,7 @@ import pytest
 from support.fleet_keys import FleetKeys, make_signed_bundle
 
 from edgeserve.bundle import SIGNATURE_NAME, Bundle
-from edgeserve.keys_cli import rotate_keys
-from edgeserve.manifest import canonical_json
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.trust import (
     DigestMismatchError,
     EndlessDataError,
@@ -33,6 +32,7 @@ from edgeserve.trust import (
     verify_keyring,
     verify_release,
 )
+from edgeserve.trust.keydir import rotate_keys
 
 
 @pytest.fixture(scope="module")

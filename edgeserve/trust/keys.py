@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, Final
 import nacl.exceptions
 import nacl.signing
 
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.errors import ConfigError
 from edgeserve.fsutil import write_atomic
-from edgeserve.manifest import canonical_json
-from edgeserve.trust_errors import (
+from edgeserve.trust.errors import (
     EndlessDataError,
     MalformedEnvelopeError,
     SignatureError,

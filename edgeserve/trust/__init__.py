@@ -7,16 +7,23 @@
     fleet key    --sign-->  desired-state documents (MQTT payloads)
 
 Every ``verify_*`` function is pure: bytes and a reference time in, a value or a specific
-:class:`~edgeserve.errors.VerificationError` subclass out (see :mod:`edgeserve.trust_errors`).
+:class:`~edgeserve.errors.VerificationError` subclass out (see :mod:`edgeserve.trust.errors`).
 Persisting what was verified is the caller's job, atomically (:func:`write_atomic`).
 
-This module only re-exports; the code lives in ``trust_keys``, ``trust_keyring``,
-``trust_release`` and ``trust_errors``.
+Modules, in the order a release travels to a device:
+
+- ``keys``: Ed25519 signing keys, key ids and the signed envelope every document travels in.
+- ``keyring``: the root-signed keyring, the device's trust anchor and keyring updates.
+- ``release``: release signatures over a bundle's manifest and fleet-signed documents.
+- ``errors``: one exception type per way a check fails, and its reason code.
+- ``keydir``: the operator's keys directory on disk (init, rotate, read the keyring chain).
+
+This ``__init__`` re-exports the public API (``keydir`` is imported by path).
 """
 
 from __future__ import annotations
 
-from edgeserve.trust_errors import (
+from edgeserve.trust.errors import (
     DigestMismatchError,
     EndlessDataError,
     ExpiredError,
@@ -30,7 +37,7 @@ from edgeserve.trust_errors import (
     WrongSignerError,
     reason_code,
 )
-from edgeserve.trust_keyring import (
+from edgeserve.trust.keyring import (
     KEYRING_MAX_BYTES,
     Keyring,
     TrustAnchor,
@@ -43,7 +50,7 @@ from edgeserve.trust_keyring import (
     verify_keyring,
     write_atomic,
 )
-from edgeserve.trust_keys import (
+from edgeserve.trust.keys import (
     ENVELOPE_MAX_BYTES,
     SigningKey,
     generate_key,
@@ -52,7 +59,7 @@ from edgeserve.trust_keys import (
     sign,
     verify_envelope,
 )
-from edgeserve.trust_release import (
+from edgeserve.trust.release import (
     DOCUMENT_MAX_BYTES,
     sign_document,
     sign_release,

@@ -1,6 +1,5 @@
-"""The device install state machine: one transition table keyed by (state, event), after h11's
-``_state.py`` (``EVENT_TRIGGERED_TRANSITIONS``, and ``process_error`` sending any state to ERROR).
-Part of :mod:`edgeserve.protocol`, which re-exports everything.
+"""The device install state machine: one transition table keyed by (state, event), with an
+error transition from every state. Part of :mod:`edgeserve.protocol`, which re-exports it.
 
 ::
 
@@ -20,7 +19,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Final
 
-from edgeserve.protocol_topics import ProtocolError
+from edgeserve.protocol.topics import ProtocolError
 
 __all__ = [
     "TRANSITIONS",
@@ -70,7 +69,7 @@ class InstallEvent(str, Enum):
 _S = InstallState
 _E = InstallEvent
 _TERMINAL: Final = frozenset({_S.IDLE, _S.ACTIVE, _S.FAILED, _S.REJECTED, _S.ROLLED_BACK})
-# The one transition table (after h11/_state.py): (state, event) -> next state.
+# The one transition table: (state, event) -> next state.
 TRANSITIONS: Final[Mapping[tuple[InstallState, InstallEvent], InstallState]] = {
     **{(state, _E.START): _S.DOWNLOADING for state in _TERMINAL},
     (_S.DOWNLOADING, _E.DOWNLOADED): _S.VERIFYING,
@@ -78,7 +77,7 @@ TRANSITIONS: Final[Mapping[tuple[InstallState, InstallEvent], InstallState]] = {
     (_S.STAGED, _E.STORED): _S.WARMING,
     (_S.WARMING, _E.HEALTHY): _S.ACTIVE,
     (_S.WARMING, _E.ROLL_BACK): _S.ROLLED_BACK,
-    # errors, from every state (h11's process_error)
+    # errors, from every state
     **{(state, _E.ERROR): _S.FAILED for state in _S},
     **{(state, _E.REJECT): _S.REJECTED for state in _S},
 }

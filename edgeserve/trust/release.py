@@ -23,16 +23,16 @@ from edgeserve.bundle import (
     check_bundle,
     read_bundle,
 )
+from edgeserve.bundle.manifest import Manifest, canonical_json
 from edgeserve.errors import BundleError
-from edgeserve.manifest import Manifest, canonical_json
-from edgeserve.trust_errors import (
+from edgeserve.trust.errors import (
     DigestMismatchError,
     MalformedEnvelopeError,
     MixAndMatchError,
     RollbackError,
 )
-from edgeserve.trust_keyring import Keyring, check_expiry, write_atomic
-from edgeserve.trust_keys import SigningKey, sign, verify_envelope
+from edgeserve.trust.keyring import Keyring, check_expiry, write_atomic
+from edgeserve.trust.keys import SigningKey, sign, verify_envelope
 
 __all__ = [
     "DOCUMENT_MAX_BYTES",

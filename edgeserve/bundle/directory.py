@@ -1,10 +1,11 @@
-"""Bundles on disk: write atomically, read with bounds, check every file against the manifest.
+"""A bundle directory: write atomically, read with bounds, check every file against the manifest.
 
-A bundle is a directory (or one ``.tar`` of it) holding ``manifest.json``, the files it lists
-and, once released, ``signature.json`` (the signed envelope, see :mod:`edgeserve.trust`).
+A bundle is a directory holding ``manifest.json``, the files it lists and, once released,
+``signature.json`` (the signed envelope, see :mod:`edgeserve.trust`); its one-file ``.tar``
+form is :mod:`edgeserve.bundle.archive`.
 
 Every size read from an untrusted bundle is bounded (:class:`BundleLimits`) and enforced while
-streaming, after python-tuf's ``ngclient/config.py``.
+streaming.
 """
 
 from __future__ import annotations
@@ -12,18 +13,17 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
+from edgeserve.bundle.manifest import MANIFEST_MAX_BYTES, FileEntry, Manifest, check_relative_path
 from edgeserve.errors import BundleError, StorageError
-from edgeserve.manifest import MANIFEST_MAX_BYTES, FileEntry, Manifest, check_relative_path
 
 __all__ = [
+    "CHUNK_BYTES",
     "LABELS_MAX_BYTES",
     "MANIFEST_NAME",
     "SIGNATURE_NAME",
@@ -31,17 +31,14 @@ __all__ = [
     "BundleLimits",
     "check_bundle",
     "file_sha256",
-    "open_bundle",
-    "pack_bundle",
     "read_bundle",
     "read_labels",
-    "unpack_bundle",
     "write_bundle",
 ]
 
 MANIFEST_NAME: Final = "manifest.json"
 SIGNATURE_NAME: Final = "signature.json"
-_CHUNK: Final = 1 << 20  # bytes read per hashing step
+CHUNK_BYTES: Final = 1 << 20  # bytes read per hashing step
 LABELS_MAX_BYTES: Final = 4 * 1024 * 1024  # bytes; bound of a ``labels`` file
 
 
@@ -89,7 +86,7 @@ def file_sha256(path: Path, *, max_bytes: int | None = None) -> tuple[str, int]:
     size = 0
     try:
         with open(path, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
+            while chunk := fh.read(CHUNK_BYTES):
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
                     raise BundleError(f"{path.name}: more than {max_bytes} bytes")
@@ -273,96 +270,3 @@ def _write_file_synced(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def pack_bundle(directory: str | os.PathLike[str], tar_path: str | os.PathLike[str]) -> Path:
-    """Write a checked bundle directory as one uncompressed ``.tar`` (atomically).
-
-    Raises:
-        BundleError: the directory is not a valid bundle.
-        StorageError: the tar cannot be written.
-    """
-    bundle = check_bundle(directory)
-    target = Path(tar_path)
-    names = [MANIFEST_NAME, *(f.path for f in bundle.manifest.files)]
-    if (bundle.path / SIGNATURE_NAME).is_file():
-        names.append(SIGNATURE_NAME)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
-    os.close(fd)
-    try:
-        with tarfile.open(tmp_name, "w", format=tarfile.PAX_FORMAT) as tar:
-            for name in names:
-                tar.add(bundle.path / name, arcname=name, recursive=False)
-        os.replace(tmp_name, target)
-    except OSError as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc
-    return target
-
-
-def unpack_bundle(
-    tar_path: str | os.PathLike[str],
-    dest: str | os.PathLike[str],
-    *,
-    limits: BundleLimits = BundleLimits(),
-    check: bool = True,
-) -> Bundle:
-    """Extract a bundle ``.tar`` into ``dest`` (which must not exist) and check it.
-
-    Only regular files with safe relative paths are accepted; sizes are bounded while reading.
-    ``check=False`` parses the manifest but hashes no file: for a caller whose very next step
-    checks the files itself (against a signed manifest, or its own copy), so that a model is
-    not hashed twice in a row.
-
-    Raises:
-        BundleError: not a tar, unsafe members, over the bounds, or an invalid bundle.
-    """
-    out = Path(dest)
-    out.mkdir(parents=True)
-    total = 0
-    try:
-        with tarfile.open(tar_path, "r:") as tar:
-            for member in tar:
-                if member.isdir():
-                    continue
-                # a sparse member declares more bytes than the tar holds: refuse it from its
-                # header rather than write its holes out as zeros
-                if not member.isfile() or member.issparse():
-                    raise BundleError(f"{tar_path}: member {member.name!r} is not a regular file")
-                check_relative_path(member.name)
-                total += member.size
-                if member.size > limits.max_file_bytes or total > limits.max_total_bytes:
-                    raise BundleError(f"{tar_path}: over the bundle size limit")
-                target = out / member.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(member)
-                if src is None:  # pragma: no cover - isfile() guarantees a stream
-                    raise BundleError(f"{tar_path}: cannot read {member.name!r}")
-                with src, open(target, "xb") as fh:
-                    shutil.copyfileobj(src, fh, _CHUNK)
-    except (tarfile.TarError, EOFError) as exc:
-        raise BundleError(f"{tar_path}: not a valid bundle tar ({exc})") from exc
-    except FileExistsError as exc:
-        raise BundleError(f"{tar_path}: duplicate member {exc.filename}") from exc
-    return check_bundle(out, limits=limits) if check else read_bundle(out, limits=limits)
-
-
-@contextmanager
-def open_bundle(
-    path: str | os.PathLike[str], *, limits: BundleLimits = BundleLimits(), check: bool = True
-) -> Iterator[Bundle]:
-    """Yield a checked bundle from a directory or a ``.tar`` (extracted to a temp dir).
-
-    ``check=False``: the manifest only, no file hashed (see :func:`unpack_bundle`).
-
-    Raises:
-        BundleError: not a bundle, or a check failed.
-    """
-    source = Path(path)
-    if source.is_dir():
-        yield check_bundle(source, limits=limits) if check else read_bundle(source, limits=limits)
-        return
-    if not source.is_file():
-        raise BundleError(f"{source}: no such bundle")
-    with tempfile.TemporaryDirectory(prefix="edgeserve-bundle-") as tmp:
-        yield unpack_bundle(source, Path(tmp) / "bundle", limits=limits, check=check)

@@ -10,17 +10,13 @@
 - ``providers``: ordered execution providers the runtime should try (ONNX Runtime names);
 - ``inputs`` / ``outputs``: ``{"name", "datatype" (OIP), "shape" (-1 for a dynamic dim)}``;
 - ``files``: ``{"path", "sha256", "size", "role"}``; exactly one file has role ``model``
-  (others: ``sample`` inputs for health checks, ``labels``, ``other``). The ``sample`` file is
-  an ``.npz``: input arrays keyed by input name (a few rows; the agent's warm-up runs them) and,
-  when the converter wrote it, the converted model's outputs on those inputs keyed
-  ``expected:<output name>``, which the device's post-activation health check compares with
-  (``edgeserve.agent.serving.health``);
+  (others: ``sample`` inputs for health checks, ``labels``, ``other``). The ``sample`` file's
+  format (inputs and recorded reference outputs) is :mod:`edgeserve.bundle.sample`;
 - ``source``: what it was made from (``sha256``, ``format``, ``filename``);
 - ``converter``: ``{"version", "options"}``;
 - ``validation``: metrics measured at conversion (free-form mapping); the converter adds
-  ``health_check: {"tolerance": t}`` when it stored reference outputs: the largest
-  ``|output - expected|`` a device may show, as a fraction of the output's largest
-  ``|expected|`` (0.01 fp32, 0.05 fp16, 0.1 int8/dynamic);
+  ``health_check: {"tolerance": t}`` when it stored reference outputs (see
+  :mod:`edgeserve.bundle.sample`);
 - ``created``: ISO 8601 UTC timestamp.
 
 Parsing is strict: unknown top-level keys, wrong types and out-of-range values raise
@@ -31,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Final
@@ -42,7 +38,6 @@ from edgeserve.errors import BundleError
 __all__ = [
     "FORMATS",
     "MANIFEST_MAX_BYTES",
-    "SAMPLE_REFERENCE_PREFIX",
     "FileEntry",
     "Manifest",
     "TensorSpec",
@@ -53,9 +48,6 @@ __all__ = [
 MANIFEST_MAX_BYTES: Final = 1_048_576  # bytes; a manifest is a few KiB, this bounds a hostile one
 FORMATS: Final = ("onnx", "ort", "tflite")
 FILE_ROLES: Final = ("model", "sample", "labels", "other")
-# Key prefix, in the ``sample`` file, of the converted model's reference outputs: the converter
-# writes ``expected:<output name>``, the agent's health check compares against them.
-SAMPLE_REFERENCE_PREFIX: Final = "expected:"
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
 _MAX_FILES: Final = 64
@@ -366,8 +358,3 @@ class Manifest:
         except (ValueError, UnicodeDecodeError) as exc:
             raise _fail("json", f"not valid JSON ({exc})") from exc
         return cls.from_dict(obj)
-
-
-def tensors_from(specs: Sequence[Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
-    """Build a tuple of :class:`TensorSpec` from plain dicts (a convenience for writers)."""
-    return tuple(TensorSpec.from_dict(s) for s in specs)

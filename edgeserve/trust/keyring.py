@@ -25,15 +25,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
+from edgeserve.bundle.manifest import canonical_json
 from edgeserve.errors import ConfigError
 from edgeserve.fsutil import write_atomic
-from edgeserve.manifest import canonical_json
-from edgeserve.trust_errors import (
+from edgeserve.trust.errors import (
     ExpiredError,
     MalformedEnvelopeError,
     RollbackError,
 )
-from edgeserve.trust_keys import SigningKey, keyid_of, parse_envelope, sign, verify_envelope
+from edgeserve.trust.keys import SigningKey, keyid_of, parse_envelope, sign, verify_envelope
 
 __all__ = [
     "KEYRING_MAX_BYTES",
