@@ -2,7 +2,7 @@
 
 ``start`` wires one :class:`~.device.DeviceSync` (``device``) to the running agent when
 ``agent.toml`` has a ``[fleet]`` table (parsed by ``config``). The device receives its signed
-desired state over MQTT; :class:`edgeserve.protocol_tracker.DesiredTracker` decides whether
+desired state over MQTT; :class:`edgeserve.protocol.tracker.DesiredTracker` decides whether
 to accept it (keyring chain, signature, device, seq), ``state`` keeps everything accepted on
 disk. For each model target, ``install_pipeline`` runs one install: ``download`` fetches the
 release (resumable, capped, through ``http_client``, the standard library's HTTP), then it is

@@ -11,7 +11,7 @@ Flow (states from :mod:`edgeserve.protocol`)::
     ACTIVE | FAILED (retryable, old version serving) | REJECTED (trust check failed)
            | ROLLED_BACK (health check failed after activation: previous version restored)
 
-Which payloads are accepted is :class:`edgeserve.protocol_tracker.DesiredTracker`'s call;
+Which payloads are accepted is :class:`edgeserve.protocol.tracker.DesiredTracker`'s call;
 :class:`DeviceSync` persists what it accepted (:mod:`.state`), converges on it
 (:mod:`.converge`, one install at a time through :mod:`.install_pipeline`) and reports
 (:mod:`.reports`). Nothing touches the store before the release signature, the artifact hash
@@ -52,7 +52,7 @@ from edgeserve.protocol import (
     ModelStatus,
     topics,
 )
-from edgeserve.protocol_tracker import Decision, DesiredTracker, Verdict
+from edgeserve.protocol.tracker import Decision, DesiredTracker, Verdict
 from edgeserve.trust import Keyring, TrustAnchor, VerificationError, parse_envelope
 
 if TYPE_CHECKING:

@@ -19,6 +19,9 @@ Modules, in the order a release reaches a device and its outcome comes back:
 - ``topics``: topic names per fleet and device, id rules, :class:`ProtocolError`.
 - ``fields``: payload bounds and the strict field readers every message uses.
 - ``desired``: :class:`DesiredState` and its parts (server to device).
+- ``tracker``: :class:`~edgeserve.protocol.tracker.DesiredTracker`, the device's decision on
+  each desired document (accepted, duplicate or rejected: keyring chain, signature, device,
+  expiry, seq), before anything is persisted.
 - ``states``: the install state machine, one transition table keyed by (state, event).
 - ``reports``: :class:`Reported` and :class:`Telemetry` (device to server).
 - ``codec``: messages to and from bounded canonical-JSON bytes.

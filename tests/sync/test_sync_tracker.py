@@ -14,7 +14,7 @@ from support.fleet_sync import FLEET, signed_desired
 
 from edgeserve.bundle.manifest import canonical_json
 from edgeserve.protocol import Artifact, ModelTarget, ProtocolError
-from edgeserve.protocol_tracker import DesiredTracker, Verdict, keyring_version
+from edgeserve.protocol.tracker import DesiredTracker, Verdict, keyring_version
 from edgeserve.trust import (
     ExpiredError,
     MixAndMatchError,

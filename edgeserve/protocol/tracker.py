@@ -29,7 +29,9 @@ from datetime import datetime
 from typing import Any
 
 from edgeserve.errors import EdgeServeError
-from edgeserve.protocol import MAX_PAYLOAD_BYTES, DesiredState, ProtocolError
+from edgeserve.protocol.desired import DesiredState
+from edgeserve.protocol.fields import MAX_PAYLOAD_BYTES
+from edgeserve.protocol.topics import ProtocolError
 from edgeserve.trust import (
     Keyring,
     MixAndMatchError,
