@@ -7,11 +7,10 @@ Layout::
     <state>/models/<name>/state.json      {"active": N, "previous": M, "labels": {...}}
     <state>/models/<name>/.install-*      a copy in progress (removed by :meth:`recover`)
 
-Crash safety (after python-tuf's ``updater.py``: temp in the same directory, fsync,
-``os.replace``): an install copies the bundle into a temp directory beside its final place,
-fsyncs every file, checks the copy's hashes, then renames it into place; activation rewrites
-``state.json`` the same way. A ``kill -9`` at any point therefore leaves either the old or the
-new state, never a half-written version or pointer.
+Crash safety (temp in the same directory, fsync, ``os.replace``): an install copies the bundle
+into a temp directory beside its final place, fsyncs every file, checks the copy's hashes, then
+renames it into place; activation rewrites ``state.json`` the same way. A ``kill -9`` at any
+point therefore leaves either the old or the new state, never a half-written version or pointer.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The exception tree, split by whose fault it is (after ``tuf/api/exceptions.py``).
+"""The exception tree, split by whose fault it is.
 
 ::
 

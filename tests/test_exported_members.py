@@ -1,4 +1,4 @@
-"""The core's public API is deliberate: pin what ``edgeserve`` exports (after httpx's test)."""
+"""The core's public API is deliberate: pin what ``edgeserve`` exports."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ httptools (llhttp), the request and response types, and the per-connection limit
 
 Every byte of a request line and headers is counted as it arrives, complete or not: httptools
 keeps a partial header in memory until its line ends, so the count must come before the parser
-(431 and close past :data:`MAX_HEADER_BYTES`, after h11's ``DEFAULT_MAX_INCOMPLETE_EVENT_SIZE``).
+(431 and close past :data:`MAX_HEADER_BYTES`).
 Deadlines are checked by the server's sweep (:meth:`Connection.check_deadlines`). Requests on a
 connection are answered in order (RFC 9112 §9.3.2), an error found while reading included.
 """

@@ -10,9 +10,8 @@ in order (HTTP/1.1 pipelining, RFC 9112 §9.3.2); different connections never wa
 other.
 
 Hostile clients are bounded while they send, not after: every byte of a request line and headers
-is counted as it arrives, complete or not (431 and close past 64 KiB, after h11's
-``DEFAULT_MAX_INCOMPLETE_EVENT_SIZE``); a body is counted as it streams (413 past
-``max_body_bytes``). Time is bounded like nginx's ``client_header_timeout`` and
+is counted as it arrives, complete or not (431 and close past 64 KiB); a body is counted as it
+streams (413 past ``max_body_bytes``). Time is bounded like nginx's ``client_header_timeout`` and
 ``client_body_timeout``: headers must complete within ``header_timeout_s`` of a request's first
 byte and a body must keep arriving (408 and close), so trickling one byte at a time holds a
 connection for seconds, not forever. At ``max_connections`` the connection that has gone longest

@@ -48,7 +48,7 @@ __all__ = [
     "verify_keyring",
 ]
 
-KEYRING_MAX_BYTES: Final = 262_144  # bytes; after tuf ngclient's root_max_length, smaller
+KEYRING_MAX_BYTES: Final = 262_144  # bytes
 _MAX_KEYS_PER_ROLE: Final = 16
 _ISO_RE: Final = re.compile(
     # fractions of 3 or 6 digits only: what datetime.fromisoformat accepts on Python 3.10

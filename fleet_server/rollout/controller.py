@@ -1,6 +1,6 @@
 """The rollout controller as a pure function: rollout state + device progress + now -> decisions.
 
-No I/O here (after h11's sans-I/O design): :mod:`..engine` loads a snapshot from the store, calls
+No I/O here: :mod:`..engine` loads a snapshot from the store, calls
 :func:`step`, and applies the decisions (desired state, audit log). That keeps every rule below
 testable with plain data and a chosen ``now``.
 

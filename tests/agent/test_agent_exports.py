@@ -1,4 +1,4 @@
-"""The agent's public names (pinned, after httpx's tests/test_exported_members.py)."""
+"""The agent's public names (pinned)."""
 
 from __future__ import annotations
 

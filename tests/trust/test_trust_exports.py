@@ -1,5 +1,5 @@
-"""The trust and protocol APIs other components code against are pinned (after httpx's
-tests/test_exported_members.py): a change to them is deliberate."""
+"""The trust and protocol APIs other components code against are pinned: a change to them
+is deliberate."""
 
 from __future__ import annotations
 
