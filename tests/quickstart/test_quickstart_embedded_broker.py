@@ -180,20 +180,26 @@ def test_quickstart_embedded_broker_with_edgeserve_mqtt_adapter(kind: str) -> No
     from edgeserve.mqtt import MqttClient, MqttConfig, Will
 
     got: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
+    stored = threading.Event()
     with start_embedded_broker(kind=kind) as broker:  # type: ignore[arg-type]
         server = MqttClient(MqttConfig(broker.url, "fleet-server"))
-        server.start()
-        server.wait_connected()
-        server.publish("es/f1/dev/d1/desired", b"v2", qos=1, retain=True)
         device = MqttClient(
             MqttConfig(broker.url, "d1", will=Will("es/f1/dev/d1/presence", b"offline"))
         )
-        device.subscribe("es/f1/dev/d1/desired", lambda t, p, r: got.put((t, p, r)))
-        device.start()
-        device.wait_connected()
-        assert got.get(timeout=10) == ("es/f1/dev/d1/desired", b"v2", True)
-        device.stop()
-        server.stop()
+        try:
+            server.start()
+            server.wait_connected()
+            server.publish("es/f1/dev/d1/desired", b"v2", qos=1, retain=True, on_ack=stored.set)
+            # the broker holds it (PUBACK) before the device subscribes, so it arrives as a
+            # retained message, not as a live one
+            assert stored.wait(10)
+            device.subscribe("es/f1/dev/d1/desired", lambda t, p, r: got.put((t, p, r)))
+            device.start()
+            device.wait_connected()
+            assert got.get(timeout=10) == ("es/f1/dev/d1/desired", b"v2", True)
+        finally:
+            device.stop()
+            server.stop()
 
 
 @pytest.mark.parametrize("kind", KINDS)
