@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,15 +140,18 @@ def test_agent_install_kill9_inside_the_copy_window_50_times(
 def test_agent_install_of_an_installed_version_checks_the_given_bundle(
     tmp_path: Path, state_dir: Path
 ) -> None:
-    # the same version again, with a corrupted model file and the same manifest
-    good = make_linear_bundle(tmp_path / "again", version=1, seed=_SEEDS[1])
-    corrupt = good.path / "model.onnx"
+    # the installed bundle again (the state_dir fixture's, byte for byte: a bundle made anew
+    # carries another `created` time, so it would be another version's contents), with a
+    # corrupted model file and the same manifest
+    installed = tmp_path / "b1"
+    again = shutil.copytree(installed, tmp_path / "again")
+    corrupt = again / "model.onnx"
     data = bytearray(corrupt.read_bytes())
     data[len(data) // 2] ^= 0xFF
     corrupt.write_bytes(bytes(data))
     before = (state_dir / "models" / "linear" / "state.json").read_bytes()
     bad = subprocess.run(
-        [*_CLI, "agent", "install", str(good.path), "--state", str(state_dir)],
+        [*_CLI, "agent", "install", str(again), "--state", str(state_dir)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -157,9 +161,9 @@ def test_agent_install_of_an_installed_version_checks_the_given_bundle(
     assert len(bad.stderr.strip().splitlines()) == 1  # one line, no traceback
     assert (state_dir / "models" / "linear" / "state.json").read_bytes() == before
     # an intact copy of the installed version: said plainly, nothing copied
-    intact = make_linear_bundle(tmp_path / "intact", version=1, seed=_SEEDS[1])
+    intact = shutil.copytree(installed, tmp_path / "intact")
     ok = subprocess.run(
-        [*_CLI, "agent", "install", str(intact.path), "--state", str(state_dir)],
+        [*_CLI, "agent", "install", str(intact), "--state", str(state_dir)],
         capture_output=True,
         text=True,
         timeout=60,
