@@ -7,7 +7,8 @@ the system's CA store. That is all
 does it in less memory than httpx: idle RSS of the agent after a release was installed through
 fleet sync, 85.3 MB with httpx, 81.0 MB with this client (``benchmarks/agent.py --rss-only``,
 x86_64). Only ``http`` and ``https`` URLs are opened (no
-``file:``, ``ftp:`` or ``data:``, even when a redirect points there).
+``file:``, ``ftp:`` or ``data:``: the opener has no handler for them, and urllib refuses a
+redirect to ``file:`` itself).
 
 :class:`HTTPClient` has the part of ``httpx.Client``'s interface the downloader uses
 (``stream(method, url, headers=, timeout=)`` yielding ``status_code``, ``headers`` and
@@ -43,7 +44,7 @@ class Response:
 
     def __init__(self, status_code: int, headers: Message, body: http.client.HTTPResponse) -> None:
         self.status_code = status_code
-        self.headers = _Headers(headers)
+        self.headers = headers  # case-insensitive ``get(name, default)``, like httpx's
         self._body = body
 
     def iter_bytes(self) -> Iterator[bytes]:
@@ -62,33 +63,13 @@ class Response:
             yield chunk
 
 
-class _Headers:
-    """Case-insensitive ``get`` over the answer's headers."""
-
-    def __init__(self, message: Message) -> None:
-        self._message = message
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        value = self._message.get(name)
-        return default if value is None else str(value)
-
-
-class _Redirects(urllib.request.HTTPRedirectHandler):
-    """Follows redirects only to ``http``/``https``."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        if not newurl.lower().startswith(_SCHEMES):
-            raise urllib.error.HTTPError(newurl, code, f"not an HTTP URL: {newurl}", headers, fp)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
 def _opener() -> urllib.request.OpenerDirector:
     opener = urllib.request.OpenerDirector()
     for handler in (
         urllib.request.ProxyHandler(),
         urllib.request.HTTPHandler(),
         urllib.request.HTTPSHandler(),
-        _Redirects(),
+        urllib.request.HTTPRedirectHandler(),  # refuses redirects to file: and data:
         urllib.request.HTTPDefaultErrorHandler(),
         urllib.request.HTTPErrorProcessor(),
     ):
