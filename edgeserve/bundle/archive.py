@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +39,8 @@ def pack_bundle(directory: str | os.PathLike[str], tar_path: str | os.PathLike[s
         BundleError: the directory is not a valid bundle.
         StorageError: the tar cannot be written.
     """
+    import tarfile  # here, not at the top: a serving agent that installs nothing never needs it
+
     bundle = check_bundle(directory)
     target = Path(tar_path)
     names = [MANIFEST_NAME, *(f.path for f in bundle.manifest.files)]
@@ -75,6 +76,8 @@ def unpack_bundle(
     Raises:
         BundleError: not a tar, unsafe members, over the bounds, or an invalid bundle.
     """
+    import tarfile
+
     out = Path(dest)
     out.mkdir(parents=True)
     total = 0
