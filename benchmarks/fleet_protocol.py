@@ -154,7 +154,7 @@ def run(n: int, connections: int, workdir: Path, database: str, telemetry: int) 
                 {"model": "digits", "version": 1, "phases": [100], "soak": 0, "max_failure_pct": 5}
             )
             st = wait_for(
-                lambda: (s := client.rollout(rid))["status"] == "completed" and s,
+                lambda: (s := client.rollout(rid, devices=False))["status"] == "completed" and s,
                 1800,
                 "rollout completed",
                 interval_s=0.5,

@@ -125,9 +125,10 @@ class FleetClient:
         """Every rollout, newest first."""
         return self.request("GET", "/api/v1/rollouts")["rollouts"]
 
-    def rollout(self, rollout_id: int) -> dict[str, Any]:
-        """One rollout's status."""
-        return self.request("GET", f"/api/v1/rollouts/{rollout_id}")
+    def rollout(self, rollout_id: int, devices: bool = True) -> dict[str, Any]:
+        """One rollout's status (``devices=False``: without the per-device rows)."""
+        query = "" if devices else "?devices=false"
+        return self.request("GET", f"/api/v1/rollouts/{rollout_id}{query}")
 
     def rollout_action(self, rollout_id: int, action: str, reason: str = "") -> dict[str, Any]:
         """pause | resume | abort | rollback."""

@@ -98,13 +98,25 @@ class DesiredBuilder:
         now = now or datetime.now(timezone.utc)
         expires = now + timedelta(seconds=self.ttl_s)
         seq = self.store.bump_seq(device, expires.timestamp())
+        return seq, self.sign(device, targets, seq, now)
+
+    def sign(self, device: str, targets: Sequence[Target], seq: int, issued: datetime) -> bytes:
+        """The signed payload of ``device``'s document number ``seq`` issued at ``issued``,
+        without assigning a new ``seq``: the same bytes as :meth:`build` gave for them while the
+        targets and the fleet key are unchanged (the encoding is canonical, Ed25519 signatures
+        are deterministic, and times are written in whole seconds).
+
+        Raises:
+            NotFoundError: a target names a release that does not exist.
+            ProtocolError: the document would be invalid or too large.
+        """
         doc = DesiredState(
             fleet=self.fleet,
             device=device,
             seq=seq,
-            issued=format_time(now),
-            expires=format_time(expires),
+            issued=format_time(issued),
+            expires=format_time(issued + timedelta(seconds=self.ttl_s)),
             models={t.model: self._target(t) for t in targets},
             keyrings=self.keyrings,
         )
-        return seq, encode(sign_document(doc.to_dict(), [self.fleet_key]))
+        return encode(sign_document(doc.to_dict(), [self.fleet_key]))

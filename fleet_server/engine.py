@@ -14,6 +14,7 @@ Threads (each bounded, none blocking the MQTT network thread):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -95,7 +96,9 @@ class Engine:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one controller pass / publish at a time
-        self._last_payload: dict[str, bytes] = {}
+        # device -> (seq, issued, sha256 of the payload) of the last document published: enough
+        # to publish the same bytes again after a reconnect (100,000 payloads would be ~300 MB)
+        self._published: dict[str, tuple[int, datetime, bytes]] = {}
         self._known: set[str] = store.known_devices()
         self._known_at = time.monotonic()
         self._threads: list[threading.Thread] = []
@@ -232,14 +235,15 @@ class Engine:
             self._publish_locked(devices)
 
     def _publish_locked(self, devices: Iterable[str], now: float | None = None) -> None:
-        issued = datetime.fromtimestamp(now if now is not None else time.time(), timezone.utc)
+        # whole seconds, as documents write them, so that `sign` can make the same bytes again
+        issued = datetime.fromtimestamp(int(now if now is not None else time.time()), timezone.utc)
         for device in sorted(set(devices)):
             try:
-                _seq, payload = self.builder.build(device, self.store.targets(device), issued)
+                seq, payload = self.builder.build(device, self.store.targets(device), issued)
             except Exception:
                 log.exception("cannot build desired state for %s", device)
                 continue
-            self._last_payload[device] = payload
+            self._published[device] = (seq, issued, hashlib.sha256(payload).digest())
             self.publish(topics(self.prefix, self.fleet, device).desired, payload)
             self.published += 1
 
@@ -249,14 +253,27 @@ class Engine:
         self._wake.set()
 
     def republish(self) -> None:
-        """After a broker (re)connect: publish every device's last document again (same seq;
-        devices ignore what they already applied). Covers a broker that lost its retained
-        messages. At server start, documents are rebuilt for every device with targets."""
+        """After a broker (re)connect: publish every device's last document again, the same
+        bytes signed anew (same seq; devices ignore what they already applied), or, where the
+        targets or the fleet key changed since, a new document with a new seq. Covers a broker
+        that lost its retained messages. At server start, documents are rebuilt for every
+        device with targets."""
         with self._lock:
-            if not self._last_payload:
+            if not self._published:
                 devices = self.store.targeted_devices()
                 self._publish_locked(devices)
                 return
-            for device, payload in sorted(self._last_payload.items()):
+            changed = []
+            for device, (seq, issued, digest) in sorted(self._published.items()):
+                try:
+                    payload = self.builder.sign(device, self.store.targets(device), seq, issued)
+                except Exception:
+                    log.exception("cannot build desired state for %s", device)
+                    continue
+                if hashlib.sha256(payload).digest() != digest:
+                    # targets or keys changed since: never the same seq for other content
+                    changed.append(device)
+                    continue
                 self.publish(topics(self.prefix, self.fleet, device).desired, payload)
                 self.published += 1
+            self._publish_locked(changed)

@@ -119,7 +119,7 @@ def _print_status(st: dict[str, Any]) -> None:
     )
     console.print(
         f"phase {st['phase_percent']}% targets {st.get('phase_targets', '?')} of "
-        f"{len(st['devices'])} devices; {soak_text}"
+        f"{st['device_count']} devices; {soak_text}"
     )
     counts = Table(*st["counts"].keys(), title="devices")
     counts.add_row(*(str(v) for v in st["counts"].values()))

@@ -54,12 +54,13 @@ def running_rollouts(store: Store) -> list[c.RolloutState]:
 def _enroll(store: Store, rollout: int, spec: c.RolloutSpec, now: float) -> None:
     """Add devices that match the selector and are not yet part of the rollout (devices
     registered mid-rollout join it; their bucket decides their phase)."""
-    known = store.rollout_members(rollout)
+    # only the devices outside the rollout are read: this runs on every controller tick
+    joining = [d for d in store.devices_outside_rollout(rollout) if matches(d.tags, spec.selector)]
+    if not joining:
+        return
     targets = store.target_versions(spec.model)
     rows = []
-    for dev in store.devices():
-        if dev.id in known or not matches(dev.tags, spec.selector):
-            continue
+    for dev in joining:
         baseline = _active_version(dev.reported, spec.model) or targets.get(dev.id)
         rows.append((dev.id, c.bucket(dev.id, f"rollout:{rollout}"), baseline))
     store.add_rollout_devices(rollout, rows, c.PENDING, now)

@@ -16,34 +16,49 @@ from .start import load_rollout
 __all__ = ["latency_view", "rollout_status"]
 
 
-def rollout_status(store: Store, rollout_id: int) -> dict[str, Any]:
-    """Everything ``rollout status`` shows: spec, phase, per-state counts, gates, devices, log."""
+def rollout_status(store: Store, rollout_id: int, devices: bool = True) -> dict[str, Any]:
+    """Everything ``rollout status`` shows: spec, phase, per-state counts, gates, devices, log.
+
+    ``devices=False`` leaves out the per-device rows (``devices``) and has the database count
+    the states instead, so that polling a rollout of 100,000 devices stays cheap.
+    """
     row = store.rollout(rollout_id)
     if row is None:
         raise NotFoundError(f"no rollout {rollout_id}")
     state = load_rollout(store, rollout_id)
     counts = dict.fromkeys(c.DEVICE_STATES, 0)
     installing: dict[str, int] = {}
-    devices = []
-    for dev, bucket, st, detail in store.rollout_devices(rollout_id):
-        counts[st] = counts.get(st, 0) + 1
-        if st == c.INSTALLING:  # the agent's install state (DOWNLOADING ... WARMING)
-            installing[detail] = installing.get(detail, 0) + 1
-        devices.append(
-            {"device": dev, "bucket": round(float(bucket), 3), "state": st, "detail": detail}
-        )
     phases = state.spec.phases
     percent = phases[min(state.phase_index, len(phases) - 1)]
     failures = store.device_failures(rollout_id)
-    last_failure = {f["device"]: f for f in failures}
-    for d in devices:
-        f = last_failure.get(d["device"])
-        d["outcome"] = (
-            None
-            if f is None
-            else {k: f[k] for k in ("state", "reason_code", "error", "version", "phase", "ts")}
-        )
-    targeted = sum(1 for d in devices if d["bucket"] < percent)
+    rows: list[dict[str, Any]] = []
+    if devices:
+        last_failure = {f["device"]: f for f in failures}
+        members = store.rollout_devices(rollout_id)
+        for dev, bucket, st, detail in members:
+            f = last_failure.get(dev)
+            rows.append(
+                {
+                    "device": dev,
+                    "bucket": round(float(bucket), 3),
+                    "state": st,
+                    "detail": detail,
+                    "outcome": None
+                    if f is None
+                    else {
+                        k: f[k] for k in ("state", "reason_code", "error", "version", "phase", "ts")
+                    },
+                }
+            )
+        tally = [(d["state"], d["detail"], 1) for d in rows]
+        targeted = sum(1 for m in members if m[1] < percent)  # as the controller counts
+    else:
+        tally = store.rollout_state_details(rollout_id)
+        targeted = store.rollout_devices_below(rollout_id, percent)
+    for st, detail, n in tally:
+        counts[st] = counts.get(st, 0) + n
+        if st == c.INSTALLING:  # the agent's install state (DOWNLOADING ... WARMING)
+            installing[detail] = installing.get(detail, 0) + n
     settled_at = load_rollout(store, rollout_id).phase_settled
     soak_left = None
     if state.status == "running" and settled_at is not None:
@@ -64,7 +79,8 @@ def rollout_status(store: Store, rollout_id: int) -> dict[str, Any]:
         "counts": counts,
         "installing": installing,
         "gates": row.gates,
-        "devices": devices,
+        "device_count": sum(counts.values()),
+        **({"devices": rows} if devices else {}),
         "failures": failures,
         "created": row.created,
         "updated": row.updated,

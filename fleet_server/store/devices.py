@@ -52,6 +52,15 @@ class DeviceQueries(Queries):
         rows = self.db.query(f"SELECT {_DEVICE_COLS} FROM devices ORDER BY id")
         return [_device(r) for r in rows]
 
+    def devices_outside_rollout(self, rollout: int) -> list[DeviceRow]:
+        """Every device not enrolled in ``rollout`` (yet), by id."""
+        rows = self.db.query(
+            f"SELECT {_DEVICE_COLS} FROM devices WHERE id NOT IN "
+            "(SELECT device FROM rollout_devices WHERE rollout = ?) ORDER BY id",
+            (rollout,),
+        )
+        return [_device(r) for r in rows]
+
     def devices_in(self, ids: Sequence[str]) -> list[DeviceRow]:
         """The devices among ``ids`` (unknown ids skipped), by id."""
         out: list[DeviceRow] = []

@@ -167,6 +167,23 @@ class RolloutQueries(Queries):
         )
         return {r[0]: int(r[1]) for r in rows}
 
+    def rollout_state_details(self, rollout: int) -> list[tuple[str, str, int]]:
+        """``(state, detail, number of devices)`` in the rollout, counted by the database."""
+        rows = self.db.query(
+            "SELECT state, detail, COUNT(*) FROM rollout_devices WHERE rollout = ? "
+            "GROUP BY state, detail",
+            (rollout,),
+        )
+        return [(r[0], r[1], int(r[2])) for r in rows]
+
+    def rollout_devices_below(self, rollout: int, percent: float) -> int:
+        """How many of the rollout's devices have a bucket below ``percent``."""
+        row = self.db.one(
+            "SELECT COUNT(*) FROM rollout_devices WHERE rollout = ? AND bucket < ?",
+            (rollout, percent),
+        )
+        return int(row[0]) if row else 0
+
     def rollout_devices_in(self, rollout: int, states: Sequence[str]) -> list[str]:
         """The devices of the rollout in one of ``states``."""
         rows = self.db.query(

@@ -151,7 +151,11 @@ class Handlers:
 
     async def get_rollout(self, request: Request) -> Response:
         rid = _int(request.path_params["id"], "rollout id")
-        return JSONResponse(await run_in_threadpool(rollout_status, self.fs.store, rid))
+        text = request.query_params.get("devices", "true").lower()
+        if text not in ("true", "false", "1", "0"):
+            raise ConfigError(f"devices: {text!r} is not true or false")
+        devices = text in ("true", "1")
+        return JSONResponse(await run_in_threadpool(rollout_status, self.fs.store, rid, devices))
 
     async def rollout_action(self, request: Request) -> Response:
         rid = _int(request.path_params["id"], "rollout id")

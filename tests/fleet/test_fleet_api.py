@@ -48,6 +48,9 @@ def test_bad_requests_get_4xx_with_a_message(fleet_server: FleetServerProcess) -
     )
     assert "no rollout" in _err(httpx.get(f"{url}/api/v1/rollouts/99", headers=AUTH), 404)
     assert "integer" in _err(httpx.get(f"{url}/api/v1/rollouts/abc", headers=AUTH), 400)
+    assert "true or false" in _err(
+        httpx.get(f"{url}/api/v1/rollouts/1?devices=some", headers=AUTH), 400
+    )
     assert "no release" in _err(
         httpx.post(f"{url}/api/v1/rollouts", headers=AUTH, json={"model": "digits", "version": 7}),
         404,

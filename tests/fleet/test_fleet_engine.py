@@ -32,7 +32,7 @@ from edgeserve.protocol import (
     Telemetry,
     encode,
 )
-from edgeserve.trust import SigningKey, verify_document
+from edgeserve.trust import SigningKey, generate_key, verify_document
 from edgeserve.trust.keydir import load_keyring
 
 N = 20
@@ -314,6 +314,48 @@ def test_desired_state_is_re_signed_before_it_expires(h: Harness) -> None:
     fresh = h.desired("d00")
     assert fresh.seq == first.seq + 1 and fresh.expires > first.expires
     assert fresh.models == first.models
+
+
+def test_status_without_devices_counts_in_the_database_what_the_rows_say(h: Harness) -> None:
+    rid = start(h, 2, phases=(50, 100), max_failure_pct=100.0, min_devices=1)
+    h.engine.tick(time.time())
+    installing = [d["device"] for d in h.status(rid)["devices"] if d["state"] == "installing"]
+    h.report(installing[0], "ACTIVE", 2, 2)
+    h.report(installing[1], "FAILED", None, 2)
+    h.report(installing[2], "DOWNLOADING", None, 2)
+    h.engine.tick(time.time())
+    full, lean = h.status(rid), rollout_status(h.store, rid, devices=False)
+    assert "devices" not in lean and len(full["devices"]) == N == lean["device_count"]
+    for key in ("counts", "installing", "phase_targets", "failures", "status", "phase_index"):
+        assert lean[key] == full[key], key
+    assert lean["counts"]["active"] == 1 and lean["counts"]["failed"] == 1
+    assert 0 < lean["phase_targets"] < N and lean["installing"]
+
+
+def test_republish_sends_the_same_bytes_and_new_seq_only_where_content_changed(
+    h: Harness, tmp_path: Path
+) -> None:
+    start(h, 1)
+    h.engine.tick(time.time())
+    first = dict(h.sent)
+    assert len(first) == N
+    h.sent.clear()
+    h.engine.republish()  # what a broker reconnect does
+    assert h.sent == first  # byte for byte: same seq, issued time and signature
+    # d00's target changes behind the engine's back: its old seq must not carry new content
+    h.store.set_target("d00", None, "digits")
+    h.sent.clear()
+    h.engine.republish()
+    changed = "es/test/dev/d00/desired"
+    assert {t: p for t, p in h.sent.items() if t != changed} == {
+        t: p for t, p in first.items() if t != changed
+    }
+    assert h.desired("d00").seq == 2 and h.desired("d00").models == {}
+    # a new fleet key: every document is signed anew, under a new seq
+    h.engine.builder.fleet_key = generate_key()
+    h.sent.clear()
+    h.engine.republish()
+    assert len(h.sent) == N and all(h.sent[t] != first[t] for t in first)
 
 
 def test_audit_names_the_phase_devices_enter(h: Harness) -> None:
