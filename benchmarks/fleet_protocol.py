@@ -64,8 +64,11 @@ class ProtocolDevices:
         self.verified = 0
         self.refused = 0
         self._lock = threading.Lock()
+        # unbounded paho queues: reports are queued from the subscription's callback, faster
+        # than the broker acknowledges them when the server publishes a whole phase at once,
+        # and a bounded queue would drop them in the generator (the server's is unbounded too)
         self.clients = [
-            MqttClient(MqttConfig(url=url, client_id=f"bench-devices-{k}"))
+            MqttClient(MqttConfig(url=url, client_id=f"bench-devices-{k}", max_queued_messages=0))
             for k in range(connections)
         ]
         # one subscription (on the first connection) receives every device's desired state;
