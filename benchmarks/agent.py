@@ -3,9 +3,10 @@
 Prints, in one run, on the same small CNN (MNIST-shaped, made here with onnx):
 
 - p50/p99 at batch 1: raw in-process runtime call vs HTTP JSON vs HTTP binary (wrk, c=1);
-- gRPC (``--grpc-port``) at batch 1 against HTTP binary, both from a Python client in this
-  process, alternated over rounds (median p50 and the spread), and the gRPC floor: an RPC that
-  does no model work (``ServerLive``);
+- gRPC (``--grpc-port``) at batch 1 against HTTP binary, alternated over rounds (median p50
+  and the spread), and the gRPC floor: an RPC that does no model work (``ServerLive``); first
+  from one native client for both protocols (h2load, ``benchmarks/native_latency.py``), then
+  from Python clients in this process (which cost more per call than the servers);
 - throughput and p99 at concurrency 1, 8, 32 with batching off and on: HTTP JSON (wrk) and
   gRPC (``benchmarks/grpc_load.py``, a multi-process Python load generator whose ceiling is
   printed beside it);
@@ -24,8 +25,9 @@ Usage::
     .venv/bin/python benchmarks/agent.py [--seconds 5] [--model cnn|mlp] [--rounds 3] [--rss-only]
     .venv/bin/python benchmarks/agent.py --processes 1,2 [--seconds 5] [--rounds 3]
 
-Needs ``wrk`` (Debian package; not with ``--rss-only``), Mosquitto (``scripts/test`` installs
-it), the ``convert`` extra (onnx) to build the model and the ``grpc`` extra.
+Needs ``wrk`` and ``h2load`` (Debian packages wrk and nghttp2-client; not with ``--rss-only``),
+Mosquitto (``scripts/test`` installs it), the ``convert`` extra (onnx) to build the model and
+the ``grpc`` extra.
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from grpc_load import grpc_latency, grpc_load  # noqa: E402
+from native_latency import (  # noqa: E402
+    H2LOAD_MISSING,
+    alternate,
+    grpc_targets,
+    http_target,
+    print_rounds,
+)
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 LIVE = "/inference.GRPCInferenceService/ServerLive"
@@ -251,6 +260,26 @@ def grpc_payload(model: str, x: np.ndarray) -> bytes:
     request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
     request.raw_input_contents.append(x.tobytes())
     return request.SerializeToString()
+
+
+def binary_header(x: np.ndarray) -> bytes:
+    """The JSON header of an OIP v2 binary request with ``x`` as input ``x`` and ``y`` asked
+    for as binary (the tensor bytes follow it; ``Inference-Header-Content-Length`` is its size)."""
+    import json
+
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
 
 
 def _lua(body_path: Path, headers: dict[str, str], path: Path) -> Path:
@@ -532,6 +561,8 @@ def main() -> None:
     opts = parser.parse_args()
     if shutil.which("wrk") is None and not opts.rss_only:
         sys.exit("wrk is not installed (apt-get install wrk)")
+    if shutil.which("h2load") is None and not opts.rss_only and not opts.processes:
+        sys.exit(H2LOAD_MISSING)
     from edgeserve.agent.store import ModelStore
 
     work = Path(tempfile.mkdtemp(prefix="edgeserve-bench-"))
@@ -558,19 +589,7 @@ def main() -> None:
                 }
             )
         )
-        header = json.dumps(
-            {
-                "inputs": [
-                    {
-                        "name": "x",
-                        "shape": list(shape),
-                        "datatype": "FP32",
-                        "parameters": {"binary_data_size": x.nbytes},
-                    }
-                ],
-                "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
-            }
-        ).encode()
+        header = binary_header(x)
         bin_body = work / "body.bin"
         bin_body.write_bytes(header + x.tobytes())
         bin_request = (
@@ -652,8 +671,15 @@ def main() -> None:
             target = f"127.0.0.1:{gport}"
             http = HttpClient(port, bin_request)
             rounds: dict[str, list[dict[str, float]]] = {"http": [], "grpc": [], "live": []}
+            native_targets = [
+                http_target(work, port, opts.model, header, x.tobytes()),
+                *grpc_targets(work, gport, opts.model, payload),
+            ]
+            native: dict[str, list[dict[str, float]]] = {t.name: [] for t in native_targets}
             try:
                 for _ in range(opts.rounds):
+                    for name, runs in alternate(native_targets, 1, opts.seconds / 2, work).items():
+                        native[name] += runs
                     rounds["http"].append(http.latency(opts.seconds / 2))
                     rounds["grpc"].append(grpc_latency(target, INFER, payload, opts.seconds / 2))
                     rounds["live"].append(grpc_latency(target, LIVE, b"", opts.seconds / 2))
@@ -666,9 +692,14 @@ def main() -> None:
             ceiling = grpc_load(target, LIVE, b"", 32, opts.seconds)
         finally:
             stop(proc)
+        print_rounds(
+            "\ngRPC vs HTTP binary at batch 1, h2load (one native client for both, c=1), "
+            f"{opts.rounds} alternated rounds: median p50 (min-max) / median p99 ms",
+            native,
+        )
         print(
-            "\ngRPC vs HTTP binary at batch 1, Python clients, "
-            f"{opts.rounds} alternated rounds: median p50 (min-max) / median p99 ms"
+            "gRPC vs HTTP binary at batch 1, Python clients (the same rounds): "
+            "median p50 (min-max) / median p99 ms"
         )
         for key, name in (
             ("http", "HTTP binary"),
