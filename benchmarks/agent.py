@@ -15,7 +15,8 @@ Prints, in one run, on the same small CNN (MNIST-shaped, made here with onnx):
   with fleet sync on, a second model arrives as a signed release through it), alternated;
 - cold start: process spawn to ``/v2/health/ready`` = 200 (median of 5).
 
-With ``--processes 1,2`` it prints instead, for each process count (alternated over
+With ``--grpc-only`` it prints only the gRPC vs HTTP binary comparison at batch 1 and the idle
+RSS without and with gRPC on (about a minute). With ``--processes 1,2`` it prints instead, for each process count (alternated over
 ``--rounds``): req/s and p99 at 32 connections (HTTP JSON, batching on), how busy the machine's
 cores were (``/proc/stat``) and how much of them the agent's processes used (their
 ``/proc/<pid>/stat`` CPU time), and the RSS of each serving process and of the supervisor.
@@ -23,6 +24,7 @@ cores were (``/proc/stat``) and how much of them the agent's processes used (the
 Usage::
 
     .venv/bin/python benchmarks/agent.py [--seconds 5] [--model cnn|mlp] [--rounds 3] [--rss-only]
+    .venv/bin/python benchmarks/agent.py --grpc-only [--seconds 3] [--rounds 5]
     .venv/bin/python benchmarks/agent.py --processes 1,2 [--seconds 5] [--rounds 3]
 
 Needs ``wrk`` and ``h2load`` (Debian packages wrk and nghttp2-client; not with ``--rss-only``),
@@ -554,6 +556,11 @@ def main() -> None:
         "--rss-only", action="store_true", help="only idle RSS with and without fleet sync"
     )
     parser.add_argument(
+        "--grpc-only",
+        action="store_true",
+        help="only gRPC vs HTTP binary at batch 1 and idle RSS with and without gRPC",
+    )
+    parser.add_argument(
         "--processes",
         default="",
         help="compare serving process counts at c=32 only, e.g. 1,2 (see the docstring)",
@@ -632,12 +639,12 @@ def main() -> None:
         if opts.rss_only:
             print_fleet_rss(work, bundle, opts.model, shape)
             return
-        p50, p99 = raw_latency(bundle, shape)
         print("\nlatency at batch 1          p50 ms    p99 ms")
-        print(f"  raw runtime.run (in-proc) {p50:8.3f}  {p99:8.3f}")
-
+        if not opts.grpc_only:
+            p50, p99 = raw_latency(bundle, shape)
+            print(f"  raw runtime.run (in-proc) {p50:8.3f}  {p99:8.3f}")
         colds = []
-        for _ in range(5):
+        for _ in range(0 if opts.grpc_only else 5):
             proc, port, cold = start(state, "--no-batching", *threads)
             colds.append(cold)
             stop(proc)
@@ -653,7 +660,8 @@ def main() -> None:
             time.sleep(1.0)
             idle = rss_mb(proc.pid)
             anon = rss_mb(proc.pid, "RssAnon")
-            off = {c: wrk(base + url, json_lua, c, opts.seconds) for c in (1, 8, 32)}
+            if not opts.grpc_only:
+                off = {c: wrk(base + url, json_lua, c, opts.seconds) for c in (1, 8, 32)}
         finally:
             stop(proc)
         # gRPC on: the same no-batching agent with --grpc-port, HTTP binary and gRPC from
@@ -688,8 +696,11 @@ def main() -> None:
             time.sleep(1.0)
             idle_grpc = rss_mb(proc.pid)
             anon_grpc = rss_mb(proc.pid, "RssAnon")
-            grpc_off = {c: grpc_load(target, INFER, payload, c, opts.seconds) for c in (1, 8, 32)}
-            ceiling = grpc_load(target, LIVE, b"", 32, opts.seconds)
+            if not opts.grpc_only:
+                grpc_off = {
+                    c: grpc_load(target, INFER, payload, c, opts.seconds) for c in (1, 8, 32)
+                }
+                ceiling = grpc_load(target, LIVE, b"", 32, opts.seconds)
         finally:
             stop(proc)
         print_rounds(
@@ -712,6 +723,16 @@ def main() -> None:
                 f"  {name:<27} {statistics.median(p50s):6.3f} ({min(p50s):.3f}-{max(p50s):.3f})"
                 f"   {statistics.median(p99s):6.3f}"
             )
+        grpc_rss = (
+            f"  with gRPC on:            {idle_grpc_http_only:.1f} MB after the same warm-up "
+            f"(+{idle_grpc_http_only - idle:.1f} MB); {idle_grpc:.1f} MB after gRPC traffic "
+            f"(+{idle_grpc - idle:.1f} MB; private {anon_grpc:.1f} MB vs {anon:.1f} MB without, "
+            f"+{anon_grpc - anon:.1f} MB)"
+        )
+        if opts.grpc_only:
+            print(f"\nidle RSS after warm-up:    {idle:.1f} MB  (at ready: {at_ready:.1f} MB)")
+            print(grpc_rss)
+            return
 
         proc, port, _ = start(state, "--batching", "--grpc-port", str(gport), *threads)
         try:
@@ -744,12 +765,7 @@ def main() -> None:
             f"\nidle RSS after warm-up:    {idle:.1f} MB  (at ready, before any request: "
             f"{at_ready:.1f} MB; after the batching load: {loaded_rss:.1f} MB)"
         )
-        print(
-            f"  with gRPC on:            {idle_grpc_http_only:.1f} MB after the same warm-up "
-            f"(+{idle_grpc_http_only - idle:.1f} MB); {idle_grpc:.1f} MB after gRPC traffic "
-            f"(+{idle_grpc - idle:.1f} MB; private {anon_grpc:.1f} MB vs {anon:.1f} MB without, "
-            f"+{anon_grpc - anon:.1f} MB)"
-        )
+        print(grpc_rss)
         print(
             f"cold start to ready:       {statistics.median(colds) * 1000:.0f} ms median of 5 "
             f"(min {min(colds) * 1000:.0f}, max {max(colds) * 1000:.0f})"
