@@ -178,7 +178,7 @@ def h2load(target: Target, seconds: float, log: Path, warm_up: int = 300) -> dic
     )
     log.unlink(missing_ok=True)  # h2load appends to it
     out = subprocess.run(
-        [*base, "-D", f"{seconds:g}", "--log-file", str(log), target.url],
+        [*base, "-D", f"{round(seconds * 1000)}ms", "--log-file", str(log), target.url],
         capture_output=True,
         text=True,
         check=True,
