@@ -16,10 +16,11 @@ Prints, in one run, on the same small CNN (MNIST-shaped, made here with onnx):
 - cold start: process spawn to ``/v2/health/ready`` = 200 (median of 5).
 
 With ``--grpc-only`` it prints only the gRPC vs HTTP binary comparison at batch 1 and the idle
-RSS without and with gRPC on (about a minute). With ``--processes 1,2`` it prints instead, for each process count (alternated over
-``--rounds``): req/s and p99 at 32 connections (HTTP JSON, batching on), how busy the machine's
-cores were (``/proc/stat``) and how much of them the agent's processes used (their
-``/proc/<pid>/stat`` CPU time), and the RSS of each serving process and of the supervisor.
+RSS without and with gRPC on (about a minute). With ``--processes 1,2`` it prints instead, for
+each process count (alternated over ``--rounds``): req/s and p99 at 32 connections (HTTP JSON,
+batching on), how busy the machine's cores were (``/proc/stat``) and how much of them the
+agent's processes used (their ``/proc/<pid>/stat`` CPU time), and the RSS of each serving
+process and of the supervisor.
 
 Usage::
 
