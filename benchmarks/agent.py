@@ -3,9 +3,10 @@
 Prints, in one run, on the same small CNN (MNIST-shaped, made here with onnx):
 
 - p50/p99 at batch 1: raw in-process runtime call vs HTTP JSON vs HTTP binary (wrk, c=1);
-- gRPC (``--grpc-port``) at batch 1 against HTTP binary, both from a Python client in this
-  process, alternated over rounds (median p50 and the spread), and the gRPC floor: an RPC that
-  does no model work (``ServerLive``);
+- gRPC (``--grpc-port``) at batch 1 against HTTP binary, alternated over rounds (median p50
+  and the spread), and the gRPC floor: an RPC that does no model work (``ServerLive``); first
+  from one native client for both protocols (h2load, ``benchmarks/native_latency.py``), then
+  from Python clients in this process (which cost more per call than the servers);
 - throughput and p99 at concurrency 1, 8, 32 with batching off and on: HTTP JSON (wrk) and
   gRPC (``benchmarks/grpc_load.py``, a multi-process Python load generator whose ceiling is
   printed beside it);
@@ -14,18 +15,22 @@ Prints, in one run, on the same small CNN (MNIST-shaped, made here with onnx):
   with fleet sync on, a second model arrives as a signed release through it), alternated;
 - cold start: process spawn to ``/v2/health/ready`` = 200 (median of 5).
 
-With ``--processes 1,2`` it prints instead, for each process count (alternated over
-``--rounds``): req/s and p99 at 32 connections (HTTP JSON, batching on), how busy the machine's
-cores were (``/proc/stat``) and how much of them the agent's processes used (their
-``/proc/<pid>/stat`` CPU time), and the RSS of each serving process and of the supervisor.
+With ``--grpc-only`` it prints only the gRPC vs HTTP binary comparison at batch 1 and the idle
+RSS without and with gRPC on (about a minute). With ``--processes 1,2`` it prints instead, for
+each process count (alternated over ``--rounds``): req/s and p99 at 32 connections (HTTP JSON,
+batching on), how busy the machine's cores were (``/proc/stat``) and how much of them the
+agent's processes used (their ``/proc/<pid>/stat`` CPU time), and the RSS of each serving
+process and of the supervisor.
 
 Usage::
 
     .venv/bin/python benchmarks/agent.py [--seconds 5] [--model cnn|mlp] [--rounds 3] [--rss-only]
+    .venv/bin/python benchmarks/agent.py --grpc-only [--seconds 3] [--rounds 5]
     .venv/bin/python benchmarks/agent.py --processes 1,2 [--seconds 5] [--rounds 3]
 
-Needs ``wrk`` (Debian package; not with ``--rss-only``), Mosquitto (``scripts/test`` installs
-it), the ``convert`` extra (onnx) to build the model and the ``grpc`` extra.
+Needs ``wrk`` and ``h2load`` (Debian packages wrk and nghttp2-client; not with ``--rss-only``),
+Mosquitto (``scripts/test`` installs it), the ``convert`` extra (onnx) to build the model and
+the ``grpc`` extra.
 """
 
 from __future__ import annotations
@@ -50,6 +55,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from grpc_load import grpc_latency, grpc_load  # noqa: E402
+from native_latency import (  # noqa: E402
+    H2LOAD_MISSING,
+    alternate,
+    grpc_targets,
+    http_target,
+    print_rounds,
+)
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 LIVE = "/inference.GRPCInferenceService/ServerLive"
@@ -251,6 +263,26 @@ def grpc_payload(model: str, x: np.ndarray) -> bytes:
     request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
     request.raw_input_contents.append(x.tobytes())
     return request.SerializeToString()
+
+
+def binary_header(x: np.ndarray) -> bytes:
+    """The JSON header of an OIP v2 binary request with ``x`` as input ``x`` and ``y`` asked
+    for as binary (the tensor bytes follow it; ``Inference-Header-Content-Length`` is its size)."""
+    import json
+
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
 
 
 def _lua(body_path: Path, headers: dict[str, str], path: Path) -> Path:
@@ -525,6 +557,11 @@ def main() -> None:
         "--rss-only", action="store_true", help="only idle RSS with and without fleet sync"
     )
     parser.add_argument(
+        "--grpc-only",
+        action="store_true",
+        help="only gRPC vs HTTP binary at batch 1 and idle RSS with and without gRPC",
+    )
+    parser.add_argument(
         "--processes",
         default="",
         help="compare serving process counts at c=32 only, e.g. 1,2 (see the docstring)",
@@ -532,6 +569,8 @@ def main() -> None:
     opts = parser.parse_args()
     if shutil.which("wrk") is None and not opts.rss_only:
         sys.exit("wrk is not installed (apt-get install wrk)")
+    if shutil.which("h2load") is None and not opts.rss_only and not opts.processes:
+        sys.exit(H2LOAD_MISSING)
     from edgeserve.agent.store import ModelStore
 
     work = Path(tempfile.mkdtemp(prefix="edgeserve-bench-"))
@@ -558,19 +597,7 @@ def main() -> None:
                 }
             )
         )
-        header = json.dumps(
-            {
-                "inputs": [
-                    {
-                        "name": "x",
-                        "shape": list(shape),
-                        "datatype": "FP32",
-                        "parameters": {"binary_data_size": x.nbytes},
-                    }
-                ],
-                "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
-            }
-        ).encode()
+        header = binary_header(x)
         bin_body = work / "body.bin"
         bin_body.write_bytes(header + x.tobytes())
         bin_request = (
@@ -613,12 +640,12 @@ def main() -> None:
         if opts.rss_only:
             print_fleet_rss(work, bundle, opts.model, shape)
             return
-        p50, p99 = raw_latency(bundle, shape)
         print("\nlatency at batch 1          p50 ms    p99 ms")
-        print(f"  raw runtime.run (in-proc) {p50:8.3f}  {p99:8.3f}")
-
+        if not opts.grpc_only:
+            p50, p99 = raw_latency(bundle, shape)
+            print(f"  raw runtime.run (in-proc) {p50:8.3f}  {p99:8.3f}")
         colds = []
-        for _ in range(5):
+        for _ in range(0 if opts.grpc_only else 5):
             proc, port, cold = start(state, "--no-batching", *threads)
             colds.append(cold)
             stop(proc)
@@ -634,7 +661,8 @@ def main() -> None:
             time.sleep(1.0)
             idle = rss_mb(proc.pid)
             anon = rss_mb(proc.pid, "RssAnon")
-            off = {c: wrk(base + url, json_lua, c, opts.seconds) for c in (1, 8, 32)}
+            if not opts.grpc_only:
+                off = {c: wrk(base + url, json_lua, c, opts.seconds) for c in (1, 8, 32)}
         finally:
             stop(proc)
         # gRPC on: the same no-batching agent with --grpc-port, HTTP binary and gRPC from
@@ -652,8 +680,15 @@ def main() -> None:
             target = f"127.0.0.1:{gport}"
             http = HttpClient(port, bin_request)
             rounds: dict[str, list[dict[str, float]]] = {"http": [], "grpc": [], "live": []}
+            native_targets = [
+                http_target(work, port, opts.model, header, x.tobytes()),
+                *grpc_targets(work, gport, opts.model, payload),
+            ]
+            native: dict[str, list[dict[str, float]]] = {t.name: [] for t in native_targets}
             try:
                 for _ in range(opts.rounds):
+                    for name, runs in alternate(native_targets, 1, opts.seconds / 2, work).items():
+                        native[name] += runs
                     rounds["http"].append(http.latency(opts.seconds / 2))
                     rounds["grpc"].append(grpc_latency(target, INFER, payload, opts.seconds / 2))
                     rounds["live"].append(grpc_latency(target, LIVE, b"", opts.seconds / 2))
@@ -662,13 +697,21 @@ def main() -> None:
             time.sleep(1.0)
             idle_grpc = rss_mb(proc.pid)
             anon_grpc = rss_mb(proc.pid, "RssAnon")
-            grpc_off = {c: grpc_load(target, INFER, payload, c, opts.seconds) for c in (1, 8, 32)}
-            ceiling = grpc_load(target, LIVE, b"", 32, opts.seconds)
+            if not opts.grpc_only:
+                grpc_off = {
+                    c: grpc_load(target, INFER, payload, c, opts.seconds) for c in (1, 8, 32)
+                }
+                ceiling = grpc_load(target, LIVE, b"", 32, opts.seconds)
         finally:
             stop(proc)
+        print_rounds(
+            "\ngRPC vs HTTP binary at batch 1, h2load (one native client for both, c=1), "
+            f"{opts.rounds} alternated rounds: median p50 (min-max) / median p99 ms",
+            native,
+        )
         print(
-            "\ngRPC vs HTTP binary at batch 1, Python clients, "
-            f"{opts.rounds} alternated rounds: median p50 (min-max) / median p99 ms"
+            "gRPC vs HTTP binary at batch 1, Python clients (the same rounds): "
+            "median p50 (min-max) / median p99 ms"
         )
         for key, name in (
             ("http", "HTTP binary"),
@@ -681,6 +724,16 @@ def main() -> None:
                 f"  {name:<27} {statistics.median(p50s):6.3f} ({min(p50s):.3f}-{max(p50s):.3f})"
                 f"   {statistics.median(p99s):6.3f}"
             )
+        grpc_rss = (
+            f"  with gRPC on:            {idle_grpc_http_only:.1f} MB after the same warm-up "
+            f"(+{idle_grpc_http_only - idle:.1f} MB); {idle_grpc:.1f} MB after gRPC traffic "
+            f"(+{idle_grpc - idle:.1f} MB; private {anon_grpc:.1f} MB vs {anon:.1f} MB without, "
+            f"+{anon_grpc - anon:.1f} MB)"
+        )
+        if opts.grpc_only:
+            print(f"\nidle RSS after warm-up:    {idle:.1f} MB  (at ready: {at_ready:.1f} MB)")
+            print(grpc_rss)
+            return
 
         proc, port, _ = start(state, "--batching", "--grpc-port", str(gport), *threads)
         try:
@@ -713,12 +766,7 @@ def main() -> None:
             f"\nidle RSS after warm-up:    {idle:.1f} MB  (at ready, before any request: "
             f"{at_ready:.1f} MB; after the batching load: {loaded_rss:.1f} MB)"
         )
-        print(
-            f"  with gRPC on:            {idle_grpc_http_only:.1f} MB after the same warm-up "
-            f"(+{idle_grpc_http_only - idle:.1f} MB); {idle_grpc:.1f} MB after gRPC traffic "
-            f"(+{idle_grpc - idle:.1f} MB; private {anon_grpc:.1f} MB vs {anon:.1f} MB without, "
-            f"+{anon_grpc - anon:.1f} MB)"
-        )
+        print(grpc_rss)
         print(
             f"cold start to ready:       {statistics.median(colds) * 1000:.0f} ms median of 5 "
             f"(min {min(colds) * 1000:.0f}, max {max(colds) * 1000:.0f})"
