@@ -43,8 +43,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import httpx  # noqa: E402
+from mqtt_blast import blast  # noqa: E402
 from support.broker import Mosquitto  # noqa: E402
 from support.fleet import (  # noqa: E402
     FleetServerProcess,
@@ -70,10 +72,15 @@ def _ingested(client: object) -> tuple[int, int]:
 
 
 def telemetry_burst(
-    url: str, devices: list[str], messages: int, server: FleetServerProcess
+    url: str,
+    devices: list[str],
+    messages: int,
+    server: FleetServerProcess,
+    rate_per_s: float = 0.0,
 ) -> dict[str, float]:
-    """Publish ``messages`` telemetry messages as ``devices`` (round robin, 4 connections, QoS
-    1) and time the server's ingest of them; returns the figures."""
+    """Publish ``messages`` telemetry messages as ``devices`` (round robin over 2 raw-socket
+    connections, QoS 1, :mod:`mqtt_blast`; paced at ``rate_per_s`` when > 0, else as fast as
+    the broker takes them) and time the server's ingest of them; returns the figures."""
     from edgeserve.protocol import Telemetry, encode, topics
     from edgeserve.trust import format_time
 
@@ -100,38 +107,17 @@ def telemetry_burst(
         }
         message = Telemetry(device, stamp, (summary,), 0)
         payloads.append((topics("es/", "bench", device).telemetry, encode(message)))
-    clients = [MqttClient(MqttConfig(url=url, client_id=f"bench-telemetry-{k}")) for k in range(4)]
-    for c in clients:
-        c.start()
-        c.wait_connected(10)
-    # paho keeps at most max_queued_messages (10,000) unacknowledged per client: publish
-    # through a window so none is refused by the load generator itself
-    window = [threading.BoundedSemaphore(2000) for _ in clients]
-    acked = threading.Semaphore(0)
-
-    def publish(k: int) -> None:
-        def on_ack() -> None:
-            window[k].release()
-            acked.release()
-
-        for topic, body in payloads[k::4]:
-            window[k].acquire()
-            clients[k].publish(topic, body, on_ack=on_ack)
-
     with server.client() as api:
         received0, dropped0 = _ingested(api)
-        cpu0 = _cpu_s(server.process.pid)
-        t0 = time.monotonic()
-        threads = [threading.Thread(target=publish, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        deadline = time.monotonic() + 120
-        for _ in range(messages):
-            if not acked.acquire(timeout=max(deadline - time.monotonic(), 0.01)):
-                raise RuntimeError("telemetry not acknowledged by the broker within 120 s")
-        published_s = time.monotonic() - t0
+        start: dict[str, float] = {}
+
+        def on_start() -> None:
+            assert server.process is not None
+            start["cpu"] = _cpu_s(server.process.pid)
+            start["t"] = time.monotonic()
+
+        published_s = blast(url, payloads, connections=2, on_start=on_start, rate_per_s=rate_per_s)
+        cpu0, t0 = start["cpu"], start["t"]
         wait_for(
             lambda: _ingested(api)[0] - received0 >= messages,
             300,
@@ -141,8 +127,6 @@ def telemetry_burst(
         ingest_s = time.monotonic() - t0
         cpu = _cpu_s(server.process.pid) - cpu0
         received, dropped = _ingested(api)
-    for c in clients:
-        c.stop()
     return {
         "telemetry_msgs": messages,
         "telemetry_publish_s": published_s,
