@@ -38,8 +38,10 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -70,14 +72,20 @@ def _ingested(client: object) -> tuple[int, int]:
 
 
 def telemetry_burst(
-    url: str, devices: list[str], messages: int, server: FleetServerProcess
-) -> dict[str, float]:
+    url: str,
+    devices: list[str],
+    messages: int,
+    server: FleetServerProcess | Sequence[FleetServerProcess],
+) -> dict[str, Any]:
     """Publish ``messages`` telemetry messages as ``devices`` (round robin, 4 connections, QoS
-    1) and time the server's ingest of them; returns the figures."""
+    1) and time the server's ingest of them (several replicas: of all of them together, with
+    each one's share in ``telemetry_per_replica``); returns the figures."""
     from edgeserve.protocol import Telemetry, encode, topics
     from edgeserve.trust import format_time
 
-    assert server.process is not None
+    servers = [server] if isinstance(server, FleetServerProcess) else list(server)
+    pids = [s.process.pid for s in servers if s.process is not None]
+    assert len(pids) == len(servers)
     now = time.time()
     stamp = format_time(datetime.now(timezone.utc))
     payloads = []
@@ -118,9 +126,14 @@ def telemetry_burst(
             window[k].acquire()
             clients[k].publish(topic, body, on_ack=on_ack)
 
-    with server.client() as api:
-        received0, dropped0 = _ingested(api)
-        cpu0 = _cpu_s(server.process.pid)
+    apis = [s.client() for s in servers]
+
+    def ingested() -> list[tuple[int, int]]:
+        return [_ingested(api) for api in apis]
+
+    try:
+        before = ingested()
+        cpu0 = [_cpu_s(pid) for pid in pids]
         t0 = time.monotonic()
         threads = [threading.Thread(target=publish, args=(k,)) for k in range(4)]
         for t in threads:
@@ -133,24 +146,31 @@ def telemetry_burst(
                 raise RuntimeError("telemetry not acknowledged by the broker within 120 s")
         published_s = time.monotonic() - t0
         wait_for(
-            lambda: _ingested(api)[0] - received0 >= messages,
+            lambda: sum(r for r, _d in ingested()) - sum(r for r, _d in before) >= messages,
             300,
             "telemetry received",
             interval_s=0.05,
         )
         ingest_s = time.monotonic() - t0
-        cpu = _cpu_s(server.process.pid) - cpu0
-        received, dropped = _ingested(api)
+        cpu = [_cpu_s(pid) - c0 for pid, c0 in zip(pids, cpu0, strict=True)]
+        after = ingested()
+    finally:
+        for api in apis:
+            api.close()
     for c in clients:
         c.stop()
+    received = [a[0] - b[0] for a, b in zip(after, before, strict=True)]
     return {
         "telemetry_msgs": messages,
         "telemetry_publish_s": published_s,
         "telemetry_ingest_s": ingest_s,
         "telemetry_msgs_per_s": messages / ingest_s,
-        "telemetry_cpu_ms_per_msg": cpu / messages * 1000,
-        "telemetry_received": received - received0,
-        "telemetry_dropped": dropped - dropped0,
+        "telemetry_cpu_ms_per_msg": sum(cpu) / messages * 1000,
+        "telemetry_received": sum(received),
+        "telemetry_dropped": sum(a[1] - b[1] for a, b in zip(after, before, strict=True)),
+        "telemetry_per_replica": [
+            {"received": n, "cpu_s": c} for n, c in zip(received, cpu, strict=True)
+        ],
     }
 
 
