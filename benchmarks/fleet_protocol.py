@@ -49,11 +49,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fleet import MessageCounter, _cpu_s, _proc_kib, telemetry_burst  # noqa: E402
-from support.broker import Mosquitto  # noqa: E402
+from support.broker import Mosquitto, mosquitto_binary  # noqa: E402
 from support.fleet import (  # noqa: E402
     FleetServerProcess,
     Postgres,
     make_keys,
+    postgres_bin,
     signed_tar,
     wait_for,
 )
@@ -282,6 +283,12 @@ def main() -> None:
         parser.error("--replicas must be at least 1")
     if args.replicas > 1 and not (args.postgres or args.database.startswith("postgres")):
         parser.error("--replicas N > 1 needs --postgres or --database postgresql://... (shared)")
+    if args.postgres and postgres_bin() is None:
+        parser.error("--postgres needs Debian's PostgreSQL server: apt-get install postgresql")
+    try:
+        mosquitto_binary()
+    except RuntimeError:
+        parser.error("Mosquitto is not installed: apt-get install mosquitto")
     rows = []
     for n in args.devices:
         with tempfile.TemporaryDirectory(prefix=f"edgeserve-fleet-protocol-{n}-") as tmp:
