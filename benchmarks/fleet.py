@@ -38,8 +38,10 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -75,16 +77,19 @@ def telemetry_burst(
     url: str,
     devices: list[str],
     messages: int,
-    server: FleetServerProcess,
+    server: FleetServerProcess | Sequence[FleetServerProcess],
     rate_per_s: float = 0.0,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Publish ``messages`` telemetry messages as ``devices`` (round robin over 2 raw-socket
     connections, QoS 1, :mod:`mqtt_blast`; paced at ``rate_per_s`` when > 0, else as fast as
-    the broker takes them) and time the server's ingest of them; returns the figures."""
+    the broker takes them) and time the server's ingest of them (several replicas: of all of
+    them together, with each one's share in ``telemetry_per_replica``); returns the figures."""
     from edgeserve.protocol import Telemetry, encode, topics
     from edgeserve.trust import format_time
 
-    assert server.process is not None
+    servers = [server] if isinstance(server, FleetServerProcess) else list(server)
+    pids = [s.process.pid for s in servers if s.process is not None]
+    assert len(pids) == len(servers)
     now = time.time()
     stamp = format_time(datetime.now(timezone.utc))
     payloads = []
@@ -107,34 +112,45 @@ def telemetry_burst(
         }
         message = Telemetry(device, stamp, (summary,), 0)
         payloads.append((topics("es/", "bench", device).telemetry, encode(message)))
-    with server.client() as api:
-        received0, dropped0 = _ingested(api)
-        start: dict[str, float] = {}
+    apis = [s.client() for s in servers]
+
+    def ingested() -> list[tuple[int, int]]:
+        return [_ingested(api) for api in apis]
+
+    try:
+        before = ingested()
+        start: dict[str, Any] = {}
 
         def on_start() -> None:
-            assert server.process is not None
-            start["cpu"] = _cpu_s(server.process.pid)
+            start["cpu"] = [_cpu_s(pid) for pid in pids]
             start["t"] = time.monotonic()
 
         published_s = blast(url, payloads, connections=2, on_start=on_start, rate_per_s=rate_per_s)
         cpu0, t0 = start["cpu"], start["t"]
         wait_for(
-            lambda: _ingested(api)[0] - received0 >= messages,
+            lambda: sum(r for r, _d in ingested()) - sum(r for r, _d in before) >= messages,
             300,
             "telemetry received",
             interval_s=0.05,
         )
         ingest_s = time.monotonic() - t0
-        cpu = _cpu_s(server.process.pid) - cpu0
-        received, dropped = _ingested(api)
+        cpu = [_cpu_s(pid) - c0 for pid, c0 in zip(pids, cpu0, strict=True)]
+        after = ingested()
+    finally:
+        for api in apis:
+            api.close()
+    received = [a[0] - b[0] for a, b in zip(after, before, strict=True)]
     return {
         "telemetry_msgs": messages,
         "telemetry_publish_s": published_s,
         "telemetry_ingest_s": ingest_s,
         "telemetry_msgs_per_s": messages / ingest_s,
-        "telemetry_cpu_ms_per_msg": cpu / messages * 1000,
-        "telemetry_received": received - received0,
-        "telemetry_dropped": dropped - dropped0,
+        "telemetry_cpu_ms_per_msg": sum(cpu) / messages * 1000,
+        "telemetry_received": sum(received),
+        "telemetry_dropped": sum(a[1] - b[1] for a, b in zip(after, before, strict=True)),
+        "telemetry_per_replica": [
+            {"received": n, "cpu_s": c} for n, c in zip(received, cpu, strict=True)
+        ],
     }
 
 

@@ -18,10 +18,18 @@ device (counted by a subscriber on ``es/<fleet>/dev/#``), the server's CPU secon
 threads, ``/proc/<pid>/stat``) per converged device, its RSS (end and peak), signatures
 verified and refused by the generator; then a telemetry ingest burst as in ``fleet.py``.
 
+``--replicas N`` starts N fleet-server processes on the one PostgreSQL (``--postgres`` or
+``--database``), with their own client ids and one ``share_group``, so the broker splits
+reported state, presence and telemetry between them; CPU and RSS are then the sum over the
+replicas, and a second table shows each one: messages handled by kind (from its
+``/api/v1/stats``), CPU seconds of the rollout and of the telemetry burst, RSS, and whether it
+ran the controller.
+
 Usage::
 
     .venv/bin/python benchmarks/fleet_protocol.py --devices 1000 10000 100000
     .venv/bin/python benchmarks/fleet_protocol.py --devices 10000 --postgres
+    .venv/bin/python benchmarks/fleet_protocol.py --devices 10000 --postgres --replicas 2
 """
 
 from __future__ import annotations
@@ -41,8 +49,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fleet import MessageCounter, _cpu_s, _proc_kib, telemetry_burst  # noqa: E402
-from support.broker import Mosquitto  # noqa: E402
-from support.fleet import FleetServerProcess, Postgres, signed_tar, wait_for  # noqa: E402
+from support.broker import Mosquitto, mosquitto_binary  # noqa: E402
+from support.fleet import (  # noqa: E402
+    FleetServerProcess,
+    Postgres,
+    make_keys,
+    postgres_bin,
+    signed_tar,
+    wait_for,
+)
 
 from edgeserve.errors import EdgeServeError  # noqa: E402
 from edgeserve.mqtt import MqttClient, MqttConfig  # noqa: E402
@@ -128,18 +143,46 @@ class ProtocolDevices:
 
 
 def _round(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_round(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _round(x) for k, x in v.items()}
     return round(v, 3) if isinstance(v, float) else v
 
 
-def run(n: int, connections: int, workdir: Path, database: str, telemetry: int) -> dict[str, Any]:
+def _handled(server: FleetServerProcess) -> dict[str, Any]:
+    """What one replica's ingest received, by kind, and whether it runs the controller."""
+    with server.client() as client:
+        stats = client.stats()
+    return {**stats["ingest"]["received"], "controller": stats["controller"]}
+
+
+def run(
+    n: int, connections: int, workdir: Path, database: str, telemetry: int, replicas: int = 1
+) -> dict[str, Any]:
     broker = Mosquitto(workdir / "mosquitto").start()
-    server = FleetServerProcess(
-        workdir / "server", broker.url, tick_s=0.5, fleet=FLEET, database=database
-    )
+    keys = make_keys(workdir / "keys")
+    # replicas: one database, one artifacts directory, their own client ids, one share group
+    servers = [
+        FleetServerProcess(
+            workdir / f"server-{k}",
+            broker.url,
+            tick_s=0.5,
+            fleet=FLEET,
+            database=database,
+            keys=keys,
+            data_dir=str(workdir / "data"),
+            client_id=f"fleet-server-{k}",
+            share_group="bench" if replicas > 1 else "",
+        )
+        for k in range(replicas)
+    ]
+    server = servers[0]
     devices = counter = None
     try:
-        server.start(timeout_s=60)
-        assert server.keys is not None and server.process is not None
+        for s in servers:
+            s.start(timeout_s=60)
+        pids = [s.process.pid for s in servers if s.process is not None]
         with server.client() as client:
             client.upload_release(signed_tar(workdir / "rel", server.keys, version=1))
             t = time.monotonic()
@@ -151,7 +194,7 @@ def run(n: int, connections: int, workdir: Path, database: str, telemetry: int) 
         counter = MessageCounter(broker.url)  # es/bench/dev/#
         counter.active = True
         with server.client() as client:
-            cpu0 = _cpu_s(server.process.pid)
+            cpu0 = [_cpu_s(pid) for pid in pids]
             t0 = time.monotonic()
             rid = client.start_rollout(
                 {"model": "digits", "version": 1, "phases": [100], "soak": 0, "max_failure_pct": 5}
@@ -163,11 +206,13 @@ def run(n: int, connections: int, workdir: Path, database: str, telemetry: int) 
                 interval_s=0.5,
             )
             converge_s = time.monotonic() - t0
-            cpu = _cpu_s(server.process.pid) - cpu0
+            cpus = [_cpu_s(pid) - c0 for pid, c0 in zip(pids, cpu0, strict=True)]
+            cpu = sum(cpus)
         time.sleep(1.0)
         counter.active = False
         row: dict[str, Any] = {
             "devices": n,
+            "replicas": replicas,
             "active": st["counts"]["active"],
             "register_s": register_s,
             "converge_s": converge_s,
@@ -176,20 +221,47 @@ def run(n: int, connections: int, workdir: Path, database: str, telemetry: int) 
             "msgs_per_device": sum(counter.counts.values()) / n,
             "verified": devices.verified,
             "refused": devices.refused,
-            "server_rss_mb": _proc_kib(server.process.pid, "VmRSS") / 1024,
-            "server_peak_rss_mb": _proc_kib(server.process.pid, "VmHWM") / 1024,
+            "server_rss_mb": sum(_proc_kib(pid, "VmRSS") for pid in pids) / 1024,
+            "server_peak_rss_mb": sum(_proc_kib(pid, "VmHWM") for pid in pids) / 1024,
         }
         print("rollout:", json.dumps({k: _round(v) for k, v in row.items()}), flush=True)
         if telemetry:
-            row.update(telemetry_burst(broker.url, ids, telemetry, server))
+            row.update(telemetry_burst(broker.url, ids, telemetry, servers))
+        tel = row.get("telemetry_per_replica") or [{"cpu_s": 0.0}] * replicas
+        row["per_replica"] = [
+            {
+                **_handled(s),
+                "rollout_cpu_s": c,
+                "telemetry_cpu_s": t["cpu_s"],
+                "rss_mb": _proc_kib(pid, "VmRSS") / 1024,
+            }
+            for s, c, t, pid in zip(servers, cpus, tel, pids, strict=True)
+        ]
         return row
     finally:
         if counter is not None:
             counter.stop()
         if devices is not None:
             devices.stop()
-        server.stop()
+        for s in servers:
+            s.stop()
         broker.stop()
+
+
+def print_replicas(rows: list[dict[str, Any]]) -> None:
+    """Per replica: messages handled (by kind), CPU seconds, RSS, the controller."""
+    print(
+        f"\n{'devices':>8} {'replica':>8} {'role':>10} {'reported':>9} {'telemetry':>10} "
+        f"{'presence':>9} {'CPU s roll':>11} {'CPU s tel':>10} {'RSS MB':>7}"
+    )
+    for r in rows:
+        for k, p in enumerate(r["per_replica"]):
+            print(
+                f"{r['devices']:>8} {k:>8} {'controller' if p['controller'] else 'ingest':>10} "
+                f"{p.get('reported', 0):>9} {p.get('telemetry', 0):>10} "
+                f"{p.get('presence', 0):>9} {p['rollout_cpu_s']:>11.2f} "
+                f"{p['telemetry_cpu_s']:>10.2f} {p['rss_mb']:>7.0f}"
+            )
 
 
 def main() -> None:
@@ -203,7 +275,23 @@ def main() -> None:
         help="start a throwaway PostgreSQL cluster (Debian's binaries) for each N",
     )
     parser.add_argument("--telemetry", type=int, default=20000, help="telemetry burst (0 = none)")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="fleet-server processes on one PostgreSQL, splitting ingest by shared subscription",
+    )
     args = parser.parse_args()
+    if args.replicas < 1:
+        parser.error("--replicas must be at least 1")
+    if args.replicas > 1 and not (args.postgres or args.database.startswith("postgres")):
+        parser.error("--replicas N > 1 needs --postgres or --database postgresql://... (shared)")
+    if args.postgres and postgres_bin() is None:
+        parser.error("--postgres needs Debian's PostgreSQL server: apt-get install postgresql")
+    try:
+        mosquitto_binary()
+    except RuntimeError:
+        parser.error("Mosquitto is not installed: apt-get install mosquitto")
     rows = []
     for n in args.devices:
         with tempfile.TemporaryDirectory(prefix=f"edgeserve-fleet-protocol-{n}-") as tmp:
@@ -211,13 +299,13 @@ def main() -> None:
             pg = Postgres(Path(tmp) / "pg").start() if args.postgres else None
             try:
                 database = pg.create_database("fleet") if pg is not None else args.database
-                rows.append(run(n, args.connections, Path(tmp), database, args.telemetry))
+                rows.append(
+                    run(n, args.connections, Path(tmp), database, args.telemetry, args.replicas)
+                )
             finally:
                 if pg is not None:
                     pg.stop()
-        print(
-            json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()})
-        )
+        print(json.dumps(_round(rows[-1])))
     print(
         f"\n{'devices':>8} {'register s':>11} {'converge s':>11} {'CPU ms/device':>14} "
         f"{'msgs/device':>12} {'RSS MB':>7} {'peak MB':>8} {'telemetry msg/s':>16}"
@@ -229,6 +317,7 @@ def main() -> None:
             f"{r['server_rss_mb']:>7.0f} {r['server_peak_rss_mb']:>8.0f} "
             f"{r.get('telemetry_msgs_per_s', float('nan')):>16.0f}"
         )
+    print_replicas(rows)
     print("goals: converged <= 120 s, <= 6 messages per device, RSS <= 500 MB, >= 5,000 msg/s")
 
 

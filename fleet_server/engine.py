@@ -9,7 +9,9 @@ Threads (each bounded, none blocking the MQTT network thread):
   batch and wakes the controller when a rollout's devices changed;
 - ``controller`` runs :func:`.rollout.controller.step` for every running rollout on each wake-up or
   every ``tick_s``, applies the decisions, and re-signs/publishes desired state for the devices
-  they touched; it also re-signs documents approaching expiry and prunes old telemetry.
+  they touched; it also re-signs documents approaching expiry and prunes old telemetry. Of
+  several replicas on one PostgreSQL only the one holding the controller lock does this (and
+  re-signs every targeted device when it takes the lock over); the others only ingest.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
+from edgeserve.errors import StorageError
 from edgeserve.protocol import fleet_filter, topics
 
 from . import rollout as r
 from .desired import DesiredBuilder
-from .ingest import IngestCounters, parse_batch, store_batch
+from .ingest import IngestCounters, devices_of, parse_batch, store_batch
 from .rollout import controller as c
 from .rollout.views import latency_view
 from .store import Store
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 Publish = Callable[[str, bytes], None]
 _QUEUE_MAX = 100_000  # inbound messages held between the network thread and the ingest thread
 _BATCH_MAX = 2_000  # messages written per transaction
+_ATTEMPTS = 3  # tries of one ingest transaction (PostgreSQL deadlock or serialisation failure)
 
 
 _DECISION_NAMES = {
@@ -100,7 +104,7 @@ class Engine:
         # to publish the same bytes again after a reconnect (100,000 payloads would be ~300 MB)
         self._published: dict[str, tuple[int, datetime, bytes]] = {}
         self._known: set[str] = store.known_devices()
-        self._known_at = time.monotonic()
+        self.leader = False  # whether this replica runs the controller (last pass)
         self._threads: list[threading.Thread] = []
         self._last_prune = 0.0
         self._republish = threading.Event()
@@ -171,24 +175,34 @@ class Engine:
                 log.exception("ingest batch of %d messages failed", len(batch))
 
     def process(self, messages: list[tuple[str, bytes]]) -> None:
-        """Parse and store a batch; wake the controller when a rollout may move."""
-        unknown_before = self.counters.dropped["unknown_device"]
+        """Parse and store a batch; wake the controller when a rollout may move.
+
+        The reported documents recorded and their effect on rollouts are written in one
+        transaction, so two replicas folding reports of the same device (a shared subscription
+        splits a device's messages between them) apply them in the store's order. A deadlock
+        or serialisation failure between replicas retries the batch.
+        """
+        unknown = devices_of(messages, self.prefix) - self._known
+        if unknown:  # registered through another replica since we last looked?
+            self._known.update(self.store.known_among(sorted(unknown)))
         parsed = parse_batch(
             messages, self.prefix, self._known, self.counters, self.max_payload_bytes
         )
-        if self.counters.dropped["unknown_device"] > unknown_before:
-            # another replica may have registered devices: re-read at most every 5 s
-            now = time.monotonic()
-            if now - self._known_at > 5.0:
-                self._known_at = now
-                self._known = self.store.known_devices()
-        store_batch(self.store, parsed)
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with self.store.transaction():
+                    accepted = store_batch(self.store, parsed)
+                    moved = bool(accepted) and r.apply_reports(self.store, accepted, time.time())
+                break
+            except StorageError as exc:
+                if attempt == _ATTEMPTS or not self.store.db.retryable(exc):
+                    raise
+                log.info("ingest batch: %s; retrying (%d/%d)", exc, attempt, _ATTEMPTS)
         self.counters.windows += len(parsed.telemetry)
+        self.counters.stale_reports += len(parsed.reported) - len(accepted)
         if parsed.lag_s is not None:
             self.counters.lag_s = parsed.lag_s
-        if parsed.reported and r.apply_reports(
-            self.store, list(parsed.reported.items()), time.time()
-        ):
+        if moved:
             self._wake.set()
 
     def _control_loop(self) -> None:
@@ -208,11 +222,22 @@ class Engine:
         """One controller pass over every running rollout, then housekeeping."""
         if self.before_tick is not None:
             self.before_tick()
-        if self._republish.is_set():
-            self._republish.clear()
+        leader = self.store.try_leader()
+        took_over, self.leader = leader and not self.leader, leader
+        republish = self._republish.is_set()
+        self._republish.clear()
+        if not leader:
+            return  # another replica runs the controller and owns the desired documents
+        if took_over:
+            # Re-sign every targeted device: what the previous controller decided but had not
+            # published when it died goes out now, and each device answers the new seq with a
+            # report, which replaces any the dead replica received but never stored.
+            log.info("this replica runs the rollout controller now")
+            with self._lock:
+                self._published.clear()
             self.republish()
-        if not self.store.try_leader():
-            return  # another replica runs the controller
+        elif republish:
+            self.republish()
         with self._lock:
             for state in r.running_rollouts(self.store):
                 devices = r.progress(self.store, state, now)
@@ -239,7 +264,7 @@ class Engine:
         issued = datetime.fromtimestamp(int(now if now is not None else time.time()), timezone.utc)
         for device in sorted(set(devices)):
             try:
-                seq, payload = self.builder.build(device, self.store.targets(device), issued)
+                seq, payload = self.builder.build(device, issued)
             except Exception:
                 log.exception("cannot build desired state for %s", device)
                 continue

@@ -18,6 +18,7 @@ from typing import Any
 from edgeserve.protocol import (
     PRESENCE_OFFLINE,
     PRESENCE_ONLINE,
+    InstallState,
     ProtocolError,
     Reported,
     Telemetry,
@@ -27,7 +28,16 @@ from edgeserve.protocol import (
 
 from .store import Store
 
-__all__ = ["Batch", "IngestCounters", "parse_batch", "summary_row"]
+__all__ = [
+    "Batch",
+    "IngestCounters",
+    "devices_of",
+    "newer_report",
+    "parse_batch",
+    "report_order",
+    "store_batch",
+    "summary_row",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +50,7 @@ class IngestCounters:
     dropped: Counter[str] = field(default_factory=Counter)
     windows: int = 0  # telemetry windows ingested
     lag_s: float = 0.0  # newest batch: largest delay from a window's end to its ingestion
+    stale_reports: int = 0  # reported documents older than the stored one, not recorded
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -47,6 +58,7 @@ class IngestCounters:
             "received": dict(self.received),
             "dropped": dict(self.dropped),
             "dropped_total": sum(self.dropped.values()),
+            "stale_reports": self.stale_reports,
         }
 
 
@@ -146,7 +158,9 @@ def parse_batch(
                 rep = decode(payload, Reported)
                 if rep.device != device:
                     raise ProtocolError(f"reported for {rep.device!r} on {device!r}'s topic")
-                batch.reported[device] = rep.to_dict()
+                doc = rep.to_dict()
+                if device not in batch.reported or newer_report(doc, batch.reported[device]):
+                    batch.reported[device] = doc
             elif kind == "telemetry":
                 tel = decode(payload, Telemetry)
                 if tel.device != device:
@@ -163,10 +177,45 @@ def parse_batch(
     return batch
 
 
-def store_batch(store: Store, batch: Batch) -> None:
-    """Write a parsed batch in one transaction."""
+def report_order(doc: Mapping[str, Any]) -> tuple[int, str, int]:
+    """How recent a reported document is, as the device sent it: the desired ``seq`` it has
+    seen, then its ``ts`` (UTC, ``YYYY-MM-DDTHH:MM:SSZ``, so text order is time order), then
+    how many of its models are in a terminal install state (within one second, a device
+    reports ``DOWNLOADING`` before ``ACTIVE``, never after)."""
+    done = 0
+    for status in (doc.get("models") or {}).values():
+        try:
+            done += InstallState(str((status or {}).get("state"))).terminal
+        except ValueError:
+            continue
+    seq = doc.get("seq")
+    return (seq if isinstance(seq, int) else 0, str(doc.get("ts") or ""), done)
+
+
+def newer_report(new: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
+    """Whether ``new`` replaces ``stored`` (a tie replaces: the later arrival wins)."""
+    return report_order(new) >= report_order(stored)
+
+
+def devices_of(messages: Sequence[tuple[str, bytes]], prefix: str) -> set[str]:
+    """The device ids named by the topics of ``messages`` (bad topics skipped)."""
+    found = set()
+    for topic, _payload in messages:
+        try:
+            found.add(parse_topic(prefix, topic)[1])
+        except ProtocolError:
+            continue
+    return found
+
+
+def store_batch(store: Store, batch: Batch) -> list[tuple[str, Mapping[str, Any]]]:
+    """Write a parsed batch in one transaction (the caller's, if it holds one); return the
+    reported documents recorded (those not older than what the store had)."""
     now = time.time()
     with store.transaction():
         store.set_presence(batch.presence)
-        store.set_reported([(d, doc, now) for d, doc in batch.reported.items()])
+        accepted = store.set_reported(
+            [(d, doc, now) for d, doc in batch.reported.items()], newer_report
+        )
         store.add_telemetry(batch.telemetry)
+    return accepted

@@ -11,8 +11,10 @@ restarts or another replica's writes are reflected without bookkeeping of our ow
 - ``edgeserve_fleet_gate_decisions_total{decision}``: what the controller decided since start;
 - ``edgeserve_fleet_mqtt_received_total{kind}``, ``edgeserve_fleet_mqtt_dropped_total{reason}``,
   ``edgeserve_fleet_telemetry_windows_total``, ``edgeserve_fleet_telemetry_lag_seconds`` (from a
-  window's end on the device to its ingestion, newest batch) and
-  ``edgeserve_fleet_desired_published_total``;
+  window's end on the device to its ingestion, newest batch),
+  ``edgeserve_fleet_reported_stale_total`` and ``edgeserve_fleet_desired_published_total``,
+  each counting this replica's share only;
+- ``edgeserve_fleet_controller_leader``: 1 on the replica that runs the rollout controller;
 - ``edgeserve_fleet_broker_connected``, ``edgeserve_fleet_broker_state{state}``,
   ``edgeserve_fleet_broker_outages_total``.
 """
@@ -113,6 +115,17 @@ class FleetCollector(Collector):
             "Seconds from a telemetry window's end on the device to its ingestion (newest "
             "batch, largest).",
             value=engine.counters.lag_s,
+        )
+        yield CounterMetricFamily(
+            "edgeserve_fleet_reported_stale",
+            "Reported documents older than the stored one (out of order between replicas), "
+            "not recorded.",
+            value=engine.counters.stale_reports,
+        )
+        yield GaugeMetricFamily(
+            "edgeserve_fleet_controller_leader",
+            "1 when this replica runs the rollout controller (holds the lock).",
+            value=1.0 if engine.leader else 0.0,
         )
         yield CounterMetricFamily(
             "edgeserve_fleet_desired_published",

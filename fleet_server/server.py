@@ -51,6 +51,10 @@ class FleetServer:
         self._keys_stamp: tuple[float, float] = (0.0, 0.0)
         self.keyring, self.keyring_bytes, self.fleet_key, chain = self._load_keys()
         self.store = Store(open_database(config.server.database_url))
+        if config.broker.username:  # replicas on one database list each other's broker users
+            self.store.add_server_account(
+                config.broker.username, passwords.hash_password(config.broker.password)
+            )
         self.prefix = f"{config.broker.prefix}/"
         self._embedded: Any = None
         self.broker_status = BrokerStatus(config.broker.url, config.broker.username)
@@ -210,6 +214,7 @@ class FleetServer:
             server_user=b.username,
             server_password=b.password,
             url=b.url,
+            replicas=self.store.server_accounts(),
         )
 
     def device_list(self) -> list[dict[str, Any]]:
@@ -233,15 +238,14 @@ class FleetServer:
         return out
 
     def broker_files(self) -> dict[str, str]:
-        """The Mosquitto password file and ACL for the current devices, and the broker URL
-        (its listener goes into the generated ``mosquitto.conf``)."""
+        """The Mosquitto password file and ACL for the current devices and the broker user of
+        every fleet-server replica that has started on this database, and the broker URL (its
+        listener goes into the generated ``mosquitto.conf``)."""
         b = self.config.broker
-        entries = [*self.store.credential_hashes()]
-        if b.username:
-            entries.append((b.username, passwords.hash_password(b.password)))
+        servers = self.store.server_accounts()
         return {
-            "passwords": passwords.password_file_text(entries),
-            "acl": acl.acl_text(b.prefix, b.fleet, b.username),
+            "passwords": passwords.password_file_text([*self.store.credential_hashes(), *servers]),
+            "acl": acl.acl_text(b.prefix, b.fleet, [u for u, _h in servers]),
             "url": b.url,
         }
 
@@ -309,6 +313,7 @@ class FleetServer:
             "mqtt_connected": self.mqtt_connected,
             "ingest": self.engine.counters.to_dict(),
             "published": self.engine.published,
+            "controller": self.engine.leader,
             "devices": len(self.store.known_devices()),
         }
 

@@ -8,6 +8,7 @@ the fleet's subtree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edgeserve.errors import ConfigError
@@ -15,15 +16,17 @@ from edgeserve.errors import ConfigError
 __all__ = ["AclRule", "acl_allows", "acl_text", "parse_acl"]
 
 
-def acl_text(prefix: str, fleet: str, server_user: str) -> str:
-    """The ACL: the server reads and writes the fleet's subtree; each device (username = device
-    id) reads only its own ``desired`` and writes only its own ``reported``, ``telemetry`` and
-    ``presence``. Nothing else is allowed (Mosquitto denies by default once an ACL is set)."""
+def acl_text(prefix: str, fleet: str, server_user: str | Sequence[str]) -> str:
+    """The ACL: the server (each replica's user, when several share one database) reads and
+    writes the fleet's subtree; each device (username = device id) reads only its own
+    ``desired`` and writes only its own ``reported``, ``telemetry`` and ``presence``. Nothing
+    else is allowed (Mosquitto denies by default once an ACL is set)."""
     root = f"{prefix}/{fleet}"
+    users = [server_user] if isinstance(server_user, str) else list(server_user)
+    servers = "".join(f"user {u}\ntopic readwrite {root}/#\n" for u in dict.fromkeys(users))
     return (
         "# edgeserve fleet ACL (mosquitto.conf(5), acl_file). Generated; do not edit.\n"
-        f"user {server_user}\n"
-        f"topic readwrite {root}/#\n"
+        f"{servers}"
         "\n"
         "# every device: %u is its username, which is its device id\n"
         f"pattern read {root}/dev/%u/desired\n"

@@ -203,8 +203,10 @@ def write_broker_files(
     server_user: str,
     server_password: str,
     url: str = "mqtt://127.0.0.1:1883",
+    replicas: Iterable[tuple[str, str]] = (),
 ) -> BrokerFiles:
-    """Write the broker files for ``devices`` plus the server's own account.
+    """Write the broker files for ``devices`` plus the server's own account (and those of
+    the other replicas on its database).
 
     Args:
         out: output directory (created).
@@ -214,6 +216,7 @@ def write_broker_files(
         server_user: the fleet server's broker username.
         server_password: its password (hashed here; never empty).
         url: ``[broker] url`` for the listener line.
+        replicas: ``(username, $7$ hash)`` of other fleet-server replicas' broker accounts.
 
     Returns:
         The written paths.
@@ -224,7 +227,9 @@ def write_broker_files(
     """
     if not server_password:
         raise ConfigError("[broker] password is empty: the server could never log in")
-    entries = [*devices, (server_user, hash_password(server_password))]
+    others = [(u, h) for u, h in replicas if u != server_user]
+    entries = [*devices, *others, (server_user, hash_password(server_password))]
+    users = [server_user, *(u for u, _h in others)]
     return write_mosquitto_files(
-        out, password_file_text(entries), acl_text(prefix, fleet, server_user), url
+        out, password_file_text(entries), acl_text(prefix, fleet, users), url
     )

@@ -119,6 +119,11 @@ class Database:
             except Exception as exc:
                 raise StorageError(f"database: {exc}") from exc
 
+    def retryable(self, exc: StorageError) -> bool:
+        """Whether ``exc`` is a PostgreSQL deadlock or serialisation failure (SQLSTATE 40P01,
+        40001), after which the whole transaction may simply run again."""
+        return getattr(exc.__cause__, "sqlstate", None) in ("40P01", "40001")
+
     def close(self) -> None:
         """Close the connection."""
         with self._lock:

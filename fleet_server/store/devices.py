@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from edgeserve.errors import ConflictError, NotFoundError
@@ -88,9 +88,37 @@ class DeviceQueries(Queries):
         """Ids of every registered device."""
         return {r[0] for r in self.db.query("SELECT id FROM devices")}
 
+    def known_among(self, ids: Sequence[str]) -> set[str]:
+        """The registered devices among ``ids`` (another replica may have added them)."""
+        found: set[str] = set()
+        for part in chunks(sorted(set(ids))):
+            rows = self.db.query(
+                f"SELECT id FROM devices WHERE id IN ({placeholders(len(part))})", part
+            )
+            found.update(r[0] for r in rows)
+        return found
+
     def credential_hashes(self) -> list[tuple[str, str]]:
         """``(device id, mosquitto password hash)`` for every device."""
         return [(r[0], r[1]) for r in self.db.query("SELECT id, secret_hash FROM devices")]
+
+    def add_server_account(self, username: str, secret_hash: str) -> None:
+        """Record (or refresh) the broker account of a fleet-server replica. On SQLite (one
+        machine, one server) it becomes the only one, so a renamed account does not linger."""
+        with self.db.transaction():
+            if self.db.dialect == "sqlite":
+                self.db.execute("DELETE FROM server_accounts WHERE username <> ?", (username,))
+            self.db.execute(
+                "INSERT INTO server_accounts (username, secret_hash, seen) VALUES (?, ?, ?) "
+                "ON CONFLICT (username) DO UPDATE SET secret_hash = excluded.secret_hash, "
+                "seen = excluded.seen",
+                (username, secret_hash, time.time()),
+            )
+
+    def server_accounts(self) -> list[tuple[str, str]]:
+        """``(username, mosquitto password hash)`` of every replica's broker account."""
+        rows = self.db.query("SELECT username, secret_hash FROM server_accounts ORDER BY username")
+        return [(r[0], r[1]) for r in rows]
 
     def presence_counts(self) -> dict[str, int]:
         """``presence -> number of devices`` (online, offline, unknown)."""
@@ -115,12 +143,40 @@ class DeviceQueries(Queries):
             [(p, ts, d) for d, p, ts in rows],
         )
 
-    def set_reported(self, rows: Sequence[tuple[str, Mapping[str, Any], float]]) -> None:
-        """Record each device's latest reported document."""
+    def set_reported(
+        self,
+        rows: Sequence[tuple[str, Mapping[str, Any], float]],
+        newer: Callable[[Mapping[str, Any], Mapping[str, Any]], bool],
+    ) -> list[tuple[str, Mapping[str, Any]]]:
+        """Record each device's reported document unless the stored one is newer; return the
+        ``(device, document)`` pairs recorded.
+
+        Replicas consuming through a shared subscription receive one device's reports on
+        different connections, so they can arrive out of order: ``newer(new, stored)`` decides.
+        Must run inside a transaction: on PostgreSQL the devices' rows stay locked (in id order,
+        so concurrent batches never deadlock on them) until it commits, which keeps whatever
+        the caller derives from the recorded documents in step with them.
+        """
+        wanted = {d: (doc, ts) for d, doc, ts in rows}
+        lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
+        stored: dict[str, Mapping[str, Any]] = {}
+        for part in chunks(sorted(wanted)):
+            for device, doc in self.db.query(
+                f"SELECT id, reported FROM devices WHERE id IN ({placeholders(len(part))}) "
+                f"ORDER BY id{lock}",
+                part,
+            ):
+                stored[device] = json.loads(doc) if doc else {}
+        accepted = [
+            (d, doc)
+            for d, (doc, _ts) in sorted(wanted.items())
+            if d in stored and (not stored[d] or newer(doc, stored[d]))
+        ]
         self.db.executemany(
             "UPDATE devices SET reported = ?, reported_at = ? WHERE id = ?",
-            [(to_json(doc), ts, d) for d, doc, ts in rows],
+            [(to_json(doc), wanted[d][1], d) for d, doc in accepted],
         )
+        return accepted
 
     # -- desired state ----------------------------------------------------------------------
 
@@ -175,6 +231,18 @@ class DeviceQueries(Queries):
         if row is None:
             raise NotFoundError(f"no device {device!r}")
         return int(row[0])
+
+    def next_desired(self, device: str, expires: float) -> tuple[int, list[Target]]:
+        """The next ``seq`` for ``device`` and its targets, read together: the ``seq`` update
+        locks the device's row, so of two replicas publishing the same device, the one with
+        the higher ``seq`` read the targets last.
+
+        Raises:
+            NotFoundError: unknown device.
+        """
+        with self.db.transaction():
+            seq = self.bump_seq(device, expires)
+            return seq, self.targets(device)
 
     def expiring(self, before: float) -> list[str]:
         """Devices whose published desired state expires before ``before``."""

@@ -5,15 +5,18 @@ credential hash, presence, last reported state, desired ``seq``), ``device_targe
 device should run, per model: the desired state is built from these rows), ``rollouts`` and
 ``rollout_devices``, ``device_failures`` (every failure a device reported in a rollout, with
 its reason code and error; never changed by a revert), ``experiments``, ``audit_log`` and
-``telemetry`` (one row per device, model version and telemetry window). Times are float UNIX
-seconds; JSON columns are TEXT.
+``telemetry`` (one row per device, model version and telemetry window) and
+``server_accounts`` (the broker user of every fleet-server replica on this database). Times
+are float UNIX seconds; JSON columns are TEXT.
 """
 
 from __future__ import annotations
 
 from .db import Database
 
-__all__ = ["SCHEMA", "create_schema"]
+__all__ = ["SCHEMA", "SCHEMA_LOCK_KEY", "create_schema"]
+
+SCHEMA_LOCK_KEY = 0x65647363  # "edsc": held while a replica creates or migrates the tables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS releases (
@@ -56,6 +59,8 @@ CREATE TABLE IF NOT EXISTS device_failures (
     model TEXT NOT NULL, version INTEGER NOT NULL, state TEXT NOT NULL,
     reason_code TEXT NOT NULL, error TEXT NOT NULL, phase INTEGER NOT NULL,
     ts DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS server_accounts (
+    username TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, seen DOUBLE PRECISION NOT NULL);
 CREATE INDEX IF NOT EXISTS failures_by_rollout ON device_failures (rollout, device);
 CREATE INDEX IF NOT EXISTS telemetry_by_version ON telemetry (model, version, window_ts);
 CREATE INDEX IF NOT EXISTS audit_by_subject ON audit_log (subject);
@@ -66,6 +71,11 @@ def create_schema(db: Database) -> None:
     """Create missing tables and indexes, then add columns newer than the tables (atomic)."""
     serial = "INTEGER" if db.dialect == "sqlite" else "BIGSERIAL"
     with db.transaction():
+        if db.dialect == "postgresql":
+            # Replicas starting together on a new database: CREATE TABLE IF NOT EXISTS is not
+            # safe against a concurrent one (both insert the type and one fails on its unique
+            # index), so each waits for the other's transaction behind this lock.
+            db.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK_KEY,))
         for stmt in SCHEMA.replace("{serial}", serial).split(";"):
             if stmt.strip():
                 db.execute(stmt)

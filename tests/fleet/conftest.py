@@ -1,13 +1,15 @@
-"""Fleet fixtures: a real Mosquitto and a real fleet server process, keys, signed releases."""
+"""Fleet fixtures: a real Mosquitto, a real PostgreSQL, a real fleet server process, keys."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.broker import Mosquitto
-from support.fleet import FleetServerProcess, make_keys
+from support.fleet import FleetServerProcess, Postgres, make_keys, postgres_bin
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +34,19 @@ def fleet_server(
     server = FleetServerProcess(tmp_path / "server", fleet_broker.url, keys=fleet_keys).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL server for the module (the same SQL runs on SQLite and PostgreSQL)."""
+    if postgres_bin() is None:
+        # scripts/test installs it; a missing server must not pass silently as a skip
+        pytest.fail(
+            "PostgreSQL server not installed: run scripts/test (apt-get install postgresql)"
+        )
+    import psycopg  # noqa: F401  (in the `postgres` extra, part of `all`)
+
+    server = Postgres(Path(tempfile.mkdtemp(prefix="edgeserve-pg-"))).start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.workdir, ignore_errors=True)

@@ -4,8 +4,6 @@ reported/telemetry messages fed as MQTT payloads; the publish side is captured."
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from edgeserve.fleet_server.rollout import controller as c
 from edgeserve.fleet_server.rollout.views import rollout_status
 from edgeserve.fleet_server.store import Store
 from edgeserve.fleet_server.store.db import open_database
-from support.fleet import Postgres, postgres_bin, signed_release_tar, wait_for
+from support.fleet import Postgres, signed_release_tar, wait_for
 
 from edgeserve.protocol import (
     DesiredState,
@@ -41,6 +39,7 @@ N = 20
 class Harness:
     def __init__(self, tmp: Path, keys: Path, database: str) -> None:
         self.keys = keys
+        self.database = database
         self.keyring = load_keyring(keys / "keyring.json")
         self.store = Store(open_database(database))
         artifacts = tmp / "artifacts"
@@ -76,9 +75,12 @@ class Harness:
         return DesiredState.from_dict(signed)
 
     def report(self, device: str, state: str, active: int | None, target: int) -> None:
+        # as a device does: with the seq of the desired document it is acting on (the store
+        # keeps a report only when it is not older than the one it has)
+        seen = f"es/test/dev/{device}/desired" in self.sent
         rep = Reported(
             device,
-            1,
+            self.desired(device).seq if seen else 0,
             "now",
             {
                 "digits": ModelStatus(
@@ -94,22 +96,6 @@ class Harness:
 
     def status(self, rid: int) -> dict:
         return rollout_status(self.store, rid)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    """A real PostgreSQL server for the module (the same SQL runs on SQLite and PostgreSQL)."""
-    if postgres_bin() is None:
-        # scripts/test installs it; a missing server must not pass silently as a skip
-        pytest.fail(
-            "PostgreSQL server not installed: run scripts/test (apt-get install postgresql)"
-        )
-    import psycopg  # noqa: F401  (in the `postgres` extra, part of `all`)
-
-    server = Postgres(Path(tempfile.mkdtemp(prefix="edgeserve-pg-"))).start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.workdir, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -418,3 +404,57 @@ def test_device_failure_is_kept_after_the_revert(h: Harness) -> None:
     assert [e["detail"]["device"] for e in failed] == [canary]
     assert failed[0]["detail"]["reason_code"] == "activation"
     assert "NaN" in failed[0]["reason"]
+
+
+def test_a_report_older_than_the_stored_one_is_not_recorded(h: Harness) -> None:
+    # Replicas on a shared subscription get one device's reports on different connections:
+    # DOWNLOADING can be stored after ACTIVE (same seq, same second). The store keeps ACTIVE.
+    rid = start(h, 1)
+    h.engine.tick(time.time())
+    h.report("d00", "ACTIVE", 1, 1)
+    h.report("d00", "DOWNLOADING", None, 1)
+    st = h.status(rid)
+    assert next(d for d in st["devices"] if d["device"] == "d00")["state"] == "active"
+    assert h.store.device("d00").reported["models"]["digits"]["state"] == "ACTIVE"
+    assert h.engine.counters.stale_reports == 1
+
+
+def test_the_controller_fails_over_and_re_signs_every_targeted_device(
+    postgres: Postgres, tmp_path: Path, fleet_keys: Path
+) -> None:
+    a = Harness(tmp_path, fleet_keys, postgres.create_database(f"t{uuid.uuid4().hex[:12]}"))
+    b_store = Store(open_database(a.database))
+    b_sent: dict[str, bytes] = {}
+    b = Engine(
+        b_store,
+        DesiredBuilder(
+            b_store, SigningKey.load(fleet_keys / "fleet.key"), "test", "http://127.0.0.1:2", 3600
+        ),
+        "es/",
+        "test",
+        lambda topic, payload: b_sent.__setitem__(topic, payload),
+    )
+    try:
+        rid = start(a, 1, phases=(50, 100))
+        a.engine.tick(time.time())
+        assert a.engine.leader and a.sent
+        assigned = {t.split("/")[3]: a.desired(t.split("/")[3]).seq for t in a.sent}
+        b.request_republish()  # a broker reconnect on the other replica
+        b.tick(time.time())
+        assert not b.leader and b_sent == {}  # it leaves the desired documents to the leader
+        a.store.db.close()  # the controller dies; its session and lock go away
+        wait_for(lambda: (b.tick(time.time()), b.leader)[1], 10, "the other replica taking over")
+        for device, seq in assigned.items():  # re-signed by the new controller, new seq
+            doc = DesiredState.from_dict(
+                verify_document(
+                    b_sent[f"es/test/dev/{device}/desired"],
+                    a.keyring,
+                    datetime.now(timezone.utc),
+                    "desired",
+                )
+            )
+            assert doc.seq == seq + 1 and doc.models["digits"].version == 1
+        assert rollout_status(b_store, rid)["status"] == "running"
+    finally:
+        b_store.db.close()
+        a.store.db.close()

@@ -13,7 +13,7 @@ from edgeserve.fleet_server import experiments as ex
 from edgeserve.fleet_server import views
 
 # the engine tests' harness and its fixtures (`h` runs each test on SQLite and PostgreSQL)
-from test_fleet_engine import Harness, h, postgres, start  # noqa: F401
+from test_fleet_engine import Harness, h, start  # noqa: F401
 
 from edgeserve.protocol import Telemetry, encode
 

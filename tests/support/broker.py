@@ -54,6 +54,9 @@ class Mosquitto:
     port: int = field(default_factory=free_port)
     password_file: Path | None = None
     acl_file: Path | None = None
+    #: run this mosquitto.conf as it is (e.g. the one ``edgeserve fleet broker-config`` writes;
+    #: its listener must be on ``port``): as root, Mosquitto drops to user ``mosquitto``
+    config_file: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,6 +65,8 @@ class Mosquitto:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def _config(self) -> Path:
+        if self.config_file is not None:
+            return self.config_file
         self.workdir.mkdir(parents=True, exist_ok=True)
         lines = [
             f"listener {self.port} 127.0.0.1",

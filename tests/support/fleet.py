@@ -53,20 +53,27 @@ def write_fleet_toml(
     broker_auth: bool = False,
     fleet: str = "test",
     extra: str = "",
+    data_dir: str = "data",
+    client_id: str = "fleet-server",
+    share_group: str = "",
+    broker_user: str = SERVER_USER,
+    broker_password: str = SERVER_PASSWORD,
 ) -> Path:
     """A ``fleet.toml`` for tests (fast controller tick)."""
     lines = [
         "[server]",
         f"port = {port}",
         f'token = "{TOKEN}"',
-        'data_dir = "data"',
+        f'data_dir = "{data_dir}"',
         *([f'database = "{database}"'] if database else []),
         "",
         "[broker]",
         f'url = "{broker_url}"',
         f'fleet = "{fleet}"',
+        f'client_id = "{client_id}"',
+        *([f'share_group = "{share_group}"'] if share_group else []),
         *(
-            [f'username = "{SERVER_USER}"', f'password = "{SERVER_PASSWORD}"']
+            [f'username = "{broker_user}"', f'password = "{broker_password}"']
             if broker_auth
             else ['username = ""']
         ),
@@ -86,7 +93,11 @@ def write_fleet_toml(
 
 @dataclass
 class FleetServerProcess:
-    """A ``edgeserve fleet serve`` process. ``stop``/``start`` keep its data directory."""
+    """A ``edgeserve fleet serve`` process. ``stop``/``start`` keep its data directory.
+
+    Replicas on one PostgreSQL ``database`` take their own ``client_id`` and (with
+    ``broker_auth``) ``broker_user``, one ``share_group``, and may share ``data_dir`` (an
+    absolute path), where the artifacts live."""
 
     workdir: Path
     broker_url: str
@@ -96,6 +107,11 @@ class FleetServerProcess:
     broker_auth: bool = False
     tick_s: float = 0.2
     fleet: str = "test"
+    data_dir: str = "data"
+    client_id: str = "fleet-server"
+    share_group: str = ""
+    broker_user: str = SERVER_USER
+    broker_password: str = SERVER_PASSWORD
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -121,6 +137,11 @@ class FleetServerProcess:
             tick_s=self.tick_s,
             broker_auth=self.broker_auth,
             fleet=self.fleet,
+            data_dir=self.data_dir,
+            client_id=self.client_id,
+            share_group=self.share_group,
+            broker_user=self.broker_user,
+            broker_password=self.broker_password,
         )
         log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - owned by the process
         self.process = subprocess.Popen(
