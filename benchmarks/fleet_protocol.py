@@ -30,6 +30,11 @@ Usage::
     .venv/bin/python benchmarks/fleet_protocol.py --devices 1000 10000 100000
     .venv/bin/python benchmarks/fleet_protocol.py --devices 10000 --postgres
     .venv/bin/python benchmarks/fleet_protocol.py --devices 10000 --postgres --replicas 2
+    .venv/bin/python benchmarks/fleet_protocol.py --devices 1000 --telemetry 300000 --telemetry-rate 5000
+
+The telemetry is published from pre-encoded packets over raw sockets (``mqtt_blast.py``), as
+fast as the broker takes them or paced with ``--telemetry-rate``: a rate held for a minute
+shows whether ingest keeps up (it then ends a moment after the last message is published).
 """
 
 from __future__ import annotations
@@ -158,7 +163,13 @@ def _handled(server: FleetServerProcess) -> dict[str, Any]:
 
 
 def run(
-    n: int, connections: int, workdir: Path, database: str, telemetry: int, replicas: int = 1
+    n: int,
+    connections: int,
+    workdir: Path,
+    database: str,
+    telemetry: int,
+    replicas: int = 1,
+    telemetry_rate: float = 0.0,
 ) -> dict[str, Any]:
     broker = Mosquitto(workdir / "mosquitto").start()
     keys = make_keys(workdir / "keys")
@@ -226,7 +237,7 @@ def run(
         }
         print("rollout:", json.dumps({k: _round(v) for k, v in row.items()}), flush=True)
         if telemetry:
-            row.update(telemetry_burst(broker.url, ids, telemetry, servers))
+            row.update(telemetry_burst(broker.url, ids, telemetry, servers, telemetry_rate))
         tel = row.get("telemetry_per_replica") or [{"cpu_s": 0.0}] * replicas
         row["per_replica"] = [
             {
@@ -276,6 +287,12 @@ def main() -> None:
     )
     parser.add_argument("--telemetry", type=int, default=20000, help="telemetry burst (0 = none)")
     parser.add_argument(
+        "--telemetry-rate",
+        type=float,
+        default=0.0,
+        help="publish the telemetry at this many msg/s (default: as fast as the broker takes it)",
+    )
+    parser.add_argument(
         "--replicas",
         type=int,
         default=1,
@@ -300,7 +317,15 @@ def main() -> None:
             try:
                 database = pg.create_database("fleet") if pg is not None else args.database
                 rows.append(
-                    run(n, args.connections, Path(tmp), database, args.telemetry, args.replicas)
+                    run(
+                        n,
+                        args.connections,
+                        Path(tmp),
+                        database,
+                        args.telemetry,
+                        args.replicas,
+                        args.telemetry_rate,
+                    )
                 )
             finally:
                 if pg is not None:
