@@ -30,7 +30,8 @@ Usage::
     .venv/bin/python benchmarks/fleet_protocol.py --devices 1000 10000 100000
     .venv/bin/python benchmarks/fleet_protocol.py --devices 10000 --postgres
     .venv/bin/python benchmarks/fleet_protocol.py --devices 10000 --postgres --replicas 2
-    .venv/bin/python benchmarks/fleet_protocol.py --devices 1000 --telemetry 300000 --telemetry-rate 5000
+    .venv/bin/python benchmarks/fleet_protocol.py --devices 1000 \
+        --telemetry 300000 --telemetry-rate 5000
 
 The telemetry is published from pre-encoded packets over raw sockets (``mqtt_blast.py``), as
 fast as the broker takes them or paced with ``--telemetry-rate``: a rate held for a minute
