@@ -314,7 +314,7 @@ class FleetServer:
             "ingest": self.engine.counters.to_dict(),
             "published": self.engine.published,
             "controller": self.engine.leader,
-            "devices": len(self.store.known_devices()),
+            "devices": self.store.device_count(),
         }
 
     # -- run ------------------------------------------------------------------------------

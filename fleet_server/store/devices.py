@@ -88,6 +88,11 @@ class DeviceQueries(Queries):
         """Ids of every registered device."""
         return {r[0] for r in self.db.query("SELECT id FROM devices")}
 
+    def device_count(self) -> int:
+        """How many devices are registered (counted by the database)."""
+        row = self.db.one("SELECT COUNT(*) FROM devices")
+        return int(row[0]) if row else 0
+
     def known_among(self, ids: Sequence[str]) -> set[str]:
         """The registered devices among ``ids`` (another replica may have added them)."""
         found: set[str] = set()

@@ -222,6 +222,9 @@ def test_device_filters_history_and_audit_action_filter(fleet_server: FleetServe
     assert [d["id"] for d in listed] == ["f-2"]
     unknown = httpx.get(f"{url}/api/v1/devices?state=unknown", headers=AUTH).json()["devices"]
     assert {d["id"] for d in unknown} == {"f-1", "f-2"}  # never connected
+    everyone = httpx.get(f"{url}/api/v1/devices", headers=AUTH).json()["devices"]
+    stats = httpx.get(f"{url}/api/v1/stats", headers=AUTH).json()
+    assert stats["devices"] == len(everyone) >= 2
     assert httpx.get(f"{url}/api/v1/devices?state=online", headers=AUTH).json()["devices"] == []
     assert "tag" in _err(httpx.get(f"{url}/api/v1/devices?tag=a/b=c", headers=AUTH), 400)
     detail = httpx.get(f"{url}/api/v1/devices/f-1", headers=AUTH).json()
