@@ -3,8 +3,6 @@ own devices' rows (in chunks under the parameter limits), and conflicts are Conf
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,21 +11,9 @@ import pytest
 from edgeserve.fleet_server.store import Store
 from edgeserve.fleet_server.store.base import CHUNK
 from edgeserve.fleet_server.store.db import open_database
-from support.fleet import Postgres, postgres_bin
+from support.fleet import Postgres
 
 from edgeserve.errors import ConflictError
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    if postgres_bin() is None:
-        pytest.fail(
-            "PostgreSQL server not installed: run scripts/test (apt-get install postgresql)"
-        )
-    server = Postgres(Path(tempfile.mkdtemp(prefix="edgeserve-pg-"))).start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.workdir, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
