@@ -86,11 +86,9 @@ class DesiredBuilder:
             experiment=t.experiment,
         )
 
-    def build(
-        self, device: str, now: datetime | None = None, targets: Sequence[Target] | None = None
-    ) -> tuple[int, bytes]:
+    def build(self, device: str, now: datetime | None = None) -> tuple[int, bytes]:
         """Assign the next ``seq`` and return ``(seq, signed payload)`` for ``device``, with
-        its current targets from the store (read with the ``seq``) unless ``targets`` is given.
+        its current targets from the store (read with the ``seq``).
 
         Raises:
             NotFoundError: a target names a release that does not exist.
@@ -98,10 +96,7 @@ class DesiredBuilder:
         """
         now = now or datetime.now(timezone.utc)
         expires = now + timedelta(seconds=self.ttl_s)
-        if targets is None:
-            seq, targets = self.store.next_desired(device, expires.timestamp())
-        else:
-            seq = self.store.bump_seq(device, expires.timestamp())
+        seq, targets = self.store.next_desired(device, expires.timestamp())
         return seq, self.sign(device, targets, seq, now)
 
     def sign(self, device: str, targets: Sequence[Target], seq: int, issued: datetime) -> bytes:

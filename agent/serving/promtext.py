@@ -236,14 +236,18 @@ class ProcessFamilies:
     def __init__(self, registry: Registry) -> None:
         self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._boot: float | None = None  # boot time, read once: it does not change
         registry.register(self)
 
     def _boot_time(self) -> float:
-        with open("/proc/stat", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("btime "):
-                    return float(line.split()[1])
-        return time.time() - time.monotonic()
+        if self._boot is None:
+            self._boot = time.time() - time.monotonic()
+            with open("/proc/stat", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("btime "):
+                        self._boot = float(line.split()[1])
+                        break
+        return self._boot
 
     def lines(self) -> Iterator[str]:
         try:

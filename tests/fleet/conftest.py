@@ -36,6 +36,15 @@ def fleet_server(
     server.stop()
 
 
+@pytest.fixture
+def reachable_dir() -> Iterator[Path]:
+    """A directory users ``mosquitto`` and ``postgres`` can reach (pytest's are 0700 root)."""
+    path = Path(tempfile.mkdtemp(prefix="edgeserve-fleet-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
     """A real PostgreSQL server for the module (the same SQL runs on SQLite and PostgreSQL)."""

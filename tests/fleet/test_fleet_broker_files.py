@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,15 +27,6 @@ pytestmark = pytest.mark.slow
 
 DEVICES = {"dev-a": "pw-a-0123456789", "dev-b": "pw-b-0123456789"}
 SERVER = ("fleet-server", "server-pw-0123456789")
-
-
-@pytest.fixture
-def reachable_dir() -> Iterator[Path]:
-    """A directory user ``mosquitto`` can reach (pytest's own tmp dirs are 0700 root)."""
-    path = Path(tempfile.mkdtemp(prefix="edgeserve-broker-files-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass

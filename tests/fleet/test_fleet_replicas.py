@@ -11,8 +11,6 @@ other, the rollout completes and the store holds every device's last report.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -52,17 +50,8 @@ def metric(server: FleetServerProcess, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def reachable() -> Iterator[Path]:
-    """A directory users ``mosquitto`` and ``postgres`` can reach (pytest's are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="edgeserve-replicas-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
 def replicas(
-    tmp_path: Path, reachable: Path, postgres: Postgres, fleet_keys: Path
+    tmp_path: Path, reachable_dir: Path, postgres: Postgres, fleet_keys: Path
 ) -> Iterator[list[FleetServerProcess]]:
     """Two replicas on one new database, started together (the broker is not up yet)."""
     database = postgres.create_database(f"r{uuid.uuid4().hex[:12]}")
@@ -74,7 +63,7 @@ def replicas(
             keys=fleet_keys,
             database=database,
             broker_auth=True,
-            data_dir=str(reachable / "data"),  # shared: the artifacts both serve
+            data_dir=str(reachable_dir / "data"),  # shared: the artifacts both serve
             client_id=name,
             share_group="fleet",
             broker_user=name,
@@ -105,7 +94,7 @@ def replicas(
 
 
 def test_two_replicas_share_the_load_and_the_controller_fails_over(
-    replicas: list[FleetServerProcess], reachable: Path, postgres: Postgres, tmp_path: Path
+    replicas: list[FleetServerProcess], reachable_dir: Path, postgres: Postgres, tmp_path: Path
 ) -> None:
     a, b = replicas
     creds = register_devices(a, [f"d{i:02d}" for i in range(N)], {"hw": "x"})
@@ -115,10 +104,10 @@ def test_two_replicas_share_the_load_and_the_controller_fails_over(
         assert f"\n{name}:$7$" in f"\n{files['passwords']}"
         assert f"user {name}\ntopic readwrite es/test/#" in files["acl"]
     written = write_mosquitto_files(
-        reachable / "broker", files["passwords"], files["acl"], files["url"]
+        reachable_dir / "broker", files["passwords"], files["acl"], files["url"]
     )
     port = int(files["url"].rsplit(":", 1)[1])
-    broker = Mosquitto(reachable / "broker", port=port, config_file=written.config).start()
+    broker = Mosquitto(reachable_dir / "broker", port=port, config_file=written.config).start()
     fleet: SimulatedFleet | None = None
     try:
         for server in replicas:
