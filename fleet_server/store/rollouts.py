@@ -224,7 +224,9 @@ class RolloutQueries(Queries):
         self.db.executemany(
             f"UPDATE rollout_devices SET state = ?, detail = ?, updated = ?{extra} "
             "WHERE rollout = ? AND device = ?",
-            [(*params, rollout, d) for d in devices],
+            # in one order everywhere, so that two transactions updating the same rows (the
+            # controller's and the ingest thread's, PostgreSQL) cannot deadlock
+            [(*params, rollout, d) for d in sorted(devices)],
         )
 
     def update_rollout_device_states(
@@ -234,7 +236,7 @@ class RolloutQueries(Queries):
         self.db.executemany(
             "UPDATE rollout_devices SET state = ?, detail = ?, updated = ? "
             "WHERE rollout = ? AND device = ?",
-            [(state, detail, now, rollout, dev) for dev, state, detail in rows],
+            [(state, detail, now, rollout, dev) for dev, state, detail in sorted(rows)],
         )
 
     def reset_rollout_devices(self, rollout: int, states: Sequence[str], to: str) -> None:
