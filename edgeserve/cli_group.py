@@ -1,47 +1,25 @@
-"""The ``edgeserve`` command: lazy registration of each component's group, one error boundary.
+"""The ``edgeserve`` click group: lazy registration of each component's group, one error boundary.
 
 Commands are imported only when invoked, so ``edgeserve agent run`` never imports TensorFlow or
 onnx tooling. Every :class:`~edgeserve.errors.EdgeServeError`
 becomes one line on stderr and its ``exit_code``; anything unexpected becomes one line and
-exit 1, with the traceback only when ``EDGESERVE_DEBUG=1``.
+exit 1, with the traceback only when ``EDGESERVE_DEBUG=1`` (:func:`edgeserve.cli.report_error`).
+The entry point is :func:`edgeserve.cli.main`, which serves a plain ``agent run`` without
+importing click at all.
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
-import os
 import sys
 from typing import Any
 
 import click
 
+from edgeserve.cli import _HELP, COMMANDS, DISTRIBUTION, configure_logging, report_error
 from edgeserve.errors import EdgeServeError
 
-__all__ = ["DISTRIBUTION", "main", "root"]
-
-#: The distribution's name on PyPI (``pip install edgeserve-toolkit``); the import package and
-#: the command are ``edgeserve``.
-DISTRIBUTION = "edgeserve-toolkit"
-
-# name -> "module:attribute" of the click command; imported on first use.
-COMMANDS: dict[str, str] = {
-    "convert": "edgeserve.converter.cli:convert",
-    "bundle": "edgeserve.bundle_cli:bundle",
-    "keys": "edgeserve.keys_cli:keys",
-    "agent": "edgeserve.agent.cli:agent",
-    "fleet": "edgeserve.fleet_server.cli:fleet",
-    "quickstart": "edgeserve.quickstart.cli:quickstart",
-}
-
-_HELP: dict[str, str] = {
-    "convert": "Quantize and compile a model into an edge bundle for a target or device.",
-    "bundle": "Inspect and check bundles.",
-    "keys": "Create and rotate signing keys.",
-    "agent": "Run the on-device agent: install, serve, batch.",
-    "fleet": "Run the fleet server and manage releases, rollouts and experiments.",
-    "quickstart": "Run the whole loop on this machine: convert, release, roll out, serve.",
-}
+__all__ = ["LazyGroup", "root"]
 
 
 class LazyGroup(click.Group):
@@ -90,21 +68,8 @@ class LazyGroup(click.Group):
         except click.Abort:
             click.echo("aborted", err=True)
             sys.exit(130)
-        except EdgeServeError as exc:
-            _debug_traceback()
-            click.echo(f"error: {_one_line(exc)}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-        except Exception as exc:
-            _debug_traceback()
-            click.echo(
-                f"internal error: {type(exc).__name__}: {_one_line(exc)} "
-                "(set EDGESERVE_DEBUG=1 for the traceback)",
-                err=True,
-            )
-            sys.exit(1)
+        except (EdgeServeError, KeyboardInterrupt, Exception) as exc:
+            sys.exit(report_error(exc))
 
 
 def _missing(name: str) -> click.Command:
@@ -115,18 +80,6 @@ def _missing(name: str) -> click.Command:
     return placeholder
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-def _debug_traceback() -> None:
-    if os.environ.get("EDGESERVE_DEBUG") == "1":
-        import traceback
-
-        traceback.print_exc()
-
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 # name and version from the installed distribution's metadata (read only when asked)
 @click.version_option(
@@ -135,10 +88,4 @@ def _debug_traceback() -> None:
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def root(verbose: int) -> None:
     """edgeserve: convert a model for an edge device, serve it there, roll it out to a fleet."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
-def main() -> None:
-    """Console-script entry point."""
-    root.main(prog_name="edgeserve")
+    configure_logging(verbose)
