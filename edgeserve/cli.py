@@ -12,12 +12,13 @@ exit 1, with the traceback only when ``EDGESERVE_DEBUG=1``.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 from typing import Any
 
-__all__ = ["COMMANDS", "DISTRIBUTION", "configure_logging", "main", "report_error"]
+__all__ = ["AGENT_RUN", "COMMANDS", "DISTRIBUTION", "configure_logging", "main", "report_error"]
 
 #: The distribution's name on PyPI (``pip install edgeserve-toolkit``); the import package and
 #: the command are ``edgeserve``.
@@ -32,6 +33,9 @@ COMMANDS: dict[str, str] = {
     "fleet": "edgeserve.fleet_server.cli:fleet",
     "quickstart": "edgeserve.quickstart.cli:quickstart",
 }
+
+#: the module that parses and runs a plain ``agent run`` without click (see the docstring)
+AGENT_RUN = "edgeserve.agent.run_args"
 
 _HELP: dict[str, str] = {
     "convert": "Quantize and compile a model into an edge bundle for a target or device.",
@@ -102,16 +106,15 @@ def __getattr__(name: str) -> Any:
 def main() -> None:
     """Console-script entry point."""
     try:
-        from edgeserve.agent.run_args import parse_agent_run
+        # by name, like COMMANDS: the core imports no component
+        run_args: Any = importlib.import_module(AGENT_RUN)
     except ModuleNotFoundError:  # a build without the agent: click says so
-        parse_agent_run = None  # type: ignore[assignment]
-    args = parse_agent_run(sys.argv[1:], os.environ) if parse_agent_run is not None else None
+        run_args = None
+    args = run_args.parse_agent_run(sys.argv[1:], os.environ) if run_args is not None else None
     if args is not None:
         configure_logging(args.verbose)
         try:
-            from edgeserve.agent.run_args import run_command
-
-            run_command(args)
+            run_args.run_command(args)
         except (Exception, KeyboardInterrupt) as exc:
             sys.exit(report_error(exc))
         return
