@@ -183,28 +183,29 @@ def run(
     providers: tuple[str, ...],
 ) -> None:
     """Serve the store's models over HTTP (OIP v2, TF Serving, /metrics) and optionally gRPC."""
-    from edgeserve.agent.runner import run_agent
+    # `edgeserve agent run` usually arrives here only when edgeserve.cli.main handed it to
+    # click (edgeserve.agent.run_args); both paths run the same function
+    from edgeserve.agent.run_args import RunArgs, run_command
 
     if state is None and config_path is None:
         raise click.UsageError("give --state DIR or --config agent.toml")
-    config = _config(
-        config_path,
-        state,
-        **{
-            "server.host": host,
-            "server.port": port,
-            "server.grpc_port": grpc_port,
-            "server.token": token,
-            "server.processes": processes,
-            "batching.enabled": batching,
-            "batching.max_batch_size": max_batch_size,
-            "batching.max_queue_delay_us": max_queue_delay_us,
-            "runtime.workers": workers,
-            "runtime.threads": threads,
-            "runtime.providers": providers or None,
-        },
+    run_command(
+        RunArgs(
+            state=state,
+            config_path=config_path,
+            host=host,
+            port=port,
+            grpc_port=grpc_port,
+            token=token,
+            batching=batching,
+            max_batch_size=max_batch_size,
+            max_queue_delay_us=max_queue_delay_us,
+            processes=processes,
+            workers=workers,
+            threads=threads,
+            providers=providers,
+        )
     )
-    run_agent(config)
 
 
 @agent.command()

@@ -5,8 +5,9 @@ The bare server is the least a Python model server can be: the standard library'
 the same model, answering ``/v2/health/ready`` and OIP v2 JSON ``infer``. Both are started
 alternately over ``--rounds`` rounds; each round measures spawn to the first
 ``/v2/health/ready`` 200 (cold start), RSS at ready, and RSS after 200 JSON requests and a
-second of rest (idle RSS). Prints medians with the spread, and where the agent's start time
-goes (``-X importtime`` of the agent's start path, largest imports).
+second of rest (idle RSS). The project's sources are compiled to bytecode first, as
+``pip install`` does (``agent.compile_sources``). Prints medians with the spread, and where
+the agent's start time goes (``-X importtime`` of the agent's start path, largest imports).
 
 Usage::
 
@@ -32,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from agent import build_bundle, free_port, rss_mb, wait_ready  # noqa: E402
+from agent import build_bundle, compile_sources, free_port, rss_mb, wait_ready  # noqa: E402
 
 _CLI = [sys.executable, "-c", "from edgeserve.cli import main; main()"]
 
@@ -136,6 +137,7 @@ def main() -> None:
     opts = parser.parse_args()
     from edgeserve.agent.store import ModelStore
 
+    compile_sources()
     work = Path(tempfile.mkdtemp(prefix="edgeserve-lean-"))
     try:
         bundle = build_bundle(work, opts.model)
@@ -166,7 +168,10 @@ def main() -> None:
             port = free_port()
             cmd = [*_CLI, "agent", "run", "--state", str(state), "--port", str(port)]
             results["agent"].append(_measure(cmd, port, body, url))
-        print(f"lean start — model {opts.model}, {opts.rounds} alternated rounds, median (min-max)")
+        print(
+            f"lean start — model {opts.model}, {opts.rounds} alternated rounds, median (min-max)"
+            ", sources compiled to bytecode"
+        )
         print("                          cold start ms        RSS at ready MB     idle RSS MB")
         for key, title in (("bare", "stdlib http.server + ORT"), ("agent", "edgeserve agent run")):
             cells = []

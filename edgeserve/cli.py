@@ -1,7 +1,11 @@
-"""The ``edgeserve`` command: lazy registration of each component's group, one error boundary.
+"""The ``edgeserve`` command's entry point, its command table and its error reporting.
 
-Commands are imported only when invoked, so ``edgeserve agent run`` never imports TensorFlow or
-onnx tooling. Every :class:`~edgeserve.errors.EdgeServeError`
+The click group itself is :mod:`edgeserve.cli_group` (``root`` and ``LazyGroup`` are also
+reachable here): commands are imported only when invoked, so ``edgeserve agent run`` never
+imports TensorFlow or onnx tooling. A plain ``edgeserve [-v] agent run --opt value ...``, the
+command a device runs, does not import click either: :mod:`edgeserve.agent.run_args` parses it
+and anything it does not take as given (help, an unknown option, a bad value) goes to click,
+which then answers exactly as it always does. Every :class:`~edgeserve.errors.EdgeServeError`
 becomes one line on stderr and its ``exit_code``; anything unexpected becomes one line and
 exit 1, with the traceback only when ``EDGESERVE_DEBUG=1``.
 """
@@ -14,11 +18,7 @@ import os
 import sys
 from typing import Any
 
-import click
-
-from edgeserve.errors import EdgeServeError
-
-__all__ = ["DISTRIBUTION", "main", "root"]
+__all__ = ["AGENT_RUN", "COMMANDS", "DISTRIBUTION", "configure_logging", "main", "report_error"]
 
 #: The distribution's name on PyPI (``pip install edgeserve-toolkit``); the import package and
 #: the command are ``edgeserve``.
@@ -34,6 +34,9 @@ COMMANDS: dict[str, str] = {
     "quickstart": "edgeserve.quickstart.cli:quickstart",
 }
 
+#: the module that parses and runs a plain ``agent run`` without click (see the docstring)
+AGENT_RUN = "edgeserve.agent.run_args"
+
 _HELP: dict[str, str] = {
     "convert": "Quantize and compile a model into an edge bundle for a target or device.",
     "bundle": "Inspect and check bundles.",
@@ -44,75 +47,39 @@ _HELP: dict[str, str] = {
 }
 
 
-class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use (click docs, "Lazily Loading")."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
-        if target is None:
-            return None
-        module_name, attr = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("edgeserve"):
-                return _missing(cmd_name)
-            raise EdgeServeError(
-                f"'edgeserve {cmd_name}' needs {exc.name}, which is not installed "
-                f"(pip install 'edgeserve-toolkit[all]' or the extra for this command)"
-            ) from exc
-        command: click.Command = getattr(module, attr)
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # Short help comes from a table so that `edgeserve --help` imports no component.
-        rows = [(name, _HELP.get(name, "")) for name in self.list_commands(ctx)]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-
-    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
-        """Run the CLI; the one place where errors become a line on stderr and an exit code."""
-        extra.pop("standalone_mode", None)
-        try:
-            rv = super().main(args, prog_name, standalone_mode=False, **extra)
-            # click returns Exit's code instead of raising when standalone_mode is off
-            if isinstance(rv, int) and rv:
-                sys.exit(rv)
-            return rv
-        except click.exceptions.Exit as exc:
-            sys.exit(exc.exit_code)
-        except click.ClickException as exc:
-            exc.show()
-            sys.exit(exc.exit_code)
-        except click.Abort:
-            click.echo("aborted", err=True)
-            sys.exit(130)
-        except EdgeServeError as exc:
-            _debug_traceback()
-            click.echo(f"error: {_one_line(exc)}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-        except Exception as exc:
-            _debug_traceback()
-            click.echo(
-                f"internal error: {type(exc).__name__}: {_one_line(exc)} "
-                "(set EDGESERVE_DEBUG=1 for the traceback)",
-                err=True,
-            )
-            sys.exit(1)
+def configure_logging(verbose: int) -> None:
+    """Log warnings and above; ``-v`` adds info, ``-vv`` debug."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _missing(name: str) -> click.Command:
-    @click.command(name=name, help=_HELP.get(name, ""))
-    def placeholder() -> None:
-        raise EdgeServeError(f"'edgeserve {name}' is not available in this build")
+def report_error(exc: BaseException) -> int:
+    """Write the one stderr line for an error that ended a command; return the exit code.
 
-    return placeholder
+    An :class:`~edgeserve.errors.EdgeServeError` gives ``error: <message>`` and its
+    ``exit_code``, an interrupt ``interrupted`` and 130, anything else ``internal error: ...``
+    and 1 (the traceback too when ``EDGESERVE_DEBUG=1``).
+    """
+    from edgeserve.errors import EdgeServeError
+
+    if isinstance(exc, KeyboardInterrupt):
+        _echo_err("interrupted")
+        return 130
+    _debug_traceback()
+    if isinstance(exc, EdgeServeError):
+        _echo_err(f"error: {_one_line(exc)}")
+        return exc.exit_code
+    _echo_err(
+        f"internal error: {type(exc).__name__}: {_one_line(exc)} "
+        "(set EDGESERVE_DEBUG=1 for the traceback)"
+    )
+    return 1
+
+
+def _echo_err(line: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -127,18 +94,30 @@ def _debug_traceback() -> None:
         traceback.print_exc()
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-# name and version from the installed distribution's metadata (read only when asked)
-@click.version_option(
-    None, "--version", package_name=DISTRIBUTION, message="%(package)s %(version)s"
-)
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def root(verbose: int) -> None:
-    """edgeserve: convert a model for an edge device, serve it there, roll it out to a fleet."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+def __getattr__(name: str) -> Any:
+    # the click group, imported with click only when asked for
+    if name in ("root", "LazyGroup"):
+        from edgeserve import cli_group
+
+        return getattr(cli_group, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     """Console-script entry point."""
+    try:
+        # by name, like COMMANDS: the core imports no component
+        run_args: Any = importlib.import_module(AGENT_RUN)
+    except ModuleNotFoundError:  # a build without the agent: click says so
+        run_args = None
+    args = run_args.parse_agent_run(sys.argv[1:], os.environ) if run_args is not None else None
+    if args is not None:
+        configure_logging(args.verbose)
+        try:
+            run_args.run_command(args)
+        except (Exception, KeyboardInterrupt) as exc:
+            sys.exit(report_error(exc))
+        return
+    from edgeserve.cli_group import root
+
     root.main(prog_name="edgeserve")
