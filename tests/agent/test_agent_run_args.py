@@ -120,3 +120,30 @@ def test_parse_takes_the_plain_form_and_the_environment(tmp_path: Path) -> None:
 )
 def test_parse_leaves_the_rest_to_click(argv: list[str]) -> None:
     assert parse_agent_run(argv, {}) is None
+
+
+def test_every_option_click_declares_parses_by_hand_to_the_same_values(tmp_path: Path) -> None:
+    """An option added to click's ``agent run`` and not to the hand parser fails here, instead
+    of quietly costing every device click's import."""
+    import click
+    from edgeserve.agent.cli import run as click_run
+
+    config = write_toml(tmp_path / "agent.toml", {})
+    samples: dict[str, list[str]] = {"--config": [str(config)], "--state": [str(tmp_path)]}
+    options = [p for p in click_run.params if isinstance(p, click.Option)]
+    assert len(options) >= 13
+    for param in options:
+        if "--config" in param.opts:
+            continue
+        argv = ["--config", str(config)]
+        if param.is_flag and param.secondary_opts:
+            argv += [param.secondary_opts[0]]
+        elif param.multiple:
+            argv += [param.opts[0], "A", param.opts[0], "B"]
+        elif isinstance(param.type, click.IntRange):
+            argv += [param.opts[0], str(max(param.type.min or 0, 1))]
+        else:
+            argv += [param.opts[0], *samples.get(param.opts[0], ["h"])]
+        with click_run.make_context("run", list(argv)) as ctx:
+            expected = RunArgs(**ctx.params)
+        assert parse_agent_run(["agent", "run", *argv], {}) == expected, argv
