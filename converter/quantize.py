@@ -260,7 +260,7 @@ def quantize_static_int8(
     quantized = load_model(full)
     counts = quantized_counts(model, quantized)
     stats = compact_qdq(quantized)
-    save_model(quantized, dst, external=quantized.ByteSize() > EXTERNAL_DATA_THRESHOLD_BYTES)
+    save_model(quantized, dst)  # external data past the threshold, as the quantizer does
     passes.append(
         PassRecord(
             "qdq-compaction",
