@@ -73,6 +73,8 @@ class Built:
         name_map: source input name -> bundle input name.
         options: recorded in the manifest's ``converter.options``.
         float_model: the float model an int8 candidate was quantized from (sensitivity).
+        qdq_model: that candidate's QDQ model with the quantizer's tensor names (sensitivity;
+            the bundle holds its compacted form).
     """
 
     target: Target
@@ -81,6 +83,7 @@ class Built:
     name_map: dict[str, str]
     options: dict[str, Any] = field(default_factory=dict)
     float_model: Path | None = None
+    qdq_model: Path | None = None
 
 
 def _static_shapes(
@@ -127,6 +130,7 @@ def build_candidate(
     options: dict[str, Any] = {"target": target.name}
     quant: dict[str, dict[str, float]] = {}
     float_model: Path | None = None
+    qdq_model: Path | None = None
     if target.precision == "as-is":
         model_file, inputs, outputs = _as_is(source, work)
         if settings.device is not None and target.is_tflite:
@@ -153,6 +157,7 @@ def build_candidate(
             source, target, settings, calibration, work
         )
         float_model = extra.pop("float_model", None)
+        qdq_model = extra.pop("qdq_model", None)
         options.update(extra)
     passes = options.pop("passes", [])
     if quant:
@@ -180,7 +185,7 @@ def build_candidate(
         for data in external_files(model_file):
             files[data.name] = (data, "other")
     bundle = write_bundle(work / "bundle", manifest, files)
-    return Built(target, bundle, quant, name_map, options, float_model)
+    return Built(target, bundle, quant, name_map, options, float_model, qdq_model)
 
 
 def _build_onnx(
@@ -236,6 +241,7 @@ def _build_onnx(
             excluded_nodes=list(result.excluded),
             excluded_op_types=list(settings.exclusions.op_types),
             float_model=result.float_model,
+            qdq_model=result.qdq_model,
         )
     elif target.precision == "dynamic":
         result = quantize.quantize_dynamic_int8(src, out, work, settings.exclusions)

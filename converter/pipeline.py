@@ -330,7 +330,7 @@ def _build_all(
             step(f"sensitivity of {target.name}")
             ranking = node_sensitivity(
                 candidate.built.float_model,  # type: ignore[arg-type]
-                candidate.built.bundle.path / "model.onnx",
+                candidate.built.qdq_model or candidate.built.bundle.path / "model.onnx",
                 {candidate.built.name_map[k]: v for k, v in validation.items()},
                 work / f"sens{i}",
             )

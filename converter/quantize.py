@@ -17,13 +17,14 @@ from typing import Any, Final
 
 import numpy as np
 from edgeserve.converter.calibration import Dataset, batches
-from edgeserve.converter.onnx_files import EXTERNAL_DATA_THRESHOLD_BYTES, load_model
+from edgeserve.converter.onnx_files import EXTERNAL_DATA_THRESHOLD_BYTES, load_model, save_model
 from edgeserve.converter.preprocess import (
     MIN_QDQ_OPSET,
     PassRecord,
     prepare_for_quantization,
     scratch_cwd,
 )
+from edgeserve.converter.qdq_compact import compact_qdq
 from edgeserve.converter.quiet import quiet_third_party
 from edgeserve.converter.targets import Target
 
@@ -103,12 +104,15 @@ class QuantResult:
         quantized: op type -> number of nodes quantized.
         excluded: node names kept in float.
         float_model: the pre-processed float model the quantizer read (for sensitivity).
+        qdq_model: the QDQ model as the quantizer wrote it, with its tensor names (for
+            sensitivity; ``dst`` holds its compacted form).
     """
 
     passes: list[PassRecord]
     quantized: dict[str, int]
     excluded: tuple[str, ...] = field(default_factory=tuple)
     float_model: Path | None = None
+    qdq_model: Path | None = None
 
 
 def quantized_counts(before: Any, after: Any) -> dict[str, int]:
@@ -183,12 +187,13 @@ def quantize_static_int8(
     batch: int,
     exclude: Exclusions,
 ) -> QuantResult:
-    """Static QDQ quantization, calibrated on ``calibration``, after robust pre-processing.
+    """Static QDQ quantization, calibrated on ``calibration``, after robust pre-processing;
+    the QDQ model is then compacted (:func:`edgeserve.converter.qdq_compact.compact_qdq`).
 
     Args:
         src: fp32 ONNX file (dynamic dimensions kept unless the target pins them).
-        dst: where the QDQ model goes.
-        work: scratch directory.
+        dst: where the compacted QDQ model goes.
+        work: scratch directory (the quantizer's own output stays there).
         target: activation/weight types, per-channel, NPU flavour.
         calibration: rows to calibrate on, at their own size.
         method: ``minmax`` | ``entropy`` | ``percentile``.
@@ -211,6 +216,7 @@ def quantize_static_int8(
     }
     src, dst, work = src.resolve(), dst.resolve(), work.resolve()  # the CWD changes below
     pre, passes = prepare_for_quantization(src, work, MIN_QDQ_OPSET)
+    full = work / "qdq-full.onnx"
     model = load_model(pre)
     excluded = exclude.resolve(model)
     op_types = exclude.op_types_to_quantize(STATIC_OP_TYPES)
@@ -231,11 +237,11 @@ def quantize_static_int8(
                 config.nodes_to_exclude = list(excluded)
                 if exclude.op_types:
                     config.op_types_to_quantize = op_types
-                q.quantize(str(pre), str(dst), config)
+                q.quantize(str(pre), str(full), config)
             else:
                 q.quantize_static(
                     str(pre),
-                    str(dst),
+                    str(full),
                     _reader(calibration, batch),
                     quant_format=q.QuantFormat.QDQ,
                     per_channel=target.per_channel,
@@ -251,8 +257,19 @@ def quantize_static_int8(
             raise
         except Exception as exc:
             raise ConversionError(f"static quantization failed: {_first(exc)}") from exc
-    counts = quantized_counts(model, load_model(dst))
-    return QuantResult(passes, counts, excluded, pre)
+    quantized = load_model(full)
+    counts = quantized_counts(model, quantized)
+    stats = compact_qdq(quantized)
+    save_model(quantized, dst)  # external data past the threshold, as the quantizer does
+    passes.append(
+        PassRecord(
+            "qdq-compaction",
+            "ran",
+            f"{stats.zero_points} zero points dropped, {stats.renamed} names shortened, "
+            f"{stats.value_info} value_info removed",
+        )
+    )
+    return QuantResult(passes, counts, excluded, pre, full)
 
 
 def quantize_dynamic_int8(src: Path, dst: Path, work: Path, exclude: Exclusions) -> QuantResult:

@@ -176,7 +176,12 @@ def test_npu_target_pins_every_dimension_from_input_shape(tmp_path: Path) -> Non
     model = onnx.load(str(out / "model.onnx"))
     q_types = {n.output[0]: n for n in model.graph.node if n.op_type == "QuantizeLinear"}
     assert q_types, "expected QDQ nodes"
-    zero_points = [i for i in model.graph.initializer if i.name.endswith("zero_point")]
+    inits = {i.name: i for i in model.graph.initializer}
+    zero_points = [
+        inits[n.input[2]]
+        for n in model.graph.node
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) == 3
+    ]
     assert zero_points and all(z.data_type == TensorProto.UINT8 for z in zero_points)
 
 

@@ -81,7 +81,12 @@ def test_int8_is_quantized_qdq_and_smaller(digits, tmp_path: Path) -> None:
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     # per-channel: the weight scales are vectors, one per output channel
-    scales = [i for i in model.graph.initializer if i.name.endswith("_scale") and i.dims]
+    inits = {i.name: i for i in model.graph.initializer}
+    scales = [
+        inits[n.input[1]]
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[1] in inits and inits[n.input[1]].dims
+    ]
     assert scales, "expected per-channel weight scales"
     assert (out / "model.onnx").stat().st_size < digits.onnx.stat().st_size * 0.6
 
