@@ -9,10 +9,11 @@ publish, so a device never sees a number twice for different content, even acros
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from edgeserve.errors import NotFoundError
 from edgeserve.protocol import Artifact, DesiredState, ModelTarget, Split, encode
 from edgeserve.trust import SigningKey, format_time, sign_document
 
@@ -86,18 +87,28 @@ class DesiredBuilder:
             experiment=t.experiment,
         )
 
-    def build(self, device: str, now: datetime | None = None) -> tuple[int, bytes]:
-        """Assign the next ``seq`` and return ``(seq, signed payload)`` for ``device``, with
-        its current targets from the store (read with the ``seq``).
-
-        Raises:
-            NotFoundError: a target names a release that does not exist.
-            ProtocolError: the document would be invalid or too large.
+    def build(
+        self, devices: Sequence[str], now: datetime | None = None
+    ) -> Iterator[tuple[str, tuple[int, bytes] | Exception]]:
+        """Assign each device its next ``seq`` and yield ``(device, (seq, signed payload))``,
+        with its current targets from the store (read with the ``seq``), or ``(device,
+        error)`` where its document cannot be made: an unknown device (NotFoundError), a
+        target naming a release that does not exist (NotFoundError), a document that would be
+        invalid or too large (ProtocolError). Give one chunk at a time: every ``seq`` is
+        assigned before the first payload is signed.
         """
         now = now or datetime.now(timezone.utc)
         expires = now + timedelta(seconds=self.ttl_s)
-        seq, targets = self.store.next_desired(device, expires.timestamp())
-        return seq, self.sign(device, targets, seq, now)
+        assigned = self.store.next_desired(devices, expires.timestamp())
+        for device in devices:
+            if device not in assigned:
+                yield device, NotFoundError(f"no device {device!r}")
+                continue
+            seq, targets = assigned[device]
+            try:
+                yield device, (seq, self.sign(device, targets, seq, now))
+            except Exception as exc:  # one bad document never stops the others
+                yield device, exc
 
     def sign(self, device: str, targets: Sequence[Target], seq: int, issued: datetime) -> bytes:
         """The signed payload of ``device``'s document number ``seq`` issued at ``issued``,

@@ -34,6 +34,7 @@ from .ingest import IngestCounters, devices_of, parse_batch, store_batch
 from .rollout import controller as c
 from .rollout.views import latency_view
 from .store import Store
+from .store.base import chunks
 
 __all__ = ["Engine"]
 
@@ -262,15 +263,15 @@ class Engine:
     def _publish_locked(self, devices: Iterable[str], now: float | None = None) -> None:
         # whole seconds, as documents write them, so that `sign` can make the same bytes again
         issued = datetime.fromtimestamp(int(now if now is not None else time.time()), timezone.utc)
-        for device in sorted(set(devices)):
-            try:
-                seq, payload = self.builder.build(device, issued)
-            except Exception:
-                log.exception("cannot build desired state for %s", device)
-                continue
-            self._published[device] = (seq, issued, hashlib.sha256(payload).digest())
-            self.publish(topics(self.prefix, self.fleet, device).desired, payload)
-            self.published += 1
+        for part in chunks(sorted(set(devices))):  # one transaction per chunk for the seqs
+            for device, built in self.builder.build(part, issued):
+                if isinstance(built, Exception):
+                    log.error("cannot build desired state for %s", device, exc_info=built)
+                    continue
+                seq, payload = built
+                self._published[device] = (seq, issued, hashlib.sha256(payload).digest())
+                self.publish(topics(self.prefix, self.fleet, device).desired, payload)
+                self.published += 1
 
     def request_republish(self) -> None:
         """MQTT on-connect hook: republish from the controller thread, not the network one."""

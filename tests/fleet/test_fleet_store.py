@@ -11,6 +11,7 @@ import pytest
 from edgeserve.fleet_server.store import Store
 from edgeserve.fleet_server.store.base import CHUNK
 from edgeserve.fleet_server.store.db import open_database
+from edgeserve.fleet_server.store.records import Target
 from support.fleet import Postgres
 
 from edgeserve.errors import ConflictError
@@ -69,3 +70,22 @@ def test_taken_device_id_is_a_conflict(store: Store) -> None:
     store.add_device("d1", {}, "$7$unused")
     with pytest.raises(ConflictError, match="already exists"):
         store.add_device("d1", {}, "$7$unused")
+
+
+def test_next_desired_assigns_seqs_and_reads_targets_in_chunks(store: Store) -> None:
+    _, devices = _rollout_of(store, CHUNK + 3)  # more than one transaction's chunk
+    split = {"b_version": 3, "weight_b": 10}
+    store.set_target(devices[0], Target("m", 2), "m")
+    store.set_target(devices[0], Target("n", 1, allow_downgrade=True), "n")
+    store.set_target(devices[-1], Target("m", 2, split=split, experiment="e1"), "m")
+    first = store.next_desired([*devices, "unknown", devices[0]], expires=100.0)
+    assert set(first) == set(devices)  # unknown ids left out, duplicates counted once
+    assert {seq for seq, _ in first.values()} == {1}
+    assert first[devices[0]][1] == [Target("m", 2), Target("n", 1, allow_downgrade=True)]
+    assert first[devices[-1]][1] == [Target("m", 2, split=split, experiment="e1")]
+    assert first[devices[1]][1] == []
+    again = store.next_desired(devices[:2], expires=200.0)
+    assert {d: seq for d, (seq, _) in again.items()} == {devices[0]: 2, devices[1]: 2}
+    assert store.targets(devices[0]) == first[devices[0]][1]
+    # the expiry moved with the seq: only the devices left out of the second call expire
+    assert set(store.expiring(150.0)) == set(devices[2:])
