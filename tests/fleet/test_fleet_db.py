@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from edgeserve.fleet_server.store.db import POSTGRES_CONNECTIONS, Database, open_database
@@ -19,14 +18,9 @@ from edgeserve.errors import StorageError
 _STUCK_S = 30.0
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'fleet.db'}"
-    else:
-        pg: Postgres = request.getfixturevalue("postgres")
-        url = pg.create_database(f"t{uuid.uuid4().hex[:12]}")
-    d = open_database(url)
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    d = open_database(database_url)
     d.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")
     yield d
     d.close()

@@ -3,28 +3,20 @@ own devices' rows (in chunks under the parameter limits), and conflicts are Conf
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from edgeserve.fleet_server.store import Store
 from edgeserve.fleet_server.store.base import CHUNK
 from edgeserve.fleet_server.store.db import open_database
 from edgeserve.fleet_server.store.records import Target
-from support.fleet import Postgres
 
 from edgeserve.errors import ConflictError
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'fleet.db'}"
-    else:
-        pg: Postgres = request.getfixturevalue("postgres")
-        url = pg.create_database(f"t{uuid.uuid4().hex[:12]}")
-    s = Store(open_database(url))
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    s = Store(open_database(database_url))
     yield s
     s.close()
 
