@@ -125,8 +125,12 @@ def test_parse_leaves_the_rest_to_click(argv: list[str]) -> None:
 def test_every_option_click_declares_parses_by_hand_to_the_same_values(tmp_path: Path) -> None:
     """An option added to click's ``agent run`` and not to the hand parser fails here, instead
     of quietly costing every device click's import."""
+    import copy
+
     import click
-    from edgeserve.agent.cli import run as click_run
+    from edgeserve.agent.cli import run
+
+    click_run = copy.deepcopy(run)  # parsing leaves state on the command that --help would show
 
     config = write_toml(tmp_path / "agent.toml", {})
     samples: dict[str, list[str]] = {"--config": [str(config)], "--state": [str(tmp_path)]}
