@@ -25,11 +25,9 @@ _state_option = click.option(
 
 
 def _config(config: Path | None, state: Path | None, **overrides: Any) -> Any:
-    from edgeserve.agent.config import load_config
+    from edgeserve.agent.run_args import agent_config
 
-    if state is not None:
-        overrides["state_dir"] = str(state)
-    return load_config(config, overrides)
+    return agent_config(config, state, overrides)
 
 
 @click.group()

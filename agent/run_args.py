@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunArgs", "parse_agent_run", "run_command"]
+__all__ = ["RunArgs", "agent_config", "parse_agent_run", "run_command"]
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,6 @@ def run_command(args: RunArgs) -> None:
     Raises:
         ConfigError: the configuration is invalid or the port cannot be bound.
     """
-    from edgeserve.agent.config import load_config
     from edgeserve.agent.runner import run_agent
 
     overrides: dict[str, Any] = {
@@ -144,6 +143,14 @@ def run_command(args: RunArgs) -> None:
         "runtime.threads": args.threads,
         "runtime.providers": args.providers or None,
     }
-    if args.state is not None:
-        overrides["state_dir"] = str(args.state)
-    run_agent(load_config(args.config_path, overrides))
+    run_agent(agent_config(args.config_path, args.state, overrides))
+
+
+def agent_config(config: Path | None, state: Path | None, overrides: dict[str, Any]) -> Any:
+    """The agent's configuration: ``agent.toml`` (if given), then ``--state``, then the
+    options that were given (the ``None`` ones leave the file's values)."""
+    from edgeserve.agent.config import load_config
+
+    if state is not None:
+        overrides = {**overrides, "state_dir": str(state)}
+    return load_config(config, overrides)
