@@ -241,14 +241,14 @@ class Engine:
             self.republish()
         with self._lock:
             for state in r.running_rollouts(self.store):
-                devices = r.progress(self.store, state, now)
-                decisions, gates = c.step(state, devices, latency_view(self.store, state), now)
+                progress = r.progress(self.store, state, now)
+                decisions, gates = c.step(state, progress, latency_view(self.store, state), now)
                 changed = r.apply_decisions(self.store, state, decisions, gates, now)
                 for d in decisions:
                     self.decisions[_DECISION_NAMES[type(d)]] += 1
                 self._publish_locked(changed, now)
                 if any(isinstance(d, (c.NextPhase, c.Settled)) for d in decisions):
-                    self._wake.set()  # a new phase may be assignable right away
+                    self._wake.set()  # the next pass assigns the new phase's devices
             expiring = self.store.expiring(now + self.builder.ttl_s / 2)
             self._publish_locked(expiring, now)
             if now - self._last_prune > 3600:

@@ -64,13 +64,15 @@ def start_experiment(
         if not devices:
             raise ConfigError(f"no device matches selector {dict(selector)}")
         tag = f"exp-{eid}"
+        targets = []
         for dev in devices:
             if on_device:
                 target = Target(model, a, True, {"b_version": b, "weight_b": split}, tag)
             else:
                 arm_b = c.bucket(dev, f"experiment:{eid}") < split
                 target = Target(model, b if arm_b else a, True, None, tag)
-            store.set_target(dev, target, model)
+            targets.append((dev, target))
+        store.set_targets(model, targets)
         spec = {
             "model": model,
             "a": a,

@@ -1,8 +1,9 @@
 """The rollout controller as a pure function: rollout state + device progress + now -> decisions.
 
-No I/O here: :mod:`..engine` loads a snapshot from the store, calls
-:func:`step`, and applies the decisions (desired state, audit log). That keeps every rule below
-testable with plain data and a chosen ``now``.
+No I/O here: :mod:`..engine` loads a :class:`Progress` from the store (the database counts the
+devices by state and lists only those a decision may name), calls :func:`step`, and applies the
+decisions (desired state, audit log). That keeps every rule below testable with plain data and
+a chosen ``now``; :meth:`Progress.of` makes the same summary from a list of devices.
 
 Rules:
 
@@ -15,6 +16,8 @@ Rules:
   ``max_latency_regression_pct``, once ``min_devices`` devices sent candidate telemetry) and
   **install timeout** (a device not active ``install_timeout_s`` after assignment has failed).
   A failed gate pauses the rollout and reverts every device it touched to its baseline.
+- A phase's devices are assigned on the pass after the one that moved to it (the engine runs
+  that pass at once), so that a pass never needs the devices of a later phase.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "Latency",
     "MarkFailed",
     "NextPhase",
+    "Progress",
     "Revert",
     "RolloutSpec",
     "RolloutState",
@@ -142,6 +146,45 @@ class DeviceProgress:
     assigned: float | None = None
 
 
+def _percent(spec: RolloutSpec, phase_index: int) -> int:
+    return spec.phases[min(phase_index, len(spec.phases) - 1)]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What :func:`step` needs of a rollout's devices, for the current phase.
+
+    A pass over a 100,000-device rollout used to load every device; this holds counts and only
+    the devices a decision may name.
+
+    Attributes:
+        counts: devices by state, every phase.
+        unsettled: devices of the current phase neither active nor failed.
+        pending: the current phase's pending devices (to assign).
+        installing: installing devices that may have passed the install timeout (the loader
+            may leave out those assigned too recently; :func:`step` checks each one).
+    """
+
+    counts: Mapping[str, int]
+    unsettled: int
+    pending: Sequence[DeviceProgress] = ()
+    installing: Sequence[DeviceProgress] = ()
+
+    @classmethod
+    def of(cls, state: RolloutState, devices: Sequence[DeviceProgress]) -> Progress:
+        """The summary of ``devices`` (every device of the rollout) at ``state``'s phase."""
+        percent = _percent(state.spec, state.phase_index)
+        counts = dict.fromkeys(DEVICE_STATES, 0)
+        for d in devices:
+            counts[d.state] += 1
+        return cls(
+            counts=counts,
+            unsettled=sum(d.bucket < percent and d.state not in (ACTIVE, FAILED) for d in devices),
+            pending=tuple(d for d in devices if d.bucket < percent and d.state == PENDING),
+            installing=tuple(d for d in devices if d.state == INSTALLING),
+        )
+
+
 @dataclass(frozen=True)
 class Latency:
     """p95 latency (ms) of the baseline and candidate versions, from telemetry."""
@@ -214,29 +257,27 @@ class GateFailed:
 
 @dataclass(frozen=True)
 class Revert:
-    """Set these devices back to their baseline version (operator-signed downgrade)."""
+    """Set every device the rollout touched (installing, active or failed, after the decisions
+    before this one) back to its baseline version (operator-signed downgrade)."""
 
-    devices: tuple[str, ...]
     reason: str
+
+
+TOUCHED = (INSTALLING, ACTIVE, FAILED)  # the states a Revert reverts
 
 
 Decision = Assign | MarkFailed | Settled | NextPhase | Complete | GateFailed | Revert
 
 
-def _in_phase(devices: Sequence[DeviceProgress], percent: int) -> list[DeviceProgress]:
-    return [d for d in devices if d.bucket < percent]
-
-
-def _gates(spec: RolloutSpec, devices: Mapping[str, str], latency: Latency, percent: int) -> Gates:
-    targeted = [s for s in devices.values() if s not in (PENDING, REVERTED)]
-    active = sum(s == ACTIVE for s in targeted)
-    failed = sum(s == FAILED for s in targeted)
+def _gates(spec: RolloutSpec, counts: Mapping[str, int], latency: Latency, percent: int) -> Gates:
+    active = counts.get(ACTIVE, 0)
+    failed = counts.get(FAILED, 0)
     finished = active + failed
     regression = None
     if latency.baseline_p95_ms and latency.candidate_p95_ms is not None:
         regression = (latency.candidate_p95_ms / latency.baseline_p95_ms - 1.0) * 100.0
     return Gates(
-        targeted=len(targeted),
+        targeted=sum(counts.get(s, 0) for s in TOUCHED),
         active=active,
         failed=failed,
         failure_pct=(100.0 * failed / finished) if finished else 0.0,
@@ -247,7 +288,7 @@ def _gates(spec: RolloutSpec, devices: Mapping[str, str], latency: Latency, perc
 
 def step(
     state: RolloutState,
-    devices: Sequence[DeviceProgress],
+    progress: Progress,
     latency: Latency,
     now: float,
 ) -> tuple[list[Decision], Gates]:
@@ -255,7 +296,7 @@ def step(
 
     Args:
         state: the rollout.
-        devices: every device matching the selector, with its progress.
+        progress: its devices at the current phase.
         latency: baseline and candidate p95 from telemetry.
         now: the current time (UNIX seconds); passed in so that tests choose it.
 
@@ -263,26 +304,26 @@ def step(
         The decisions, in the order they must be applied, and the gate values.
     """
     spec = state.spec
-    percent = spec.phases[min(state.phase_index, len(spec.phases) - 1)]
-    current = {d.device: d.state for d in devices}
+    percent = _percent(spec, state.phase_index)
+    counts = dict.fromkeys(DEVICE_STATES, 0) | dict(progress.counts)
     decisions: list[Decision] = []
     if state.status != "running":
-        return decisions, _gates(spec, current, latency, percent)
+        return decisions, _gates(spec, counts, latency, percent)
 
-    for d in devices:  # install timeout gate
-        if (
-            d.state == INSTALLING
-            and d.assigned is not None
-            and now - d.assigned > spec.install_timeout_s
-        ):
+    unsettled = progress.unsettled
+    for d in progress.installing:  # install timeout gate
+        if d.assigned is not None and now - d.assigned > spec.install_timeout_s:
             decisions.append(MarkFailed(d.device, f"install timeout ({spec.install_timeout_s:g}s)"))
-            current[d.device] = FAILED
-    fresh = tuple(d.device for d in _in_phase(devices, percent) if d.state == PENDING)
+            counts[INSTALLING] -= 1
+            counts[FAILED] += 1
+            unsettled -= d.bucket < percent
+    fresh = tuple(d.device for d in progress.pending)
     if fresh:
         decisions.append(Assign(fresh))
-        current.update(dict.fromkeys(fresh, INSTALLING))
+        counts[PENDING] -= len(fresh)
+        counts[INSTALLING] += len(fresh)
 
-    gates = _gates(spec, current, latency, percent)
+    gates = _gates(spec, counts, latency, percent)
     finished = gates.active + gates.failed
     failed_gate: GateFailed | None = None
     if finished >= spec.min_devices and gates.failure_pct > spec.max_failure_pct:
@@ -303,11 +344,9 @@ def step(
             f"(+{gates.latency_regression_pct:.1f}% > {spec.max_latency_regression_pct:g}%)",
         )
     if failed_gate is not None:
-        touched = tuple(d for d, s in current.items() if s in (INSTALLING, ACTIVE, FAILED))
-        return [*decisions, failed_gate, Revert(touched, f"gate {failed_gate.gate} failed")], gates
+        return [*decisions, failed_gate, Revert(f"gate {failed_gate.gate} failed")], gates
 
-    phase_devices = [current[d.device] for d in _in_phase(devices, percent)]
-    if any(s not in (ACTIVE, FAILED) for s in phase_devices):
+    if unsettled > 0:
         return decisions, gates
     settled = state.phase_settled
     if settled is None:
@@ -322,9 +361,4 @@ def step(
     decisions.append(
         NextPhase(nxt, f"phase {percent}% settled, soaked {now - settled:.0f}s, gates passed")
     )
-    more = tuple(
-        d.device for d in _in_phase(devices, spec.phases[nxt]) if current[d.device] == PENDING
-    )
-    if more:
-        decisions.append(Assign(more))
     return decisions, gates

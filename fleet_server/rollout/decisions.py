@@ -17,9 +17,11 @@ __all__ = ["apply_decisions", "record_failure", "revert"]
 def revert(store: Store, rollout: int, model: str, devices: Sequence[str], now: float) -> set[str]:
     """Point devices back at their baseline (operator-signed downgrade) or drop the model."""
     baselines = store.rollout_members(rollout)
+    targets = []
     for d in devices:
         base = baselines.get(d)
-        store.set_target(d, Target(model, int(base), allow_downgrade=True) if base else None, model)
+        targets.append((d, Target(model, int(base), allow_downgrade=True) if base else None))
+    store.set_targets(model, targets)
     store.set_rollout_devices(rollout, devices, c.REVERTED, "reverted to baseline", now)
     return set(devices)
 
@@ -84,10 +86,19 @@ def apply_decisions(
                     )
                     == (c.ACTIVE, "active")
                 }
-                for dev in d.devices:
-                    base = current.get(dev)
-                    downgrade = base is not None and int(base) > spec.version
-                    store.set_target(dev, Target(spec.model, spec.version, downgrade), spec.model)
+                # a device whose baseline is newer than the release is downgraded
+                store.set_targets(
+                    spec.model,
+                    [
+                        (
+                            dev,
+                            Target(
+                                spec.model, spec.version, (current.get(dev) or 0) > spec.version
+                            ),
+                        )
+                        for dev in d.devices
+                    ],
+                )
                 # A device already running the version may not report again (reports are
                 # coalesced by state), so it counts as active from the start.
                 store.set_rollout_devices(
@@ -135,13 +146,14 @@ def apply_decisions(
                     "controller", "rollout.gate_failed", subject, reason, _gated(gates, phase)
                 )
             elif isinstance(d, c.Revert):
-                changed |= revert(store, rid, spec.model, d.devices, now)
+                touched = store.rollout_devices_in(rid, c.TOUCHED)
+                changed |= revert(store, rid, spec.model, touched, now)
                 store.audit(
                     "controller",
                     "rollout.revert",
                     subject,
                     d.reason,
-                    {"devices": list(d.devices)[:50], "count": len(d.devices), "phase": phase},
+                    {"devices": sorted(touched)[:50], "count": len(touched), "phase": phase},
                 )
         store.set_gates(rid, gates.to_dict(), now)
     return changed

@@ -100,7 +100,23 @@ def create_rollout(store: Store, spec: c.RolloutSpec, actor: str, now: float | N
     return rid
 
 
-def progress(store: Store, state: c.RolloutState, now: float) -> list[c.DeviceProgress]:
-    """Enroll newly matching devices, then every device's progress."""
+def progress(store: Store, state: c.RolloutState, now: float) -> c.Progress:
+    """Enroll newly matching devices, then the rollout's progress at its phase: counted by the
+    database, with only the devices a decision may name (the phase's pending devices, and the
+    installs older than the install timeout)."""
     _enroll(store, state.id, state.spec, now)
-    return [c.DeviceProgress(*r) for r in store.rollout_progress(state.id)]
+    spec = state.spec
+    percent = spec.phases[min(state.phase_index, len(spec.phases) - 1)]
+    return c.Progress(
+        counts=store.rollout_state_counts(state.id),
+        unsettled=store.rollout_unsettled(state.id, percent, (c.ACTIVE, c.FAILED)),
+        pending=[
+            c.DeviceProgress(*r) for r in store.rollout_in_state_below(state.id, c.PENDING, percent)
+        ],
+        installing=[
+            c.DeviceProgress(*r)
+            for r in store.rollout_assigned_before(
+                state.id, c.INSTALLING, now - spec.install_timeout_s
+            )
+        ],
+    )

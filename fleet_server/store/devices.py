@@ -214,21 +214,35 @@ class DeviceQueries(Queries):
 
     def set_target(self, device: str, target: Target | None, model: str) -> None:
         """Set (or with None, remove) what ``device`` should run for ``model``."""
-        self.db.execute(
-            "DELETE FROM device_targets WHERE device = ? AND model = ?", (device, model)
-        )
-        if target is not None:
+        self.set_targets(model, [(device, target)])
+
+    def set_targets(self, model: str, rows: Sequence[tuple[str, Target | None]]) -> None:
+        """Set (or with None, remove) what each device of ``(device, target)`` should run for
+        ``model``: a delete per chunk of devices and one batch of inserts (two statements per
+        device made assigning a 100,000-device phase on PostgreSQL 200,000 round trips)."""
+        ids = sorted({d for d, _ in rows})
+        for part in chunks(ids):
             self.db.execute(
-                "INSERT INTO device_targets VALUES (?, ?, ?, ?, ?, ?)",
+                f"DELETE FROM device_targets WHERE model = ? AND device IN "
+                f"({placeholders(len(part))})",
+                (model, *part),
+            )
+        latest = dict(rows)  # the last target given for a device wins
+        self.db.executemany(
+            "INSERT INTO device_targets VALUES (?, ?, ?, ?, ?, ?)",
+            [
                 (
                     device,
                     model,
-                    target.version,
-                    int(target.allow_downgrade),
-                    to_json(target.split) if target.split else None,
-                    target.experiment,
-                ),
-            )
+                    t.version,
+                    int(t.allow_downgrade),
+                    to_json(t.split) if t.split else None,
+                    t.experiment,
+                )
+                for device, t in sorted(latest.items())
+                if t is not None
+            ],
+        )
 
     def next_desired(
         self, devices: Sequence[str], expires: float

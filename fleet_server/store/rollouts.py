@@ -141,14 +141,38 @@ class RolloutQueries(Queries):
             [(rollout, d, b, base, None, state, "", now) for d, b, base in rows],
         )
 
-    def rollout_progress(self, rollout: int) -> list[tuple[str, float, str, float | None]]:
-        """``(device, bucket, state, assigned)`` of every device, by bucket."""
+    def rollout_in_state_below(
+        self, rollout: int, state: str, percent: float
+    ) -> list[tuple[str, float, str, float | None]]:
+        """``(device, bucket, state, assigned)`` of the devices in ``state`` with a bucket
+        below ``percent``, by bucket."""
         rows = self.db.query(
             "SELECT device, bucket, state, assigned FROM rollout_devices WHERE rollout = ? "
-            "ORDER BY bucket",
-            (rollout,),
+            "AND state = ? AND bucket < ? ORDER BY bucket",
+            (rollout, state, percent),
         )
         return [(r[0], float(r[1]), r[2], r[3]) for r in rows]
+
+    def rollout_assigned_before(
+        self, rollout: int, state: str, before: float
+    ) -> list[tuple[str, float, str, float | None]]:
+        """``(device, bucket, state, assigned)`` of the devices in ``state`` assigned before
+        ``before``, by device id."""
+        rows = self.db.query(
+            "SELECT device, bucket, state, assigned FROM rollout_devices WHERE rollout = ? "
+            "AND state = ? AND assigned < ? ORDER BY device",
+            (rollout, state, before),
+        )
+        return [(r[0], float(r[1]), r[2], r[3]) for r in rows]
+
+    def rollout_unsettled(self, rollout: int, percent: float, finished: Sequence[str]) -> int:
+        """How many devices with a bucket below ``percent`` are in none of ``finished``."""
+        row = self.db.one(
+            "SELECT COUNT(*) FROM rollout_devices WHERE rollout = ? AND bucket < ? AND "
+            f"state NOT IN ({placeholders(len(finished))})",
+            (rollout, percent, *finished),
+        )
+        return int(row[0]) if row else 0
 
     def rollout_devices(self, rollout: int) -> list[tuple[str, float, str, str]]:
         """``(device, bucket, state, detail)`` of every device, by device id."""

@@ -1,11 +1,14 @@
 """The store's rollout-device queries on SQLite and PostgreSQL: a report batch reads only its
-own devices' rows (in chunks under the parameter limits), and conflicts are ConflictError."""
+own devices' rows (in chunks under the parameter limits), the controller's progress counted by
+the database decides as every device's row would, and conflicts are ConflictError."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from edgeserve.fleet_server import rollout as r
+from edgeserve.fleet_server.rollout import controller as c
 from edgeserve.fleet_server.store import Store
 from edgeserve.fleet_server.store.base import CHUNK
 from edgeserve.fleet_server.store.db import open_database
@@ -81,3 +84,58 @@ def test_next_desired_assigns_seqs_and_reads_targets_in_chunks(store: Store) -> 
     assert store.targets(devices[0]) == first[devices[0]][1]
     # the expiry moved with the seq: only the devices left out of the second call expire
     assert set(store.expiring(150.0)) == set(devices[2:])
+
+
+def test_progress_counted_by_the_database_decides_as_the_whole_list(store: Store) -> None:
+    """The controller's summary from SQL (counts, the phase's pending devices, old installs)
+    makes the same decisions as the summary of every device's row, at each phase."""
+    spec = c.RolloutSpec("m", 2, phases=(10, 50, 100), install_timeout_s=100.0, min_devices=50)
+    devices = [f"d{i:04d}" for i in range(CHUNK + 100)]
+    with store.transaction():
+        for d in devices:
+            store.add_device(d, {"hw": "x"}, "$7$unused")
+        rid = store.add_rollout("m", 2, spec.to_dict(), now=1.0)
+        rows = [(d, c.bucket(d, f"rollout:{rid}"), 1) for d in devices]
+        store.add_rollout_devices(rid, rows, c.PENDING, 1.0)
+        # a mix of states below 50%: old and recent installs, active, failed, reverted
+        states = [c.INSTALLING, c.INSTALLING, c.ACTIVE, c.FAILED, c.REVERTED, c.PENDING]
+        for k, state in enumerate(states):
+            chosen = [d for j, (d, b, _) in enumerate(rows) if b < 50 and j % 6 == k]
+            store.set_rollout_devices(rid, chosen, state, "", 10.0 + 100 * (k == 0), True)
+    everything = [
+        c.DeviceProgress(d, b, s, a)
+        for d, b, s, a in store.db.query(
+            "SELECT device, bucket, state, assigned FROM rollout_devices WHERE rollout = ? "
+            "ORDER BY bucket",
+            (rid,),
+        )
+    ]
+    for phase in range(3):
+        state = c.RolloutState(rid, spec, phase_index=phase)
+        counted = r.progress(store, state, now=150.0)
+        whole = c.Progress.of(state, everything)
+        assert counted.unsettled == whole.unsettled
+        assert sorted(counted.pending, key=repr) == sorted(whole.pending, key=repr)
+        assert {**dict.fromkeys(c.DEVICE_STATES, 0), **counted.counts} == whole.counts
+        # only the installs assigned at 10.0 are old enough to be read
+        assert {d.assigned for d in counted.installing} == {10.0}
+        decided = c.step(state, counted, c.Latency(), 150.0)
+        assert decided[0]  # the old installs fail, the phase's pending devices are assigned
+        assert sorted(decided[0], key=repr) == sorted(
+            c.step(state, whole, c.Latency(), 150.0)[0], key=repr
+        )
+        assert decided[1] == c.step(state, whole, c.Latency(), 150.0)[1]
+
+
+def test_set_targets_replaces_and_removes_in_chunks(store: Store) -> None:
+    devices = [f"d{i:04d}" for i in range(CHUNK + 10)]
+    with store.transaction():
+        for d in devices:
+            store.add_device(d, {}, "$7$unused")
+        store.set_targets("m", [(d, Target("m", 1)) for d in devices])
+        store.set_target(devices[0], Target("other", 7), "other")
+        store.set_targets("m", [(devices[1], None), (devices[2], Target("m", 2, True))])
+    versions = store.target_versions("m")
+    assert len(versions) == len(devices) - 1 and devices[1] not in versions
+    assert versions[devices[2]] == 2 and versions[devices[-1]] == 1
+    assert [t.model for t in store.targets(devices[0])] == ["m", "other"]
