@@ -1,7 +1,7 @@
 """Desired-state documents: built from the store's targets, signed with the fleet key.
 
 One document per device holds every model it should run (:class:`edgeserve.protocol.
-DesiredState`); it is signed (:func:`edgeserve.trust.sign_document`, kind ``desired``) and
+DesiredState`); it is signed (:func:`edgeserve.trust.sign_canonical`, kind ``desired``) and
 published retained at QoS 1 on the device's ``desired`` topic, so a device that connects later
 still gets it (MQTT 5.0 §3.3.1.3, Retain). Its ``seq`` is incremented and persisted before the
 publish, so a device never sees a number twice for different content, even across restarts.
@@ -13,13 +13,24 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from edgeserve.bundle.manifest import canonical_json, canonical_members
 from edgeserve.errors import NotFoundError
-from edgeserve.protocol import Artifact, DesiredState, ModelTarget, Split, encode
-from edgeserve.trust import SigningKey, format_time, sign_document
+from edgeserve.protocol import (
+    MAX_PAYLOAD_BYTES,
+    Artifact,
+    DesiredState,
+    ModelTarget,
+    ProtocolError,
+    Split,
+)
+from edgeserve.trust import SigningKey, format_time, sign_canonical
 
 from .store import Store, Target
+from .store.records import to_json
 
 __all__ = ["DesiredBuilder"]
+
+_TARGETS_CACHED = 1024  # distinct targets (model, version, split, experiment) kept encoded
 
 
 class DesiredBuilder:
@@ -51,6 +62,9 @@ class DesiredBuilder:
         self.ttl_s = ttl_s
         self.keyrings = tuple(keyrings)
         self._releases: dict[tuple[str, int], dict[str, Any]] = {}
+        # (target, its canonical JSON) by the store's target; the keyrings' canonical JSON
+        self._targets: dict[tuple[Any, ...], tuple[ModelTarget, bytes]] = {}
+        self._keyrings: tuple[tuple[dict[str, Any], ...] | None, bytes] = (None, b"")
 
     def _release(self, model: str, version: int) -> dict[str, Any]:
         # Releases are immutable, so caching them forever is safe (and saves a query and a
@@ -120,13 +134,43 @@ class DesiredBuilder:
             NotFoundError: a target names a release that does not exist.
             ProtocolError: the document would be invalid or too large.
         """
-        doc = DesiredState(
+        encoded = [self._encoded_target(t) for t in targets]
+        doc = DesiredState(  # validates the document
             fleet=self.fleet,
             device=device,
             seq=seq,
             issued=format_time(issued),
             expires=format_time(issued + timedelta(seconds=self.ttl_s)),
-            models={t.model: self._target(t) for t in targets},
+            models={t.model: target for t, (target, _) in zip(targets, encoded, strict=True)},
             keyrings=self.keyrings,
         )
-        return encode(sign_document(doc.to_dict(), [self.fleet_key]))
+        # canonical_json(doc.to_dict()), with the release envelopes and keyrings, most of the
+        # bytes and the same in every document, encoded once
+        members = {
+            k: canonical_json(v)
+            for k, v in doc.to_dict().items()
+            if k not in ("models", "keyrings")
+        }
+        members["models"] = canonical_members(
+            {t.model: data for t, (_, data) in zip(targets, encoded, strict=True)}
+        )
+        members["keyrings"] = self._encoded_keyrings()
+        payload = sign_canonical(canonical_members(members), [self.fleet_key])
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise ProtocolError(f"message of {len(payload)} bytes is over {MAX_PAYLOAD_BYTES}")
+        return payload
+
+    def _encoded_target(self, t: Target) -> tuple[ModelTarget, bytes]:
+        key = (t.model, t.version, t.allow_downgrade, to_json(t.split), t.experiment)
+        if key not in self._targets:
+            if len(self._targets) >= _TARGETS_CACHED:
+                self._targets.clear()
+            target = self._target(t)
+            self._targets[key] = (target, canonical_json(target.to_dict()))
+        return self._targets[key]
+
+    def _encoded_keyrings(self) -> bytes:
+        # the server swaps in a new tuple when it reloads rotated keys
+        if self._keyrings[0] is not self.keyrings:
+            self._keyrings = (self.keyrings, canonical_json(list(self.keyrings)))
+        return self._keyrings[1]

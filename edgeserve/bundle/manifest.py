@@ -42,6 +42,7 @@ __all__ = [
     "Manifest",
     "TensorSpec",
     "canonical_json",
+    "canonical_members",
     "utc_now",
 ]
 
@@ -69,6 +70,13 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
+
+
+def canonical_members(members: Mapping[str, bytes]) -> bytes:
+    """The canonical JSON of an object whose member values come already encoded (each the
+    :func:`canonical_json` of the value), so that a large value shared by many objects is
+    encoded once: the same bytes as :func:`canonical_json` of the decoded object."""
+    return b"{" + b",".join(canonical_json(k) + b":" + members[k] for k in sorted(members)) + b"}"
 
 
 def _fail(where: str, why: str) -> BundleError:

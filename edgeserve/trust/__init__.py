@@ -57,6 +57,7 @@ from edgeserve.trust.keys import (
     keyid_of,
     parse_envelope,
     sign,
+    sign_canonical,
     verify_envelope,
 )
 from edgeserve.trust.release import (
@@ -95,6 +96,7 @@ __all__ = [
     "parse_time",
     "reason_code",
     "sign",
+    "sign_canonical",
     "sign_document",
     "sign_keyring",
     "sign_release",

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 import nacl.exceptions
 import nacl.signing
 
-from edgeserve.bundle.manifest import canonical_json
+from edgeserve.bundle.manifest import canonical_json, canonical_members
 from edgeserve.errors import ConfigError
 from edgeserve.fsutil import write_atomic
 from edgeserve.trust.errors import (
@@ -50,6 +50,7 @@ __all__ = [
     "keyid_of",
     "parse_envelope",
     "sign",
+    "sign_canonical",
     "verify_envelope",
 ]
 
@@ -170,10 +171,27 @@ def sign(obj: Mapping[str, Any], keys: Sequence[SigningKey]) -> dict[str, Any]:
     if not keys:
         raise ConfigError("sign: at least one key is needed")
     signed = dict(obj)
-    payload = canonical_json(signed)
+    return {"signed": signed, "signatures": _signatures(canonical_json(signed), keys)}
+
+
+def _signatures(payload: bytes, keys: Sequence[SigningKey]) -> list[dict[str, str]]:
+    if not keys:
+        raise ConfigError("sign: at least one key is needed")
     by_id = {key.keyid: key for key in keys}
-    signatures = [{"keyid": kid, "sig": by_id[kid].sign_bytes(payload)} for kid in sorted(by_id)]
-    return {"signed": signed, "signatures": signatures}
+    return [{"keyid": kid, "sig": by_id[kid].sign_bytes(payload)} for kid in sorted(by_id)]
+
+
+def sign_canonical(payload: bytes, keys: Sequence[SigningKey]) -> bytes:
+    """The canonical JSON of :func:`sign`'s envelope, given ``payload``, the canonical JSON of
+    the object to sign: the envelope's bytes without encoding the object a second time (a
+    fleet server signs a ~3 KB desired document per device).
+
+    Raises:
+        ConfigError: no keys given.
+    """
+    return canonical_members(
+        {"signatures": canonical_json(_signatures(payload, keys)), "signed": payload}
+    )
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from edgeserve.fleet_server.rollout import controller as c
 from edgeserve.fleet_server.rollout.views import rollout_status
 from edgeserve.fleet_server.store import Store
 from edgeserve.fleet_server.store.db import open_database
+from edgeserve.fleet_server.store.records import Target
 from support.fleet import Postgres, signed_release_tar, wait_for
 
 from edgeserve.protocol import (
@@ -30,7 +31,7 @@ from edgeserve.protocol import (
     Telemetry,
     encode,
 )
-from edgeserve.trust import SigningKey, generate_key, verify_document
+from edgeserve.trust import SigningKey, generate_key, sign_document, verify_document
 from edgeserve.trust.keydir import load_keyring
 
 N = 20
@@ -458,3 +459,27 @@ def test_the_controller_fails_over_and_re_signs_every_targeted_device(
     finally:
         b_store.db.close()
         a.store.db.close()
+
+
+def test_desired_payload_is_the_canonical_json_of_the_signed_document(h: Harness) -> None:
+    """The builder encodes release envelopes and keyrings once for every document; the bytes
+    are still those of encoding the whole signed document, also after the keyrings change."""
+    builder = h.engine.builder
+    key = SigningKey.load(h.keys / "fleet.key")
+    issued = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
+    split = Target("digits", 1, True, {"b_version": 2, "weight_b": 30}, "exp-1")
+    keyring = json.loads((h.keys / "keyring.json").read_bytes())
+    for keyrings in ((), (keyring,), (keyring, keyring)):
+        builder.keyrings = keyrings
+        for targets in ([Target("digits", 2)], [split], [Target("digits", 1, experiment="e")]):
+            doc = DesiredState(
+                fleet="test",
+                device="d01",
+                seq=7,
+                issued="2026-12-02T12:00:00Z",
+                expires="2026-12-02T13:00:00Z",
+                models={t.model: builder._target(t) for t in targets},
+                keyrings=keyrings,
+            )
+            expected = encode(sign_document(doc.to_dict(), [key]))
+            assert builder.sign("d01", targets, 7, issued) == expected

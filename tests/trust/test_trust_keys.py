@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeserve.bundle.manifest import canonical_json
+from edgeserve.bundle.manifest import canonical_json, canonical_members
 from edgeserve.errors import ConfigError
 from edgeserve.trust import (
     EndlessDataError,
@@ -25,6 +25,7 @@ from edgeserve.trust import (
     keyid_of,
     reason_code,
     sign,
+    sign_canonical,
     verify_envelope,
 )
 
@@ -67,6 +68,19 @@ def test_trust_sign_verify_roundtrip_canonical() -> None:
     # key order in the bytes does not matter: the signature covers canonical JSON
     shuffled = json.dumps({"signatures": envelope["signatures"], "signed": obj}, indent=3)
     assert verify_envelope(shuffled.encode(), _trusted(key), 1, role="release") == obj
+
+
+def test_trust_sign_canonical_gives_the_bytes_of_the_encoded_envelope() -> None:
+    keys = [generate_key(), generate_key()]
+    obj = {"kind": "desired", "z": [1, {"b": "é", "a": None}], "a": {"y": 2.5, "x": True}}
+    members = {k: canonical_json(v) for k, v in obj.items()}
+    assert canonical_members(members) == canonical_json(obj)
+    assert canonical_members({}) == canonical_json({}) == b"{}"
+    envelope = sign_canonical(canonical_json(obj), [*keys, keys[0]])
+    assert envelope == canonical_json(sign(obj, keys))
+    assert verify_envelope(envelope, _trusted(*keys), 2, role="desired") == obj
+    with pytest.raises(ConfigError):
+        sign_canonical(b"{}", [])
 
 
 def test_trust_tampered_content_raises_signature_error() -> None:
