@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -325,6 +326,11 @@ class FleetServer:
 
         from .web import build_app
 
+        # The ingest thread waits on the database and the controller on MQTT, each letting go
+        # of the GIL and waiting up to the switch interval for it back while the other threads
+        # compute; 1 ms instead of Python's 5 converged 20,000 devices on PostgreSQL in 45.3,
+        # 41.0 and 32.9 s against 50.4, 44.1 and 38.7 s (alternated runs of fleet_protocol.py).
+        sys.setswitchinterval(0.001)
         broker = None
         if embedded_broker:
             broker = self._embedded = self._start_embedded_broker()
