@@ -30,8 +30,12 @@ Usage::
     .venv/bin/python benchmarks/fleet_protocol.py --devices 1000 10000 100000
     .venv/bin/python benchmarks/fleet_protocol.py --devices 10000 --postgres
     .venv/bin/python benchmarks/fleet_protocol.py --devices 10000 --postgres --replicas 2
+    .venv/bin/python benchmarks/fleet_protocol.py --devices 20000 --postgres --py-spy /tmp/spy
     .venv/bin/python benchmarks/fleet_protocol.py --devices 1000 \
         --telemetry 300000 --telemetry-rate 5000
+
+``--py-spy FILE`` samples the server's threads during the rollout (``py-spy record``, 20 Hz,
+collapsed stacks with thread names), to name the bottleneck of a run.
 
 The telemetry is published from pre-encoded packets over raw sockets (``mqtt_blast.py``), as
 fast as the broker takes them or paced with ``--telemetry-rate``: a rate held for a minute
@@ -42,10 +46,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -163,6 +172,47 @@ def _handled(server: FleetServerProcess) -> dict[str, Any]:
     return {**stats["ingest"]["received"], "controller": stats["controller"]}
 
 
+def _other_cpu_s(broker: Mosquitto) -> dict[str, float]:
+    """CPU seconds so far of the generator (this process), the broker and PostgreSQL's
+    processes (its server and connections, which live through the run)."""
+    postgres = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().split(" (", 1)[1].startswith("postgres)"):
+                postgres += _cpu_s(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+    assert broker.process is not None
+    return {
+        "generator": _cpu_s(os.getpid()),
+        "broker": _cpu_s(broker.process.pid),
+        "postgres": postgres,
+    }
+
+
+def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """Sample ``pid`` (every thread, 20 Hz) into ``out`` as collapsed stacks until SIGINT."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    cmd = [spy, "record", "-p", str(pid), "-r", "20", "-f", "raw", "-o", str(out), "--threads"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the rollout starts
+    return proc
+
+
+def register(servers: list[FleetServerProcess], ids: list[str], threads: int = 4) -> None:
+    """Register ``ids`` over the operator API, ``threads`` requests at a time (one device per
+    request, as an operator's provisioning script would; each hashes a new password, and on
+    PostgreSQL waits on its commits, so requests in parallel keep the cores busy)."""
+
+    def worker(k: int) -> None:
+        with servers[k % len(servers)].client() as client:
+            for device in ids[k::threads]:
+                client.add_device(device, {"hw": "sim"})
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(worker, range(threads)))
+
+
 def run(
     n: int,
     connections: int,
@@ -171,6 +221,7 @@ def run(
     telemetry: int,
     replicas: int = 1,
     telemetry_rate: float = 0.0,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     broker = Mosquitto(workdir / "mosquitto").start()
     keys = make_keys(workdir / "keys")
@@ -197,16 +248,17 @@ def run(
         pids = [s.process.pid for s in servers if s.process is not None]
         with server.client() as client:
             client.upload_release(signed_tar(workdir / "rel", server.keys, version=1))
-            t = time.monotonic()
-            ids = [f"dev-{i:06d}" for i in range(n)]
-            for device in ids:
-                client.add_device(device, {"hw": "sim"})
-            register_s = time.monotonic() - t
+        t = time.monotonic()
+        ids = [f"dev-{i:06d}" for i in range(n)]
+        register(servers, ids)
+        register_s = time.monotonic() - t
         devices = ProtocolDevices(broker.url, server.keys, connections)
         counter = MessageCounter(broker.url)  # es/bench/dev/#
         counter.active = True
+        spy = _py_spy(pids[0], profile) if profile else None
         with server.client() as client:
             cpu0 = [_cpu_s(pid) for pid in pids]
+            others0 = _other_cpu_s(broker)
             t0 = time.monotonic()
             rid = client.start_rollout(
                 {"model": "digits", "version": 1, "phases": [100], "soak": 0, "max_failure_pct": 5}
@@ -219,7 +271,11 @@ def run(
             )
             converge_s = time.monotonic() - t0
             cpus = [_cpu_s(pid) - c0 for pid, c0 in zip(pids, cpu0, strict=True)]
+            others = {k: v - others0[k] for k, v in _other_cpu_s(broker).items()}
             cpu = sum(cpus)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+            spy.wait(60)
         time.sleep(1.0)
         counter.active = False
         row: dict[str, Any] = {
@@ -230,6 +286,9 @@ def run(
             "converge_s": converge_s,
             "server_cpu_s": cpu,
             "server_cpu_ms_per_device": cpu / n * 1000,
+            # what else the machine's cores ran meanwhile (the generator is this process)
+            "other_cpu_s": others,
+            "cores": os.cpu_count(),
             "msgs_per_device": sum(counter.counts.values()) / n,
             "verified": devices.verified,
             "refused": devices.refused,
@@ -299,6 +358,13 @@ def main() -> None:
         default=1,
         help="fleet-server processes on one PostgreSQL, splitting ingest by shared subscription",
     )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="FILE",
+        help="profile the (first) server during the rollout with py-spy into FILE "
+        "(collapsed stacks per thread; FILE gets the device count appended)",
+    )
     args = parser.parse_args()
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
@@ -326,6 +392,7 @@ def main() -> None:
                         args.telemetry,
                         args.replicas,
                         args.telemetry_rate,
+                        args.py_spy and args.py_spy.with_name(f"{args.py_spy.name}.{n}"),
                     )
                 )
             finally:
@@ -342,6 +409,16 @@ def main() -> None:
             f"{r['server_cpu_ms_per_device']:>14.2f} {r['msgs_per_device']:>12.2f} "
             f"{r['server_rss_mb']:>7.0f} {r['server_peak_rss_mb']:>8.0f} "
             f"{r.get('telemetry_msgs_per_s', float('nan')):>16.0f}"
+        )
+    print(
+        f"\n{'devices':>8} {'CPU s during the rollout: server':>33} {'generator':>10} "
+        f"{'broker':>7} {'PostgreSQL':>11} {'of cores x wall':>16}"
+    )
+    for r in rows:
+        o = r["other_cpu_s"]
+        print(
+            f"{r['devices']:>8} {r['server_cpu_s']:>33.1f} {o['generator']:>10.1f} "
+            f"{o['broker']:>7.1f} {o['postgres']:>11.1f} {r['cores'] * r['converge_s']:>16.1f}"
         )
     print_replicas(rows)
     print("goals: converged <= 120 s, <= 6 messages per device, RSS <= 500 MB, >= 5,000 msg/s")
