@@ -3,10 +3,12 @@ simulated as messages, many devices per MQTT connection.
 
 ``benchmarks/fleet.py`` runs every device's real sync (threads, store, downloads), so one
 machine holds ~20,000 devices at most and they take the cores from the server. Here each
-device is only its protocol: a generator process holds ``--connections`` MQTT connections as a
-privileged test client (the benchmark's broker is anonymous, so one client may use every
-device's topics; a production broker would give this account an ACL for ``es/<fleet>/dev/#``),
-subscribes to ``es/<fleet>/dev/+/desired`` and, for each retained desired document, does what a
+device is only its protocol: a generator process, a privileged test client (the benchmark's
+broker is anonymous, so one client may use every device's topics; a production broker would
+give this account an ACL for ``es/<fleet>/dev/#``), subscribes to ``es/<fleet>/dev/+/desired``
+with paho and publishes the reports over ``--connections`` raw MQTT connections
+(``mqtt_blast.RawPublisher``, cheaper than paho on the cores the server uses); for each
+retained desired document it does what a
 device does with it before installing: verifies the fleet signature against the keyring
 (itself verified against the pinned ``root.json``), checks fleet, device, expiry and that
 ``seq`` is new, then reports ``DOWNLOADING`` and ``ACTIVE`` for the target (the two reports a
@@ -14,7 +16,7 @@ real device sends), QoS 1, retained. Downloads and model loads are left out: tha
 device's cost, not the server's.
 
 Prints, for each N: registration and the rollout's wall time to ``completed``, messages per
-device (counted by a subscriber on ``es/<fleet>/dev/#``), the server's CPU seconds (all
+device (counted by a raw subscriber on ``es/<fleet>/dev/#``), the server's CPU seconds (all
 threads, ``/proc/<pid>/stat``) per converged device, its RSS (end and peak), signatures
 verified and refused by the generator; then a telemetry ingest burst as in ``fleet.py``.
 
@@ -63,7 +65,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fleet import MessageCounter, _cpu_s, _proc_kib, telemetry_burst  # noqa: E402
+from fleet import _cpu_s, _proc_kib, telemetry_burst  # noqa: E402
+from mqtt_blast import RawCounter, RawPublisher  # noqa: E402
 from support.broker import Mosquitto, mosquitto_binary  # noqa: E402
 from support.fleet import (  # noqa: E402
     FleetServerProcess,
@@ -94,20 +97,14 @@ class ProtocolDevices:
         self.verified = 0
         self.refused = 0
         self._lock = threading.Lock()
-        # unbounded paho queues: reports are queued from the subscription's callback, faster
-        # than the broker acknowledges them when the server publishes a whole phase at once,
-        # and a bounded queue would drop them in the generator (the server's is unbounded too)
-        self.clients = [
-            MqttClient(MqttConfig(url=url, client_id=f"bench-devices-{k}", max_queued_messages=0))
-            for k in range(connections)
-        ]
-        # one subscription (on the first connection) receives every device's desired state;
-        # replies go out round robin over all connections
-        self.clients[0].subscribe(f"es/{FLEET}/dev/+/desired", self._on_desired)
-        self._next = 0
-        for c in self.clients:
-            c.start()
-            c.wait_connected(10)
+        # one paho subscription receives every device's desired state; the reports go out
+        # over raw QoS 1 connections (mqtt_blast.RawPublisher): through paho, two reports per
+        # device cost the generator more CPU than the server spent, on the same cores
+        self.subscriber = MqttClient(MqttConfig(url=url, client_id="bench-devices"))
+        self.subscriber.subscribe(f"es/{FLEET}/dev/+/desired", self._on_desired)
+        self.subscriber.start()
+        self.subscriber.wait_connected(10)
+        self.reports = RawPublisher(url, connections, "bench-devices")
 
     def _on_desired(self, topic: str, payload: bytes, retained: bool) -> None:
         from edgeserve.protocol import (
@@ -137,8 +134,6 @@ class ProtocolDevices:
         with self._lock:
             self.verified += 1
             self.seq[device] = desired.seq
-            client = self.clients[self._next % len(self.clients)]
-            self._next += 1
         t = topics("es/", fleet, device).reported
         stamp = format_time(now)
         for name, target in desired.models.items():
@@ -149,12 +144,12 @@ class ProtocolDevices:
             ):
                 status = ModelStatus(state, active=active, target=target.version)
                 report = Reported(device, desired.seq, stamp, {name: status}, "bench")
-                client.publish(t, encode(report), retain=True)
+                self.reports.publish(t, encode(report), retain=True)
             self.active[device] = target.version
 
     def stop(self) -> None:
-        for c in self.clients:
-            c.stop()
+        self.subscriber.stop()
+        self.reports.close()
 
 
 def _round(v: Any) -> Any:
@@ -253,7 +248,7 @@ def run(
         register(servers, ids)
         register_s = time.monotonic() - t
         devices = ProtocolDevices(broker.url, server.keys, connections)
-        counter = MessageCounter(broker.url)  # es/bench/dev/#
+        counter = RawCounter(broker.url, f"es/{FLEET}/dev/#")
         counter.active = True
         spy = _py_spy(pids[0], profile) if profile else None
         with server.client() as client:
@@ -338,7 +333,9 @@ def print_replicas(rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", type=int, nargs="*", default=[1000, 10000])
-    parser.add_argument("--connections", type=int, default=4, help="generator MQTT connections")
+    parser.add_argument(
+        "--connections", type=int, default=4, help="generator connections for reports"
+    )
     parser.add_argument("--database", default="", help="PostgreSQL URL (default: SQLite)")
     parser.add_argument(
         "--postgres",
