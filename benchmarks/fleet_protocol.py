@@ -6,8 +6,8 @@ machine holds ~20,000 devices at most and they take the cores from the server. H
 device is only its protocol: a generator process, a privileged test client (the benchmark's
 broker is anonymous, so one client may use every device's topics; a production broker would
 give this account an ACL for ``es/<fleet>/dev/#``), subscribes to ``es/<fleet>/dev/+/desired``
-with paho and publishes the reports over ``--connections`` raw MQTT connections
-(``mqtt_blast.RawPublisher``, cheaper than paho on the cores the server uses); for each
+and publishes the reports over ``--connections`` MQTT connections, all raw sockets
+(``mqtt_blast``: cheaper than paho on the cores the server uses); for each
 retained desired document it does what a
 device does with it before installing: verifies the fleet signature against the keyring
 (itself verified against the pinned ``root.json``), checks fleet, device, expiry and that
@@ -66,7 +66,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fleet import _cpu_s, _proc_kib, telemetry_burst  # noqa: E402
-from mqtt_blast import RawCounter, RawPublisher  # noqa: E402
+from mqtt_blast import RawCounter, RawPublisher, RawSubscriber  # noqa: E402
 from support.broker import Mosquitto, mosquitto_binary  # noqa: E402
 from support.fleet import (  # noqa: E402
     FleetServerProcess,
@@ -78,7 +78,6 @@ from support.fleet import (  # noqa: E402
 )
 
 from edgeserve.errors import EdgeServeError  # noqa: E402
-from edgeserve.mqtt import MqttClient, MqttConfig  # noqa: E402
 
 FLEET = "bench"
 
@@ -97,14 +96,13 @@ class ProtocolDevices:
         self.verified = 0
         self.refused = 0
         self._lock = threading.Lock()
-        # one paho subscription receives every device's desired state; the reports go out
-        # over raw QoS 1 connections (mqtt_blast.RawPublisher): through paho, two reports per
-        # device cost the generator more CPU than the server spent, on the same cores
-        self.subscriber = MqttClient(MqttConfig(url=url, client_id="bench-devices"))
-        self.subscriber.subscribe(f"es/{FLEET}/dev/+/desired", self._on_desired)
-        self.subscriber.start()
-        self.subscriber.wait_connected(10)
+        # one subscription receives every device's desired state; the reports go out over
+        # raw QoS 1 connections: through paho, the generator spent more CPU than the server,
+        # on the same cores
         self.reports = RawPublisher(url, connections, "bench-devices")
+        self.subscriber = RawSubscriber(
+            url, f"es/{FLEET}/dev/+/desired", self._on_desired, 1, "bench-devices"
+        )
 
     def _on_desired(self, topic: str, payload: bytes, retained: bool) -> None:
         from edgeserve.protocol import (

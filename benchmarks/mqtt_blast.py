@@ -1,6 +1,7 @@
 """Load generators that speak MQTT 3.1.1 over raw sockets: pre-encoded QoS 1 messages as fast
 as the broker takes them (:func:`blast`), QoS 1 publishes one at a time from a callback
-(:class:`RawPublisher`), and a QoS 0 subscriber that only counts (:class:`RawCounter`).
+(:class:`RawPublisher`), and a subscription with a callback (:class:`RawSubscriber`, and
+:class:`RawCounter` on it).
 
 paho-mqtt costs ~0.2 ms of Python per QoS 1 publish (packet building, its queue, the PUBACK
 callback), so four paho connections in one process publish ~5,000 messages/s on this machine:
@@ -24,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
-__all__ = ["RawCounter", "RawPublisher", "blast"]
+__all__ = ["RawCounter", "RawPublisher", "RawSubscriber", "blast"]
 
 _CHUNK = 256  # packets per write
 _WINDOW = 4096  # unacknowledged packets per connection (packet ids must not wrap into them)
@@ -210,27 +211,32 @@ class RawPublisher:
             conn.close()
 
 
-class RawCounter:
-    """Counts the live (not retained) messages on ``topic_filter`` by the topic's last level,
-    while :attr:`active`; subscribes at QoS 0 and parses only the fixed header and the topic."""
+class RawSubscriber:
+    """One subscription, each message handed to ``on_message(topic, payload, retained)`` on
+    the reader thread. At QoS 1 every message is acknowledged after the callback returns, so
+    the broker's in-flight window paces delivery to the callback and nothing is dropped; QoS 0
+    for a callback that keeps up (a counter)."""
 
-    def __init__(self, url: str, topic_filter: str, client_id: str = "bench-counter") -> None:
-        from collections import Counter
-
+    def __init__(
+        self,
+        url: str,
+        topic_filter: str,
+        on_message: Callable[[str, bytes, bool], None],
+        qos: int = 1,
+        client_id: str = "bench-subscriber",
+    ) -> None:
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 1883
-        self.counts: Counter[str] = Counter()
-        self.active = False
+        self.on_message = on_message
         self.sock = socket.create_connection((host, port), timeout=30)
         variable = _string(b"MQTT") + bytes([4, 0x02]) + struct.pack("!H", 600)
         self.sock.sendall(_packet(0x10, variable + _string(client_id.encode())))
         if _read_exact(self.sock, 4)[3] != 0:
-            raise ConnectionError("broker refused the counter")
-        self.sock.sendall(
-            _packet(0x82, struct.pack("!H", 1) + _string(topic_filter.encode()) + b"\0")
-        )
+            raise ConnectionError("broker refused the subscriber")
+        body = struct.pack("!H", 1) + _string(topic_filter.encode()) + bytes([qos])
+        self.sock.sendall(_packet(0x82, body))
         suback = _read_exact(self.sock, 5)
-        if suback[0] != 0x90 or suback[4] != 0:
+        if suback[0] != 0x90 or suback[4] != qos:
             raise ConnectionError(f"broker refused the subscription: {suback!r}")
         self.sock.settimeout(None)
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -247,9 +253,8 @@ class RawCounter:
             if not chunk:
                 return
             buf += chunk
-            while True:  # whole packets from pos
-                if len(buf) - pos < 2:
-                    break
+            acks = []
+            while len(buf) - pos >= 2:  # whole packets from pos
                 length, shift, i = 0, 0, pos + 1
                 while i < len(buf):
                     byte = buf[i]
@@ -262,11 +267,21 @@ class RawCounter:
                     break  # the length itself is incomplete
                 if len(buf) - i < length:
                     break
-                if buf[pos] & 0xF0 == 0x30 and self.active and not buf[pos] & 0x01:
-                    topic_len = (buf[i] << 8) | buf[i + 1]
-                    topic = bytes(buf[i + 2 : i + 2 + topic_len])
-                    self.counts[topic.rsplit(b"/", 1)[1].decode()] += 1
-                pos = i + length
+                kind, end = buf[pos], i + length
+                if kind & 0xF0 == 0x30:  # PUBLISH
+                    topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1])
+                    payload_at = topic_end + (2 if kind & 0x06 else 0)
+                    self.on_message(
+                        buf[i + 2 : topic_end].decode(), bytes(buf[payload_at:end]), bool(kind & 1)
+                    )
+                    if kind & 0x06:
+                        acks.append(b"\x40\x02" + bytes(buf[topic_end:payload_at]))
+                pos = end
+            if acks:
+                try:
+                    self.sock.sendall(b"".join(acks))
+                except OSError:
+                    return
             if pos > 1 << 20:
                 del buf[:pos]
                 pos = 0
@@ -275,3 +290,19 @@ class RawCounter:
         with contextlib.suppress(OSError):
             self.sock.sendall(_packet(0xE0, b""))
         self.sock.close()
+
+
+class RawCounter(RawSubscriber):
+    """Counts the live (not retained) messages on ``topic_filter`` by the topic's last level,
+    while :attr:`active` (QoS 0)."""
+
+    def __init__(self, url: str, topic_filter: str, client_id: str = "bench-counter") -> None:
+        from collections import Counter
+
+        self.counts: Counter[str] = Counter()
+        self.active = False
+        super().__init__(url, topic_filter, self._count, 0, client_id)
+
+    def _count(self, topic: str, payload: bytes, retained: bool) -> None:
+        if self.active and not retained:
+            self.counts[topic.rsplit("/", 1)[1]] += 1
