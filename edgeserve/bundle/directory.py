@@ -10,7 +10,6 @@ streaming.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -82,6 +81,10 @@ def file_sha256(path: Path, *, max_bytes: int | None = None) -> tuple[str, int]:
         BundleError: the file grows past ``max_bytes`` while being read (endless data).
         StorageError: the file cannot be read.
     """
+    # Imported here, not at the top: importing hashlib sets up OpenSSL's digests (0.7 MB of
+    # RSS), and a serving agent hashes nothing (its store checked every file on install).
+    import hashlib
+
     digest = hashlib.sha256()
     size = 0
     try:
