@@ -11,8 +11,6 @@ streaming.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -226,6 +224,10 @@ def write_bundle(
         BundleError: bad paths or an invalid manifest.
         StorageError: the output exists (without ``overwrite``) or cannot be written.
     """
+    # here, not at the top: a serving agent writes no bundle (see archive.pack_bundle)
+    import shutil
+    import tempfile
+
     out = Path(output)
     if out.exists() and not overwrite:
         raise StorageError(f"{out}: already exists (use --force to replace it)")

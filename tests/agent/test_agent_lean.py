@@ -11,9 +11,20 @@ import httpx
 from edgeserve.agent.serving.telemetry import TelemetryBuffer
 from support.agent import start_agent
 
-#: imported only to install a bundle, check a token or a keyed split (hashlib), to write
-#: telemetry (sqlite3) or to resolve a host name (the idna codec)
-_LATE = {"sqlite3", "_sqlite3", "hashlib", "_hashlib", "hmac", "encodings.idna"}
+#: imported only to install or write a bundle (shutil, tempfile, hashlib), check a token or a
+#: keyed split (hashlib), write telemetry (sqlite3) or resolve a host name (the idna codec)
+_LATE = {
+    "sqlite3",
+    "_sqlite3",
+    "hashlib",
+    "_hashlib",
+    "hmac",
+    "shutil",
+    "tempfile",
+    "bz2",
+    "lzma",
+    "encodings.idna",
+}
 
 
 def _imported(log: str) -> set[str]:
@@ -25,7 +36,7 @@ def _imported(log: str) -> set[str]:
     }
 
 
-def test_serving_agent_loads_no_sqlite_hashlib_or_resolver_until_it_needs_them(
+def test_serving_agent_loads_no_sqlite_hashlib_shutil_or_resolver_until_it_needs_them(
     state_dir: Path,
 ) -> None:
     agent = start_agent(state_dir, env={"PYTHONPROFILEIMPORTTIME": "1"})
