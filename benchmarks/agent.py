@@ -13,6 +13,7 @@ Prints, in one run, on the same small CNN (MNIST-shaped, made here with onnx):
 - idle RSS of the agent process after warm-up, without and with gRPC on;
 - idle RSS with and without fleet sync (a Mosquitto broker and an artifact server on loopback;
   with fleet sync on, a second model arrives as a signed release through it), alternated;
+  without it also after the first telemetry window, once the telemetry buffer (SQLite) is open;
 - cold start: process spawn to ``/v2/health/ready`` = 200 (median of 5).
 
 The project's sources are compiled to bytecode first, as ``pip install`` does
@@ -439,8 +440,15 @@ def raw_latency(bundle: Path, shape: tuple[int, ...], n: int = 3000) -> tuple[fl
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
-def _agent_rss(config: dict, requests: list[tuple[str, bytes]], wait_for=None) -> float:
-    """Start ``agent run --config``, let ``wait_for`` run, warm up, idle, return VmRSS MB."""
+def _agent_rss(
+    config: dict, requests: list[tuple[str, bytes]], wait_for=None, buffer_open: bool = False
+) -> float:
+    """Start ``agent run --config``, let ``wait_for`` run, warm up, idle, return VmRSS MB.
+
+    With ``buffer_open`` the telemetry buffer must have been opened by then (its file exists:
+    the agent opens it on first use, for a window that counted requests or for fleet sync's
+    upload), so the figure includes SQLite.
+    """
     from support.agent import write_toml
 
     port = free_port()
@@ -465,7 +473,10 @@ def _agent_rss(config: dict, requests: list[tuple[str, bytes]], wait_for=None) -
                     )
                     resp.raise_for_status()
         time.sleep(1.5)
-        return rss_mb(proc.pid)
+        rss = rss_mb(proc.pid)
+        if buffer_open and not (Path(config["state_dir"]) / "telemetry.sqlite3").exists():
+            raise RuntimeError("the telemetry buffer was not opened before the measurement")
+        return rss
     finally:
         stop(proc)
 
@@ -476,6 +487,11 @@ def fleet_rss(work: Path, bundle: Path, model: str, shape: tuple[int, ...], roun
     Both agents serve ``model`` (installed locally) and ``linear``: installed locally without
     fleet sync; with it, published as a signed release that fleet sync downloads, verifies and
     activates (so httpx, paho-mqtt and cryptography have all done their work).
+
+    The agent opens its telemetry buffer (SQLite) on first use, so without fleet sync it is
+    measured twice: before its first telemetry window (``interval_s`` 60 s by default) and
+    after one (``interval_s = 1``: the window that counted the requests opens the buffer). With
+    fleet sync the upload (``telemetry_interval_s = 1`` here, 10 s by default) opens it.
     """
     import json
 
@@ -511,13 +527,18 @@ def fleet_rss(work: Path, bundle: Path, model: str, shape: tuple[int, ...], roun
         {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": x.ravel().tolist()}]}
     ).encode()
     requests = [(f"/v2/models/{model}/infer", body), ("/v2/models/linear/infer", linear_body)]
-    out: dict[str, list[float]] = {"off": [], "on": []}
+    out: dict[str, list[float]] = {"off": [], "window": [], "on": []}
     try:
         for i in range(rounds):
             state = work / f"rss-off-{i}"
             ModelStore(state).install(bundle)
             ModelStore(state).install(linear.path)
             out["off"].append(_agent_rss({"state_dir": str(state)}, requests))
+            state = work / f"rss-window-{i}"
+            ModelStore(state).install(bundle)
+            ModelStore(state).install(linear.path)
+            window = {"state_dir": str(state), "telemetry": {"interval_s": 1}}
+            out["window"].append(_agent_rss(window, requests, buffer_open=True))
             state = work / f"rss-on-{i}"
             ModelStore(state).install(bundle)
             device = f"bench-{i}"
@@ -526,6 +547,7 @@ def fleet_rss(work: Path, bundle: Path, model: str, shape: tuple[int, ...], roun
                 "fleet": FLEET,
                 "device": device,
                 "trust_anchor": str(keys.anchor_path),
+                "telemetry_interval_s": 1,
             }
 
             def install_through_fleet(device: str = device) -> None:
@@ -538,6 +560,7 @@ def fleet_rss(work: Path, bundle: Path, model: str, shape: tuple[int, ...], roun
                 {"state_dir": str(state), "fleet": fleet},
                 requests,
                 wait_for=install_through_fleet,
+                buffer_open=True,
             )
             out["on"].append(rss)
     finally:
@@ -553,13 +576,21 @@ def print_fleet_rss(work: Path, bundle: Path, model: str, shape: tuple[int, ...]
         f"\nidle RSS, models {model} + linear, after 50 requests each "
         f"(median of {len(rss['off'])}, alternated, min-max):"
     )
-    for key, label in (("off", "without fleet sync"), ("on", "with fleet sync")):
+    rows = (
+        ("off", "without fleet sync"),
+        ("window", "  after its first telemetry window"),
+        ("on", "with fleet sync"),
+    )
+    for key, label in rows:
         values = rss[key]
         print(
             f"  {label:<40} {statistics.median(values):5.1f} MB  "
             f"({min(values):.1f}-{max(values):.1f})"
         )
-    print("  (with: linear installed through fleet sync from a signed release)")
+    print(
+        "  (with: linear installed through fleet sync from a signed release; the telemetry"
+        " buffer's SQLite is open after the first window and with fleet sync)"
+    )
 
 
 def main() -> None:

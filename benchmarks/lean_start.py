@@ -5,9 +5,13 @@ The bare server is the least a Python model server can be: the standard library'
 the same model, answering ``/v2/health/ready`` and OIP v2 JSON ``infer``. Both are started
 alternately over ``--rounds`` rounds; each round measures spawn to the first
 ``/v2/health/ready`` 200 (cold start), RSS at ready, and RSS after 200 JSON requests and a
-second of rest (idle RSS). The project's sources are compiled to bytecode first, as
-``pip install`` does (``agent.compile_sources``). Prints medians with the spread, and where
-the agent's start time goes (``-X importtime`` of the agent's start path, largest imports).
+second of rest (idle RSS). The agent runs twice per round: with its defaults, and with
+``[telemetry] interval_s = 1``, so that a telemetry window that counted the requests has
+opened its telemetry buffer (SQLite, opened on first use) before the idle figure; with the
+default 60 s an agent gets there a minute after its first request. The project's sources are
+compiled to bytecode first, as ``pip install`` does (``agent.compile_sources``). Prints
+medians with the spread, and where the agent's start time goes (``-X importtime`` of the
+agent's start path, largest imports).
 
 Usage::
 
@@ -80,7 +84,11 @@ HTTPServer(("127.0.0.1", int(sys.argv[2])), Handler).serve_forever()
 """
 
 
-def _measure(cmd: list[str], port: int, body: bytes, url: str) -> dict[str, float]:
+def _measure(
+    cmd: list[str], port: int, body: bytes, url: str, expect: Path | None = None
+) -> dict[str, float]:
+    """Cold start, RSS at ready and idle RSS of ``cmd``; ``expect``: a file that must exist
+    when the idle RSS is read."""
     import http.client
 
     t0 = time.perf_counter()
@@ -98,7 +106,10 @@ def _measure(cmd: list[str], port: int, body: bytes, url: str) -> dict[str, floa
                 raise RuntimeError(f"{cmd[0]}: {resp.status}")
         conn.close()
         time.sleep(1.0)
-        return {"cold_ms": cold * 1000, "ready_mb": at_ready, "idle_mb": rss_mb(proc.pid)}
+        idle = rss_mb(proc.pid)
+        if expect is not None and not expect.exists():
+            raise RuntimeError(f"{expect} does not exist yet")
+        return {"cold_ms": cold * 1000, "ready_mb": at_ready, "idle_mb": idle}
     finally:
         proc.terminate()
         try:
@@ -160,20 +171,33 @@ def main() -> None:
         url = f"/v2/models/{opts.model}/infer"
         bare_py = work / "bare.py"
         bare_py.write_text(BARE)
-        results: dict[str, list[dict[str, float]]] = {"bare": [], "agent": []}
-        for _ in range(opts.rounds):
+        results: dict[str, list[dict[str, float]]] = {"bare": [], "agent": [], "window": []}
+        for i in range(opts.rounds):
             port = free_port()
             cmd = [sys.executable, str(bare_py), str(bundle / "model.onnx"), str(port)]
             results["bare"].append(_measure(cmd, port, body, url))
             port = free_port()
             cmd = [*_CLI, "agent", "run", "--state", str(state), "--port", str(port)]
             results["agent"].append(_measure(cmd, port, body, url))
+            window_state = work / f"state-window-{i}"
+            shutil.copytree(state, window_state)
+            toml = work / f"agent-window-{i}.toml"
+            toml.write_text(f'state_dir = "{window_state}"\n[telemetry]\ninterval_s = 1\n')
+            port = free_port()
+            cmd = [*_CLI, "agent", "run", "--config", str(toml), "--port", str(port)]
+            buffer = window_state / "telemetry.sqlite3"
+            results["window"].append(_measure(cmd, port, body, url, expect=buffer))
         print(
             f"lean start — model {opts.model}, {opts.rounds} alternated rounds, median (min-max)"
             ", sources compiled to bytecode"
         )
         print("                          cold start ms        RSS at ready MB     idle RSS MB")
-        for key, title in (("bare", "stdlib http.server + ORT"), ("agent", "edgeserve agent run")):
+        rows = (
+            ("bare", "stdlib http.server + ORT"),
+            ("agent", "edgeserve agent run"),
+            ("window", "  after telemetry window"),
+        )
+        for key, title in rows:
             cells = []
             for field in ("cold_ms", "ready_mb", "idle_mb"):
                 vals = [r[field] for r in results[key]]
@@ -189,6 +213,8 @@ def main() -> None:
         print(
             f"  agent - bare: cold start {med['agent']['cold_ms'] - med['bare']['cold_ms']:+.0f}"
             f" ms, idle RSS {med['agent']['idle_mb'] - med['bare']['idle_mb']:+.1f} MB"
+            f" ({med['window']['idle_mb'] - med['bare']['idle_mb']:+.1f} MB after a telemetry"
+            " window)"
         )
         print("\nagent start path, largest imports (cumulative ms):")
         for micros, name in _importtime(state):

@@ -15,7 +15,7 @@ overloaded or timed out; every error body is ``{"error": "..."}``.
 from __future__ import annotations
 
 import asyncio
-import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,13 @@ class Api:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self._token = agent.config.server.token.encode()
+        self._compare_digest: Callable[[bytes, bytes], bool] | None = None
+        if self._token:
+            # hmac imports hashlib, whose import sets up OpenSSL's digests (0.7 MB of RSS):
+            # only an agent with a token compares one
+            import hmac
+
+            self._compare_digest = hmac.compare_digest
         self._key_header = agent.config.key_header
 
     async def handle(self, request: Request) -> Response:
@@ -70,8 +77,11 @@ class Api:
     def _check_token(self, request: Request) -> None:
         given = request.headers.get("authorization", "")
         scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), self._token
+        compare = self._compare_digest
+        if (
+            scheme.lower() != "bearer"
+            or compare is None
+            or not compare(token.strip().encode(), self._token)
         ):
             raise _HttpError(
                 401,

@@ -6,7 +6,6 @@ and to test; :class:`~edgeserve.agent.serving.core.Agent` feeds them what the st
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Iterable, Mapping
 
@@ -63,6 +62,8 @@ def choose_arm(alias: str, split: SplitConfig, key: str | None) -> tuple[str, in
     ``weight_b``, so a key always lands on the same arm; without one it is random.
     """
     if key:
+        import hashlib  # here: an agent without keyed splits never needs it (see file_sha256)
+
         digest = hashlib.blake2b(f"{alias}\0{key}".encode(), digest_size=8).digest()
         point = int.from_bytes(digest, "big") / 2**64
     else:

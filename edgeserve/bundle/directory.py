@@ -10,10 +10,7 @@ streaming.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -82,6 +79,10 @@ def file_sha256(path: Path, *, max_bytes: int | None = None) -> tuple[str, int]:
         BundleError: the file grows past ``max_bytes`` while being read (endless data).
         StorageError: the file cannot be read.
     """
+    # Imported here, not at the top: importing hashlib sets up OpenSSL's digests (0.7 MB of
+    # RSS), and a serving agent hashes nothing (its store checked every file on install).
+    import hashlib
+
     digest = hashlib.sha256()
     size = 0
     try:
@@ -223,6 +224,10 @@ def write_bundle(
         BundleError: bad paths or an invalid manifest.
         StorageError: the output exists (without ``overwrite``) or cannot be written.
     """
+    # here, not at the top: a serving agent writes no bundle (see archive.pack_bundle)
+    import shutil
+    import tempfile
+
     out = Path(output)
     if out.exists() and not overwrite:
         raise StorageError(f"{out}: already exists (use --force to replace it)")

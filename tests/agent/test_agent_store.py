@@ -12,7 +12,7 @@ from edgeserve.agent.store import ModelStore
 from support.models import make_linear_bundle
 
 from edgeserve.bundle import pack_bundle
-from edgeserve.errors import BundleError, ConfigError, NotFoundError
+from edgeserve.errors import BundleError, ConfigError, NotFoundError, StorageError
 
 
 def test_agent_store_install_activate_previous_and_remove(tmp_path: Path) -> None:
@@ -105,6 +105,46 @@ def test_agent_telemetry_buffer_bounds_acks_and_survives_reopen(tmp_path: Path) 
     again.append({"too_big": "y" * 1000})
     assert again.dropped == 21 - len(kept)
     again.close()
+
+
+def test_agent_telemetry_buffer_opens_its_file_on_first_use(tmp_path: Path) -> None:
+    """Creating the buffer neither creates the file nor imports sqlite3 (an agent that has
+    served nothing does not map SQLite); the first append does, and a closed buffer stays
+    closed."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "sub" / "t.sqlite3"
+    code = (
+        "import sys\n"
+        "from edgeserve.agent.serving.telemetry import TelemetryBuffer\n"
+        f"buf = TelemetryBuffer({str(path)!r}, max_bytes=400)\n"
+        "assert 'sqlite3' not in sys.modules, 'imported before use'\n"
+        "buf.close()\n"
+        "assert 'sqlite3' not in sys.modules, 'imported by close'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert path.parent.is_dir() and not path.exists()
+    buf = TelemetryBuffer(path, max_bytes=400)
+    assert not path.exists()
+    buf.append({"i": 1})
+    assert path.exists() and buf.pending(10) == [(1, {"i": 1})]
+    buf.close()
+    with pytest.raises(StorageError, match="closed"):
+        buf.append({"i": 2})
+    again = TelemetryBuffer(path, max_bytes=400)
+    assert again.size_bytes == len('{"i":1}') and len(again) == 1 and again.dropped == 0
+    again.close()
+
+
+def test_agent_telemetry_buffer_reports_an_unopenable_file_when_used(tmp_path: Path) -> None:
+    path = tmp_path / "t.sqlite3"
+    path.mkdir()  # a directory where the file should be: SQLite cannot open it
+    buf = TelemetryBuffer(path, max_bytes=400)
+    with pytest.raises(StorageError, match="cannot open telemetry buffer"):
+        buf.append({"i": 1})
+    buf.close()
 
 
 def test_agent_telemetry_buffer_survives_kill9_mid_append(tmp_path: Path) -> None:
