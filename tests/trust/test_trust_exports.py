@@ -37,6 +37,7 @@ def test_trust_exports_are_pinned() -> None:
             "parse_time",
             "reason_code",
             "sign",
+            "sign_canonical",
             "sign_document",
             "sign_keyring",
             "sign_release",
