@@ -212,10 +212,6 @@ class DeviceQueries(Queries):
         """Every device with at least one target."""
         return {r[0] for r in self.db.query("SELECT DISTINCT device FROM device_targets")}
 
-    def set_target(self, device: str, target: Target | None, model: str) -> None:
-        """Set (or with None, remove) what ``device`` should run for ``model``."""
-        self.set_targets(model, [(device, target)])
-
     def set_targets(self, model: str, rows: Sequence[tuple[str, Target | None]]) -> None:
         """Set (or with None, remove) what each device of ``(device, target)`` should run for
         ``model``: a delete per chunk of devices and one batch of inserts (two statements per

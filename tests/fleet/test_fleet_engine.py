@@ -330,7 +330,7 @@ def test_republish_sends_the_same_bytes_and_new_seq_only_where_content_changed(
     h.engine.republish()  # what a broker reconnect does
     assert h.sent == first  # byte for byte: same seq, issued time and signature
     # d00's target changes behind the engine's back: its old seq must not carry new content
-    h.store.set_target("d00", None, "digits")
+    h.store.set_targets("digits", [("d00", None)])
     h.sent.clear()
     h.engine.republish()
     changed = "es/test/dev/d00/desired"

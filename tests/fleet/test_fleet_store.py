@@ -70,9 +70,9 @@ def test_taken_device_id_is_a_conflict(store: Store) -> None:
 def test_next_desired_assigns_seqs_and_reads_targets_in_chunks(store: Store) -> None:
     _, devices = _rollout_of(store, CHUNK + 3)  # more than one transaction's chunk
     split = {"b_version": 3, "weight_b": 10}
-    store.set_target(devices[0], Target("m", 2), "m")
-    store.set_target(devices[0], Target("n", 1, allow_downgrade=True), "n")
-    store.set_target(devices[-1], Target("m", 2, split=split, experiment="e1"), "m")
+    store.set_targets("m", [(devices[0], Target("m", 2))])
+    store.set_targets("n", [(devices[0], Target("n", 1, allow_downgrade=True))])
+    store.set_targets("m", [(devices[-1], Target("m", 2, split=split, experiment="e1"))])
     first = store.next_desired([*devices, "unknown", devices[0]], expires=100.0)
     assert set(first) == set(devices)  # unknown ids left out, duplicates counted once
     assert {seq for seq, _ in first.values()} == {1}
@@ -133,7 +133,7 @@ def test_set_targets_replaces_and_removes_in_chunks(store: Store) -> None:
         for d in devices:
             store.add_device(d, {}, "$7$unused")
         store.set_targets("m", [(d, Target("m", 1)) for d in devices])
-        store.set_target(devices[0], Target("other", 7), "other")
+        store.set_targets("other", [(devices[0], Target("other", 7))])
         store.set_targets("m", [(devices[1], None), (devices[2], Target("m", 2, True))])
     versions = store.target_versions("m")
     assert len(versions) == len(devices) - 1 and devices[1] not in versions
