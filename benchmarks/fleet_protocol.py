@@ -49,9 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -66,6 +64,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fleet import _cpu_s, _proc_kib, telemetry_burst  # noqa: E402
+from fleet_costs import other_cpu_s, py_spy  # noqa: E402
 from mqtt_blast import RawCounter, RawPublisher, RawSubscriber  # noqa: E402
 from support.broker import Mosquitto, mosquitto_binary  # noqa: E402
 from support.fleet import (  # noqa: E402
@@ -165,33 +164,6 @@ def _handled(server: FleetServerProcess) -> dict[str, Any]:
     return {**stats["ingest"]["received"], "controller": stats["controller"]}
 
 
-def _other_cpu_s(broker: Mosquitto) -> dict[str, float]:
-    """CPU seconds so far of the generator (this process), the broker and PostgreSQL's
-    processes (its server and connections, which live through the run)."""
-    postgres = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if stat.read_text().split(" (", 1)[1].startswith("postgres)"):
-                postgres += _cpu_s(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue  # exited meanwhile
-    assert broker.process is not None
-    return {
-        "generator": _cpu_s(os.getpid()),
-        "broker": _cpu_s(broker.process.pid),
-        "postgres": postgres,
-    }
-
-
-def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """Sample ``pid`` (every thread, 20 Hz) into ``out`` as collapsed stacks until SIGINT."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    cmd = [spy, "record", "-p", str(pid), "-r", "20", "-f", "raw", "-o", str(out), "--threads"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # attached before the rollout starts
-    return proc
-
-
 def register(servers: list[FleetServerProcess], ids: list[str], threads: int = 4) -> None:
     """Register ``ids`` over the operator API, ``threads`` requests at a time (one device per
     request, as an operator's provisioning script would; each hashes a new password, and on
@@ -248,10 +220,10 @@ def run(
         devices = ProtocolDevices(broker.url, server.keys, connections)
         counter = RawCounter(broker.url, f"es/{FLEET}/dev/#")
         counter.active = True
-        spy = _py_spy(pids[0], profile) if profile else None
+        spy = py_spy(pids[0], profile) if profile else None
         with server.client() as client:
             cpu0 = [_cpu_s(pid) for pid in pids]
-            others0 = _other_cpu_s(broker)
+            others0 = other_cpu_s(broker)
             t0 = time.monotonic()
             rid = client.start_rollout(
                 {"model": "digits", "version": 1, "phases": [100], "soak": 0, "max_failure_pct": 5}
@@ -264,7 +236,7 @@ def run(
             )
             converge_s = time.monotonic() - t0
             cpus = [_cpu_s(pid) - c0 for pid, c0 in zip(pids, cpu0, strict=True)]
-            others = {k: v - others0[k] for k, v in _other_cpu_s(broker).items()}
+            others = {k: v - others0[k] for k, v in other_cpu_s(broker).items()}
             cpu = sum(cpus)
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
