@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 from typing import Any
@@ -75,10 +74,12 @@ async def serve(config: AgentConfig, *, on_ready: Any = None, shared_port: bool 
     sync = None
     grpc_server = None
     try:
-        if config.server.grpc_port:
-            grpc_server = await _start_grpc(agent, config)
+        if config.server.grpc_port and not shared_port:
+            grpc_server = await _start_grpc(agent, config, reuse_port=False)
         await agent.start()
         if shared_port:
+            if config.server.grpc_port:
+                grpc_server = await _start_grpc(agent, config, reuse_port=True)
             port = await listen()
         if config.fleet is not None:
             sync = _start_sync(agent, config.fleet)
@@ -116,26 +117,24 @@ def _raise_fd_limit(max_connections: int) -> None:
             )
 
 
-async def _start_grpc(agent: Any, config: AgentConfig) -> Any:
-    """Start the gRPC API; grpcio is imported only here (an agent without it stays lighter)."""
-    # gRPC's C core logs its own line for errors we report ourselves (a port in use), and
-    # stderr must carry one line per error; GRPC_VERBOSITY set by the user still wins.
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+async def _start_grpc(agent: Any, config: AgentConfig, *, reuse_port: bool) -> Any:
+    """Start the gRPC API; its modules (protobuf, hpack) are imported only here."""
     try:
         from edgeserve.agent.grpc.server import GrpcServer
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in ("grpc", "google"):
+        if exc.name and exc.name.split(".")[0] in ("hpack", "google"):
             raise ConfigError(
-                "[server] grpc_port is set but grpcio is not installed: "
+                "[server] grpc_port is set but the gRPC extra is not installed: "
                 "pip install 'edgeserve-toolkit[grpc]'"
             ) from exc
         raise
     grpc_server = GrpcServer(agent, config.server)
     host, port = config.server.host, config.server.grpc_port
     try:
-        await grpc_server.start(host, port)
+        await grpc_server.start(host, port, reuse_port=reuse_port)
     except OSError as exc:
-        raise ConfigError(f"cannot listen for gRPC on {exc}") from exc
+        where = f"{host}:{port}"
+        raise ConfigError(f"cannot listen for gRPC on {where}: {exc.strerror or exc}") from exc
     return grpc_server
 
 

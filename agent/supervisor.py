@@ -7,13 +7,14 @@ stdin), each a whole agent — its own runtimes, batchers, event loop — listen
 port with ``SO_REUSEPORT``, so the kernel spreads new connections over them (Linux
 ``socket(7)``). They share the one model store on disk: each watches it (``poll_interval_s``)
 and hot-swaps on its own, so an activation by any process or by ``edgeserve agent activate``
-reaches all of them. Process 0 alone runs fleet sync (one MQTT session, one installer) and the
-gRPC API (a gRPC port cannot be shared: grpcio binds it without ``SO_REUSEPORT`` semantics we
-control). Metrics add up across processes through prometheus_client's multiprocess mode
-(``PROMETHEUS_MULTIPROC_DIR``, a directory the supervisor owns).
+reaches all of them. Every process serves the gRPC port too, shared the same way. Process 0
+alone runs fleet sync (one MQTT session, one installer). Metrics add up across processes
+through prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, a directory the
+supervisor owns).
 
-The supervisor holds the port bound (not listening) for its whole life, so port 0 resolves to
-one port for all children and a restart finds it free. A child that dies is restarted (after
+The supervisor holds the port (and the gRPC port) bound, not listening, for its whole life, so
+port 0 resolves to one port for all children, a restart finds it free, and no other program can
+join the group of sockets sharing it. A child that dies is restarted (after
 a pause that grows while it keeps dying young); SIGTERM or SIGINT stops every child cleanly and
 then the supervisor.
 """
@@ -76,6 +77,13 @@ def supervise(config: AgentConfig) -> None:
             ready (its own error line is on stderr).
     """
     holder, port = _hold_port(config.server.host, config.server.port)
+    grpc_holder = None
+    if config.server.grpc_port:
+        try:
+            grpc_holder, _ = _hold_port(config.server.host, config.server.grpc_port, "for gRPC ")
+        except ConfigError:
+            holder.close()
+            raise
     own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     metrics_dir = (
         tempfile.mkdtemp(prefix="edgeserve-metrics-")
@@ -108,11 +116,13 @@ def supervise(config: AgentConfig) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         holder.close()
+        if grpc_holder is not None:
+            grpc_holder.close()
         if own_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _hold_port(host: str, port: int) -> tuple[socket.socket, int]:
+def _hold_port(host: str, port: int, what: str = "") -> tuple[socket.socket, int]:
     """Bind (without listening) the serving address with ``SO_REUSEPORT``: a bound socket that
     does not listen receives no connections, yet keeps the port for the children."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -123,14 +133,13 @@ def _hold_port(host: str, port: int) -> tuple[socket.socket, int]:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        where = f"{host}:{port}"
+        raise ConfigError(f"cannot listen {what}on {where}: {exc.strerror or exc}") from exc
     return sock, int(sock.getsockname()[1])
 
 
 def _child_config(config: AgentConfig, index: int, port: int) -> AgentConfig:
-    server = replace(
-        config.server, port=port, grpc_port=config.server.grpc_port if index == 0 else 0
-    )
+    server = replace(config.server, port=port)
     return replace(config, server=server, fleet=config.fleet if index == 0 else None)
 
 

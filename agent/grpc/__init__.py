@@ -2,11 +2,12 @@
 
 ``edgeserve agent run --grpc-port N`` (or ``[server] grpc_port``) serves it beside REST, through
 the same model resolution, batcher, A/B split, metrics and bearer token. Importing this package
-imports nothing heavy; :mod:`.server` imports grpcio (the ``grpc`` extra), and only when a gRPC
-port is configured, so an agent without gRPC does not pay for it in memory.
+imports nothing heavy; :mod:`.server` imports protobuf and hpack (the ``grpc`` extra), and only
+when a gRPC port is configured, so an agent without gRPC does not pay for it in memory.
 
-- :mod:`.server`: :class:`~.server.GrpcServer`, the ``grpc.aio`` server, its limits and the
-  token check;
+- :mod:`.server`: :class:`~.server.GrpcServer`, the server, its limits and the token check;
+- :mod:`.conn`: one HTTP/2 connection; :mod:`.h2`: frames and header blocks;
+- :mod:`.status`: the status codes;
 - :mod:`.service`: the RPC handlers;
 - :mod:`.tensors`: ``ModelInferRequest``/``ModelInferResponse`` <-> arrays;
 - ``inference.proto`` and the modules generated from it by ``scripts/gen-grpc``.

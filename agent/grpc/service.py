@@ -7,7 +7,8 @@ become gRPC status codes by whose fault they are, each with the same message RES
 (https://grpc.github.io/grpc/core/md_doc_statuscodes.html): bad input INVALID_ARGUMENT, unknown
 model/version NOT_FOUND, not ready / queue full / timed out UNAVAILABLE, a failing model
 INTERNAL. Methods not declared in ``inference.proto`` (shared memory, trace and log settings)
-answer UNIMPLEMENTED.
+answer UNIMPLEMENTED. A handler takes the request message and the call's metadata (lower-case
+keys) and raises our errors; :class:`~.server.GrpcServer` turns them into the status.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from typing import Any
 
-import grpc
 from edgeserve.agent.grpc import inference_pb2 as pb
-from edgeserve.agent.grpc import inference_pb2_grpc as pb_grpc
+from edgeserve.agent.grpc.status import RpcError, Status
 from edgeserve.agent.grpc.tensors import decode_infer_request, encode_infer_response
 from edgeserve.agent.http.codec import select_outputs, timeout_s
 from edgeserve.agent.names import check_model_name, check_version
@@ -44,23 +44,25 @@ log = logging.getLogger(__name__)
 _STREAM_IN_FLIGHT = 64
 
 
-def status_code(exc: EdgeServeError) -> grpc.StatusCode:
+def status_code(exc: EdgeServeError) -> Status:
     """The gRPC status for one of our errors (the counterpart of its ``http_status``)."""
     if isinstance(exc, (InferenceInputError, ConfigError)):
-        return grpc.StatusCode.INVALID_ARGUMENT
+        return Status.INVALID_ARGUMENT
     if isinstance(exc, NotFoundError):
-        return grpc.StatusCode.NOT_FOUND
+        return Status.NOT_FOUND
     if isinstance(exc, UnavailableError):
-        return grpc.StatusCode.UNAVAILABLE
-    return _BY_HTTP_STATUS.get(exc.http_status, grpc.StatusCode.INTERNAL)
+        return Status.UNAVAILABLE
+    return _BY_HTTP_STATUS.get(exc.http_status, Status.INTERNAL)
 
 
 # any other error of ours by its HTTP status (an invalid model name is a 400)
 _BY_HTTP_STATUS = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    404: grpc.StatusCode.NOT_FOUND,
-    503: grpc.StatusCode.UNAVAILABLE,
+    400: Status.INVALID_ARGUMENT,
+    404: Status.NOT_FOUND,
+    503: Status.UNAVAILABLE,
 }
+
+Metadata = dict[str, str]
 
 
 def _checked(name: str, version: str = "") -> tuple[str, str | None]:
@@ -69,8 +71,8 @@ def _checked(name: str, version: str = "") -> tuple[str, str | None]:
     return check_model_name(name), check_version(version) if version else None
 
 
-class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
-    """The servicer; every method turns our errors into a status with the error's message."""
+class InferenceService:
+    """The handlers, one per RPC of the service, named as the RPCs are."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
@@ -78,66 +80,52 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     # -- health and metadata ---------------------------------------------------------------
 
-    async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
+    async def ServerLive(self, request: Any, metadata: Metadata) -> pb.ServerLiveResponse:
         """Always live while the process serves."""
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
+    async def ServerReady(self, request: Any, metadata: Metadata) -> pb.ServerReadyResponse:
         """Ready once the agent has loaded what the store asks for."""
         return pb.ServerReadyResponse(ready=self.agent.ready)
 
     async def ModelReady(
-        self, request: pb.ModelReadyRequest, context: Any
+        self, request: pb.ModelReadyRequest, metadata: Metadata
     ) -> pb.ModelReadyResponse:
         """Whether a request for the model (version) would be served now."""
         # like Triton: an unknown model is "not ready", not an error (an invalid name is)
-        try:
-            name, version = _checked(request.name, request.version)
-        except EdgeServeError as exc:
-            await _abort(context, exc)
+        name, version = _checked(request.name, request.version)
         return pb.ModelReadyResponse(ready=self.agent.model_ready(name, version))
 
-    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+    async def ServerMetadata(self, request: Any, metadata: Metadata) -> pb.ServerMetadataResponse:
         """Name, version and the extensions the agent implements."""
         return pb.ServerMetadataResponse(**server_view())
 
     async def ModelMetadata(
-        self, request: pb.ModelMetadataRequest, context: Any
+        self, request: pb.ModelMetadataRequest, metadata: Metadata
     ) -> pb.ModelMetadataResponse:
         """OIP v2 model metadata (what REST's ``GET /v2/models/{m}`` answers)."""
-        try:
-            view = metadata_view(self.agent, *_checked(request.name, request.version))
-        except EdgeServeError as exc:
-            await _abort(context, exc)
+        view = metadata_view(self.agent, *_checked(request.name, request.version))
         return json_format.ParseDict(view, pb.ModelMetadataResponse())
 
     async def ModelConfig(
-        self, request: pb.ModelConfigRequest, context: Any
+        self, request: pb.ModelConfigRequest, metadata: Metadata
     ) -> pb.ModelConfigResponse:
         """Triton's model configuration (:mod:`edgeserve.agent.serving.tritonconfig`)."""
-        try:
-            view = config_view(self.agent, *_checked(request.name, request.version))
-        except EdgeServeError as exc:
-            await _abort(context, exc)
+        view = config_view(self.agent, *_checked(request.name, request.version))
         return pb.ModelConfigResponse(config=json_format.ParseDict(view, pb.ModelConfig()))
 
     async def ModelStatistics(
-        self, request: pb.ModelStatisticsRequest, context: Any
+        self, request: pb.ModelStatisticsRequest, metadata: Metadata
     ) -> pb.ModelStatisticsResponse:
         """Triton's statistics extension: counters since each version loaded."""
-        try:
-            name, version = (
-                _checked(request.name, request.version) if request.name else (None, None)
-            )
-            stats = stats_view(self.agent, name, version)
-        except EdgeServeError as exc:
-            await _abort(context, exc)
+        name, version = _checked(request.name, request.version) if request.name else (None, None)
+        stats = stats_view(self.agent, name, version)
         return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
 
     # -- repository ------------------------------------------------------------------------
 
     async def RepositoryIndex(
-        self, request: pb.RepositoryIndexRequest, context: Any
+        self, request: pb.RepositoryIndexRequest, metadata: Metadata
     ) -> pb.RepositoryIndexResponse:
         """Every installed version with its state (only ready ones on request)."""
         rows = self.agent.index()
@@ -148,39 +136,30 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def RepositoryModelLoad(
-        self, request: pb.RepositoryModelLoadRequest, context: Any
+        self, request: pb.RepositoryModelLoadRequest, metadata: Metadata
     ) -> pb.RepositoryModelLoadResponse:
         """(Re)load a model per its policy; override parameters are refused."""
-        try:
-            _no_load_parameters(request.parameters)
-            await self.agent.load(check_model_name(request.model_name))
-        except EdgeServeError as exc:
-            await _abort(context, exc)
+        _no_load_parameters(request.parameters)
+        await self.agent.load(check_model_name(request.model_name))
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(
-        self, request: pb.RepositoryModelUnloadRequest, context: Any
+        self, request: pb.RepositoryModelUnloadRequest, metadata: Metadata
     ) -> pb.RepositoryModelUnloadResponse:
         """Unload every version of a model until it is loaded again."""
-        try:
-            await self.agent.unload(check_model_name(request.model_name))
-        except EdgeServeError as exc:
-            await _abort(context, exc)
+        await self.agent.unload(check_model_name(request.model_name))
         return pb.RepositoryModelUnloadResponse()
 
     # -- inference -------------------------------------------------------------------------
 
     async def ModelInfer(
-        self, request: pb.ModelInferRequest, context: Any
+        self, request: pb.ModelInferRequest, metadata: Metadata
     ) -> pb.ModelInferResponse:
         """One inference through the model version's batcher."""
-        try:
-            return await self._infer(request, context)
-        except EdgeServeError as exc:
-            await _abort(context, exc)
+        return await self._infer(request, metadata)
 
     async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], metadata: Metadata
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Triton's streaming inference: requests run concurrently (so they batch), each
         answered when done; a failed request answers ``error_message`` and the stream goes on."""
@@ -190,7 +169,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
         async def one(request: pb.ModelInferRequest) -> None:
             try:
-                response = await self._infer(request, context)
+                response = await self._infer(request, metadata)
                 await done.put(pb.ModelStreamInferResponse(infer_response=response))
             except EdgeServeError as exc:
                 await done.put(pb.ModelStreamInferResponse(error_message=str(exc)))
@@ -199,6 +178,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 await done.put(pb.ModelStreamInferResponse(error_message="internal error"))
             finally:
                 slots.release()
+
+        failed: list[RpcError] = []
 
         async def read() -> None:
             try:
@@ -209,8 +190,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     task.add_done_callback(running.discard)
                 if running:
                     await asyncio.gather(*list(running))
-            except grpc.RpcError:  # the client went away mid-stream: nothing left to answer
-                log.debug("inference stream closed by the client")
+            except RpcError as exc:  # a malformed request message ends the stream with it
+                failed.append(exc)
             finally:
                 await done.put(None)
 
@@ -218,16 +199,20 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         try:
             while (item := await done.get()) is not None:
                 yield item
+            if failed:
+                raise failed[0]
         finally:
             reader.cancel()
             for task in list(running):
                 task.cancel()
 
-    async def _infer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+    async def _infer(
+        self, request: pb.ModelInferRequest, metadata: Metadata
+    ) -> pb.ModelInferResponse:
         name, version = _checked(request.model_name, request.model_version)
         decoded = decode_infer_request(request)
         # resolve after decoding with no await before submit (a hot swap cannot slip between)
-        model = self.agent.resolve(name, version, self._request_key(context))
+        model = self.agent.resolve(name, version, metadata.get(self._key_header))
         result = await model.infer(decoded.inputs, timeout_s(decoded.parameters))
         try:
             selected = select_outputs(result.outputs, decoded, model.labels, model.has_batch_dim)
@@ -236,12 +221,6 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raise
         return encode_infer_response(model.name, model.version, selected, decoded.id)
 
-    def _request_key(self, context: Any) -> str | None:
-        for key, value in context.invocation_metadata() or ():
-            if key == self._key_header:
-                return value if isinstance(value, str) else None
-        return None
-
 
 def _no_load_parameters(parameters: Any) -> None:
     if len(parameters):
@@ -249,9 +228,3 @@ def _no_load_parameters(parameters: Any) -> None:
             "repository load parameters (config or file overrides) are not supported: "
             "install a new bundle version instead"
         )
-
-
-async def _abort(context: Any, exc: EdgeServeError) -> NoReturn:
-    """End the RPC with the error's status and message (``context.abort`` raises)."""
-    await context.abort(status_code(exc), str(exc))
-    raise exc  # not reached: abort ends the RPC by raising

@@ -1,5 +1,6 @@
 """The gRPC API's edges against real agent processes: the bearer token, the message cap, start
-errors as one line, and grpcio loaded only when a gRPC port is set."""
+errors as one line, and the gRPC modules loaded only when a gRPC port is set (grpcio never: the
+server is the agent's own)."""
 
 from __future__ import annotations
 
@@ -22,20 +23,22 @@ def _input(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput
     return inp
 
 
-def _grpc_mapped(process: AgentProcess) -> bool:
-    return "cygrpc" in Path(f"/proc/{process.process.pid}/maps").read_text()
+def _mapped(process: AgentProcess, library: str) -> bool:
+    return library in Path(f"/proc/{process.process.pid}/maps").read_text()
 
 
-def test_agent_grpc_is_off_by_default_and_grpcio_not_loaded(running_agent: AgentProcess) -> None:
+def test_agent_grpc_is_off_by_default_and_protobuf_not_loaded(running_agent: AgentProcess) -> None:
     assert "grpc" not in running_agent.log()
-    assert not _grpc_mapped(running_agent)
+    assert not _mapped(running_agent, "_upb")  # protobuf's C library
+    assert not _mapped(running_agent, "cygrpc")
 
 
 def test_agent_grpc_token_and_message_cap(state_dir: Path) -> None:
     port = free_port()
     config = {"server": {"grpc_port": port, "token": "s3cret", "max_body_bytes": 65536}}
     with start_agent(state_dir, config=config) as agent:
-        assert _grpc_mapped(agent)
+        assert _mapped(agent, "_upb")
+        assert not _mapped(agent, "cygrpc")  # the HTTP/2 server is ours, not grpcio's
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
         good = {"authorization": "Bearer s3cret"}
         x = np.ones((1, 4), np.float32)
@@ -62,14 +65,14 @@ def test_agent_grpc_token_and_message_cap(state_dir: Path) -> None:
         assert agent.process.poll() is None
 
 
-@pytest.mark.parametrize("case", ["no-grpcio", "port-taken"])
+@pytest.mark.parametrize("case", ["no-extra", "port-taken"])
 def test_agent_grpc_start_errors_are_one_line(state_dir: Path, case: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1] if case == "port-taken" else free_port()
-        # None in sys.modules makes `import grpc` fail as on a device without the extra
-        hide = "sys.modules['grpc'] = None; " if case == "no-grpcio" else ""
+        # None in sys.modules makes `import hpack` fail as on a device without the extra
+        hide = "sys.modules['hpack'] = None; " if case == "no-extra" else ""
         code = f"import sys; {hide}from edgeserve.cli import main; main()"
         args = ["agent", "run", "--state", str(state_dir), "--port", str(free_port())]
         proc = subprocess.run(
@@ -83,6 +86,6 @@ def test_agent_grpc_start_errors_are_one_line(state_dir: Path, case: str) -> Non
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     want = (
-        "pip install 'edgeserve-toolkit[grpc]'" if case == "no-grpcio" else "cannot listen for gRPC"
+        "pip install 'edgeserve-toolkit[grpc]'" if case == "no-extra" else "cannot listen for gRPC"
     )
     assert want in lines[0]

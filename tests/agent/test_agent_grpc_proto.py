@@ -19,7 +19,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO = ROOT / "agent" / "grpc" / "inference.proto"
-GENERATED = ("inference_pb2.py", "inference_pb2.pyi", "inference_pb2_grpc.py")
+GENERATED = ("inference_pb2.py", "inference_pb2.pyi")
 
 
 @pytest.fixture(scope="module")
