@@ -13,10 +13,9 @@ through prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, a d
 supervisor owns).
 
 The supervisor holds the port (and the gRPC port) bound, not listening, for its whole life, so
-port 0 resolves to one port for all children, a restart finds it free, and no other program can
-join the group of sockets sharing it. A child that dies is restarted (after
-a pause that grows while it keeps dying young); SIGTERM or SIGINT stops every child cleanly and
-then the supervisor.
+port 0 resolves to one port for all children and a restart finds it free. A child that dies is
+restarted (after a pause that grows while it keeps dying young); SIGTERM or SIGINT stops every
+child cleanly and then the supervisor.
 """
 
 from __future__ import annotations

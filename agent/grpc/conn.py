@@ -48,6 +48,13 @@ _PING_FLOOD = 1000  # PINGs or SETTINGS without a request in between: a flood (E
 
 _RESPONSE_HEADERS = b"\x88" + h2.literal(b"content-type", b"application/grpc")  # :status 200
 _OK_TRAILERS = h2.literal(b"grpc-status", b"0")
+_SERVER_PREFACE = h2.settings(
+    {
+        h2.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+        h2.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+        h2.MAX_HEADER_LIST_SIZE: MAX_HEADER_BYTES,
+    }
+) + h2.window_update(0, CONNECTION_WINDOW - h2.DEFAULT_WINDOW)
 _HEAD = struct.Struct(">HBBBL")
 _PREFIX = struct.Struct(">BL")  # a gRPC message's compressed flag and length
 _U32 = struct.Struct(">L")
@@ -219,17 +226,6 @@ class Connection(asyncio.Protocol):
         if not self._server.admit(self):
             transport.abort()
             self.closed = True
-            return
-        self._transport.write(
-            h2.settings(
-                {
-                    h2.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
-                    h2.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                    h2.MAX_HEADER_LIST_SIZE: MAX_HEADER_BYTES,
-                }
-            )
-            + h2.window_update(0, CONNECTION_WINDOW - h2.DEFAULT_WINDOW)
-        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -254,6 +250,8 @@ class Connection(asyncio.Protocol):
                     return
                 del buf[: len(h2.CLIENT_PREFACE)]
                 self._preface = True
+                # our preface, once the client's shows it speaks HTTP/2 (RFC 9113 §3.4)
+                self._write(_SERVER_PREFACE)
             self._frames()
             self._return_window()
         except _ConnectionError as exc:

@@ -94,6 +94,46 @@ def test_agent_processes_metrics_add_up_across_processes(tmp_path: Path, state_d
             assert "process_resident_memory_bytes" not in text
 
 
+def test_agent_processes_all_serve_grpc(tmp_path: Path, state_dir: Path) -> None:
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from support.agent import linear_reference
+    from support.broker import free_port
+
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    port = free_port()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    args = ["--processes", "2", "--grpc-port", str(port)]
+    with start_agent(state_dir, extra_args=args, env=env) as agent:
+        kids = _wait_children(agent, 2)
+        x = np.ones((1, 4), np.float32)
+        n = 0
+        # a new channel (connection) per call until both processes have answered gRPC
+        while n < 20 or len([v for v in _per_process_success(metrics_dir).values() if v]) < 2:
+            assert n < 1000, _per_process_success(metrics_dir)
+            client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+            try:
+                inp = grpcclient.InferInput("x", [1, 4], "FP32")
+                inp.set_data_from_numpy(x)
+                y = client.infer("linear", [inp]).as_numpy("y")
+            finally:
+                client.close()
+            np.testing.assert_allclose(y, linear_reference(x), rtol=1e-5)
+            n += 1
+        assert set(_per_process_success(metrics_dir)) == set(kids)
+        # a single agent started on the port finds it taken, as it would HTTP's
+        other = ["--state", str(tmp_path / "other"), "--port", "0", "--grpc-port", str(port)]
+        taken = subprocess.run(
+            [*_CLI, "agent", "run", *other],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert taken.returncode == 2 and "cannot listen for gRPC" in taken.stderr, taken.stderr
+
+
 def test_agent_processes_hotswap_drops_no_request(tmp_path: Path, state_dir: Path) -> None:
     b2 = make_linear_bundle(tmp_path / "b2", version=2, seed=1).path
     b3 = make_linear_bundle(tmp_path / "b3", version=3, seed=2).path
