@@ -252,6 +252,7 @@ def child_main() -> None:
     the supervisor, which runs the same interpreter and code)."""
     config = pickle.loads(sys.stdin.buffer.read())
     sys.stdin.close()
+    _die_with_parent()
     from edgeserve.agent.runner import run_process
 
     try:
@@ -261,3 +262,16 @@ def child_main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _die_with_parent() -> None:
+    """Have the kernel send SIGTERM to this serving process when its supervisor dies, even by
+    SIGKILL (Linux ``prctl(PR_SET_PDEATHSIG)``), so no orphan keeps serving the port."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the supervisor died before the call
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -8,7 +8,7 @@ concurrency 1 on one connection:
   ``Inference-Header-Content-Length``);
 - gRPC ``ModelInfer``: HTTP/2 (h2c), the 5-byte gRPC frame prefix and the serialized
   ``ModelInferRequest`` as the body, ``content-type: application/grpc`` and ``te: trailers``;
-- gRPC ``ServerLive`` (no model work): grpcio's own floor.
+- gRPC ``ServerLive`` (no model work): what the gRPC server itself costs per call.
 
 h2load does not read gRPC trailers, so an error (HTTP 200 with a non-zero ``grpc-status`` and
 no message) would count as a fast success: every run therefore checks that each answer carried

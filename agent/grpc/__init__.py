@@ -6,7 +6,8 @@ imports nothing heavy; :mod:`.server` imports protobuf and hpack (the ``grpc`` e
 when a gRPC port is configured, so an agent without gRPC does not pay for it in memory.
 
 - :mod:`.server`: :class:`~.server.GrpcServer`, the server, its limits and the token check;
-- :mod:`.conn`: one HTTP/2 connection; :mod:`.h2`: frames and header blocks;
+- :mod:`.conn`: one connection's gRPC calls, over :mod:`.frames` (HTTP/2 framing) and
+  :mod:`.h2` (frame and header-block encoding); :mod:`.stream`: one call;
 - :mod:`.status`: the status codes;
 - :mod:`.service`: the RPC handlers;
 - :mod:`.tensors`: ``ModelInferRequest``/``ModelInferResponse`` <-> arrays;

@@ -26,9 +26,10 @@ from typing import Any
 
 from edgeserve.agent.config import ServerConfig
 from edgeserve.agent.grpc import inference_pb2 as pb
-from edgeserve.agent.grpc.conn import Connection, Stream
+from edgeserve.agent.grpc.conn import Connection
 from edgeserve.agent.grpc.service import InferenceService, status_code
 from edgeserve.agent.grpc.status import RpcError, Status
+from edgeserve.agent.grpc.stream import Stream
 from edgeserve.agent.http.listener import Listener
 from edgeserve.agent.serving.core import Agent
 from google.protobuf.message import DecodeError
@@ -157,6 +158,7 @@ class GrpcServer(Listener):
         assert method.handler is not None
         async for response in method.handler(_requests(stream, method), stream.metadata):
             stream.send(response.SerializeToString())
+            await stream.drained()
         stream.finish(Status.OK)
 
 

@@ -5,6 +5,7 @@ is replaced and SIGTERM stops them all."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -211,6 +212,25 @@ def test_agent_processes_dead_process_is_restarted_and_sigterm_stops_all(
     assert code == 0, agent.log()
     for pid in kids:
         assert not Path(f"/proc/{pid}").exists(), f"serving process {pid} outlived the supervisor"
+
+
+def test_agent_processes_die_with_a_killed_supervisor(state_dir: Path) -> None:
+    agent = start_agent(state_dir, extra_args=["--processes", "2"])
+    try:
+        kids = _wait_children(agent, 2)
+        agent.process.kill()  # SIGKILL: the supervisor cannot stop its children itself
+        agent.process.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while any(Path(f"/proc/{pid}").exists() for pid in kids):
+            assert time.monotonic() < deadline, f"serving processes {kids} outlived the supervisor"
+            for pid in kids:  # reap them if they were ours (they are the supervisor's)
+                with contextlib.suppress(ChildProcessError, OSError):
+                    os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.05)
+        with pytest.raises(httpx.TransportError):
+            _fresh(agent.url, "/v2/health/live")
+    finally:
+        agent.stop(timeout=10)
 
 
 def test_agent_processes_port_in_use_is_one_line(state_dir: Path) -> None:
