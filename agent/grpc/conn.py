@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from edgeserve.agent.grpc import h2
 from edgeserve.agent.grpc.frames import MAX_HEADER_BYTES, FrameProtocol, ProtocolError
 from edgeserve.agent.grpc.status import Status
-from edgeserve.agent.grpc.stream import PREFIX, STREAM_WINDOW, Stream, read_head, wake
+from edgeserve.agent.grpc.stream import PREFIX, STREAM_WINDOW, Head, Stream, read_head, wake
 
 if TYPE_CHECKING:
     from edgeserve.agent.grpc.server import GrpcServer
@@ -52,7 +52,7 @@ class Connection(FrameProtocol):
     """One client connection (created by the server for each accepted socket)."""
 
     def __init__(self, server: GrpcServer) -> None:
-        super().__init__(_SERVER_PREFACE)
+        super().__init__(_SERVER_PREFACE, read_head)
         self._server = server
         self.streams: dict[int, Stream] = {}
         self.waiters: dict[int, asyncio.Future] = {}  # streams waiting for a request message
@@ -111,7 +111,7 @@ class Connection(FrameProtocol):
         if flags & h2.END_STREAM:
             self._end_of_requests(stream)
 
-    def _on_headers(self, flags: int, stream_id: int, fields: list[tuple[bytes, bytes]]) -> None:
+    def _on_headers(self, flags: int, stream_id: int, head: Head) -> None:
         stream = self.streams.get(stream_id)
         if stream is not None or stream_id <= self._last_id:
             # trailers from the client (gRPC sends none, but they may end a stream)
@@ -128,7 +128,7 @@ class Connection(FrameProtocol):
             return
         stream = Stream(self, stream_id, self._peer_window)
         self.streams[stream_id] = stream
-        refusal = read_head(stream, fields)
+        stream.method, stream.metadata, stream.timeout_s, refusal = head
         if refusal is None:
             refusal = self._server.open(stream)
         if refusal is not None:

@@ -4,9 +4,10 @@ blocks, settings, PING, GOAWAY and the connection's send window.
 :class:`FrameProtocol` is an ``asyncio.Protocol`` that checks the client preface (a client
 that does not speak HTTP/2, such as curl or a browser, gets one readable HTTP/1.1 400), cuts
 frames as bytes arrive, joins HEADERS and CONTINUATION into one block and decodes it
-(:class:`~.h2.HeaderDecoder`), answers SETTINGS and PING, and ends the connection with a
-GOAWAY naming the error when the client breaks the protocol (RFC 9113 §5.4.1): frames over
-16 KiB, a header block over :data:`MAX_HEADER_BYTES`, a PING or SETTINGS flood, a client push.
+(:class:`~.h2.HeaderDecoder`, read by the subclass's ``parse``), answers SETTINGS and PING,
+and ends the connection with a GOAWAY naming the error when the client breaks the protocol
+(RFC 9113 §5.4.1): frames over 16 KiB, a header block over :data:`MAX_HEADER_BYTES`, a PING or
+SETTINGS flood, a client push.
 What a stream carries is left to the subclass (:class:`~.conn.Connection`) through the
 ``_on_*`` hooks.
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import hpack
 from edgeserve.agent.grpc import h2
@@ -41,14 +44,16 @@ class ProtocolError(Exception):
 class FrameProtocol(asyncio.Protocol):
     """HTTP/2 framing for one accepted connection; subclasses handle the streams."""
 
-    def __init__(self, server_preface: bytes) -> None:
+    def __init__(
+        self, server_preface: bytes, parse: Callable[[list[tuple[bytes, bytes]]], Any]
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self.peer = ""
         self._server_preface = server_preface
         self._buf = bytearray()
         self._preface = False  # the client preface has arrived
-        self._decoder = h2.HeaderDecoder(MAX_HEADER_BYTES)
+        self._decoder = h2.HeaderDecoder(MAX_HEADER_BYTES, parse)
         self._block: bytearray | None = None  # a header block awaiting CONTINUATION frames
         self._block_stream = 0
         self._block_flags = 0
@@ -69,7 +74,8 @@ class FrameProtocol(asyncio.Protocol):
     def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
         raise NotImplementedError
 
-    def _on_headers(self, flags: int, stream_id: int, fields: list[tuple[bytes, bytes]]) -> None:
+    def _on_headers(self, flags: int, stream_id: int, head: Any) -> None:
+        """A complete header block, as ``parse`` read it."""
         raise NotImplementedError
 
     def _on_reset(self, stream_id: int) -> None:
@@ -215,14 +221,14 @@ class FrameProtocol(asyncio.Protocol):
         if len(block) > MAX_HEADER_BYTES:
             raise ProtocolError(h2.ENHANCE_YOUR_CALM, f"header block over {MAX_HEADER_BYTES} bytes")
         try:
-            fields = self._decoder.decode(block)
+            head = self._decoder.decode(block)
         except hpack.HPACKError as exc:
             raise ProtocolError(h2.COMPRESSION_ERROR, f"header block: {exc}") from exc
         if stream_id > self._last_id:
             if not stream_id & 1:
                 raise ProtocolError(h2.PROTOCOL_ERROR, "a client stream id must be odd")
             self._control = 0
-        self._on_headers(flags, stream_id, fields)
+        self._on_headers(flags, stream_id, head)
 
     def _settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id:

@@ -9,7 +9,7 @@ import asyncio
 import struct
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from edgeserve.agent.grpc import h2
 from edgeserve.agent.grpc.status import Status
@@ -17,7 +17,7 @@ from edgeserve.agent.grpc.status import Status
 if TYPE_CHECKING:
     from edgeserve.agent.grpc.conn import Connection
 
-__all__ = ["PREFIX", "STREAM_WINDOW", "Stream", "read_head", "wake"]
+__all__ = ["PREFIX", "STREAM_WINDOW", "Head", "Stream", "read_head", "wake"]
 
 STREAM_WINDOW = 1 << 20  # bytes each call may send before its window is returned
 PREFIX = struct.Struct(">BL")  # a gRPC message's compressed flag and length
@@ -125,32 +125,45 @@ class Stream:
         self.pending += message
 
 
-def read_head(stream: Stream, fields: list[tuple[bytes, bytes]]) -> tuple[Status, str] | None:
-    """Read the request head into ``stream``; a refusal when it is not a gRPC call."""
+class Head(NamedTuple):
+    """What a request's header block says (shared by every call that sent the same block:
+    read-only)."""
+
+    method: str  # the :path, e.g. /inference.GRPCInferenceService/ModelInfer
+    metadata: dict[str, str]  # request metadata, lower-case keys (first wins)
+    timeout_s: float | None  # grpc-timeout
+    refusal: tuple[Status, str] | None  # why this is not a gRPC call we take
+
+
+def read_head(fields: list[tuple[bytes, bytes]]) -> Head:
+    """Read a request's header fields."""
     method = content_type = b""
-    metadata = stream.metadata
+    path = ""
+    timeout_s = None
+    metadata: dict[str, str] = {}
     for name, value in fields:
         if name[:1] == b":":
             if name == b":path":
-                stream.method = value.decode("latin-1")
+                path = value.decode("latin-1")
             elif name == b":method":
                 method = value
         elif name == b"content-type":
             content_type = value
         elif name == b"grpc-timeout":
-            stream.timeout_s = _timeout(value.decode("latin-1"))
+            timeout_s = _timeout(value.decode("latin-1"))
         else:
             key = name.decode("latin-1")
             if key not in metadata:
                 metadata[key] = value.decode("utf-8", "replace")
-    if method != b"POST":
-        return Status.UNIMPLEMENTED, "gRPC calls are POST requests"
-    if not content_type.startswith(b"application/grpc"):
-        return Status.UNIMPLEMENTED, "content-type must be application/grpc"
+    refusal: tuple[Status, str] | None = None
     encoding = metadata.get("grpc-encoding", "identity")
-    if encoding != "identity":
-        return Status.UNIMPLEMENTED, f"message encoding {encoding!r} is not supported"
-    return None
+    if method != b"POST":
+        refusal = Status.UNIMPLEMENTED, "gRPC calls are POST requests"
+    elif not content_type.startswith(b"application/grpc"):
+        refusal = Status.UNIMPLEMENTED, "content-type must be application/grpc"
+    elif encoding != "identity":
+        refusal = Status.UNIMPLEMENTED, f"message encoding {encoding!r} is not supported"
+    return Head(path, metadata, timeout_s, refusal)
 
 
 def _trailers(status: Status, message: str) -> bytes:
