@@ -155,7 +155,7 @@ def remove(name: str, version: int, state: Path) -> None:
 @click.option(
     "--processes",
     type=click.IntRange(min=1),
-    help="Serving processes sharing the port (default 1); one runs fleet sync and gRPC.",
+    help="Serving processes sharing the port (default 1); one runs fleet sync.",
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Worker threads for model runs.")
 @click.option("--threads", type=click.IntRange(min=0), help="Runtime threads per model.")

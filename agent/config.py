@@ -62,8 +62,8 @@ class ServerConfig:
         uvloop: use uvloop's event loop when it is installed.
         processes: serving processes sharing ``port`` (``SO_REUSEPORT``), each with its own
             runtime, batcher and event loop, under one supervisor that restarts a process that
-            dies; only the first runs fleet sync and the gRPC API. 1 = one process, no
-            supervisor.
+            dies; they share the gRPC port too, and only the first runs fleet sync. 1 = one
+            process, no supervisor.
     """
 
     host: str = "127.0.0.1"
