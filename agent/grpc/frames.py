@@ -28,7 +28,7 @@ __all__ = ["MAX_HEADER_BYTES", "FrameProtocol", "ProtocolError"]
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 * 1024  # bytes of one header block, encoded or decoded
-_PING_FLOOD = 1000  # PINGs or SETTINGS without a request in between: a flood (ENHANCE_YOUR_CALM)
+_PING_FLOOD = 1000  # PINGs or SETTINGS with no request bytes between: a flood (ENHANCE_YOUR_CALM)
 _HEAD = struct.Struct(">HBBBL")
 _U32 = struct.Struct(">L")
 
@@ -62,7 +62,7 @@ class FrameProtocol(asyncio.Protocol):
         self._peer_window = h2.DEFAULT_WINDOW  # the client's SETTINGS_INITIAL_WINDOW_SIZE
         self._peer_frame = h2.DEFAULT_FRAME_SIZE  # its SETTINGS_MAX_FRAME_SIZE
         self._send_window = h2.DEFAULT_WINDOW  # the connection's window to send in
-        self._control = 0  # PINGs and SETTINGS since the last new stream
+        self._control = 0  # PINGs and SETTINGS since the last HEADERS or DATA
         self._going_away = False  # no new calls (the client's GOAWAY, or ours)
         self._goaway_sent = False
         self.closed = False
@@ -158,6 +158,7 @@ class FrameProtocol(asyncio.Protocol):
         if kind == h2.DATA:
             if not stream_id:
                 raise ProtocolError(h2.PROTOCOL_ERROR, "DATA on stream 0")
+            self._control = 0  # a client sending requests is not flooding (grpcio pings per read)
             self._on_data(flags, stream_id, payload)
         elif kind == h2.HEADERS:
             self._headers(flags, stream_id, payload)

@@ -140,6 +140,10 @@ CONNECTION_ERRORS = {
         lambda c: c.send(h2.frame(h2.HEADERS, h2.END_HEADERS, 2, c.head("ServerLive"))),
         PROTOCOL_ERROR,
     ),
+    "ping-flood": (
+        lambda c: c.send(b"".join(h2.frame(h2.PING, 0, 0, b"12345678") for _ in range(1001))),
+        ENHANCE_YOUR_CALM,
+    ),
     "push-promise": (lambda c: c.send(h2.frame(0x5, h2.END_HEADERS, 0, b"")), PROTOCOL_ERROR),
 }
 
