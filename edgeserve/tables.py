@@ -33,11 +33,6 @@ from typing import Any, TypeVar, Union
 
 from edgeserve.errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
-
 __all__ = ["check_keys", "load_table", "read_toml", "table_of", "typed_value"]
 
 T = TypeVar("T")
@@ -49,6 +44,11 @@ def read_toml(path: Path) -> dict[str, Any]:
     Raises:
         ConfigError: the file is missing, unreadable or not valid TOML (the message names it).
     """
+    # imported here: a command given no file (``agent run --state``) never parses TOML
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)

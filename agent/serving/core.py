@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from edgeserve.agent.config import AgentConfig, SplitConfig
-from edgeserve.agent.serving.health import check_health, check_unloaded_health
 from edgeserve.agent.serving.loaded import LoadedModel, load_version
 from edgeserve.agent.serving.metrics import Metrics
 from edgeserve.agent.serving.policy import wanted_versions
@@ -147,6 +146,9 @@ class Agent:
             ModelError: it cannot load, fails to run, gives NaN/inf, or computes something
                 other than the recorded reference outputs.
         """
+        # imported here: only fleet sync checks health, after an activation
+        from edgeserve.agent.serving.health import check_health, check_unloaded_health
+
         loaded = self.served.models.get(name, {}).get(version)
         if loaded is not None:
             await self._blocking(check_health, loaded.runtime, loaded.bundle)

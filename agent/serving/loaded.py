@@ -17,8 +17,7 @@ from edgeserve.agent.serving.metrics import Metrics, VersionMetrics
 from edgeserve.agent.serving.telemetry import TelemetryBuffer
 
 from edgeserve.bundle import Bundle, read_labels
-from edgeserve.bundle.manifest import TensorSpec
-from edgeserve.bundle.sample import SAMPLE_ROLE, read_sample
+from edgeserve.bundle.manifest import SAMPLE_ROLE, TensorSpec
 from edgeserve.datatypes import to_numpy
 from edgeserve.errors import (
     DeadlineExceededError,
@@ -53,6 +52,9 @@ def sample_feeds(bundle: Bundle, inputs: tuple[TensorSpec, ...]) -> dict[str, np
     """
     path = bundle.file_path(SAMPLE_ROLE)
     if path is not None:
+        # imported only for a bundle that has a sample file (the npz reader comes with it)
+        from edgeserve.bundle.sample import read_sample
+
         try:
             sample = read_sample(path)
             feeds = {spec.name: np.asarray(sample.inputs[spec.name]) for spec in inputs}

@@ -38,6 +38,7 @@ from edgeserve.errors import BundleError
 __all__ = [
     "FORMATS",
     "MANIFEST_MAX_BYTES",
+    "SAMPLE_ROLE",
     "FileEntry",
     "Manifest",
     "TensorSpec",
@@ -49,6 +50,8 @@ __all__ = [
 MANIFEST_MAX_BYTES: Final = 1_048_576  # bytes; a manifest is a few KiB, this bounds a hostile one
 FORMATS: Final = ("onnx", "ort", "tflite")
 FILE_ROLES: Final = ("model", "sample", "labels", "other")
+#: the sample file's role (its layout: :mod:`edgeserve.bundle.sample`)
+SAMPLE_ROLE: Final = "sample"
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
 _MAX_FILES: Final = 64

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from edgeserve.bundle.manifest import Manifest
+from edgeserve.bundle.manifest import SAMPLE_ROLE, Manifest
 from edgeserve.errors import BundleError, ModelError
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
 ]
 
 SAMPLE_FILE: Final = "sample.npz"
-SAMPLE_ROLE: Final = "sample"
 REFERENCE_PREFIX: Final = "expected:"
 HEALTH_CHECK_KEY: Final = "health_check"
 # validation.health_check.tolerance by precision. Another CPU, thread count or execution

@@ -62,3 +62,26 @@ def test_serving_agent_loads_no_sqlite_hashlib_shutil_or_resolver_until_it_needs
     finally:
         buffer.close()
     assert [(r["model"], r["requests"]) for r in records] == [("linear", 1)]
+
+
+#: what a plain ``agent run --state`` (no agent.toml) serving a bundle without a sample file
+#: does not use before a request asks for it: the TOML parser, the sample file's reader, the
+#: post-activation health check (fleet sync's)
+_UNUSED_AT_START = {
+    "tomllib",
+    "tomli",
+    "edgeserve.bundle.sample",
+    "edgeserve.agent.serving.health",
+}
+
+
+def test_agent_without_config_file_or_sample_imports_no_toml_sample_or_health_code(
+    state_dir: Path,
+) -> None:
+    agent = start_agent(state_dir, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    try:
+        imported = _imported(agent.log())
+        assert "edgeserve.agent.serving.core" in imported
+        assert not imported & _UNUSED_AT_START
+    finally:
+        assert agent.stop() == 0
