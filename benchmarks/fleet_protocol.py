@@ -37,7 +37,8 @@ Usage::
         --telemetry 300000 --telemetry-rate 5000
 
 ``--py-spy FILE`` samples the server's threads during the rollout (``py-spy record``, 20 Hz,
-collapsed stacks with thread names), to name the bottleneck of a run.
+collapsed stacks with thread names; the telemetry burst into ``FILE.telemetry``), to name the
+bottleneck of a run.
 
 The telemetry is published from pre-encoded packets over raw sockets (``mqtt_blast.py``), as
 fast as the broker takes them or paced with ``--telemetry-rate``: a rate held for a minute
@@ -262,7 +263,11 @@ def run(
         }
         print("rollout:", json.dumps({k: _round(v) for k, v in row.items()}), flush=True)
         if telemetry:
+            spy = py_spy(pids[0], profile.with_name(f"{profile.name}.telemetry")) if profile else None
             row.update(telemetry_burst(broker.url, ids, telemetry, servers, telemetry_rate))
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
         tel = row.get("telemetry_per_replica") or [{"cpu_s": 0.0}] * replicas
         row["per_replica"] = [
             {
