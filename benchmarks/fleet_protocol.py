@@ -263,7 +263,9 @@ def run(
         }
         print("rollout:", json.dumps({k: _round(v) for k, v in row.items()}), flush=True)
         if telemetry:
-            spy = py_spy(pids[0], profile.with_name(f"{profile.name}.telemetry")) if profile else None
+            spy = (
+                py_spy(pids[0], profile.with_name(f"{profile.name}.telemetry")) if profile else None
+            )
             row.update(telemetry_burst(broker.url, ids, telemetry, servers, telemetry_rate))
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
