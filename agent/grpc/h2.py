@@ -5,7 +5,7 @@ Written for the agent rather than taken from ``h2``: driving ``h2.H2Connection``
 unary gRPC call (receive a request's HEADERS and DATA, send HEADERS, DATA and trailers) took
 375-409 µs of CPU per call on the 2-core x86_64 machine the README's figures come from, most
 of a whole HTTP/1.1 request through the agent (0.51 ms p50 with the model). This module and
-:mod:`.conn` do the same call in a fraction of it (``benchmarks/grpc_h2.py`` prints both).
+:mod:`.conn` do the same call in 36-40 µs (``benchmarks/grpc_h2.py`` prints both).
 HPACK itself is the ``hpack`` package's decoder (the same one ``h2`` uses); a block that
 changed nothing in the decoder's dynamic table decodes to the same headers until the table
 changes, so such blocks are cached with what was read from them: a client's repeated call,
