@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from fleet import _cpu_s
@@ -34,10 +37,19 @@ def other_cpu_s(broker: Mosquitto) -> dict[str, float]:
     }
 
 
-def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """Sample ``pid`` (every thread, 20 Hz) into ``out`` as collapsed stacks until SIGINT."""
+@contextmanager
+def py_spy(pid: int, out: Path | None) -> Iterator[None]:
+    """Sample ``pid`` (every thread, 20 Hz) into ``out`` as collapsed stacks while the block
+    runs; without ``out``, nothing."""
+    if out is None:
+        yield
+        return
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     cmd = [spy, "record", "-p", str(pid), "-r", "20", "-f", "raw", "-o", str(out), "--threads"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # attached before the rollout starts
-    return proc
+    time.sleep(1.0)  # attached before the block's work starts
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+        proc.wait(60)

@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import tempfile
 import threading
@@ -221,8 +220,7 @@ def run(
         devices = ProtocolDevices(broker.url, server.keys, connections)
         counter = RawCounter(broker.url, f"es/{FLEET}/dev/#")
         counter.active = True
-        spy = py_spy(pids[0], profile) if profile else None
-        with server.client() as client:
+        with py_spy(pids[0], profile), server.client() as client:
             cpu0 = [_cpu_s(pid) for pid in pids]
             others0 = other_cpu_s(broker)
             t0 = time.monotonic()
@@ -239,9 +237,6 @@ def run(
             cpus = [_cpu_s(pid) - c0 for pid, c0 in zip(pids, cpu0, strict=True)]
             others = {k: v - others0[k] for k, v in other_cpu_s(broker).items()}
             cpu = sum(cpus)
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
-            spy.wait(60)
         time.sleep(1.0)
         counter.active = False
         row: dict[str, Any] = {
@@ -263,13 +258,9 @@ def run(
         }
         print("rollout:", json.dumps({k: _round(v) for k, v in row.items()}), flush=True)
         if telemetry:
-            spy = (
-                py_spy(pids[0], profile.with_name(f"{profile.name}.telemetry")) if profile else None
-            )
-            row.update(telemetry_burst(broker.url, ids, telemetry, servers, telemetry_rate))
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(60)
+            spy_file = profile and profile.with_name(f"{profile.name}.telemetry")
+            with py_spy(pids[0], spy_file):
+                row.update(telemetry_burst(broker.url, ids, telemetry, servers, telemetry_rate))
         tel = row.get("telemetry_per_replica") or [{"cpu_s": 0.0}] * replicas
         row["per_replica"] = [
             {
