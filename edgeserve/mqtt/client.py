@@ -26,6 +26,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edgeserve.errors import ConfigError, TransportError
+from edgeserve.mqtt.matching import compile_filter
 from edgeserve.mqtt.settings import (
     NOT_AUTHORISED,
     REFUSED,
@@ -68,6 +69,9 @@ class MqttClient:
         self._user_on_disconnect = on_disconnect
         self._user_on_connect_failed = on_connect_failed
         self._subs: dict[str, tuple[MessageCallback, int]] = {}
+        self._matchers: dict[str, Callable[[str], bool]] = {}
+        # what the network thread matches each message against, replaced whole on subscribe
+        self._routes: tuple[tuple[Callable[[str], bool], MessageCallback], ...] = ()
         self._acks: dict[int, Callable[[], None] | None] = {}
         self._early_acks: set[int] = set()
         self._lock = threading.Lock()
@@ -155,8 +159,14 @@ class MqttClient:
         Raises:
             TransportError: paho rejected the filter.
         """
+        try:
+            matches = compile_filter(_plain_filter(topic_filter))
+        except ValueError as exc:
+            raise TransportError(f"mqtt subscribe: {exc}") from exc
         with self._lock:
             self._subs[topic_filter] = (callback, qos)
+            self._matchers[topic_filter] = matches
+            self._routes = tuple((self._matchers[f], cb) for f, (cb, _q) in self._subs.items())
         if self.connected:
             rc, _mid = self._client.subscribe(topic_filter, qos)
             if rc != MQTTErrorCode.MQTT_ERR_NO_CONN:
@@ -253,11 +263,10 @@ class MqttClient:
         call_safely(self._user_on_connect_failed, cause, why)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        with self._lock:
-            subs = list(self._subs.items())
-        for topic_filter, (callback, _qos) in subs:
-            if paho.topic_matches_sub(_plain_filter(topic_filter), msg.topic):
-                call_safely(callback, msg.topic, bytes(msg.payload), bool(msg.retain))
+        topic = msg.topic
+        for matches, callback in self._routes:
+            if matches(topic):
+                call_safely(callback, topic, bytes(msg.payload), bool(msg.retain))
 
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any
