@@ -3,10 +3,10 @@ and desired-state publishing.
 
 Threads (each bounded, none blocking the MQTT network thread):
 
-- the MQTT client's network thread only appends ``(topic, payload)`` to a bounded queue
-  (full -> dropped and counted);
-- ``ingest`` drains the queue in batches, parses (:mod:`.ingest`), writes one transaction per
-  batch and wakes the controller when a rollout's devices changed;
+- the MQTT client's network thread only appends ``(topic, payload)`` to a bounded
+  :class:`.inbox.Inbox` (full -> dropped and counted);
+- ``ingest`` takes the inbox's bursts in batches, parses (:mod:`.ingest`), writes one
+  transaction per batch and wakes the controller when a rollout's devices changed;
 - ``controller`` runs :func:`.rollout.controller.step` for every running rollout on each wake-up or
   every ``tick_s``, applies the decisions, and re-signs/publishes desired state for the devices
   they touched; it also re-signs documents approaching expiry and prunes old telemetry. Of
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import queue
 import threading
 import time
 from collections import Counter
@@ -30,6 +29,7 @@ from edgeserve.protocol import fleet_filter, topics
 
 from . import rollout as r
 from .desired import DesiredBuilder
+from .inbox import Inbox
 from .ingest import IngestCounters, devices_of, parse_batch, store_batch
 from .rollout import controller as c
 from .rollout.views import latency_view
@@ -97,7 +97,7 @@ class Engine:
         self.counters = IngestCounters()
         self.published = 0
         self.decisions: Counter[str] = Counter()  # controller decisions by kind, since start
-        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(_QUEUE_MAX)
+        self._inbox: Inbox[tuple[str, bytes]] = Inbox(_QUEUE_MAX)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one controller pass / publish at a time
@@ -123,9 +123,7 @@ class Engine:
 
     def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
         """MQTT callback: enqueue only (runs on the network thread)."""
-        try:
-            self._queue.put_nowait((topic, payload))
-        except queue.Full:
+        if not self._inbox.put((topic, payload)):
             self.counters.dropped["queue_full"] += 1
 
     def device_added(self, device: str) -> None:
@@ -158,18 +156,11 @@ class Engine:
         self._wake.set()
 
     def _ingest_loop(self) -> None:
-        while not self._stop.is_set() or not self._queue.empty():
-            try:
-                first = self._queue.get(timeout=0.2)
-            except queue.Empty:
+        while not self._stop.is_set() or len(self._inbox):
+            # gather a burst into one transaction
+            batch = self._inbox.take(timeout_s=0.2, gather_s=0.05, max_items=_BATCH_MAX)
+            if not batch:
                 continue
-            batch = [first]
-            deadline = time.monotonic() + 0.05  # gather a burst into one transaction
-            while len(batch) < _BATCH_MAX:
-                try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
             try:
                 self.process(batch)
             except Exception:
