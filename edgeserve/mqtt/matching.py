@@ -2,11 +2,12 @@
 ``#`` the parent level and everything below it, and a filter starting with a wildcard never
 matches a topic starting with ``$`` (section 4.7.2).
 
-paho's ``topic_matches_sub`` builds a matcher tree on every call. The client's network thread
-matched every inbound message against every subscription that way: 18 % of its time in the
-fleet server's telemetry burst (``benchmarks/fleet_protocol.py --postgres --telemetry 20000
---py-spy FILE``): 13 µs a match, against 0.7 µs for a regular expression compiled once per
-filter (``timeit`` on ``es/bench/dev/+/telemetry``).
+paho's ``topic_matches_sub`` builds a matcher tree on every call, and the client's network
+thread matched every inbound message against every subscription that way: 13 µs a match,
+against 0.7 µs for a regular expression compiled once per filter (``timeit`` on
+``es/bench/dev/+/telemetry``). In the fleet server's telemetry burst
+(``benchmarks/fleet_protocol.py --devices 1000 --postgres``, two alternated rounds) server CPU
+per message went from 0.31 to 0.21-0.24 ms, and ingest from 2,735-3,260 to 4,055-4,224 msg/s.
 """
 
 from __future__ import annotations
