@@ -133,7 +133,7 @@ class TelemetryConfig:
     Attributes:
         interval_s: seconds between per-model-version summaries.
         max_bytes: size bound of the buffer in bytes; the oldest records go first.
-        path: buffer file; "" = ``<state>/telemetry.sqlite3``.
+        path: buffer file; "" = ``<state>/telemetry.jsonl``.
     """
 
     interval_s: float = 60.0
@@ -213,7 +213,7 @@ class AgentConfig:
         return (
             Path(self.telemetry.path)
             if self.telemetry.path
-            else self.state_dir / "telemetry.sqlite3"
+            else self.state_dir / "telemetry.jsonl"
         )
 
 

@@ -474,7 +474,7 @@ def _agent_rss(
                     resp.raise_for_status()
         time.sleep(1.5)
         rss = rss_mb(proc.pid)
-        if buffer_open and not (Path(config["state_dir"]) / "telemetry.sqlite3").exists():
+        if buffer_open and not (Path(config["state_dir"]) / "telemetry.jsonl").exists():
             raise RuntimeError("the telemetry buffer was not opened before the measurement")
         return rss
     finally:
@@ -589,7 +589,7 @@ def print_fleet_rss(work: Path, bundle: Path, model: str, shape: tuple[int, ...]
         )
     print(
         "  (with: linear installed through fleet sync from a signed release; the telemetry"
-        " buffer's SQLite is open after the first window and with fleet sync)"
+        " buffer is open after the first window and with fleet sync)"
     )
 
 

@@ -185,7 +185,7 @@ def main() -> None:
             toml.write_text(f'state_dir = "{window_state}"\n[telemetry]\ninterval_s = 1\n')
             port = free_port()
             cmd = [*_CLI, "agent", "run", "--config", str(toml), "--port", str(port)]
-            buffer = window_state / "telemetry.sqlite3"
+            buffer = window_state / "telemetry.jsonl"
             results["window"].append(_measure(cmd, port, body, url, expect=buffer))
         print(
             f"lean start — model {opts.model}, {opts.rounds} alternated rounds, median (min-max)"

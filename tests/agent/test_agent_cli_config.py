@@ -107,7 +107,7 @@ def test_agent_config_defaults_overrides_and_validation(tmp_path: Path) -> None:
         "device": "pi-1",
         "trust_anchor": "/etc/edgeserve/root.json",
     }
-    assert cfg.telemetry_path == tmp_path / "telemetry.sqlite3"
+    assert cfg.telemetry_path == tmp_path / "telemetry.jsonl"
     with pytest.raises(ConfigError, match="pinned"):
         load_config(write_toml(tmp_path / "b.toml", {"models": {"m": {"policy": "pinned"}}}))
     for bad, fragment in [

@@ -11,11 +11,12 @@ import httpx
 from edgeserve.agent.serving.telemetry import TelemetryBuffer
 from support.agent import start_agent
 
+#: never imported by the agent: its telemetry buffer is a file of JSON lines
+_NEVER = {"sqlite3", "_sqlite3"}
+
 #: imported only to install or write a bundle (shutil, tempfile, hashlib), check a token or a
-#: keyed split (hashlib), write telemetry (sqlite3) or resolve a host name (the idna codec)
-_LATE = {
-    "sqlite3",
-    "_sqlite3",
+#: keyed split (hashlib) or resolve a host name (the idna codec)
+_LATE = _NEVER | {
     "hashlib",
     "_hashlib",
     "hmac",
@@ -56,7 +57,8 @@ def test_serving_agent_loads_no_sqlite_hashlib_shutil_or_resolver_until_it_needs
     finally:
         assert agent.stop() == 0
     # the window that counted the request was written on the way out, buffer opened then
-    buffer = TelemetryBuffer(state_dir / "telemetry.sqlite3", max_bytes=1_000_000)
+    assert not _imported(agent.log()) & _NEVER
+    buffer = TelemetryBuffer(state_dir / "telemetry.jsonl", max_bytes=1_000_000)
     try:
         records = [record for _, record in buffer.pending(10)]
     finally:

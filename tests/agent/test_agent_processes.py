@@ -265,7 +265,7 @@ def test_agent_processes_zero_is_a_config_error(tmp_path: Path) -> None:
 def test_agent_processes_share_one_telemetry_buffer_without_early_drops(tmp_path: Path) -> None:
     from edgeserve.agent.serving.telemetry import TelemetryBuffer
 
-    path = tmp_path / "telemetry.sqlite3"
+    path = tmp_path / "telemetry.jsonl"
     syncing, other = TelemetryBuffer(path, 2000), TelemetryBuffer(path, 2000)
     try:
         for i in range(200):  # far more than the bound in total, acked as it goes

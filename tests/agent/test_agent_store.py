@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -87,7 +88,7 @@ def test_agent_store_labels(tmp_path: Path) -> None:
 
 
 def test_agent_telemetry_buffer_bounds_acks_and_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "t.sqlite3"
+    path = tmp_path / "t.jsonl"
     buf = TelemetryBuffer(path, max_bytes=400)
     for i in range(20):
         buf.append({"i": i, "pad": "x" * 20})
@@ -108,24 +109,25 @@ def test_agent_telemetry_buffer_bounds_acks_and_survives_reopen(tmp_path: Path) 
 
 
 def test_agent_telemetry_buffer_opens_its_file_on_first_use(tmp_path: Path) -> None:
-    """Creating the buffer neither creates the file nor imports sqlite3 (an agent that has
-    served nothing does not map SQLite); the first append does, and a closed buffer stays
-    closed."""
+    """Creating the buffer does not create the file; the first append does, without SQLite
+    (whose library would cost the agent idle RSS); a closed buffer stays closed."""
     import subprocess
     import sys
 
-    path = tmp_path / "sub" / "t.sqlite3"
+    path = tmp_path / "sub" / "t.jsonl"
     code = (
         "import sys\n"
         "from edgeserve.agent.serving.telemetry import TelemetryBuffer\n"
         f"buf = TelemetryBuffer({str(path)!r}, max_bytes=400)\n"
-        "assert 'sqlite3' not in sys.modules, 'imported before use'\n"
+        "assert not buf.path.exists(), 'created before use'\n"
+        "buf.append({'i': 0})\n"
+        "buf.ack(1)\n"
         "buf.close()\n"
-        "assert 'sqlite3' not in sys.modules, 'imported by close'\n"
+        "assert 'sqlite3' not in sys.modules, 'sqlite3 imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert path.parent.is_dir() and not path.exists()
+    path.unlink()
     buf = TelemetryBuffer(path, max_bytes=400)
     assert not path.exists()
     buf.append({"i": 1})
@@ -139,7 +141,7 @@ def test_agent_telemetry_buffer_opens_its_file_on_first_use(tmp_path: Path) -> N
 
 
 def test_agent_telemetry_buffer_reports_an_unopenable_file_when_used(tmp_path: Path) -> None:
-    path = tmp_path / "t.sqlite3"
+    path = tmp_path / "t.jsonl"
     path.mkdir()  # a directory where the file should be: SQLite cannot open it
     buf = TelemetryBuffer(path, max_bytes=400)
     with pytest.raises(StorageError, match="cannot open telemetry buffer"):
@@ -153,7 +155,7 @@ def test_agent_telemetry_buffer_survives_kill9_mid_append(tmp_path: Path) -> Non
     import sys
     import time
 
-    path = tmp_path / "t.sqlite3"
+    path = tmp_path / "t.jsonl"
     writer = (
         "import sys, itertools\n"
         "from edgeserve.agent.serving.telemetry import TelemetryBuffer\n"
@@ -176,4 +178,120 @@ def test_agent_telemetry_buffer_survives_kill9_mid_append(tmp_path: Path) -> Non
     assert buf.size_bytes <= 20000
     buf.append({"after": True})
     assert buf.pending(10_000)[-1][1] == {"after": True}
+    buf.close()
+
+
+def test_agent_telemetry_buffer_file_stays_bounded_with_and_without_acks(tmp_path: Path) -> None:
+    """Dropped and acknowledged records are rewritten out of the journal, so neither an agent
+    without fleet sync (nothing acked, the oldest dropped) nor one that delivers everything
+    grows its file past about twice the bound; ids keep increasing across rewrites."""
+    path = tmp_path / "t.jsonl"
+    buf = TelemetryBuffer(path, max_bytes=2000)
+    for i in range(5000):
+        buf.append({"i": i, "pad": "x" * 50})
+    kept = buf.pending(10_000)
+    assert [r["i"] for _, r in kept] == list(range(5000 - len(kept), 5000))
+    assert buf.dropped == 5000 - len(kept) and buf.size_bytes <= 2000
+    assert path.stat().st_size <= 2 * 2000 + 65_536 + 200
+    last = kept[-1][0]
+    for i in range(5000):
+        buf.append({"j": i, "pad": "y" * 50})
+        buf.ack(buf.pending(10_000)[-1][0])
+    assert len(buf) == 0 and buf.size_bytes == 0
+    assert path.stat().st_size <= 65_536 + 200
+    buf.append({"k": 1})
+    ((rid, record),) = buf.pending(10)
+    assert record == {"k": 1} and rid > last + 5000
+    buf.close()
+    again = TelemetryBuffer(path, max_bytes=2000)
+    assert again.pending(10) == [(rid, {"k": 1})] and again.dropped == 5000 - len(kept)
+    again.close()
+
+
+def test_agent_telemetry_buffer_cuts_off_a_half_written_line(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    buf = TelemetryBuffer(path, max_bytes=2000)
+    buf.append({"i": 1})
+    buf.close()
+    with path.open("ab") as f:  # what a writer killed inside its write would leave
+        f.write(b'[2,{"i":2,"pa')
+    again = TelemetryBuffer(path, max_bytes=2000)
+    assert again.pending(10) == [(1, {"i": 1})]
+    again.append({"i": 3})
+    assert again.pending(10) == [(1, {"i": 1}), (2, {"i": 3})]
+    again.close()
+    assert path.read_bytes().endswith(b'[2,{"i":3}]\n')
+
+
+def test_agent_telemetry_buffer_follows_a_rewrite_by_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    a, b = TelemetryBuffer(path, max_bytes=10**6), TelemetryBuffer(path, max_bytes=10**6)
+    try:
+        for i in range(1500):
+            a.append({"i": i, "pad": "x" * 50})
+        assert len(b) == 1500
+        inode = path.stat().st_ino
+        a.ack(1499)  # most of the journal is forgotten now: a rewrites it
+        assert path.stat().st_ino != inode
+        assert b.pending(10) == [(1500, {"i": 1499, "pad": "x" * 50})]
+        b.append({"from": "b"})
+        assert [r for _, r in a.pending(10)] == [{"i": 1499, "pad": "x" * 50}, {"from": "b"}]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_agent_telemetry_buffer_refuses_an_sqlite_file_of_an_earlier_version(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "telemetry.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE records (id INTEGER PRIMARY KEY, body TEXT)")
+        db.commit()
+    before = path.read_bytes()
+    buf = TelemetryBuffer(path, max_bytes=2000)
+    with pytest.raises(StorageError, match="SQLite file of an earlier edgeserve"):
+        buf.append({"i": 1})
+    buf.close()
+    assert path.read_bytes() == before
+
+
+def test_agent_telemetry_buffer_on_a_full_disk_raises_and_keeps_what_it_had(
+    tmp_path: Path,
+) -> None:
+    """A file-size limit stands in for a full disk: the append that does not fit raises
+    StorageError, and every record before it is still there, whole, after a reopen."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "t.jsonl"
+    code = (
+        "import resource, signal\n"
+        "from edgeserve.agent.serving.telemetry import TelemetryBuffer\n"
+        "from edgeserve.errors import StorageError\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (5000, 5000))\n"
+        f"buf = TelemetryBuffer({str(path)!r}, max_bytes=10**6)\n"
+        "for i in range(1000):\n"
+        "    try:\n"
+        "        buf.append({'i': i, 'pad': 'x' * 50})\n"
+        "    except StorageError as exc:\n"
+        "        print(i, exc)\n"
+        "        break\n"
+        "try:\n"
+        "    buf.append({'i': -1, 'pad': 'x' * 50})\n"
+        "except StorageError:\n"
+        "    print('still full')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    failed_at = int(first.split()[0])
+    assert 0 < failed_at < 1000 and "telemetry buffer" in first and second == "still full"
+    buf = TelemetryBuffer(path, max_bytes=10**6)
+    assert [r["i"] for _, r in buf.pending(10_000)] == list(range(failed_at))
+    buf.append({"i": failed_at})  # room again: appends go on after the last whole record
+    assert buf.pending(10_000)[-1] == (failed_at + 1, {"i": failed_at})
     buf.close()

@@ -25,7 +25,7 @@ def _wait(pred, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
 def test_sync_telemetry_is_published_acked_and_resent_after_outage(
     make_device, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    buffer = TelemetryBuffer(tmp_path / "telemetry.sqlite3", max_bytes=1_000_000)
+    buffer = TelemetryBuffer(tmp_path / "telemetry.jsonl", max_bytes=1_000_000)
     received: list[Telemetry] = []
     lock = threading.Lock()
 
