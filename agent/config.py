@@ -211,9 +211,7 @@ class AgentConfig:
     def telemetry_path(self) -> Path:
         """Where the telemetry buffer lives."""
         return (
-            Path(self.telemetry.path)
-            if self.telemetry.path
-            else self.state_dir / "telemetry.jsonl"
+            Path(self.telemetry.path) if self.telemetry.path else self.state_dir / "telemetry.jsonl"
         )
 
 
