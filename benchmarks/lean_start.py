@@ -37,7 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from agent import build_bundle, compile_sources, free_port, rss_mb, wait_ready  # noqa: E402
+from agent_proc import compile_sources, free_port, rss_mb, wait_ready  # noqa: E402
+from bench_models import build_bundle  # noqa: E402
 
 _CLI = [sys.executable, "-c", "from edgeserve.cli import main; main()"]
 

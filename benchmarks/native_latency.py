@@ -243,11 +243,11 @@ def main() -> None:
         sys.exit(H2LOAD_MISSING)
     root = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(root / "tests"))
+    from bench_models import build_bundle
     from edgeserve.agent.store import ModelStore
+    from http_load import binary_header, grpc_payload
     from support.agent import start_agent
     from support.broker import free_port
-
-    from agent import binary_header, build_bundle, grpc_payload
 
     work = Path(tempfile.mkdtemp(prefix="edgeserve-h2load-"))
     agents = []
