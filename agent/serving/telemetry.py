@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -42,6 +43,8 @@ from typing import Any
 from edgeserve.errors import ConfigError, StorageError
 
 __all__ = ["TelemetryBuffer"]
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 65_536  # bytes read at a time when scanning the journal
 _COMPACT_MIN = 65_536  # a journal smaller than this is never rewritten
@@ -177,23 +180,21 @@ class TelemetryBuffer:
             yield pos - len(rest), rest
 
     def _apply(self, offset: int, line: bytes) -> None:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            return  # not ours to read; skipped, as a half line would be
-        if not isinstance(entry, list) or len(entry) < 2:
+        record = _record(line)
+        if record is not None:
+            rid = record[0]
+            self._last_id = max(self._last_id, rid)
+            if rid > self._up_to:
+                self._count += 1
+                self._bytes += _body_size(line)
+                if self._head is None:
+                    self._head = offset
             return
-        if entry[0] == "forget" and len(entry) == 3:
-            self._dropped = max(self._dropped, int(entry[2]))
-            self._forget(int(entry[1]))
-        elif isinstance(entry[0], int) and entry[0] > self._up_to:
-            self._last_id = max(self._last_id, entry[0])
-            self._count += 1
-            self._bytes += _body_size(line)
-            if self._head is None:
-                self._head = offset
-        elif isinstance(entry[0], int):
-            self._last_id = max(self._last_id, entry[0])
+        mark = _mark(line)
+        if mark is not None:
+            self._dropped = max(self._dropped, mark[1])
+            self._forget(mark[0])
+        # anything else (a line damaged on disk) is skipped everywhere alike
 
     def _forget(self, up_to: int) -> None:
         """Move the oldest end past ``up_to`` (the records' lines are read to count them)."""
@@ -205,10 +206,10 @@ class TelemetryBuffer:
         if head is None:
             return
         for offset, line in self._lines(head, self._pos):
-            rid = _record_id(line)
-            if rid is None:
+            record = _record(line)
+            if record is None:
                 continue
-            if rid > up_to:
+            if record[0] > up_to:
                 self._head = offset
                 return
             self._count -= 1
@@ -220,21 +221,34 @@ class TelemetryBuffer:
         self._pos = os.fstat(fd).st_size  # what we wrote is already applied by the caller
 
     def _compact(self, fd: int) -> None:
-        """Rewrite the journal as its kept records when the forgotten part is most of it."""
+        """Rewrite the journal as its kept records when the forgotten part is most of it.
+
+        A rewrite that fails (a full disk) leaves the journal as it was: it is only retried
+        later, and what the caller asked for has already been written."""
         if self._pos < _COMPACT_MIN or self._pos < 2 * self._bytes:
             return
         tmp = self.path.with_name(self.path.name + ".tmp")
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(out, _forget_line(self._up_to, self._dropped))
-            if self._head is not None:
-                for _offset, line in self._lines(self._head, self._pos):
-                    if _record_id(line) is not None:
-                        os.write(out, line)
-            os.fsync(out)
-        finally:
-            os.close(out)
-        os.replace(tmp, self.path)
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                chunk = bytearray(_forget_line(self._up_to, self._dropped))
+                if self._head is not None:
+                    for _offset, line in self._lines(self._head, self._pos):
+                        if _record(line) is not None:
+                            chunk += line
+                        if len(chunk) >= _CHUNK:
+                            _write_all(out, chunk)
+                            chunk.clear()
+                _write_all(out, chunk)
+                os.fsync(out)
+            finally:
+                os.close(out)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("telemetry buffer %s: not rewritten (%s), kept as it is", self.path, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return
         os.close(fd)
         self._fd = None
         self._catch_up()  # reopen and read the new file
@@ -279,10 +293,10 @@ class TelemetryBuffer:
         up_to, freed, n = self._up_to, 0, 0
         if self._head is not None:
             for _offset, line in self._lines(self._head, self._pos):
-                rid = _record_id(line)
-                if rid is None:
+                record = _record(line)
+                if record is None:
                     continue
-                up_to, freed, n = rid, freed + _body_size(line), n + 1
+                up_to, freed, n = record[0], freed + _body_size(line), n + 1
                 if freed >= excess:
                     break
         return up_to, n
@@ -294,10 +308,10 @@ class TelemetryBuffer:
             if self._head is None or limit <= 0:
                 return out
             for _offset, line in self._lines(self._head, self._pos):
-                if _record_id(line) is None:
+                record = _record(line)
+                if record is None:
                     continue
-                rid, record = json.loads(line)
-                out.append((rid, record))
+                out.append(record)
                 if len(out) >= limit:
                     break
         return out
@@ -342,10 +356,36 @@ def _forget_line(up_to: int, dropped: int) -> bytes:
     return f'["forget",{up_to},{dropped}]\n'.encode()
 
 
-def _record_id(line: bytes) -> int | None:
-    """The id of a record line; None for any other line."""
-    head = line[1 : line.find(b",")]
-    return int(head) if head.isdigit() else None
+def _record(line: bytes) -> tuple[int, dict[str, Any]] | None:
+    """``(id, record)`` of a record line; None for any other line."""
+    if not line.startswith(b"[") or not line[1:2].isdigit():
+        return None
+    try:
+        rid, record = json.loads(line)
+    except ValueError:
+        return None
+    if type(rid) is not int or not isinstance(record, dict):
+        return None
+    return rid, record
+
+
+def _mark(line: bytes) -> tuple[int, int] | None:
+    """``(up_to_id, dropped)`` of a ``forget`` line; None for any other line."""
+    if not line.startswith(b'["forget",'):
+        return None
+    try:
+        _word, up_to, dropped = json.loads(line)
+    except ValueError:
+        return None
+    if type(up_to) is not int or type(dropped) is not int:
+        return None
+    return up_to, dropped
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _body_size(line: bytes) -> int:

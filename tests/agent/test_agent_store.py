@@ -295,3 +295,20 @@ def test_agent_telemetry_buffer_on_a_full_disk_raises_and_keeps_what_it_had(
     buf.append({"i": failed_at})  # room again: appends go on after the last whole record
     assert buf.pending(10_000)[-1] == (failed_at + 1, {"i": failed_at})
     buf.close()
+
+
+def test_agent_telemetry_buffer_skips_a_line_damaged_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    buf = TelemetryBuffer(path, max_bytes=2000)
+    for i in range(3):
+        buf.append({"i": i})
+    buf.close()
+    data = path.read_bytes()
+    assert data.count(b'[2,{"i":1}]') == 1
+    path.write_bytes(data.replace(b'[2,{"i":1}]', b'[2,{"i":1#]'))  # same length, not JSON
+    again = TelemetryBuffer(path, max_bytes=2000)
+    assert again.pending(10) == [(1, {"i": 0}), (3, {"i": 2})]
+    assert len(again) == 2 and again.size_bytes == 2 * len('{"i":0}')
+    again.ack(3)
+    assert len(again) == 0 and again.size_bytes == 0 and again.pending(10) == []
+    again.close()
