@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from agent_proc import compile_sources, free_port, rss_mb, wait_ready  # noqa: E402
+from agent_proc import compile_sources, free_port, rss_mb, stop, wait_ready  # noqa: E402
 from bench_models import build_bundle  # noqa: E402
 
 _CLI = [sys.executable, "-c", "from edgeserve.cli import main; main()"]
@@ -112,12 +112,7 @@ def _measure(
             raise RuntimeError(f"{expect} does not exist yet")
         return {"cold_ms": cold * 1000, "ready_mb": at_ready, "idle_mb": idle}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _importtime(state: Path) -> list[tuple[int, str]]:
