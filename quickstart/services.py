@@ -8,6 +8,7 @@ operator would write; the broker is restarted with the credentials and ACL that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from pathlib import Path
@@ -25,10 +26,26 @@ FLEET = "quickstart"
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that is free now, chosen below the range the kernel draws local
+    ports of outgoing connections from. A port from ``bind(0)`` comes from that same range, so
+    before the service that was given it binds, a client connection made meanwhile (the
+    quickstart's own, to the broker and the fleet server) can take it: an agent then fails with
+    "Address already in use"."""
+    import random
     import socket
 
-    with socket.socket() as s:
+    low = 32768  # Linux's default first ephemeral port
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    candidates = random.sample(range(10000, low), min(200, max(low - 10000, 0)))
+    for port in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # no free port below the range: take one from it
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
