@@ -362,6 +362,9 @@ fi
 say "virtualenv $VENV ($PYTHON $PY_VERSION) with $PKG_REQ ${EXTRA_REQS[*]:-}"
 run mkdir -p "$R_PREFIX"
 PIP=("$R_VENV/bin/python" -m pip --disable-pip-version-check)
+# every install leaves bytecode to the compileall below
+INSTALL=("${PIP[@]}" install -q --no-compile "${PIP_EXTRA[@]}")
+PIP_FRESH=0
 if [ ! -x "$R_VENV/bin/python" ] || [ "$DRY_RUN" = 1 ]; then
   # The interpreter's bundled pip wheel (Debian: /usr/share/python-wheels) puts the newest pip
   # into a venv made without one, run from the wheel itself (which pip supports): ensurepip
@@ -378,19 +381,18 @@ print(next((w for d in dirs if d for w in sorted(glob.glob(os.path.join(d, "pip-
     # --ignore-installed: with --system-site-packages, a system pip must not stand in for it
     run "$R_VENV/bin/python" "$BUNDLED_PIP/pip" install -q --disable-pip-version-check \
       --upgrade --ignore-installed --find-links "$(dirname "$BUNDLED_PIP")" "${PIP_EXTRA[@]}" pip
+    PIP_FRESH=1
   else
     run "$PYTHON" -m venv "${SYSTEM_SITE[@]}" "$R_VENV"
-    run "${PIP[@]}" install -q --upgrade pip "${PIP_EXTRA[@]}"
   fi
-else
-  run "${PIP[@]}" install -q --upgrade pip "${PIP_EXTRA[@]}"
 fi
+[ "$PIP_FRESH" = 1 ] || run "${PIP[@]}" install -q --upgrade pip "${PIP_EXTRA[@]}"
 if [ "$ORT_MODE" = pypi ]; then
-  run "${PIP[@]}" install -q --no-compile --upgrade "${PIP_EXTRA[@]}" "$PKG_REQ" "${EXTRA_REQS[@]}"
+  run "${INSTALL[@]}" --upgrade "$PKG_REQ" "${EXTRA_REQS[@]}"
 else
   # keep PyPI's CPU onnxruntime out: it would shadow the GPU build's `onnxruntime` module
-  [ "$ORT_MODE" = wheel ] && run "${PIP[@]}" install -q --no-compile "${PIP_EXTRA[@]}" "$ORT_WHEEL"
-  run "${PIP[@]}" install -q --no-compile --upgrade --no-deps "${PIP_EXTRA[@]}" "$PKG_REQ"
+  [ "$ORT_MODE" = wheel ] && run "${INSTALL[@]}" "$ORT_WHEEL"
+  run "${INSTALL[@]}" --upgrade --no-deps "$PKG_REQ"
   # the extras' requirements from the installed metadata, without onnxruntime (pip vendors
   # packaging, so this needs nothing else in the venv)
   DEPS_PY='import importlib.metadata as m, sys
@@ -407,7 +409,7 @@ for line in m.requires(sys.argv[2]) or []:
     echo "+ install ${DIST}[$EXTRAS]'s requirements except onnxruntime"
   else
     mapfile -t DEPS < <("$R_VENV/bin/python" -c "$DEPS_PY" "$EXTRAS" "$DIST")
-    run "${PIP[@]}" install -q --no-compile "${PIP_EXTRA[@]}" "${DEPS[@]}" "${EXTRA_REQS[@]}"
+    run "${INSTALL[@]}" "${DEPS[@]}" "${EXTRA_REQS[@]}"
   fi
 fi
 
