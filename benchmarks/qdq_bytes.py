@@ -21,10 +21,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import onnx
-from convert_real import MODELS, fetch
 from edgeserve.converter.quantize import Exclusions, quantize_static_int8
 from edgeserve.converter.targets import get_target
 from onnx import TensorProto
+from real_models import MODELS, fetch
 
 _INT = (TensorProto.INT8, TensorProto.UINT8)
 
