@@ -414,10 +414,15 @@ for line in m.requires(sys.argv[2]) or []:
 fi
 
 # Bytecode for what pip installed (it ran with --no-compile): pip compiles one file at a time,
-# compileall on every core, and packages' own test suites, which the agent never imports, are
-# left out (numpy's alone are a sixth of the source). Under qemu compiling was 60 % of the
-# install's CPU. What fails to compile is compiled when imported, as pip would leave it.
-run "$R_VENV/bin/python" -m compileall -qq -j0 -x 'site-packages/(.*/)?tests?/' "$R_VENV/lib" \
+# compileall on every core. Under qemu compiling was 60 % of the install's CPU, so it skips
+# what the agent, which runs as a user that cannot write bytecode into this root-owned venv,
+# never imports: packages' own test suites (numpy's alone are a sixth of the source); pip, the
+# installer's tool, which writes its own bytecode when root next runs it; ONNX Runtime's
+# model-preparation tools (transformers, quantization, tools: they need onnx, not installed
+# here); and pygments' lexers (rich highlights no source in the agent): 13 of 27 MB
+# of source. What is not compiled, or fails to, is compiled when imported, as pip leaves it.
+NO_BYTECODE='site-packages/((.*/)?tests?|pip|pygments/lexers|onnxruntime/(transformers|quantization|tools))/'
+run "$R_VENV/bin/python" -m compileall -qq -j0 -x "$NO_BYTECODE" "$R_VENV/lib" \
   || warn "some modules in $VENV were not byte-compiled; Python compiles them when they are imported"
 
 # ---------------------------------------------------------------- state + config

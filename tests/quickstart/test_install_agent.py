@@ -93,6 +93,9 @@ def test_install_agent_into_root_then_uninstall(tmp_path: Path, edgeserve_wheel:
     assert (venv / "bin/edgeserve").exists()
     dist_info = f"python3.*/site-packages/edgeserve_toolkit-{__version__}.dist-info"
     assert list((venv / "lib").glob(dist_info))
+    # bytecode is compiled at install: the service user cannot write it into the venv
+    bytecode = "python3.*/site-packages/edgeserve/agent/__pycache__/runner.*.pyc"
+    assert list((venv / "lib").glob(bytecode))
     state = root / "var/lib/edgeserve"
     assert state.is_dir() and (state.stat().st_mode & 0o777) == 0o750
 
