@@ -379,14 +379,14 @@ print(next((w for d in dirs if d for w in sorted(glob.glob(os.path.join(d, "pip-
   if [ -n "$BUNDLED_PIP" ]; then
     run "$PYTHON" -m venv --without-pip "${SYSTEM_SITE[@]}" "$R_VENV"
     # --ignore-installed: with --system-site-packages, a system pip must not stand in for it
-    run "$R_VENV/bin/python" "$BUNDLED_PIP/pip" install -q --disable-pip-version-check \
+    run "$R_VENV/bin/python" "$BUNDLED_PIP/pip" install -q --no-compile --disable-pip-version-check \
       --upgrade --ignore-installed --find-links "$(dirname "$BUNDLED_PIP")" "${PIP_EXTRA[@]}" pip
     PIP_FRESH=1
   else
     run "$PYTHON" -m venv "${SYSTEM_SITE[@]}" "$R_VENV"
   fi
 fi
-[ "$PIP_FRESH" = 1 ] || run "${PIP[@]}" install -q --upgrade pip "${PIP_EXTRA[@]}"
+[ "$PIP_FRESH" = 1 ] || run "${INSTALL[@]}" --upgrade pip
 if [ "$ORT_MODE" = pypi ]; then
   run "${INSTALL[@]}" --upgrade "$PKG_REQ" "${EXTRA_REQS[@]}"
 else
