@@ -361,9 +361,9 @@ fi
 # ---------------------------------------------------------------- venv
 say "virtualenv $VENV ($PYTHON $PY_VERSION) with $PKG_REQ ${EXTRA_REQS[*]:-}"
 run mkdir -p "$R_PREFIX"
-PIP=("$R_VENV/bin/python" -m pip --disable-pip-version-check)
 # every install leaves bytecode to the compileall below
-INSTALL=("${PIP[@]}" install -q --no-compile "${PIP_EXTRA[@]}")
+PIP_INSTALL=(install -q --no-compile --disable-pip-version-check "${PIP_EXTRA[@]}")
+INSTALL=("$R_VENV/bin/python" -m pip "${PIP_INSTALL[@]}")
 PIP_FRESH=0
 if [ ! -x "$R_VENV/bin/python" ] || [ "$DRY_RUN" = 1 ]; then
   # The interpreter's bundled pip wheel (Debian: /usr/share/python-wheels) puts the newest pip
@@ -379,8 +379,8 @@ print(next((w for d in dirs if d for w in sorted(glob.glob(os.path.join(d, "pip-
   if [ -n "$BUNDLED_PIP" ]; then
     run "$PYTHON" -m venv --without-pip "${SYSTEM_SITE[@]}" "$R_VENV"
     # --ignore-installed: with --system-site-packages, a system pip must not stand in for it
-    run "$R_VENV/bin/python" "$BUNDLED_PIP/pip" install -q --no-compile --disable-pip-version-check \
-      --upgrade --ignore-installed --find-links "$(dirname "$BUNDLED_PIP")" "${PIP_EXTRA[@]}" pip
+    run "$R_VENV/bin/python" "$BUNDLED_PIP/pip" "${PIP_INSTALL[@]}" \
+      --upgrade --ignore-installed --find-links "$(dirname "$BUNDLED_PIP")" pip
     PIP_FRESH=1
   else
     run "$PYTHON" -m venv "${SYSTEM_SITE[@]}" "$R_VENV"
