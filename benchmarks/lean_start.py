@@ -7,10 +7,12 @@ alternately over ``--rounds`` rounds; each round measures spawn to the first
 ``/v2/health/ready`` 200 (cold start), RSS at ready, and RSS after 200 JSON requests and a
 second of rest (idle RSS). The agent runs twice per round: with its defaults, and with
 ``[telemetry] interval_s = 1``, so that a telemetry window that counted the requests has
-opened its telemetry buffer (SQLite, opened on first use) before the idle figure; with the
-default 60 s an agent gets there a minute after its first request. Prints medians with the
-spread, and where the agent's start time goes (``-X importtime`` of the agent's start path,
-largest imports).
+opened its telemetry buffer (a journal file, opened on first use) before the idle figure;
+with the default 60 s an agent gets there a minute after its first request. Prints medians
+with the spread; then where the agent's extra start time goes (what it imports that the bare
+server does not, and the reverse, from ``-X importtime``; the share of its own modules spent
+making dataclasses), and whether a thread would shorten the start (onnxruntime imported, or
+sessions created, beside other work).
 
 Both run from a virtual environment as a device has one (:func:`device_python`): the project
 installed from its wheel, compiled to bytecode by pip, not the editable install of a checkout,
@@ -223,30 +225,27 @@ def _start_imports(python: Path, cwd: Path, runs: int = 7) -> None:
         top = name.split(".")[0]
         key = top if top in ("edgeserve", "asyncio", "logging") else "other"
         groups[key] = groups.get(key, 0.0) + ms
+
+    def largest(times: dict[str, float], count: int) -> str:
+        return ", ".join(
+            n for _, n in sorted(((ms, n) for n, ms in times.items()), reverse=True)[:count]
+        )
+
+    others = {
+        n: ms
+        for n, ms in agent_only.items()
+        if not n.startswith(("edgeserve", "asyncio", "logging"))
+    }
     print(f"\nimports, median self time of {runs} alternated runs of -X importtime (ms):")
     print(
         f"  agent only: {sum(agent_only.values()):.1f} in {len(agent_only)} modules; its own "
         f"{groups.get('edgeserve', 0):.1f}, asyncio {groups.get('asyncio', 0):.1f}, logging "
-        f"{groups.get('logging', 0):.1f}, others {groups.get('other', 0):.1f} ("
-        + ", ".join(
-            n
-            for _, n in sorted(
-                (
-                    (ms, n)
-                    for n, ms in agent_only.items()
-                    if not n.startswith(("edgeserve", "asyncio", "logging"))
-                ),
-                reverse=True,
-            )[:6]
-        )
-        + ")"
+        f"{groups.get('logging', 0):.1f}, others {groups.get('other', 0):.1f} "
+        f"({largest(others, 6)})"
     )
     print(
-        f"  bare server only: {sum(bare_only.values()):.1f} in {len(bare_only)} modules ("
-        + ", ".join(
-            n for _, n in sorted(((ms, n) for n, ms in bare_only.items()), reverse=True)[:5]
-        )
-        + ")"
+        f"  bare server only: {sum(bare_only.values()):.1f} in {len(bare_only)} modules "
+        f"({largest(bare_only, 5)})"
     )
     classes = made[0][0]
     spent = statistics.median(m[1] for m in made)
@@ -254,6 +253,84 @@ def _start_imports(python: Path, cwd: Path, runs: int = 7) -> None:
     print(
         f"  the agent's own start-path modules, imported after numpy, onnxruntime and asyncio: "
         f"{total:.1f} ms wall, of which making its {classes} dataclasses {spent:.1f} ms"
+    )
+
+
+# Does a thread overlap the start's two largest parts? Importing onnxruntime on a thread while
+# the main thread imports the event loop's modules, against one after the other; and creating
+# sessions on a thread beside pure-Python work, against one after the other.
+_OVERLAP_IMPORTS = """
+import sys, threading, time
+t = time.perf_counter()
+import numpy
+if sys.argv[1] == "thread":
+    worker = threading.Thread(target=lambda: __import__("onnxruntime"))
+    worker.start()
+else:
+    import onnxruntime
+import asyncio, logging, uvloop, httptools, orjson
+if sys.argv[1] == "thread":
+    worker.join()
+print((time.perf_counter() - t) * 1000)
+"""
+_OVERLAP_SESSIONS = """
+import sys, threading, time
+import numpy, onnxruntime as ort
+def session():
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+def sessions():
+    for _ in range(50):
+        session()
+def spin():
+    x = 0
+    for i in range(3_000_000):
+        x += i
+session()
+t = time.perf_counter(); sessions(); alone = time.perf_counter() - t
+t = time.perf_counter(); spin(); alone += time.perf_counter() - t
+worker = threading.Thread(target=sessions)
+t = time.perf_counter(); worker.start(); spin(); worker.join(); together = time.perf_counter() - t
+print(alone * 1000, together * 1000)
+"""
+
+
+def _overlap(python: Path, cwd: Path, model: Path, runs: int = 6) -> None:
+    """Print whether a thread shortens the start (alternated runs, ranges in ms)."""
+    timings: dict[str, list[float]] = {"serial": [], "thread": [], "alone": [], "together": []}
+    for _ in range(runs):
+        for how in ("serial", "thread"):
+            out = subprocess.run(
+                [str(python), "-c", _OVERLAP_IMPORTS, how],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            timings[how].append(float(out))
+        out = subprocess.run(
+            [str(python), "-c", _OVERLAP_SESSIONS, str(model)],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        timings["alone"].append(float(out[0]))
+        timings["together"].append(float(out[1]))
+
+    def span(key: str) -> str:
+        vals = timings[key]
+        return f"{statistics.median(vals):.0f} ({min(vals):.0f}-{max(vals):.0f})"
+
+    print(f"\noverlap on a thread ({runs} alternated runs, median (min-max) ms):")
+    print(
+        f"  numpy, onnxruntime, asyncio, logging, uvloop, httptools, orjson: one after the other "
+        f"{span('serial')}, onnxruntime on a thread {span('thread')}"
+    )
+    print(
+        f"  50 sessions of the model and a pure-Python loop: one after the other {span('alone')},"
+        f" side by side {span('together')}"
     )
 
 
@@ -333,6 +410,7 @@ def main() -> None:
             " window)"
         )
         _start_imports(python, work)
+        _overlap(python, work, bundle / "model.onnx")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
