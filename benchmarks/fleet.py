@@ -24,6 +24,10 @@ Usage::
 
     .venv/bin/python benchmarks/fleet.py                 # N = 100 and 1000
     .venv/bin/python benchmarks/fleet.py --devices 1000 --device-procs 2 --telemetry 20000
+
+Each device holds a broker connection, so N is bounded by the open-file limit the broker
+inherits (``ulimit -n``; 20,000 here): above it the script stops at once and names
+``benchmarks/fleet_protocol.py``, which simulates devices as protocol, many per connection.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -159,6 +164,11 @@ def _proc_kib(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     return 0
+
+
+# Descriptors the broker needs besides the devices' connections: its listener, log, the
+# fleet server's and the message counter's connections.
+_BROKER_SPARE_FDS = 64
 
 
 def device_worker(spec_path: Path) -> None:
@@ -336,6 +346,17 @@ def main() -> None:
     if args.worker:
         device_worker(args.worker)
         return
+    # Every simulated device holds a broker connection, and Mosquitto gets this process's
+    # open-file limit: past it, devices would fail to connect only after minutes of setup.
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    too_many = [n for n in args.devices if n + _BROKER_SPARE_FDS > limit]
+    if too_many and limit != resource.RLIM_INFINITY:
+        parser.error(
+            f"{max(too_many)} devices need as many broker connections, above the open-file "
+            f"limit of {limit} that the broker would get (ulimit -n); run them as "
+            f"protocol-level devices: benchmarks/fleet_protocol.py --devices "
+            + " ".join(str(n) for n in too_many)
+        )
     rows = []
     for n in args.devices:
         with tempfile.TemporaryDirectory(prefix=f"edgeserve-fleet-bench-{n}-") as tmp:
