@@ -29,6 +29,7 @@ Needs the ``convert`` extra (onnx) to build the model.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import site as sitelib
@@ -122,7 +123,8 @@ def device_python(work: Path) -> Path:
             "install",
             "-q",
             "--no-deps",
-            "--no-build-isolation",
+            # this environment's setuptools when it has one (Python 3.12+ venvs do not)
+            *(["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []),
             "--disable-pip-version-check",
             "--target",
             site,
