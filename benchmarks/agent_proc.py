@@ -3,10 +3,14 @@ with a raw socket, RSS and CPU time from ``/proc``."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import site
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -27,6 +31,31 @@ def compile_sources() -> None:
 
     for package in ("edgeserve", "agent"):
         compileall.compile_dir(ROOT / package, quiet=1)
+
+
+def device_python(work: Path) -> Path:
+    """The interpreter of a virtual environment under ``work`` laid out as a device's.
+
+    This checkout is installed from a wheel built from a copy of it (so the checkout gets no
+    ``build/``), with pip's bytecode; the dependencies are the running environment's, its
+    site-packages added by a path file so that none of its own path files (an editable
+    install's finder: ~17 ms of every Python start, 2026-12-07) runs at start.
+    """
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    purelib = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
+    (purelib / "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    source = work / "source"
+    ignore = shutil.ignore_patterns(".*", "build", "dist", "__pycache__", "*.egg-info")
+    shutil.copytree(ROOT, source, ignore=ignore)
+    # this environment's setuptools when it has one (Python 3.12+ venvs do not)
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", *isolation,
+         "--disable-pip-version-check", "--target", str(purelib), str(source)],
+        check=True,
+    )  # fmt: skip
+    return venv / "bin" / "python"
 
 
 def free_port() -> int:

@@ -350,7 +350,7 @@ def main() -> None:
     # open-file limit: past it, devices would fail to connect only after minutes of setup.
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     too_many = [n for n in args.devices if n + _BROKER_SPARE_FDS > limit]
-    if too_many and limit != resource.RLIM_INFINITY:
+    if too_many and limit != resource.RLIM_INFINITY:  # RLIM_INFINITY is -1
         parser.error(
             f"{max(too_many)} devices need as many broker connections, above the open-file "
             f"limit of {limit} that the broker would get (ulimit -n); run them as "

@@ -14,10 +14,11 @@ server does not, and the reverse, from ``-X importtime``; the share of its own m
 making dataclasses), and whether a thread would shorten the start (onnxruntime imported, or
 sessions created, beside other work).
 
-Both run from a virtual environment as a device has one (:func:`device_python`): the project
-installed from its wheel, compiled to bytecode by pip, not the editable install of a checkout,
-whose import hook alone costs every Python start there ~17 ms (``-X importtime`` of
-``-c pass``: 17.5 ms for the finder, 21.6 ms for ``site``; 2026-12-07).
+Both run from a virtual environment as a device has one (``agent_proc.device_python``): the
+project installed from its wheel, compiled to bytecode by pip, not the editable install of a
+checkout, whose import hook alone costs every Python start there ~17 ms (``-X importtime`` of
+``-c pass``: 17.5 ms for the finder, 21.6 ms for ``site``; 2026-12-07). The import and thread
+lines come from :mod:`start_costs`.
 
 Usage::
 
@@ -29,10 +30,8 @@ Needs the ``convert`` extra (onnx) to build the model.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shutil
-import site as sitelib
 import statistics
 import subprocess
 import sys
@@ -45,8 +44,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from agent_proc import free_port, rss_mb, stop, wait_ready  # noqa: E402
+from agent_proc import device_python, free_port, rss_mb, stop, wait_ready  # noqa: E402
 from bench_models import build_bundle  # noqa: E402
+from start_costs import print_overlap, print_start_imports  # noqa: E402
 
 _CLI = ["-c", "from edgeserve.cli import main; main()"]
 
@@ -93,48 +93,6 @@ HTTPServer(("127.0.0.1", int(sys.argv[2])), Handler).serve_forever()
 """
 
 
-def device_python(work: Path) -> Path:
-    """The interpreter of a virtual environment under ``work`` laid out as a device's: this
-    checkout installed from a wheel built from a copy of it (so the checkout gets no
-    ``build/``), pip's bytecode beside it, and the running environment's site-packages for the
-    dependencies, added by a path file so that none of its own path files (the editable
-    install's finder) runs at start."""
-    venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    (Path(site) / "dependencies.pth").write_text("\n".join(sitelib.getsitepackages()) + "\n")
-    source = work / "source"
-    shutil.copytree(
-        ROOT,
-        source,
-        ignore=shutil.ignore_patterns(".*", "build", "dist", "__pycache__", "*.egg-info"),
-    )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            # this environment's setuptools when it has one (Python 3.12+ venvs do not)
-            *(["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []),
-            "--disable-pip-version-check",
-            "--target",
-            site,
-            str(source),
-        ],
-        check=True,
-    )
-    return python
-
-
 def _measure(
     cmd: list[str], port: int, body: bytes, url: str, cwd: Path, expect: Path | None = None
 ) -> dict[str, float]:
@@ -163,177 +121,6 @@ def _measure(
         return {"cold_ms": cold * 1000, "ready_mb": at_ready, "idle_mb": idle}
     finally:
         stop(proc)
-
-
-_AGENT_IMPORTS = (
-    "import edgeserve.cli, edgeserve.agent.run_args, edgeserve.agent.runner, uvloop\n"
-    "import edgeserve.agent.http.routes, edgeserve.agent.http.server\n"
-    "import edgeserve.agent.serving.core, edgeserve.agent.serving.loaded\n"
-    "import edgeserve.runtimes.onnx, onnxruntime\n"
-)
-_BARE_IMPORTS = "import json, http.server, numpy, onnxruntime\n"
-# Time spent making dataclasses while the agent's start path is imported (numpy, onnxruntime
-# and asyncio first, so that only the agent's own classes count).
-_DATACLASSES = (
-    "import time, dataclasses, numpy, onnxruntime, asyncio, logging\n"
-    "spent, made, process = [0.0], [0], dataclasses._process_class\n"
-    "def timed(*args, **kwargs):\n"
-    "    t = time.perf_counter()\n"
-    "    try:\n"
-    "        return process(*args, **kwargs)\n"
-    "    finally:\n"
-    "        spent[0] += time.perf_counter() - t\n"
-    "        made[0] += 1\n"
-    "dataclasses._process_class = timed\n"
-    "t = time.perf_counter()\n"
-    + _AGENT_IMPORTS
-    + "print(made[0], spent[0] * 1000, (time.perf_counter() - t) * 1000)\n"
-)
-
-
-def _self_times(python: Path, cwd: Path, code: str) -> dict[str, int]:
-    """Self import time (µs) of each module ``code`` imports (``-X importtime``)."""
-    out = subprocess.run(
-        [str(python), "-X", "importtime", "-c", code], cwd=cwd, capture_output=True, text=True
-    ).stderr
-    times = {}
-    for line in out.splitlines():
-        if line.startswith("import time:") and "|" in line:
-            own, _, name = line[len("import time:") :].split("|")
-            if own.strip().isdigit():
-                times[name.strip()] = int(own)
-    return times
-
-
-def _start_imports(python: Path, cwd: Path, runs: int = 7) -> None:
-    """Print what the agent imports that the bare server does not, and the reverse (median
-    self times over ``runs`` alternated runs), and its own modules' dataclass making."""
-    agent_runs, bare_runs, made = [], [], []
-    for _ in range(runs):
-        agent_runs.append(_self_times(python, cwd, _AGENT_IMPORTS))
-        bare_runs.append(_self_times(python, cwd, _BARE_IMPORTS))
-        out = subprocess.run(
-            [str(python), "-c", _DATACLASSES], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.split()
-        made.append((int(out[0]), float(out[1]), float(out[2])))
-
-    def only(runs_a: list[dict[str, int]], runs_b: list[dict[str, int]]) -> dict[str, float]:
-        names = set(runs_a[0]) - set(runs_b[0])
-        return {n: statistics.median(r.get(n, 0) for r in runs_a) / 1000 for n in names}
-
-    agent_only, bare_only = only(agent_runs, bare_runs), only(bare_runs, agent_runs)
-    groups: dict[str, float] = {}
-    for name, ms in agent_only.items():
-        top = name.split(".")[0]
-        key = top if top in ("edgeserve", "asyncio", "logging") else "other"
-        groups[key] = groups.get(key, 0.0) + ms
-
-    def largest(times: dict[str, float], count: int) -> str:
-        return ", ".join(
-            n for _, n in sorted(((ms, n) for n, ms in times.items()), reverse=True)[:count]
-        )
-
-    others = {
-        n: ms
-        for n, ms in agent_only.items()
-        if not n.startswith(("edgeserve", "asyncio", "logging"))
-    }
-    print(f"\nimports, median self time of {runs} alternated runs of -X importtime (ms):")
-    print(
-        f"  agent only: {sum(agent_only.values()):.1f} in {len(agent_only)} modules; its own "
-        f"{groups.get('edgeserve', 0):.1f}, asyncio {groups.get('asyncio', 0):.1f}, logging "
-        f"{groups.get('logging', 0):.1f}, others {groups.get('other', 0):.1f} "
-        f"({largest(others, 6)})"
-    )
-    print(
-        f"  bare server only: {sum(bare_only.values()):.1f} in {len(bare_only)} modules "
-        f"({largest(bare_only, 5)})"
-    )
-    classes = made[0][0]
-    spent = statistics.median(m[1] for m in made)
-    total = statistics.median(m[2] for m in made)
-    print(
-        f"  the agent's own start-path modules, imported after numpy, onnxruntime and asyncio: "
-        f"{total:.1f} ms wall, of which making its {classes} dataclasses {spent:.1f} ms"
-    )
-
-
-# Does a thread overlap the start's two largest parts? Importing onnxruntime on a thread while
-# the main thread imports the event loop's modules, against one after the other; and creating
-# sessions on a thread beside pure-Python work, against one after the other.
-_OVERLAP_IMPORTS = """
-import sys, threading, time
-t = time.perf_counter()
-import numpy
-if sys.argv[1] == "thread":
-    worker = threading.Thread(target=lambda: __import__("onnxruntime"))
-    worker.start()
-else:
-    import onnxruntime
-import asyncio, logging, uvloop, httptools, orjson
-if sys.argv[1] == "thread":
-    worker.join()
-print((time.perf_counter() - t) * 1000)
-"""
-_OVERLAP_SESSIONS = """
-import sys, threading, time
-import numpy, onnxruntime as ort
-def session():
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
-def sessions():
-    for _ in range(50):
-        session()
-def spin():
-    x = 0
-    for i in range(3_000_000):
-        x += i
-session()
-t = time.perf_counter(); sessions(); alone = time.perf_counter() - t
-t = time.perf_counter(); spin(); alone += time.perf_counter() - t
-worker = threading.Thread(target=sessions)
-t = time.perf_counter(); worker.start(); spin(); worker.join(); together = time.perf_counter() - t
-print(alone * 1000, together * 1000)
-"""
-
-
-def _overlap(python: Path, cwd: Path, model: Path, runs: int = 6) -> None:
-    """Print whether a thread shortens the start (alternated runs, ranges in ms)."""
-    timings: dict[str, list[float]] = {"serial": [], "thread": [], "alone": [], "together": []}
-    for _ in range(runs):
-        for how in ("serial", "thread"):
-            out = subprocess.run(
-                [str(python), "-c", _OVERLAP_IMPORTS, how],
-                cwd=cwd,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            timings[how].append(float(out))
-        out = subprocess.run(
-            [str(python), "-c", _OVERLAP_SESSIONS, str(model)],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        timings["alone"].append(float(out[0]))
-        timings["together"].append(float(out[1]))
-
-    def span(key: str) -> str:
-        vals = timings[key]
-        return f"{statistics.median(vals):.0f} ({min(vals):.0f}-{max(vals):.0f})"
-
-    print(f"\noverlap on a thread ({runs} alternated runs, median (min-max) ms):")
-    print(
-        f"  numpy, onnxruntime, asyncio, logging, uvloop, httptools, orjson: one after the other "
-        f"{span('serial')}, onnxruntime on a thread {span('thread')}"
-    )
-    print(
-        f"  50 sessions of the model and a pure-Python loop: one after the other {span('alone')},"
-        f" side by side {span('together')}"
-    )
 
 
 def main() -> None:
@@ -411,8 +198,8 @@ def main() -> None:
             f" ({med['window']['idle_mb'] - med['bare']['idle_mb']:+.1f} MB after a telemetry"
             " window)"
         )
-        _start_imports(python, work)
-        _overlap(python, work, bundle / "model.onnx")
+        print_start_imports(python, work)
+        print_overlap(python, work, bundle / "model.onnx")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
